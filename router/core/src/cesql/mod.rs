@@ -1,0 +1,1 @@
+//! CloudEvents SQL (CESQL) v1.0.0: lexer, parser, compiler and evaluator.

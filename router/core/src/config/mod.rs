@@ -1,0 +1,1 @@
+//! The resource model: Knative's YAML documents, parsed and validated.

@@ -1,0 +1,16 @@
+//! The sans-IO core of Triggerfish.
+//!
+//! Everything here is deterministic and free of I/O: no sockets, no files, no tokio, and no
+//! clock. Time enters as a `now` argument. The runtime crate (`triggerfish-router`) drives these
+//! pieces from thin async loops; the media workers use the event model directly.
+//!
+//! - [`event`]: zero-copy CloudEvent views over received bytes, and the HTTP/JSON codecs.
+//! - [`cesql`]: the CloudEvents SQL expression language (v1.0.0), compiled once per filter.
+//! - [`config`]: the resource model (Knative's YAML plus our kinds), parsed and validated.
+//!
+//! What it does not do: network, disk, threads, timers. Those belong to the router.
+#![warn(missing_docs)]
+
+pub mod cesql;
+pub mod config;
+pub mod event;

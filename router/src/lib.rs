@@ -1,0 +1,1 @@
+//! The Triggerfish runtime: thin async drivers around `triggerfish-core`.

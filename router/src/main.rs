@@ -1,0 +1,3 @@
+//! The `triggerfish` binary.
+
+fn main() {}
