@@ -17,8 +17,23 @@
 //! enforce body limits while reading a socket, or talk to the network. Those are the router's.
 
 mod attr;
+mod batch;
+mod binary;
+mod encode;
+mod error;
+mod json;
+pub mod sdk;
+mod text;
+mod validate;
 
 pub use attr::{AttrValue, Attributes, KnownAttr, SpecVersion, is_valid_attribute_name};
+pub use batch::{Data, EventBatch, EventRef, EventView, Extensions};
+pub use binary::decode_binary;
+pub use encode::{
+    EncodeOptions, encode_batched, encode_binary, encode_structured, write_structured,
+};
+pub use error::{DecodeError, DecodeErrorKind};
+pub use json::{BatchDecode, decode_batched, decode_structured};
 
 /// Limits applied while decoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,230 @@
+//! Encoders: binary-mode headers, structured JSON and batched JSON.
+//!
+//! Encoders write from an [`EventView`]. JSON data is copied verbatim from the received bytes;
+//! a binary-mode body is a shared slice of them. [`EncodeOptions`] lets the broker drop or add
+//! extensions on the way out (the TTL is never sent to subscribers; dead letters gain the
+//! `knativeerror*` extensions) without building a new event.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+use super::attr::{AttrValue, KnownAttr, SpecVersion};
+use super::batch::{Data, EventView};
+use super::is_json_media_type;
+
+/// Characters percent-encoded in binary-mode header values (HTTP binding §3.1.3.2): space,
+/// `"`, `%`, and everything outside U+0021–U+007E (controls here; non-ASCII always).
+const HEADER_ENCODE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
+
+/// Changes applied to an event's extensions while encoding it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EncodeOptions<'a> {
+    /// Extensions to leave out.
+    pub skip: &'a [&'a str],
+    /// Extensions to add, replacing any of the same name.
+    pub add: &'a [(&'a str, AttrValue<'a>)],
+}
+
+impl<'a> EncodeOptions<'a> {
+    fn keeps(&self, name: &str) -> bool {
+        !self.skip.contains(&name) && !self.add.iter().any(|(n, _)| *n == name)
+    }
+
+    /// The extensions of `view` after the options are applied.
+    pub fn extensions<'v>(
+        &'v self,
+        view: &EventView<'v>,
+    ) -> impl Iterator<Item = (&'v str, AttrValue<'v>)> + 'v
+    where
+        'a: 'v,
+    {
+        let kept = view.extensions().filter(move |(n, _)| self.keeps(n));
+        kept.chain(self.add.iter().copied())
+    }
+}
+
+/// Encodes one event in binary mode: `ce-*` headers (percent-encoded), `Content-Type` from
+/// `datacontenttype`, and the data as the body.
+pub fn encode_binary(view: &EventView<'_>, opts: &EncodeOptions<'_>) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::with_capacity(8 + view.extensions().len());
+    let version = view.spec_version();
+    headers.insert(
+        HeaderName::from_static("ce-specversion"),
+        HeaderValue::from_static(version.as_str()),
+    );
+    for attr in KnownAttr::ALL {
+        if attr == KnownAttr::SpecVersion {
+            continue;
+        }
+        let Some(value) = view.known(attr) else {
+            continue;
+        };
+        if attr == KnownAttr::DataContentType {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(http::header::CONTENT_TYPE, v);
+                continue;
+            }
+        }
+        headers.insert(known_header(attr, version), header_value(value));
+    }
+    for (name, value) in opts.extensions(view) {
+        let Ok(header) = HeaderName::from_bytes(format!("ce-{name}").as_bytes()) else {
+            continue;
+        };
+        let v = value.with_canonical_str(header_value);
+        headers.insert(header, v);
+    }
+    let body = match view.data() {
+        Data::None => Bytes::new(),
+        Data::Base64(_) => Bytes::from(view.data().to_bytes().into_owned()),
+        _ => view.data_shared().unwrap_or_default(),
+    };
+    (headers, body)
+}
+
+fn known_header(attr: KnownAttr, version: SpecVersion) -> HeaderName {
+    HeaderName::from_static(match attr.name_in(version) {
+        "id" => "ce-id",
+        "source" => "ce-source",
+        "type" => "ce-type",
+        "subject" => "ce-subject",
+        "time" => "ce-time",
+        "datacontenttype" => "ce-datacontenttype",
+        "dataschema" => "ce-dataschema",
+        "schemaurl" => "ce-schemaurl",
+        _ => "ce-specversion",
+    })
+}
+
+fn header_value(value: &str) -> HeaderValue {
+    let encoded: std::borrow::Cow<'_, str> = utf8_percent_encode(value, HEADER_ENCODE).into();
+    // After percent-encoding, only visible ASCII remains, which is always a valid header value.
+    HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Encodes one event as a structured-mode JSON object.
+pub fn encode_structured(view: &EventView<'_>, opts: &EncodeOptions<'_>) -> Bytes {
+    let mut out = Vec::with_capacity(view.wire_size() + 64);
+    write_structured(view, opts, &mut out);
+    Bytes::from(out)
+}
+
+/// Encodes events as a batched-mode JSON array.
+pub fn encode_batched<'a>(
+    views: impl IntoIterator<Item = EventView<'a>>,
+    opts: &EncodeOptions<'_>,
+) -> Bytes {
+    let mut out = Vec::with_capacity(1024);
+    out.push(b'[');
+    for (i, view) in views.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_structured(&view, opts, &mut out);
+    }
+    out.push(b']');
+    Bytes::from(out)
+}
+
+/// Appends the structured JSON form of `view` to `out`.
+///
+/// Data mapping (JSON format §3.1.1): JSON data is written verbatim as `data`; text as a JSON
+/// string; base64 data as `data_base64` (0.3: `datacontentencoding: base64`). A binary-mode body
+/// becomes `data` when its content type is JSON and it parses as JSON, a string when it is text
+/// in UTF-8, and `data_base64` otherwise.
+pub fn write_structured(view: &EventView<'_>, opts: &EncodeOptions<'_>, out: &mut Vec<u8>) {
+    let version = view.spec_version();
+    out.extend_from_slice(b"{\"specversion\":\"");
+    out.extend_from_slice(version.as_str().as_bytes());
+    out.push(b'"');
+    for attr in KnownAttr::ALL {
+        if attr == KnownAttr::SpecVersion {
+            continue;
+        }
+        if let Some(value) = view.known(attr) {
+            member(out, attr.name_in(version));
+            json_string(out, value);
+        }
+    }
+    for (name, value) in opts.extensions(view) {
+        member(out, name);
+        match value {
+            AttrValue::Str(s) => json_string(out, s),
+            AttrValue::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes()),
+            AttrValue::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        }
+    }
+    let base64_member = |out: &mut Vec<u8>, b64: &str| match version {
+        SpecVersion::V10 => {
+            member(out, "data_base64");
+            json_string(out, b64);
+        }
+        SpecVersion::V03 => {
+            member(out, "datacontentencoding");
+            json_string(out, "base64");
+            member(out, "data");
+            json_string(out, b64);
+        }
+    };
+    match view.data() {
+        Data::None => {}
+        Data::Json(bytes) => {
+            member(out, "data");
+            out.extend_from_slice(bytes);
+        }
+        Data::Text(s) => {
+            member(out, "data");
+            json_string(out, s);
+        }
+        Data::Base64(s) => base64_member(out, s),
+        Data::Binary(bytes) => {
+            let ct = view.datacontenttype();
+            if ct.is_some_and(is_json_media_type) && is_json(bytes) {
+                member(out, "data");
+                out.extend_from_slice(bytes);
+            } else if let (Some(ct), Ok(text)) = (ct, std::str::from_utf8(bytes)) {
+                if is_text_media_type(ct) {
+                    member(out, "data");
+                    json_string(out, text);
+                } else {
+                    base64_member(out, &base64_encode(bytes));
+                }
+            } else {
+                base64_member(out, &base64_encode(bytes));
+            }
+        }
+    }
+    out.push(b'}');
+}
+
+fn member(out: &mut Vec<u8>, name: &str) {
+    out.push(b',');
+    json_string(out, name);
+    out.push(b':');
+}
+
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail, and a &str always serializes.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn is_json(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Text media types whose bodies can travel as a JSON string: `text/*`, XML, or any type with a
+/// `charset` parameter.
+fn is_text_media_type(ct: &str) -> bool {
+    let lower = ct.to_ascii_lowercase();
+    let essence = lower.split(';').next().unwrap_or("").trim();
+    essence.starts_with("text/")
+        || essence.ends_with("/xml")
+        || essence.ends_with("+xml")
+        || lower.contains("charset=")
+}
