@@ -1,6 +1,7 @@
 //! Every CloudEvents conformance vector under `shared/data/cloudevents/conformance/` decodes to
 //! the expected attributes and data: the YAML event files (sent in the mode they name, or in
 //! both modes when they name none) and the HTTP protocol binding feature file (raw requests).
+#![allow(clippy::unwrap_used)] // Tests fail loudly on unexpected errors.
 
 mod common;
 

@@ -5,7 +5,7 @@
 //! be UTF-8. `Content-Type` becomes `datacontenttype`. The body is kept as it is, shared, and is
 //! the event's data.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
 
 use super::DecodeLimits;
@@ -43,9 +43,11 @@ pub fn decode_binary(
     };
 
     let mut header_bytes = 0usize;
+    let mut header_count = 0usize;
     for (name, value) in headers {
         if name.as_str().starts_with(PREFIX) {
             header_bytes += name.as_str().len() + value.len();
+            header_count += 1;
         }
     }
     let content_type = headers.get(http::header::CONTENT_TYPE);
@@ -60,9 +62,9 @@ pub fn decode_binary(
         return Err(err(DecodeErrorKind::BodyTooLarge(size)));
     }
 
-    let mut text = BytesMut::with_capacity(header_bytes + content_type.map_or(0, |v| v.len()));
+    let mut text: Vec<u8> = Vec::with_capacity(header_bytes + content_type.map_or(0, |v| v.len()));
     let mut slot = Slot::new(version, 0);
-    let mut exts: Vec<Ext> = Vec::new();
+    let mut exts: Vec<Ext> = Vec::with_capacity(header_count.saturating_sub(4));
     for (name, value) in headers {
         let Some(attr) = name.as_str().strip_prefix(PREFIX) else {
             continue;
@@ -120,8 +122,15 @@ pub fn decode_binary(
     if !body.is_empty() {
         slot.data = DataSpan::Binary(Span::new(0, body.len()));
     }
-    let text = text.freeze();
-    validate_event(&slot, &text).map_err(err)?;
+    // Decoding only shrinks values; fill the spare capacity so that freezing the buffer takes
+    // it over as it is, without a second allocation.
+    text.resize(text.capacity(), 0);
+    let text = Bytes::from(text);
+    let mut known = [None; KnownAttr::COUNT];
+    for (value, span) in known.iter_mut().zip(slot.known.iter()) {
+        *value = span.map(|s| super::text::str_at(&text, s));
+    }
+    validate_event(version, &known).map_err(err)?;
     Ok(EventBatch {
         raw: body,
         text,
@@ -130,9 +139,9 @@ pub fn decode_binary(
     })
 }
 
-fn push(text: &mut BytesMut, bytes: &[u8]) -> Span {
+fn push(text: &mut Vec<u8>, bytes: &[u8]) -> Span {
     let start = text.len();
-    text.put_slice(bytes);
+    text.extend_from_slice(bytes);
     Span::new(start, bytes.len())
 }
 
@@ -144,7 +153,7 @@ enum ValueError {
 }
 
 /// Unwraps a quoted-string, percent-decodes, checks UTF-8; appends the result to `text`.
-fn decode_value(text: &mut BytesMut, value: &[u8]) -> Result<Span, ValueError> {
+fn decode_value(text: &mut Vec<u8>, value: &[u8]) -> Result<Span, ValueError> {
     let start = text.len();
     let unquoted;
     let value = if value.first() == Some(&b'"') {
@@ -161,12 +170,12 @@ fn decode_value(text: &mut BytesMut, value: &[u8]) -> Result<Span, ValueError> {
                 text.truncate(start);
                 return Err(ValueError::PercentEncoding);
             };
-            text.put_u8((h * 16 + l) as u8);
+            text.push((h * 16 + l) as u8);
             i += 3;
         } else {
             // Copy the run up to the next '%' in one go.
             let run = memchr::memchr(b'%', &value[i..]).unwrap_or(value.len() - i);
-            text.put_slice(&value[i..i + run]);
+            text.extend_from_slice(&value[i..i + run]);
             i += run;
         }
     }
@@ -243,7 +252,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_headers() {
-        let cases: &[(&str, &str, fn(&DecodeErrorKind) -> bool)] = &[
+        type Check = fn(&DecodeErrorKind) -> bool;
+        let cases: &[(&str, &str, Check)] = &[
             ("ce-a", "%C0%A0", |k| {
                 matches!(k, DecodeErrorKind::InvalidUtf8 { .. })
             }),

@@ -60,13 +60,21 @@ pub fn encode_binary(view: &EventView<'_>, opts: &EncodeOptions<'_>) -> (HeaderM
         let Some(value) = view.known(attr) else {
             continue;
         };
-        if attr == KnownAttr::DataContentType {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                headers.insert(http::header::CONTENT_TYPE, v);
-                continue;
-            }
+        if attr == KnownAttr::DataContentType
+            && let Ok(v) = HeaderValue::from_str(value)
+        {
+            headers.insert(http::header::CONTENT_TYPE, v);
+            continue;
         }
         headers.insert(known_header(attr, version), header_value(value));
+    }
+    if view.datacontenttype().is_none() && matches!(view.data(), Data::Json(_)) {
+        // Structured data without a content type is JSON (JSON format §3.1.2); say so when it
+        // moves to a binding where the type is not implied.
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
     }
     for (name, value) in opts.extensions(view) {
         let Ok(header) = HeaderName::from_bytes(format!("ce-{name}").as_bytes()) else {

@@ -58,14 +58,16 @@ enum Shape {
     Array,
 }
 
+/// Parser state reused by every decode on a thread. The tape is kept between calls with its
+/// lifetime erased (`Tape::reset`), so its allocation is reused too.
 struct Scratch {
     buffers: Buffers,
-    tape: Tape<'static>,
+    tape: Option<Tape<'static>>,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> =
-        RefCell::new(Scratch { buffers: Buffers::new(64 * 1024), tape: Tape::null() });
+        RefCell::new(Scratch { buffers: Buffers::new(64 * 1024), tape: None });
 }
 
 fn decode(raw: Bytes, limits: &DecodeLimits, shape: Shape) -> Result<BatchDecode, DecodeError> {
@@ -93,12 +95,12 @@ fn decode(raw: Bytes, limits: &DecodeLimits, shape: Shape) -> Result<BatchDecode
             Err(_) => {
                 fresh = Scratch {
                     buffers: Buffers::new(len),
-                    tape: Tape::null(),
+                    tape: None,
                 };
                 &mut fresh
             }
         };
-        let mut tape = std::mem::replace(&mut state.tape, Tape::null()).reset();
+        let mut tape = state.tape.take().unwrap_or_else(Tape::null).reset();
         let base = scratch.as_ptr() as usize;
         let parsed = fill_tape_padded(&mut scratch, len, &mut state.buffers, &mut tape);
         let out = match parsed {
@@ -118,46 +120,25 @@ fn decode(raw: Bytes, limits: &DecodeLimits, shape: Shape) -> Result<BatchDecode
                 walk(walker, limits, shape)
             }
         };
-        state.tape = tape.reset();
+        state.tape = Some(tape.reset());
         out
     });
     let (tables, rejected) = result?;
-    scratch.truncate(len);
+    // The padding stays in the buffer: freezing a Vec whose length is its capacity is free,
+    // while truncating first would reallocate.
     let text = Bytes::from(scratch);
-    let mut batch = EventBatch {
+    let batch = EventBatch {
         raw,
         text,
         slots: tables.slots,
         exts: tables.exts,
     };
-    let mut rejected = rejected;
-    // Validation runs on the finished buffers; rejected events are removed from the table.
-    let mut keep = Vec::with_capacity(batch.slots.len());
-    for (slot, index) in batch.slots.iter().zip(tables.indices.iter()) {
-        match validate_event(slot, &batch.text) {
-            Ok(()) => keep.push(true),
-            Err(kind) => {
-                keep.push(false);
-                rejected.push(DecodeError::at(
-                    (shape == Shape::Array).then_some(*index),
-                    kind,
-                ));
-            }
-        }
-    }
-    if keep.iter().any(|k| !k) {
-        let mut it = keep.iter();
-        batch.slots.retain(|_| *it.next().unwrap_or(&false));
-    }
-    rejected.sort_by_key(|e| e.index);
     Ok(BatchDecode { batch, rejected })
 }
 
 struct Tables {
     slots: Vec<Slot>,
     exts: Vec<Ext>,
-    /// Index in the received array of each slot.
-    indices: Vec<usize>,
 }
 
 /// One token of the document: a structural character, with its tape node when it starts a value.
@@ -266,7 +247,6 @@ fn walk(
     let mut tables = Tables {
         slots: Vec::new(),
         exts: Vec::new(),
-        indices: Vec::new(),
     };
     let mut rejected = Vec::new();
     match shape {
@@ -277,10 +257,9 @@ fn walk(
                 }));
             }
             tables.slots.reserve_exact(1);
+            tables.exts.reserve(8);
             if let Err(kind) = read_event(&mut w, first, &mut tables, limits) {
                 rejected.push(DecodeError::body(kind));
-            } else {
-                tables.indices.push(0);
             }
         }
         Shape::Array => {
@@ -296,8 +275,8 @@ fn walk(
                 }));
             }
             tables.slots.reserve_exact(*len);
-            tables.indices.reserve_exact(*len);
-            tables.exts.reserve(*len * 2);
+            // Room for four extensions per event; more only grows the table amortized.
+            tables.exts.reserve(*len * 4);
             let mut index = 0usize;
             while let Some(tok) = w.next() {
                 match tok.byte {
@@ -306,7 +285,7 @@ fn walk(
                     b'{' => {
                         let ext_mark = tables.exts.len();
                         match read_event(&mut w, tok, &mut tables, limits) {
-                            Ok(()) => tables.indices.push(index),
+                            Ok(()) => {}
                             Err(kind) => {
                                 tables.exts.truncate(ext_mark);
                                 rejected.push(DecodeError::at(Some(index), kind));
@@ -411,7 +390,7 @@ fn read_event<'t>(
     // Second pass: attributes and extensions.
     let mut slot = Slot::new(version, t.exts.len());
     slot.wire_size = size as u32;
-    let mut content_type: Option<&str> = None;
+    let mut known: [Option<&str>; KnownAttr::COUNT] = [None; KnownAttr::COUNT];
     let mut base64_encoded = false;
     for (key, value) in members {
         if matches!(value.node, Some(Node::Static(StaticNode::Null))) {
@@ -437,9 +416,7 @@ fn read_event<'t>(
                 let Some(Node::String(s)) = value.node else {
                     return Err(invalid_type(key, "a string", &value));
                 };
-                if k == KnownAttr::DataContentType {
-                    content_type = Some(s);
-                }
+                known[k as usize] = Some(s);
                 slot.known[k as usize] = Some(w.span_of(s));
             }
             Member::Extension => {
@@ -474,11 +451,13 @@ fn read_event<'t>(
     }
     slot.ext_len = (t.exts.len() - slot.ext_start as usize) as u32;
 
+    validate_event(version, &known)?;
+
     // Data (JSON format §3.1.2).
-    let data = data.filter(|(tok, _)| !matches!(tok.node, Some(Node::Static(StaticNode::Null))));
+    // `data: null` is an explicit null payload (JSON format §3.1.1); `data_base64: null` is unset.
     let data_base64 =
         data_base64.filter(|tok| !matches!(tok.node, Some(Node::Static(StaticNode::Null))));
-    let json_data = content_type.is_none_or(is_json_media_type);
+    let json_data = known[KnownAttr::DataContentType as usize].is_none_or(is_json_media_type);
     slot.data = match (data, data_base64) {
         (Some(_), Some(_)) => return Err(DecodeErrorKind::DataAndDataBase64),
         (None, Some(tok)) => {
@@ -524,7 +503,7 @@ fn check_base64(s: &str, member: &'static str) -> Result<(), DecodeErrorKind> {
     // Validation without allocating: decode in fixed-size chunks into a stack buffer.
     let engine = &base64::engine::general_purpose::STANDARD;
     let bytes = s.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(DecodeErrorKind::InvalidBase64(member));
     }
     let mut out = [0u8; 768];

@@ -1,14 +1,10 @@
 //! Validation rules shared by every decoder (spec "Type System" and "Context Attributes").
 //!
-//! Decoders call [`validate_event`] once per event after filling its slot. The checks allocate
+//! Decoders call [`validate_event`] once per event with its spec-defined attributes. The checks allocate
 //! only to build an error.
 
-use bytes::Bytes;
-
 use super::attr::{KnownAttr, SpecVersion};
-use super::batch::Slot;
 use super::error::DecodeErrorKind;
-use super::text::str_at;
 
 /// Checks one decoded event: required attributes present and non-empty, typed attributes
 /// well-formed, and no disallowed characters in the spec's context attributes.
@@ -18,34 +14,34 @@ use super::text::str_at;
 /// multi-line JSON string, and every SDK accepts it; rejecting it would break existing
 /// producers for no routing benefit (extensions are never parsed as URIs or timestamps, and
 /// every encoder escapes controls on the way out).
-pub(crate) fn validate_event(slot: &Slot, text: &Bytes) -> Result<(), DecodeErrorKind> {
+pub(crate) fn validate_event(
+    version: SpecVersion,
+    known: &[Option<&str>; KnownAttr::COUNT],
+) -> Result<(), DecodeErrorKind> {
     for attr in [KnownAttr::Id, KnownAttr::Source, KnownAttr::Type] {
-        match slot.known[attr as usize] {
+        match known[attr as usize] {
             None => return Err(DecodeErrorKind::MissingAttribute(attr.name())),
-            Some(span) if span.len == 0 => {
-                return Err(DecodeErrorKind::EmptyAttribute(attr.name()));
-            }
+            Some("") => return Err(DecodeErrorKind::EmptyAttribute(attr.name())),
             Some(_) => {}
         }
     }
     for attr in KnownAttr::ALL {
-        let Some(span) = slot.known[attr as usize] else {
+        let Some(value) = known[attr as usize] else {
             continue;
         };
-        let value = str_at(text, span);
-        check_chars(attr.name_in(slot.version), value)?;
+        check_chars(attr.name_in(version), value)?;
         match attr {
             KnownAttr::Source => check_uri(attr.name(), value, UriKind::Reference)?,
             KnownAttr::Time => check_timestamp(attr.name(), value)?,
             KnownAttr::DataSchema => {
-                let kind = match slot.version {
+                let kind = match version {
                     SpecVersion::V10 => UriKind::Absolute,
                     SpecVersion::V03 => UriKind::Reference,
                 };
                 if value.is_empty() {
                     return Err(DecodeErrorKind::EmptyAttribute(attr.name()));
                 }
-                check_uri(attr.name_in(slot.version), value, kind)?;
+                check_uri(attr.name_in(version), value, kind)?;
             }
             KnownAttr::Subject | KnownAttr::DataContentType if value.is_empty() => {
                 return Err(DecodeErrorKind::EmptyAttribute(attr.name()));
