@@ -1,0 +1,1 @@
+//! Tests across the modules: end-to-end semantics, constraints, properties.
