@@ -48,14 +48,25 @@ pub(super) enum ExprKind {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum BinaryOp {
-    Mul,
-    Div,
-    Mod,
-    Add,
-    Sub,
+    Arithmetic(ArithmeticOp),
+    Ordering(OrderingOp),
     Eq,
     /// `!=` and `<>`.
     NotEq,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ArithmeticOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+}
+
+/// `<`, `<=`, `>`, `>=`: defined for Integers only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum OrderingOp {
     Lt,
     Le,
     Gt,

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::ast::{BinaryOp, Expr, ExprKind, LogicOp};
+use super::ast::{ArithmeticOp, BinaryOp, Expr, ExprKind, LogicOp, OrderingOp};
 use super::error::CompileError;
 use super::eval;
 use super::functions::Function;
@@ -79,23 +79,6 @@ pub(super) enum Node {
         args: Box<[Node]>,
         column: u32,
     },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum ArithmeticOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Mod,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum OrderingOp {
-    Lt,
-    Le,
-    Gt,
-    Ge,
 }
 
 impl Node {
@@ -206,32 +189,19 @@ impl Compiler<'_> {
         rhs: Expr,
         column: u32,
     ) -> Result<Node, CompileError> {
-        let arithmetic = |op| -> Result<Node, CompileError> {
-            Ok(Node::Arithmetic {
-                op,
-                lhs: self.operand(lhs.clone(), Type::Integer)?,
-                rhs: self.operand(rhs.clone(), Type::Integer)?,
-                column,
-            })
-        };
-        let ordering = |op| -> Result<Node, CompileError> {
-            Ok(Node::Ordering {
-                op,
-                lhs: self.operand(lhs.clone(), Type::Integer)?,
-                rhs: self.operand(rhs.clone(), Type::Integer)?,
-                column,
-            })
-        };
         Ok(match op {
-            BinaryOp::Add => arithmetic(ArithmeticOp::Add)?,
-            BinaryOp::Sub => arithmetic(ArithmeticOp::Sub)?,
-            BinaryOp::Mul => arithmetic(ArithmeticOp::Mul)?,
-            BinaryOp::Div => arithmetic(ArithmeticOp::Div)?,
-            BinaryOp::Mod => arithmetic(ArithmeticOp::Mod)?,
-            BinaryOp::Lt => ordering(OrderingOp::Lt)?,
-            BinaryOp::Le => ordering(OrderingOp::Le)?,
-            BinaryOp::Gt => ordering(OrderingOp::Gt)?,
-            BinaryOp::Ge => ordering(OrderingOp::Ge)?,
+            BinaryOp::Arithmetic(op) => Node::Arithmetic {
+                op,
+                lhs: self.operand(lhs, Type::Integer)?,
+                rhs: self.operand(rhs, Type::Integer)?,
+                column,
+            },
+            BinaryOp::Ordering(op) => Node::Ordering {
+                op,
+                lhs: self.operand(lhs, Type::Integer)?,
+                rhs: self.operand(rhs, Type::Integer)?,
+                column,
+            },
             BinaryOp::Eq | BinaryOp::NotEq => {
                 let equal = Node::Equal {
                     lhs: Box::new(self.node(lhs)?),

@@ -14,8 +14,8 @@
 //! Nothing here allocates, except functions that build a new string.
 
 use super::Evaluation;
-use super::ast::LogicOp;
-use super::compile::{ArithmeticOp, Node, OrderingOp};
+use super::ast::{ArithmeticOp, LogicOp, OrderingOp};
+use super::compile::Node;
 use super::error::{EvalError, MathFault};
 use super::functions::{self, Fault, Function};
 use super::value::{Cast, Type, Value, cast, equal_as_right, to_bool, to_int, with_str};

@@ -18,7 +18,7 @@
 //! operand to bind and its level does not matter.
 
 use super::MAX_NESTING;
-use super::ast::{BinaryOp, Expr, ExprKind, LogicOp};
+use super::ast::{ArithmeticOp, BinaryOp, Expr, ExprKind, LogicOp, OrderingOp};
 use super::error::{CompileError, Expected};
 use super::lexer::{Keyword, Token, TokenKind, column_at, tokenize};
 
@@ -66,9 +66,11 @@ impl Infix {
         match self {
             Infix::Like { .. } => LIKE,
             Infix::In { .. } => IN,
-            Infix::Binary(BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod) => MULTIPLICATIVE,
-            Infix::Binary(BinaryOp::Add | BinaryOp::Sub) => ADDITIVE,
-            Infix::Binary(_) => COMPARISON,
+            Infix::Binary(BinaryOp::Arithmetic(
+                ArithmeticOp::Mul | ArithmeticOp::Div | ArithmeticOp::Mod,
+            )) => MULTIPLICATIVE,
+            Infix::Binary(BinaryOp::Arithmetic(ArithmeticOp::Add | ArithmeticOp::Sub)) => ADDITIVE,
+            Infix::Binary(BinaryOp::Ordering(_) | BinaryOp::Eq | BinaryOp::NotEq) => COMPARISON,
             Infix::Logic(_) => LOGIC,
         }
     }
@@ -160,17 +162,17 @@ impl<'s> Parser<'s> {
     /// The infix operator at the current token, if there is one, and how many tokens it spans.
     fn infix(&self) -> Result<Option<(Infix, usize)>, CompileError> {
         let op = match self.peek() {
-            TokenKind::Star => Infix::Binary(BinaryOp::Mul),
-            TokenKind::Slash => Infix::Binary(BinaryOp::Div),
-            TokenKind::Percent => Infix::Binary(BinaryOp::Mod),
-            TokenKind::Plus => Infix::Binary(BinaryOp::Add),
-            TokenKind::Minus => Infix::Binary(BinaryOp::Sub),
+            TokenKind::Star => Infix::Binary(BinaryOp::Arithmetic(ArithmeticOp::Mul)),
+            TokenKind::Slash => Infix::Binary(BinaryOp::Arithmetic(ArithmeticOp::Div)),
+            TokenKind::Percent => Infix::Binary(BinaryOp::Arithmetic(ArithmeticOp::Mod)),
+            TokenKind::Plus => Infix::Binary(BinaryOp::Arithmetic(ArithmeticOp::Add)),
+            TokenKind::Minus => Infix::Binary(BinaryOp::Arithmetic(ArithmeticOp::Sub)),
             TokenKind::Eq => Infix::Binary(BinaryOp::Eq),
             TokenKind::NotEq | TokenKind::LtGt => Infix::Binary(BinaryOp::NotEq),
-            TokenKind::Lt => Infix::Binary(BinaryOp::Lt),
-            TokenKind::Le => Infix::Binary(BinaryOp::Le),
-            TokenKind::Gt => Infix::Binary(BinaryOp::Gt),
-            TokenKind::Ge => Infix::Binary(BinaryOp::Ge),
+            TokenKind::Lt => Infix::Binary(BinaryOp::Ordering(OrderingOp::Lt)),
+            TokenKind::Le => Infix::Binary(BinaryOp::Ordering(OrderingOp::Le)),
+            TokenKind::Gt => Infix::Binary(BinaryOp::Ordering(OrderingOp::Gt)),
+            TokenKind::Ge => Infix::Binary(BinaryOp::Ordering(OrderingOp::Ge)),
             TokenKind::Keyword(Keyword::And) => Infix::Logic(LogicOp::And),
             TokenKind::Keyword(Keyword::Or) => Infix::Logic(LogicOp::Or),
             TokenKind::Keyword(Keyword::Xor) => Infix::Logic(LogicOp::Xor),
@@ -397,5 +399,310 @@ fn excerpt(text: &str) -> String {
     match text.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tree as an S-expression, for compact assertions.
+    fn sexp(e: &Expr) -> String {
+        let list = |es: &[Expr]| es.iter().map(sexp).collect::<Vec<_>>().join(" ");
+        match &e.kind {
+            ExprKind::Bool(b) => b.to_string(),
+            ExprKind::Int(i) => i.to_string(),
+            ExprKind::Str(s) => format!("{s:?}"),
+            ExprKind::Attribute(a) => a.clone(),
+            ExprKind::Exists(a) => format!("(exists {a})"),
+            ExprKind::Not(x) => format!("(not {})", sexp(x)),
+            ExprKind::Negate(x) => format!("(neg {})", sexp(x)),
+            ExprKind::Binary(op, l, r) => {
+                let op = match op {
+                    BinaryOp::Arithmetic(ArithmeticOp::Add) => "+",
+                    BinaryOp::Arithmetic(ArithmeticOp::Sub) => "-",
+                    BinaryOp::Arithmetic(ArithmeticOp::Mul) => "*",
+                    BinaryOp::Arithmetic(ArithmeticOp::Div) => "/",
+                    BinaryOp::Arithmetic(ArithmeticOp::Mod) => "%",
+                    BinaryOp::Ordering(OrderingOp::Lt) => "<",
+                    BinaryOp::Ordering(OrderingOp::Le) => "<=",
+                    BinaryOp::Ordering(OrderingOp::Gt) => ">",
+                    BinaryOp::Ordering(OrderingOp::Ge) => ">=",
+                    BinaryOp::Eq => "=",
+                    BinaryOp::NotEq => "!=",
+                };
+                format!("({op} {} {})", sexp(l), sexp(r))
+            }
+            ExprKind::Logic(op, es) => format!("({op:?} {})", list(es)).to_lowercase(),
+            ExprKind::Like {
+                negated,
+                operand,
+                pattern,
+            } => {
+                let not = if *negated { "not-" } else { "" };
+                format!("({not}like {} {pattern:?})", sexp(operand))
+            }
+            ExprKind::In {
+                negated,
+                operand,
+                set,
+            } => {
+                let not = if *negated { "not-" } else { "" };
+                format!("({not}in {} [{}])", sexp(operand), list(set))
+            }
+            ExprKind::Call { name, args } if args.is_empty() => format!("({name})"),
+            ExprKind::Call { name, args } => format!("({name} {})", list(args)),
+        }
+    }
+
+    fn p(src: &str) -> String {
+        match parse(src) {
+            Ok(e) => sexp(&e),
+            Err(e) => panic!("{src:?} does not parse: {e}"),
+        }
+    }
+
+    fn err(src: &str) -> String {
+        match parse(src) {
+            Ok(e) => panic!("{src:?} parses as {}", sexp(&e)),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn arithmetic_precedence_and_associativity() {
+        assert_eq!(p("4 * 2 + 4 / 2"), "(+ (* 4 2) (/ 4 2))");
+        assert_eq!(p("4 * (2 + 4) / 2"), "(/ (* 4 (+ 2 4)) 2)");
+        assert_eq!(p("1 - 2 - 3"), "(- (- 1 2) 3)");
+        assert_eq!(p("8 / 4 % 3 * 2"), "(* (% (/ 8 4) 3) 2)");
+        assert_eq!(p("1 + 2 * 3 = 7"), "(= (+ 1 (* 2 3)) 7)");
+        assert_eq!(p("a < b = c <> d"), "(!= (= (< a b) c) d)");
+        assert_eq!(p("a >= b != c <= d > e"), "(> (<= (!= (>= a b) c) d) e)");
+    }
+
+    #[test]
+    fn logical_operators_share_one_level_left_to_right() {
+        assert_eq!(p("a AND b AND c"), "(and a b c)");
+        assert_eq!(p("a OR b AND c"), "(and (or a b) c)");
+        assert_eq!(p("a AND b OR c"), "(or (and a b) c)");
+        assert_eq!(p("a XOR b OR c XOR d"), "(xor (or (xor a b) c) d)");
+        assert_eq!(p("(a AND b) AND c"), "(and a b c)");
+        assert_eq!(p("a AND (b AND c)"), "(and a (and b c))");
+        assert_eq!(p("a = 1 AND b = 2"), "(and (= a 1) (= b 2))");
+    }
+
+    #[test]
+    fn unary_operators_bind_tightest() {
+        assert_eq!(p("NOT a = b"), "(= (not a) b)");
+        assert_eq!(p("NOT x LIKE 'a%'"), r#"(like (not x) "a%")"#);
+        assert_eq!(p("NOT (x LIKE 'a%')"), r#"(not (like x "a%"))"#);
+        assert_eq!(p("NOT EXISTS time"), "(not (exists time))");
+        assert_eq!(p("NOT NOT a"), "(not (not a))");
+        assert_eq!(p("-a * b"), "(* (neg a) b)");
+        assert_eq!(p("-ABS(a)"), "(neg (ABS a))");
+        assert_eq!(p("- (1 + 2)"), "(neg (+ 1 2))");
+        assert_eq!(p("-'10'"), r#"(neg "10")"#);
+        assert_eq!(p("NOT -a"), "(not (neg a))");
+    }
+
+    #[test]
+    fn like_and_in_bind_tighter_than_binary_operators() {
+        assert_eq!(p("a + b LIKE 'x'"), r#"(+ a (like b "x"))"#);
+        assert_eq!(p("1 + 2 IN (3)"), "(+ 1 (in 2 [3]))");
+        assert_eq!(p("x LIKE 'a' IN (TRUE)"), r#"(in (like x "a") [true])"#);
+        assert_eq!(
+            p("x NOT LIKE 'a' AND y NOT IN (1, 2)"),
+            r#"(and (not-like x "a") (not-in y [1 2]))"#
+        );
+        assert_eq!(p("x IN (1 + 2, f(y), (z))"), "(in x [(+ 1 2) (f y) z])");
+        assert_eq!(p("EXISTS a AND b"), "(and (exists a) b)");
+    }
+
+    #[test]
+    fn integer_literals_and_signs() {
+        assert_eq!(p("-2147483648"), "-2147483648");
+        assert_eq!(p("2147483647"), "2147483647");
+        assert_eq!(p("ABS(-2147483648)"), "(ABS -2147483648)");
+        assert_eq!(p("--10"), "(neg -10)");
+        assert_eq!(p("- 5"), "-5");
+        assert_eq!(p("+5"), "5");
+        assert_eq!(p("4 -1"), "(- 4 1)");
+        assert_eq!(p("4 - -1"), "(- 4 -1)");
+        assert_eq!(p("4 + +1"), "(+ 4 1)");
+        assert_eq!(p("007"), "7");
+        assert_eq!(
+            err("2147483648"),
+            "integer literal 2147483648 at column 1 is outside the 32-bit range"
+        );
+        assert_eq!(
+            err("1 + -2147483649"),
+            "integer literal -2147483649 at column 5 is outside the 32-bit range"
+        );
+        assert_eq!(
+            err("99999999999999999999999"),
+            "integer literal 99999999999999999999999 at column 1 is outside the 32-bit range"
+        );
+        assert_eq!(
+            err("+x"),
+            "unexpected token 'x' at column 2, expected an integer literal after '+'"
+        );
+    }
+
+    #[test]
+    fn atoms() {
+        assert_eq!(p("TRUE"), "true");
+        assert_eq!(p("fAlSe"), "false");
+        assert_eq!(p(r#""a'b""#), r#""a'b""#);
+        assert_eq!(p("MyExt"), "myext");
+        assert_eq!(p("1abc"), "1abc");
+        assert_eq!(p("EXISTS SOURCE"), "(exists source)");
+        assert_eq!(p("concat_ws(',', a)"), r#"(concat_ws "," a)"#);
+        assert_eq!(p("CONCAT()"), "(CONCAT)");
+        assert_eq!(p("LENGTH ('x')"), r#"(LENGTH "x")"#);
+        assert_eq!(p(" \t\r\n1\n"), "1");
+        assert_eq!(p("((((x))))"), "x");
+    }
+
+    #[test]
+    fn errors_name_the_column_and_what_was_expected() {
+        assert_eq!(
+            err("type = 'a' OR )"),
+            "unexpected token ')' at column 15, expected an expression"
+        );
+        assert_eq!(
+            err("ABC("),
+            "unexpected end of input at column 5, expected an expression"
+        );
+        assert_eq!(
+            err("(1 + 2))"),
+            "unexpected token ')' at column 8, expected an operator or the end of the expression"
+        );
+        assert_eq!(
+            err("(1 + 2"),
+            "unexpected end of input at column 7, expected ')'"
+        );
+        assert_eq!(
+            err("1 2"),
+            "unexpected token '2' at column 3, expected an operator or the end of the expression"
+        );
+        assert_eq!(
+            err("x LIKE 123"),
+            "unexpected token '123' at column 8, expected a string literal as the LIKE pattern"
+        );
+        assert_eq!(
+            err("x LIKE y"),
+            "unexpected token 'y' at column 8, expected a string literal as the LIKE pattern"
+        );
+        assert_eq!(
+            err("x IN ()"),
+            "unexpected token ')' at column 7, expected an expression"
+        );
+        assert_eq!(
+            err("x IN 1"),
+            "unexpected token '1' at column 6, expected '(' starting the set of IN"
+        );
+        assert_eq!(
+            err("x IN (1 2)"),
+            "unexpected token '2' at column 9, expected ',' or ')'"
+        );
+        assert_eq!(
+            err("x NOT 1"),
+            "unexpected token '1' at column 7, expected LIKE or IN after NOT"
+        );
+        assert_eq!(
+            err("EXISTS 'a'"),
+            "unexpected string literal 'a' at column 8, expected an attribute name after EXISTS"
+        );
+        assert_eq!(
+            err("EXISTS AND"),
+            "unexpected token 'AND' at column 8, expected an attribute name after EXISTS"
+        );
+        assert_eq!(
+            err("f(a,)"),
+            "unexpected token ')' at column 5, expected an expression"
+        );
+        assert_eq!(
+            err(""),
+            "unexpected end of input at column 1, expected an expression"
+        );
+        assert_eq!(
+            err("my_ext = 1"),
+            r#""my_ext" at column 1 is not a valid attribute name (letters and digits only)"#
+        );
+        assert_eq!(
+            err("EXISTS my_ext"),
+            r#""my_ext" at column 8 is not a valid attribute name (letters and digits only)"#
+        );
+        assert_eq!(
+            err("1 + 1abc(2)"),
+            r#""1abc" at column 5 is not a valid function name"#
+        );
+        assert_eq!(
+            err("_f(2)"),
+            r#""_f" at column 1 is not a valid function name"#
+        );
+        // Columns count characters, not bytes.
+        assert_eq!(
+            err("'héé' = )"),
+            "unexpected token ')' at column 9, expected an expression"
+        );
+        let long = format!("x = {}", "'".to_owned() + &"a".repeat(60) + "' 1");
+        assert!(err(&long).starts_with(&format!("unexpected token '1' at column {}", long.len())));
+        let long = format!("x {}", "'".to_owned() + &"a".repeat(60) + "'");
+        assert_eq!(
+            err(&long),
+            format!(
+                "unexpected string literal '{}… at column 3, expected an operator or the end of the expression",
+                "a".repeat(39)
+            )
+        );
+    }
+
+    #[test]
+    fn errors_have_kinds() {
+        use super::super::ErrorKind;
+        assert_eq!(
+            parse("(").map(|_| ()).map_err(|e| e.kind()),
+            Err(ErrorKind::Parse)
+        );
+        let deep = format!(
+            "{}1{}",
+            "(".repeat(MAX_NESTING + 1),
+            ")".repeat(MAX_NESTING + 1)
+        );
+        assert_eq!(
+            parse(&deep).map(|_| ()).map_err(|e| e.kind()),
+            Err(ErrorKind::Generic)
+        );
+    }
+
+    #[test]
+    fn nesting_is_limited() {
+        let parens = |n| format!("{}1{}", "(".repeat(n), ")".repeat(n));
+        assert!(parse(&parens(MAX_NESTING - 1)).is_ok());
+        assert!(matches!(
+            parse(&parens(MAX_NESTING + 1)),
+            Err(CompileError::TooDeep { .. })
+        ));
+        let negations = |n| format!("{}x", "-".repeat(n));
+        assert!(parse(&negations(MAX_NESTING - 1)).is_ok());
+        assert!(matches!(
+            parse(&negations(MAX_NESTING + 1)),
+            Err(CompileError::TooDeep { .. })
+        ));
+        let sums = |n| vec!["1"; n].join(" + ");
+        assert!(parse(&sums(MAX_NESTING - 1)).is_ok());
+        assert!(matches!(
+            parse(&sums(MAX_NESTING + 2)),
+            Err(CompileError::TooDeep { .. })
+        ));
+        // Chains of one logical operator, sets and argument lists are flat.
+        let conjunction = vec!["a = 1"; 10_000].join(" AND ");
+        assert_eq!(parse(&conjunction).map(|e| e.height), Ok(3));
+        let set = format!("x IN ({})", vec!["1"; 10_000].join(", "));
+        assert_eq!(parse(&set).map(|e| e.height), Ok(2));
+        // A pathological input fails fast instead of overflowing the stack.
+        assert!(parse(&"(".repeat(1_000_000)).is_err());
+        assert!(parse(&"NOT ".repeat(1_000_000)).is_err());
     }
 }
