@@ -12,7 +12,7 @@ use super::ast::{ArithmeticOp, BinaryOp, Expr, ExprKind, LogicOp, OrderingOp};
 use super::error::CompileError;
 use super::eval;
 use super::functions::Function;
-use super::lexer::column_at;
+use super::lexer::Columns;
 use super::like::LikePattern;
 use super::value::{Cast, Type, Value, cast, to_bool};
 use crate::event::{AttrValue, Attributes, KnownAttr};
@@ -109,17 +109,18 @@ impl Node {
 /// Compiles a syntax tree. `fold` turns constant folding on; it is off only in tests that
 /// check folding does not change results.
 pub(super) fn compile(expr: Expr, src: &str, fold: bool) -> Result<Node, CompileError> {
-    Compiler { src, fold }.node(expr)
+    let columns = Columns::new(src);
+    Compiler { columns, fold }.node(expr)
 }
 
-struct Compiler<'s> {
-    src: &'s str,
+struct Compiler {
+    columns: Columns,
     fold: bool,
 }
 
-impl Compiler<'_> {
+impl Compiler {
     fn node(&self, expr: Expr) -> Result<Node, CompileError> {
-        let column = column_at(self.src, expr.at);
+        let column = self.columns.at(expr.at);
         let node = match expr.kind {
             ExprKind::Bool(b) => Node::Const(Value::Bool(b)),
             ExprKind::Int(i) => Node::Const(Value::Int(i)),

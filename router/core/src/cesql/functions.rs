@@ -132,7 +132,7 @@ pub(super) enum Fault {
 
 /// Applies a fixed-arity function. `args` holds as many values as the function's arity allows,
 /// already cast to [`Function::parameter`] types; the variadic `CONCAT` and `CONCAT_WS` are
-/// evaluated by the caller with [`concat`].
+/// evaluated by the caller with [`concat()`].
 pub(super) fn apply<'a>(function: Function, args: &mut [Value<'a>]) -> Outcome<'a> {
     let int = |v: &Value<'_>| v.as_int().unwrap_or(0);
     match (function, args) {

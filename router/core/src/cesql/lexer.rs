@@ -203,7 +203,37 @@ fn string_literal(src: &str, start: usize) -> Result<(String, usize), CompileErr
 /// The 1-based column, in characters, of byte offset `byte` of `src`.
 pub(super) fn column_at(src: &str, byte: usize) -> u32 {
     let prefix = src.get(..byte).unwrap_or(src);
-    u32::try_from(prefix.chars().count() + 1).unwrap_or(u32::MAX)
+    saturate(prefix.chars().count() + 1)
+}
+
+/// Byte offsets to columns in O(1) for ASCII sources and O(log n) otherwise, for the compiler,
+/// which needs the column of every node.
+pub(super) struct Columns {
+    /// The byte offset of every character, when some character is not ASCII.
+    char_offsets: Option<Vec<usize>>,
+}
+
+impl Columns {
+    pub fn new(src: &str) -> Columns {
+        Columns {
+            char_offsets: (!src.is_ascii()).then(|| src.char_indices().map(|(i, _)| i).collect()),
+        }
+    }
+
+    /// The 1-based column of byte offset `byte`, a character boundary or the end.
+    pub fn at(&self, byte: usize) -> u32 {
+        match &self.char_offsets {
+            None => saturate(byte + 1),
+            Some(offsets) => {
+                let (Ok(index) | Err(index)) = offsets.binary_search(&byte);
+                saturate(index + 1)
+            }
+        }
+    }
+}
+
+fn saturate(column: usize) -> u32 {
+    u32::try_from(column).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -301,6 +331,18 @@ mod tests {
                 column: 1
             })
         );
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        for src in ["abc = 'x'", "'héé' = 😀 x", ""] {
+            let columns = Columns::new(src);
+            let boundaries = src.char_indices().map(|(i, _)| i).chain([src.len()]);
+            for (n, byte) in boundaries.enumerate() {
+                assert_eq!(columns.at(byte), column_at(src, byte));
+                assert_eq!(column_at(src, byte), u32::try_from(n + 1).expect("small"));
+            }
+        }
     }
 
     #[test]

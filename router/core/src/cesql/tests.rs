@@ -232,6 +232,29 @@ fn errors_carry_columns() {
 }
 
 #[test]
+fn long_flat_expressions_compile_and_evaluate() {
+    let src = vec!["type = 'com.example.order.created'"; 20_000].join(" AND ");
+    let expression = Expression::compile(&src).expect("compiles");
+    assert!(expression.matches(&event()));
+    assert_eq!(expression.implied_constraints().len(), 20_000);
+    let set: Vec<String> = (0..20_000).map(|i| format!("'{i}'")).collect();
+    let expression = Expression::compile(&format!("myint IN ({})", set.join(", ")));
+    assert!(expression.expect("compiles").matches(&event()));
+    let src = format!("'é' = 'e' OR {}", vec!["x = 1"; 20_000].join(" OR "));
+    let error = Expression::compile(&src)
+        .expect("compiles")
+        .evaluate(&event())
+        .error;
+    assert_eq!(
+        error,
+        Some(EvalError::MissingAttribute {
+            name: "x".into(),
+            column: 14
+        })
+    );
+}
+
+#[test]
 fn overflow_saturates_with_a_math_error() {
     assert_eq!(
         failure("2147483647 + 1"),
