@@ -245,7 +245,7 @@ fn substring(s: Cow<'_, str>, pos: i32, len: Option<i32>) -> Outcome<'_> {
         return (empty(), None);
     }
     let chars = s.chars().count();
-    let magnitude = pos.unsigned_abs() as usize;
+    let magnitude = usize::try_from(pos.unsigned_abs()).unwrap_or(usize::MAX);
     if magnitude > chars {
         return (
             empty(),
@@ -267,7 +267,8 @@ fn substring(s: Cow<'_, str>, pos: i32, len: Option<i32>) -> Outcome<'_> {
     (Value::Str(slice(s, start..end)), None)
 }
 
-/// The argument as a String; it was cast by the caller, so anything else is the zero value.
+/// Takes the argument out of `v`, cast to a String: the evaluator casts String parameters
+/// lazily, here, so that functions such as `LENGTH` need not build a string.
 fn take_str<'a>(v: &mut Value<'a>) -> Cow<'a, str> {
     match std::mem::replace(v, Value::Bool(false)) {
         Value::Str(s) => s,

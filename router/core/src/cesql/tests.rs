@@ -255,6 +255,35 @@ fn long_flat_expressions_compile_and_evaluate() {
 }
 
 #[test]
+fn the_deepest_expressions_fit_in_a_small_stack() {
+    let depth = MAX_NESTING - 1;
+    let deepest = [
+        format!("{}myint{}", "ABS(".repeat(depth), ")".repeat(depth)),
+        format!("{}myint{}", "-(".repeat(depth / 2), ")".repeat(depth / 2)),
+        format!("{}TRUE", "NOT ".repeat(depth)),
+        format!(
+            "{}missing{}",
+            "(1 + ".repeat(depth / 2),
+            ")".repeat(depth / 2)
+        ),
+        format!("{}1{}", "(".repeat(depth), ")".repeat(depth)),
+    ];
+    let run = move || {
+        for src in &deepest {
+            let expression = Expression::compile(src).expect("compiles");
+            let _ = expression.evaluate(&event());
+            let _ = Expression::compile(&format!("{src} +")).expect_err("fails");
+        }
+    };
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(run)
+        .expect("spawns")
+        .join()
+        .expect("no stack overflow");
+}
+
+#[test]
 fn overflow_saturates_with_a_math_error() {
     assert_eq!(
         failure("2147483647 + 1"),
