@@ -1,9 +1,10 @@
 //! Runs every case of the CESQL v1.0.0 TCK (`shared/data/cloudevents/cesql-tck/*.yaml`) and
 //! checks both the result and the error kind of each.
 //!
-//! The TCK directory is `$TRIGGERFISH_SHARED_DATA/cloudevents/cesql-tck`, or the repository's
-//! `shared/data/cloudevents/cesql-tck` when the variable is unset. The test fails if the
-//! directory is missing, and checks the number of cases run, so it cannot pass vacuously.
+//! The TCK directory is `$TRIGGERFISH_SHARED_DATA/cloudevents/cesql-tck`, or, when the variable
+//! is unset, `shared/data/cloudevents/cesql-tck` in the directory that holds the checkout. The
+//! test fails if the directory is missing, and checks the number of cases run, so it cannot
+//! pass vacuously.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde_norway::Value as Yaml;
+
 use triggerfish_core::cesql::{ErrorKind, Expression, Value};
 use triggerfish_core::event::{AttrValue, Attributes};
 
