@@ -13,7 +13,10 @@ use triggerfish_core::event::{DecodeLimits, decode_batched, decode_binary, decod
 fn batched(c: &mut Criterion) {
     let body = batch_body(100);
     let limits = DecodeLimits::default();
-    for (unit, throughput) in [("events", Throughput::Elements(100)), ("bytes", Throughput::Bytes(body.len() as u64))] {
+    for (unit, throughput) in [
+        ("events", Throughput::Elements(100)),
+        ("bytes", Throughput::Bytes(body.len() as u64)),
+    ] {
         let mut g = c.benchmark_group(format!("decode/batched-100/{unit}"));
         g.throughput(throughput);
         g.bench_function(BenchmarkId::new("triggerfish", "simd-json views"), |b| {
@@ -22,12 +25,16 @@ fn batched(c: &mut Criterion) {
                 black_box(d.batch.len())
             })
         });
-        g.bench_function(BenchmarkId::new("cloudevents-sdk", "serde_json Vec<Event>"), |b| {
-            b.iter(|| {
-                let v: Vec<cloudevents::Event> = serde_json::from_slice(black_box(&body)).expect("valid batch");
-                black_box(v.len())
-            })
-        });
+        g.bench_function(
+            BenchmarkId::new("cloudevents-sdk", "serde_json Vec<Event>"),
+            |b| {
+                b.iter(|| {
+                    let v: Vec<cloudevents::Event> =
+                        serde_json::from_slice(black_box(&body)).expect("valid batch");
+                    black_box(v.len())
+                })
+            },
+        );
         g.finish();
     }
 }
@@ -38,14 +45,24 @@ fn structured(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode/structured");
     g.throughput(Throughput::Elements(1));
     g.bench_function(BenchmarkId::new("triggerfish", "simd-json views"), |b| {
-        b.iter(|| black_box(decode_structured(black_box(body.clone()), &limits).expect("valid event").len()))
-    });
-    g.bench_function(BenchmarkId::new("cloudevents-sdk", "serde_json Event"), |b| {
         b.iter(|| {
-            let e: cloudevents::Event = serde_json::from_slice(black_box(&body)).expect("valid event");
-            black_box(e)
+            black_box(
+                decode_structured(black_box(body.clone()), &limits)
+                    .expect("valid event")
+                    .len(),
+            )
         })
     });
+    g.bench_function(
+        BenchmarkId::new("cloudevents-sdk", "serde_json Event"),
+        |b| {
+            b.iter(|| {
+                let e: cloudevents::Event =
+                    serde_json::from_slice(black_box(&body)).expect("valid event");
+                black_box(e)
+            })
+        },
+    );
     g.finish();
 }
 
@@ -55,14 +72,24 @@ fn binary(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode/binary");
     g.throughput(Throughput::Elements(1));
     g.bench_function(BenchmarkId::new("triggerfish", "header views"), |b| {
-        b.iter(|| black_box(decode_binary(black_box(&headers), body.clone(), &limits).expect("valid event").len()))
-    });
-    g.bench_function(BenchmarkId::new("cloudevents-sdk", "http binding to_event"), |b| {
         b.iter(|| {
-            let e = cloudevents::binding::http::to_event(black_box(&headers), body.to_vec()).expect("valid event");
-            black_box(e)
+            black_box(
+                decode_binary(black_box(&headers), body.clone(), &limits)
+                    .expect("valid event")
+                    .len(),
+            )
         })
     });
+    g.bench_function(
+        BenchmarkId::new("cloudevents-sdk", "http binding to_event"),
+        |b| {
+            b.iter(|| {
+                let e = cloudevents::binding::http::to_event(black_box(&headers), body.to_vec())
+                    .expect("valid event");
+                black_box(e)
+            })
+        },
+    );
     g.finish();
 }
 

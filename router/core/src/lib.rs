@@ -6,6 +6,8 @@
 //!
 //! - [`event`]: zero-copy CloudEvent views over received bytes, and the HTTP/JSON codecs.
 //! - [`cesql`]: the CloudEvents SQL expression language (v1.0.0), compiled once per filter.
+//! - [`filter`]: Knative trigger filters (attributes and the SubscriptionsAPI dialects), compiled.
+//! - [`index`]: all triggers of a broker compiled into one matcher.
 //! - [`config`]: the resource model (Knative's YAML plus our kinds), parsed and validated.
 //!
 //! What it does not do: network, disk, threads, timers. Those belong to the router.
@@ -14,3 +16,5 @@
 pub mod cesql;
 pub mod config;
 pub mod event;
+pub mod filter;
+pub mod index;

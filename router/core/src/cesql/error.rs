@@ -108,6 +108,22 @@ pub enum CompileError {
         /// Where it starts.
         column: u32,
     },
+    /// `AND`, `OR` and `XOR` mixed in one chain without parentheses. The spec gives them one
+    /// precedence, evaluated left to right (`a OR b AND c` is `(a OR b) AND c`); SQL binds
+    /// `AND` tighter, and sdk-go (Knative's engine) groups to the right. Rather than pick one
+    /// reading silently, the filter is rejected until parentheses say which is meant.
+    #[error(
+        "{second} after {first} at column {column}: AND, OR and XOR share one precedence in CESQL and \
+         read left to right, unlike SQL; add parentheses to say which you mean"
+    )]
+    MixedLogicalOperators {
+        /// The operator that started the chain.
+        first: &'static str,
+        /// The operator that differs from it.
+        second: &'static str,
+        /// Where the second operator is.
+        column: u32,
+    },
     /// A call to a function this engine does not have (kind
     /// [`ErrorKind::MissingFunction`]).
     #[error("unknown function {name}() at column {column}")]
@@ -167,7 +183,8 @@ impl CompileError {
             | CompileError::InvalidFunctionName { column, .. }
             | CompileError::UnknownFunction { column, .. }
             | CompileError::WrongArity { column, .. }
-            | CompileError::TooDeep { column, .. } => *column,
+            | CompileError::TooDeep { column, .. }
+            | CompileError::MixedLogicalOperators { column, .. } => *column,
         }
     }
 }

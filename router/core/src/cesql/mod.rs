@@ -57,7 +57,10 @@
 //!   The reference ANTLR grammar (used by the Go and Java SDKs, and so by Knative) declares
 //!   the same level but `<assoc=right>`, which makes `a AND b OR c` mean `a AND (b OR c)`
 //!   there. Chains of a single operator mean the same in all three readings; mixed chains
-//!   without parentheses do not, so configs should parenthesise them.
+//!   without parentheses do not, so they are rejected at compile time
+//!   ([`CompileError::MixedLogicalOperators`]) rather than read one way silently. A Knative
+//!   filter that relied on sdk-go's grouping fails to load with a message saying where to put
+//!   the parentheses.
 //! - **Prefix `NOT` binds tighter than everything but function calls** (§3.6), so
 //!   `NOT a = b` is `(NOT a) = b` and `NOT x LIKE 'a%'` is `(NOT x) LIKE 'a%'`; `x NOT LIKE`
 //!   and `x NOT IN` are the way to negate those.

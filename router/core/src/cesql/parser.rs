@@ -98,6 +98,8 @@ impl<'s> Parser<'s> {
 
     fn expression_inner(&mut self, min: u8) -> Result<Expr, CompileError> {
         let mut lhs = self.prefix()?;
+        // The first logical operator of this chain; a different one later is ambiguous.
+        let mut chain: Option<LogicOp> = None;
         loop {
             let at = self.token().start;
             let Some((infix, width)) = self.infix()? else {
@@ -114,6 +116,16 @@ impl<'s> Parser<'s> {
                     self.node(ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), at)?
                 }
                 Infix::Logic(op) => {
+                    match chain {
+                        Some(first) if first != op => {
+                            return Err(CompileError::MixedLogicalOperators {
+                                first: logic_name(first),
+                                second: logic_name(op),
+                                column: column_at(self.src, at),
+                            });
+                        }
+                        _ => chain = Some(op),
+                    }
                     let rhs = self.expression(precedence + 1)?;
                     self.logic(op, lhs, rhs, at)?
                 }
@@ -402,6 +414,14 @@ fn excerpt(text: &str) -> String {
     }
 }
 
+fn logic_name(op: LogicOp) -> &'static str {
+    match op {
+        LogicOp::And => "AND",
+        LogicOp::Or => "OR",
+        LogicOp::Xor => "XOR",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,9 +503,11 @@ mod tests {
     #[test]
     fn logical_operators_share_one_level_left_to_right() {
         assert_eq!(p("a AND b AND c"), "(and a b c)");
-        assert_eq!(p("a OR b AND c"), "(and (or a b) c)");
-        assert_eq!(p("a AND b OR c"), "(or (and a b) c)");
-        assert_eq!(p("a XOR b OR c XOR d"), "(xor (or (xor a b) c) d)");
+        assert_eq!(p("(a OR b) AND c"), "(and (or a b) c)");
+        assert_eq!(p("a XOR b XOR c"), "(xor a b c)");
+        // Mixed chains are rejected (see `CompileError::MixedLogicalOperators`).
+        assert!(parse("a OR b AND c").is_err());
+        assert!(parse("a XOR b OR c XOR d").is_err());
         assert_eq!(p("(a AND b) AND c"), "(and a b c)");
         assert_eq!(p("a AND (b AND c)"), "(and a (and b c))");
         assert_eq!(p("a = 1 AND b = 2"), "(and (= a 1) (= b 2))");

@@ -831,3 +831,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn mixed_logical_operators_need_parentheses() {
+    let err = Expression::compile("type = 'a' OR type = 'b' AND source = 'c'").unwrap_err();
+    assert_eq!(err.column(), 26);
+    assert!(
+        err.to_string().contains("AND after OR at column 26"),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Parse);
+    for ok in [
+        "type = 'a' OR (type = 'b' AND source = 'c')",
+        "(a OR b) AND c",
+        "a AND b AND c",
+        "a XOR b XOR c",
+        "NOT (a OR b) AND c",
+    ] {
+        assert!(Expression::compile(ok).is_ok(), "{ok}");
+    }
+    assert!(Expression::compile("a AND b XOR c").is_err());
+}

@@ -111,7 +111,9 @@ impl Constraint {
     /// Whether the event satisfies the constraint (a missing attribute does not).
     #[inline]
     pub fn holds(&self, event: &EventView<'_>) -> bool {
-        self.attr.with_str(event, |v| self.kind.holds(v, &self.value)).unwrap_or(false)
+        self.attr
+            .with_str(event, |v| self.kind.holds(v, &self.value))
+            .unwrap_or(false)
     }
 }
 
@@ -143,7 +145,8 @@ impl Filter {
             Filter::Everything => true,
             Filter::Constraints(cs) => cs.iter().all(|c| c.holds(event)),
             Filter::Present(keys) => keys.iter().all(|k| {
-                k.get(event).is_some_and(|v| !matches!(v, AttrValue::Str("")))
+                k.get(event)
+                    .is_some_and(|v| !matches!(v, AttrValue::Str("")))
             }),
             Filter::All(fs) => fs.iter().all(|f| f.matches(event)),
             Filter::Any(fs) => fs.iter().any(|f| f.matches(event)),
@@ -201,7 +204,11 @@ impl Filter {
                         crate::cesql::ConstraintKind::Suffix(v) => (MatchKind::Suffix, v),
                     };
                     if !value.is_empty() || kind == MatchKind::Exact {
-                        out.push(Constraint { attr: AttrKey::Known(c.attribute), kind, value: value.into() });
+                        out.push(Constraint {
+                            attr: AttrKey::Known(c.attribute),
+                            kind,
+                            value: value.into(),
+                        });
                     }
                 }
             }
@@ -225,7 +232,11 @@ impl Filter {
             Filter::Present(keys) => out.extend(keys.iter().cloned()),
             Filter::All(fs) => fs.iter().for_each(|f| f.collect_required(out)),
             Filter::Cesql(e) => {
-                out.extend(e.implied_constraints().into_iter().map(|c| AttrKey::Known(c.attribute)));
+                out.extend(
+                    e.implied_constraints()
+                        .into_iter()
+                        .map(|c| AttrKey::Known(c.attribute)),
+                );
             }
             Filter::Everything | Filter::Any(_) | Filter::Not(_) => {}
         }
@@ -246,12 +257,17 @@ impl Filter {
             }
             Filter::All(fs) => {
                 let singles = self.necessary_constraints().into_iter().map(|c| vec![c]);
-                let anys = fs.iter().filter(|f| matches!(f, Filter::Any(_))).filter_map(Filter::index_alternatives);
+                let anys = fs
+                    .iter()
+                    .filter(|f| matches!(f, Filter::Any(_)))
+                    .filter_map(Filter::index_alternatives);
                 singles.chain(anys).min_by_key(|alts| selectivity(alts))
             }
-            Filter::Constraints(_) | Filter::Cesql(_) => {
-                self.necessary_constraints().into_iter().map(|c| vec![c]).min_by_key(|alts| selectivity(alts))
-            }
+            Filter::Constraints(_) | Filter::Cesql(_) => self
+                .necessary_constraints()
+                .into_iter()
+                .map(|c| vec![c])
+                .min_by_key(|alts| selectivity(alts)),
             Filter::Everything | Filter::Present(_) | Filter::Not(_) => None,
         }
     }
@@ -260,7 +276,11 @@ impl Filter {
 /// Orders sets of alternatives from most to least selective: exact before prefix before
 /// suffix, fewer alternatives first, longer values first.
 fn selectivity(alts: &[Constraint]) -> (MatchKind, usize, std::cmp::Reverse<usize>) {
-    let worst = alts.iter().map(|c| c.kind).max().unwrap_or(MatchKind::Suffix);
+    let worst = alts
+        .iter()
+        .map(|c| c.kind)
+        .max()
+        .unwrap_or(MatchKind::Suffix);
     let shortest = alts.iter().map(|c| c.value.len()).min().unwrap_or(0);
     (worst, alts.len(), std::cmp::Reverse(shortest))
 }

@@ -104,7 +104,9 @@ impl TriggerIndex {
         for (id, filter) in filters.into_iter().enumerate() {
             let id = id as TriggerId;
             let alternatives = filter.index_alternatives();
-            let decided_by_index = alternatives.as_ref().is_some_and(|alts| is_exactly(&filter, alts));
+            let decided_by_index = alternatives
+                .as_ref()
+                .is_some_and(|alts| is_exactly(&filter, alts));
             let required = match &alternatives {
                 Some(alts) => {
                     for c in alts {
@@ -117,11 +119,23 @@ impl TriggerIndex {
                     filter.required_attributes()
                 }
             };
-            triggers.push(Entry { filter, decided_by_index, required });
+            triggers.push(Entry {
+                filter,
+                decided_by_index,
+                required,
+            });
         }
         let mut postings = Vec::new();
-        let attrs = builders.into_iter().map(|(attr, b)| b.finish(attr, &mut postings)).collect();
-        TriggerIndex { triggers, attrs, postings, scan }
+        let attrs = builders
+            .into_iter()
+            .map(|(attr, b)| b.finish(attr, &mut postings))
+            .collect();
+        TriggerIndex {
+            triggers,
+            attrs,
+            postings,
+            scan,
+        }
     }
 
     /// Number of triggers.
@@ -146,10 +160,17 @@ impl TriggerIndex {
 
     /// Appends the ids of the triggers whose filters pass `event` to `out`, in ascending
     /// (config) order. Allocates nothing once `scratch` and `out` have grown to size.
-    pub fn matches(&self, event: &EventView<'_>, scratch: &mut MatchScratch, out: &mut Vec<TriggerId>) {
+    pub fn matches(
+        &self,
+        event: &EventView<'_>,
+        scratch: &mut MatchScratch,
+        out: &mut Vec<TriggerId>,
+    ) {
         scratch.start(self.triggers.len());
         for attr in &self.attrs {
-            let Some(value) = attr.attr.get(event) else { continue };
+            let Some(value) = attr.attr.get(event) else {
+                continue;
+            };
             value.with_canonical_str(|v| {
                 if let Some(r) = attr.exact.get(v) {
                     for &id in &self.postings[r.start as usize..r.end as usize] {
@@ -190,7 +211,9 @@ fn is_exactly(filter: &Filter, alts: &[Constraint]) -> bool {
         Filter::Constraints(cs) => cs.len() == 1 && alts.len() == 1 && cs[0] == alts[0],
         Filter::Any(fs) => {
             fs.len() == alts.len()
-                && fs.iter().zip(alts).all(|(f, a)| matches!(f, Filter::Constraints(cs) if cs.len() == 1 && cs[0] == *a))
+                && fs.iter().zip(alts).all(
+                    |(f, a)| matches!(f, Filter::Constraints(cs) if cs.len() == 1 && cs[0] == *a),
+                )
         }
         _ => false,
     }
@@ -220,7 +243,12 @@ impl AttrBuilder {
             postings.extend(ids);
             exact.insert(value, start..postings.len() as u32);
         }
-        AttrIndex { attr, exact, prefix: self.prefix.finish(postings), suffix: self.suffix.finish(postings) }
+        AttrIndex {
+            attr,
+            exact,
+            prefix: self.prefix.finish(postings),
+            suffix: self.suffix.finish(postings),
+        }
     }
 }
 
@@ -243,10 +271,14 @@ impl Trie {
     /// (every stored string that is a prefix of `bytes`).
     #[inline]
     fn walk(&self, bytes: impl Iterator<Item = u8>, mut hit: impl FnMut(Range<usize>)) {
-        let Some(mut node) = self.nodes.first().copied() else { return };
+        let Some(mut node) = self.nodes.first().copied() else {
+            return;
+        };
         for b in bytes {
             let edges = &self.edges[node.edges.0 as usize..node.edges.1 as usize];
-            let Ok(i) = edges.binary_search_by_key(&b, |e| e.0) else { return };
+            let Ok(i) = edges.binary_search_by_key(&b, |e| e.0) else {
+                return;
+            };
             node = self.nodes[edges[i].1 as usize];
             if node.postings.0 != node.postings.1 {
                 hit(node.postings.0 as usize..node.postings.1 as usize);
@@ -281,13 +313,20 @@ impl TrieBuilder {
     }
 
     fn finish(self, postings: &mut Vec<TriggerId>) -> Trie {
-        let mut trie = Trie { nodes: Vec::with_capacity(self.nodes.len()), edges: Vec::new() };
+        let mut trie = Trie {
+            nodes: Vec::with_capacity(self.nodes.len()),
+            edges: Vec::new(),
+        };
         for (children, ids) in &self.nodes {
             let start = trie.edges.len() as u32;
-            trie.edges.extend(children.iter().map(|(&b, &c)| (b, c as u32)));
+            trie.edges
+                .extend(children.iter().map(|(&b, &c)| (b, c as u32)));
             let p = postings.len() as u32;
             postings.extend(ids);
-            trie.nodes.push(TrieNode { edges: (start, trie.edges.len() as u32), postings: (p, postings.len() as u32) });
+            trie.nodes.push(TrieNode {
+                edges: (start, trie.edges.len() as u32),
+                postings: (p, postings.len() as u32),
+            });
         }
         trie
     }

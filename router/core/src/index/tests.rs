@@ -7,11 +7,19 @@ use crate::event::{DecodeLimits, EventBatch, decode_structured};
 use crate::filter::AttrKey;
 
 fn event(json: &str) -> EventBatch {
-    decode_structured(Bytes::copy_from_slice(json.as_bytes()), &DecodeLimits::default()).unwrap()
+    decode_structured(
+        Bytes::copy_from_slice(json.as_bytes()),
+        &DecodeLimits::default(),
+    )
+    .unwrap()
 }
 
 fn c(attr: &str, kind: MatchKind, value: &str) -> Constraint {
-    Constraint { attr: AttrKey::new(attr), kind, value: value.into() }
+    Constraint {
+        attr: AttrKey::new(attr),
+        kind,
+        value: value.into(),
+    }
 }
 
 fn exact(attr: &str, value: &str) -> Filter {
@@ -39,15 +47,24 @@ fn exact_prefix_suffix_and_scan() {
         exact("n", "42"),
         exact("flag", "true"),
         Filter::Present(vec![AttrKey::new("missing")]),
-        Filter::Cesql(Box::new(Expression::compile("type = 'order.created' AND n > 40").unwrap())),
+        Filter::Cesql(Box::new(
+            Expression::compile("type = 'order.created' AND n > 40").unwrap(),
+        )),
     ]);
     assert_eq!(matches(&index, E), vec![0, 2, 3, 4, 6, 7, 9]);
-    assert_eq!(index.scanned(), 3, "Everything, Not and Present cannot be indexed");
+    assert_eq!(
+        index.scanned(),
+        3,
+        "Everything, Not and Present cannot be indexed"
+    );
 }
 
 #[test]
 fn any_of_exacts_registers_every_alternative() {
-    let index = TriggerIndex::build(vec![Filter::Any(vec![exact("type", "a"), exact("type", "order.created")])]);
+    let index = TriggerIndex::build(vec![Filter::Any(vec![
+        exact("type", "a"),
+        exact("type", "order.created"),
+    ])]);
     assert_eq!(matches(&index, E), vec![0]);
     assert_eq!(index.scanned(), 0);
 }
@@ -86,7 +103,12 @@ fn to_filter(f: &F) -> Filter {
         F::Any(fs) => Filter::Any(fs.iter().map(to_filter).collect()),
         F::Not(f) => Filter::Not(Box::new(to_filter(f))),
         F::Cesql(a, v) => Filter::Cesql(Box::new(
-            Expression::compile(&format!("{} = '{}' AND source LIKE 'a%'", ATTRS[*a as usize % 3], VALUES[*v as usize % 5])).unwrap(),
+            Expression::compile(&format!(
+                "{} = '{}' AND source LIKE 'a%'",
+                ATTRS[*a as usize % 3],
+                VALUES[*v as usize % 5]
+            ))
+            .unwrap(),
         )),
     }
 }
@@ -107,17 +129,26 @@ fn arb_filter() -> impl Strategy<Value = F> {
 }
 
 fn arb_event() -> impl Strategy<Value = String> {
-    (0usize..5, 0usize..5, prop::option::of(0usize..5), prop::option::of(0usize..5)).prop_map(|(t, s, sub, ext)| {
-        let mut json = format!(r#"{{"specversion":"1.0","id":"1","type":"{}","source":"{}""#, VALUES[t], VALUES[s]);
-        if let Some(sub) = sub {
-            json.push_str(&format!(r#","subject":"{}""#, VALUES[sub]));
-        }
-        if let Some(e) = ext {
-            json.push_str(&format!(r#","ext":"{}""#, VALUES[e]));
-        }
-        json.push('}');
-        json
-    })
+    (
+        0usize..5,
+        0usize..5,
+        prop::option::of(0usize..5),
+        prop::option::of(0usize..5),
+    )
+        .prop_map(|(t, s, sub, ext)| {
+            let mut json = format!(
+                r#"{{"specversion":"1.0","id":"1","type":"{}","source":"{}""#,
+                VALUES[t], VALUES[s]
+            );
+            if let Some(sub) = sub {
+                json.push_str(&format!(r#","subject":"{}""#, VALUES[sub]));
+            }
+            if let Some(e) = ext {
+                json.push_str(&format!(r#","ext":"{}""#, VALUES[e]));
+            }
+            json.push('}');
+            json
+        })
 }
 
 proptest! {
