@@ -7,10 +7,12 @@
 //! - [`event`]: zero-copy CloudEvent views over received bytes, and the HTTP/JSON codecs.
 //! - [`cesql`]: the CloudEvents SQL expression language (v1.0.0), compiled once per filter.
 //! - [`config`]: the resource model (Knative's YAML plus our kinds), parsed and validated.
+//! - [`delivery`]: the delivery policy: which failures are retried, and when the next attempt is.
 //!
 //! What it does not do: network, disk, threads, timers. Those belong to the router.
 #![warn(missing_docs)]
 
 pub mod cesql;
 pub mod config;
+pub mod delivery;
 pub mod event;
