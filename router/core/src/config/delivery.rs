@@ -10,8 +10,9 @@ use crate::delivery::DeliveryPolicy;
 ///
 /// Knative's `DeliverySpec` (`eventing.knative.dev/v1`), field for field, with two
 /// Triggerfish extensions, `backoffMax` and `jitter`. A Trigger's `delivery` replaces its
-/// Broker's as a whole, as in Knative; fields are not merged. With no `delivery` anywhere,
-/// each event gets one attempt and no dead-letter sink.
+/// Broker's as a whole, as in Knative; fields are not merged. A `delivery` with no field set
+/// counts as absent. With no `delivery` anywhere, each event gets one attempt and no
+/// dead-letter sink.
 ///
 /// The retry schedule is computed by [`crate::delivery::DeliveryPolicy`]; its docs give the
 /// exact formulas.
@@ -48,6 +49,14 @@ pub struct DeliverySpec {
     /// How events are sent to HTTP destinations: `binary` (the default; attributes in `ce-*`
     /// headers) or `json` (structured mode, one JSON event per request).
     pub format: Option<DeliveryFormat>,
+}
+
+impl DeliverySpec {
+    /// Whether any field is set. A trigger's `delivery: {}` sets nothing, and is treated as
+    /// absent: the broker's delivery applies.
+    pub fn is_set(&self) -> bool {
+        *self != DeliverySpec::default()
+    }
 }
 
 string_enum! {

@@ -18,7 +18,7 @@ use serde_norway::Value;
 
 use crate::config::broker::{Broker, BrokerSpec};
 use crate::config::delivery::{Delivery, DeliverySpec};
-use crate::config::destination::Resolver;
+use crate::config::destination::{Destination, DestinationSpec, Resolver};
 use crate::config::error::{ConfigError, ConfigErrors, ErrorKind, suggest};
 use crate::config::meta::{
     DEFAULT_NAMESPACE, Kind, ObjectMeta, ResourceId, check_name, check_namespace,
@@ -184,8 +184,13 @@ impl Loader<'_> {
         documents
     }
 
-    fn parse_document(&mut self, document: usize, value: Value) -> Option<Document> {
+    fn parse_document(&mut self, document: usize, mut value: Value) -> Option<Document> {
         let root = FieldPath::root();
+        // YAML merge keys (`<<: *defaults`) are resolved before anything reads the document.
+        if let Err(error) = value.apply_merge() {
+            self.error(document, None, root, ErrorKind::Invalid(error.to_string()));
+            return None;
+        }
         let Value::Mapping(mapping) = &value else {
             self.error(
                 document,
@@ -537,7 +542,7 @@ impl Loader<'_> {
             data_dir: &server.data_dir,
         };
         let mut check = Check::new(self, parsed.document, &parsed.id);
-        let delivery = match &parsed.spec.delivery {
+        let delivery = match parsed.spec.delivery.as_ref().filter(|d| d.is_set()) {
             Some(spec) => Some(check.delivery(
                 spec,
                 &FieldPath::root().key("spec").key("delivery"),
@@ -621,9 +626,11 @@ impl Loader<'_> {
             .collect();
 
         let subscriber = check.resolve(&resolver, &spec.subscriber, &spec_path.key("subscriber"));
+        // `delivery: {}` sets nothing: the broker's applies.
         let delivery = spec
             .delivery
             .as_ref()
+            .filter(|d| d.is_set())
             .map(|d| check.delivery(d, &spec_path.key("delivery"), &resolver));
 
         let delivery_order = match parsed.meta.annotations.get(DELIVERY_ORDER_ANNOTATION) {
@@ -687,9 +694,9 @@ impl<'l, 'a> Check<'l, 'a> {
     fn resolve(
         &mut self,
         resolver: &Resolver<'_>,
-        spec: &crate::config::destination::DestinationSpec,
+        spec: &DestinationSpec,
         path: &FieldPath,
-    ) -> Option<crate::config::destination::Destination> {
+    ) -> Option<Destination> {
         match resolver.resolve(spec, path) {
             Ok(destination) => Some(destination),
             Err((path, kind)) => {

@@ -279,6 +279,28 @@ fn delivery_policy_defaults_to_one_attempt() {
 }
 
 #[test]
+fn an_empty_trigger_delivery_keeps_the_brokers() {
+    let source = format!(
+        "{BROKER}spec:\n  delivery: {{retry: 3}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: t}}\nspec:\n  broker: default\n  subscriber: {{uri: \"display:\"}}\n  delivery: {{}}\n"
+    );
+    let config = load(&source);
+    let trigger = &config.triggers()[0];
+    assert_eq!(trigger.delivery, None);
+    assert_eq!(config.delivery_for(trigger).unwrap().policy.retry(), 3);
+}
+
+#[test]
+fn yaml_merge_keys_are_resolved() {
+    let config = load(&with_trigger(
+        "  broker: default\n  subscriber: {uri: \"display:\"}\n  delivery:\n    <<: &defaults {retry: 4, backoffDelay: PT1S}\n    timeout: PT2S\n",
+    ));
+    let policy = &config.triggers()[0].delivery.as_ref().unwrap().policy;
+    assert_eq!(policy.retry(), 4);
+    assert_eq!(policy.backoff_delay(), Duration::from_secs(1));
+    assert_eq!(policy.timeout(), Some(Duration::from_secs(2)));
+}
+
+#[test]
 fn unknown_fields_are_rejected_with_a_suggestion() {
     assert_eq!(
         error(&with_trigger(

@@ -11,7 +11,8 @@
 //! - **Attempts.** An event gets at most `retry + 1` attempts; `retry` defaults to 0. With no
 //!   `delivery` on the trigger or its broker, that is one attempt.
 //! - **Which delivery.** A trigger's `delivery` replaces its broker's as a whole, as in
-//!   Knative; fields are not merged ([`effective`]).
+//!   Knative; fields are not merged ([`effective`]). A `delivery: {}` with no field set counts
+//!   as absent, so it does not switch off the broker's retries.
 //! - **What is retried** ([`classify`]): transport errors, 5xx, 404, 408, 409 and 429, as
 //!   Knative's `SelectiveRetry`. 1xx, 3xx and other 4xx go to the dead-letter sink at once.
 //! - **Backoff.** The delay before retry `n`, counting retries from 1 (the retry after the
@@ -165,11 +166,13 @@ impl DeliveryPolicy {
     }
 
     /// The policy for a trigger with delivery spec `trigger` on a broker with `broker`:
-    /// see [`effective`]. Neither gives one attempt and no retries.
+    /// see [`effective`]. A trigger spec with no field set counts as absent. Neither gives one
+    /// attempt and no retries.
     pub fn resolve(
         trigger: Option<&DeliverySpec>,
         broker: Option<&DeliverySpec>,
     ) -> Result<DeliveryPolicy, DeliveryPolicyError> {
+        let trigger = trigger.filter(|spec| spec.is_set());
         effective(trigger, broker).map_or_else(|| Ok(DeliveryPolicy::default()), Self::from_spec)
     }
 
