@@ -28,6 +28,25 @@
 //! (`triggerfish.dev/v1alpha1` `Display`, `File`, `WorkerPool`, `Scheduler`, `Exec`), and the
 //! `Server` document.
 //!
+//! Choices where Knative leaves room, or where we differ:
+//! - **Errors.** Every document is checked, and every problem reported, in file order. Within
+//!   one document, a value of the wrong type or an unknown field stops that document's
+//!   deserialization, so it reports one such error; rule checks (filters, names,
+//!   destinations, delivery) and cross-document checks report all they find.
+//! - **Durations** are ISO-8601 everywhere ([`IsoDuration`]), in our `Server` kind too, so
+//!   there is one syntax in a file. Years and months are rejected as ambiguous.
+//! - **Destinations** ([`DestinationSpec`]): a `Service` ref resolves to
+//!   `http://{name}.{namespace}.svc.cluster.local` plus the relative `uri`, as Knative does; a
+//!   `Broker` ref must name a broker of this config; `display:` and `file:///path.jsonl` are
+//!   our built-in sinks, also reachable as refs (a `File` ref writes
+//!   `{dataDir}/sinks/{namespace}/{name}.jsonl`); refs to `WorkerPool`, `Scheduler` and `Exec`
+//!   resolve in-process and are checked for existence once those kinds are loaded.
+//! - **Delivery.** A trigger's `delivery` replaces its broker's as a whole; a `delivery: {}`
+//!   with no field set counts as absent ([`Config::delivery_for`]).
+//! - **YAML.** Merge keys (`<<: *anchor`) are resolved; a document holding only comments is
+//!   skipped; `status` and server-set `metadata` fields, as `kubectl get -o yaml` writes them,
+//!   are accepted and ignored.
+//!
 //! What this module does not do: read files (the caller passes the text and a name for
 //! messages), compile CESQL (filters keep expressions as written, with their field path;
 //! the compile step reports errors through [`Config::error_at`]), or decide retries (that is
