@@ -9,12 +9,14 @@
 //! - [`filter`]: Knative trigger filters (attributes and the SubscriptionsAPI dialects), compiled.
 //! - [`index`]: all triggers of a broker compiled into one matcher.
 //! - [`config`]: the resource model (Knative's YAML plus our kinds), parsed and validated.
+//! - [`delivery`]: the delivery policy: which failures are retried, and when the next attempt is.
 //!
 //! What it does not do: network, disk, threads, timers. Those belong to the router.
 #![warn(missing_docs)]
 
 pub mod cesql;
 pub mod config;
+pub mod delivery;
 pub mod event;
 pub mod filter;
 pub mod index;

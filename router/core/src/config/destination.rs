@@ -1,0 +1,684 @@
+//! Destinations: where a trigger delivers (`subscriber`) and where failures go
+//! (`deadLetterSink`). Knative's `Destination` duck type, resolved at load time.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::config::error::{ErrorKind, suggest};
+use crate::config::meta::{KNATIVE_EVENTING_V1, TRIGGERFISH_V1ALPHA1, check_name, check_namespace};
+use crate::config::path::FieldPath;
+
+/// A destination as written: Knative's `Destination` (`uri` and/or `ref`).
+///
+/// - `uri` alone is used as given. It must be absolute: `http://host/path`, `https://...`,
+///   or one of Triggerfish's built-in sinks, `display:` (print events to standard output) and
+///   `file:///path/to/events.jsonl` (append events as JSON Lines).
+/// - `ref` alone names an object; see [`KReference`] for the kinds understood.
+/// - Both: `uri` is a path relative to the `ref`'s URL, as in Knative
+///   (`ref` to Service `resize` and `uri: /v1/events` gives
+///   `http://resize.media.svc.cluster.local/v1/events`). Only `Service` refs take a `uri`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSpec {
+    /// An absolute URI, or with `ref`, a path relative to it.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// A reference to an object that has an address.
+    #[serde(default, rename = "ref")]
+    pub reference: Option<KReference>,
+}
+
+impl DestinationSpec {
+    /// A destination with only a `uri`.
+    pub fn uri(uri: impl Into<String>) -> DestinationSpec {
+        DestinationSpec {
+            uri: Some(uri.into()),
+            reference: None,
+        }
+    }
+}
+
+/// A reference to an object (Knative's `KReference`).
+///
+/// Kinds understood:
+///
+/// | `apiVersion` | `kind` | resolves to |
+/// |---|---|---|
+/// | `v1` or `serving.knative.dev/v1` | `Service` | `http://{name}.{namespace}.svc.cluster.local`, as Knative resolves it |
+/// | `eventing.knative.dev/v1` | `Broker` | that broker of this config, in-process (the event re-enters it) |
+/// | `triggerfish.dev/v1alpha1` | `Display` | the built-in display sink (the name is only a label) |
+/// | `triggerfish.dev/v1alpha1` | `File` | the built-in JSON Lines sink, writing `{dataDir}/sinks/{namespace}/{name}.jsonl` |
+/// | `triggerfish.dev/v1alpha1` | `WorkerPool`, `Scheduler`, `Exec` | that in-process component |
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KReference {
+    /// The referent's `apiVersion`.
+    pub api_version: String,
+    /// The referent's `kind`.
+    pub kind: String,
+    /// The referent's name.
+    pub name: String,
+    /// The referent's namespace; defaults to the namespace of the resource that refers to it,
+    /// as in Knative.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// A resolved destination: what the dispatcher sends to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Destination {
+    /// An `http` or `https` URL, used as given.
+    Uri(Url),
+    /// A Kubernetes or Knative `Service`, resolved to its cluster-local URL (plus the relative
+    /// `uri`, if one was given).
+    Service {
+        /// The Service's name.
+        name: String,
+        /// The Service's namespace.
+        namespace: String,
+        /// `http://{name}.{namespace}.svc.cluster.local/...`.
+        url: Url,
+    },
+    /// A broker of this config: the event is published to it again, in-process.
+    Broker {
+        /// The broker's namespace.
+        namespace: String,
+        /// The broker's name.
+        name: String,
+    },
+    /// The built-in display sink: prints each event to standard output.
+    Display,
+    /// The built-in file sink: appends each event as one JSON line.
+    File {
+        /// The file written.
+        path: PathBuf,
+    },
+    /// Another in-process component, by kind (`WorkerPool`, `Scheduler`, `Exec`). Whether it
+    /// exists is checked when its kind is loaded.
+    InProcess {
+        /// The kind.
+        kind: &'static str,
+        /// The namespace.
+        namespace: String,
+        /// The name.
+        name: String,
+    },
+}
+
+impl Destination {
+    /// The HTTP URL to POST to, for destinations reached over HTTP.
+    pub fn http_url(&self) -> Option<&Url> {
+        match self {
+            Destination::Uri(url) | Destination::Service { url, .. } => Some(url),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Uri(url) | Destination::Service { url, .. } => write!(f, "{url}"),
+            Destination::Broker { namespace, name } => write!(f, "broker {namespace}/{name}"),
+            Destination::Display => f.write_str("display:"),
+            Destination::File { path } => write!(f, "file {}", path.display()),
+            Destination::InProcess {
+                kind,
+                namespace,
+                name,
+            } => write!(f, "{kind} {namespace}/{name}"),
+        }
+    }
+}
+
+/// Why a destination does not resolve.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DestinationError {
+    /// Neither `uri` nor `ref`.
+    #[error("a destination needs a uri, a ref, or both")]
+    Empty,
+    /// A `uri` that does not parse.
+    #[error("{uri:?} is not a valid URI: {reason}")]
+    InvalidUri {
+        /// The URI as written.
+        uri: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// A relative `uri` without a `ref` to resolve it against.
+    #[error("{uri:?} is relative; without a ref, uri must be absolute, e.g. http://host/path")]
+    RelativeUri {
+        /// The URI as written.
+        uri: String,
+    },
+    /// An absolute `uri` next to a `ref`.
+    #[error("{uri:?} is absolute; next to a ref, uri must be a path relative to it, e.g. /events")]
+    AbsoluteUriWithRef {
+        /// The URI as written.
+        uri: String,
+    },
+    /// A scheme other than `http`, `https`, `display` and `file`.
+    #[error("URI scheme {scheme:?} is not supported; use http, https, display: or file:///path")]
+    UnsupportedScheme {
+        /// The scheme.
+        scheme: String,
+    },
+    /// `display:` followed by something.
+    #[error("{uri:?}: the display sink takes nothing after \"display:\"")]
+    DisplayUri {
+        /// The URI as written.
+        uri: String,
+    },
+    /// A `file:` URI that is not an absolute local path.
+    #[error("{uri:?} is not a local file path; write file:///absolute/path.jsonl")]
+    FileUri {
+        /// The URI as written.
+        uri: String,
+    },
+    /// A `ref` kind that is not understood.
+    #[error("unsupported ref kind {kind:?}{}; supported: {}",
+        suggestion.as_ref().map(|s| format!(", did you mean {s:?}?")).unwrap_or_default(),
+        SupportedRefs)]
+    UnknownRefKind {
+        /// The kind as written.
+        kind: String,
+        /// A close match, if there is one.
+        suggestion: Option<String>,
+    },
+    /// A known `ref` kind with another `apiVersion`.
+    #[error(
+        "ref kind {kind} needs apiVersion {}, found {found:?}",
+        Quoted(expected)
+    )]
+    WrongRefApiVersion {
+        /// The kind.
+        kind: &'static str,
+        /// The `apiVersion`s it is read with.
+        expected: &'static [&'static str],
+        /// The `apiVersion` as written.
+        found: String,
+    },
+    /// A `uri` next to a `ref` that is not a `Service`.
+    #[error("uri can be combined only with a ref to a Service, not to a {kind}")]
+    UriWithRef {
+        /// The ref's kind.
+        kind: &'static str,
+    },
+}
+
+/// What a ref kind resolves to.
+#[derive(Clone, Copy)]
+enum Target {
+    Service,
+    Broker,
+    Display,
+    File,
+    InProcess,
+}
+
+struct RefKind {
+    kind: &'static str,
+    api_versions: &'static [&'static str],
+    target: Target,
+}
+
+const REF_KINDS: &[RefKind] = &[
+    RefKind {
+        kind: "Service",
+        api_versions: &["v1", "serving.knative.dev/v1"],
+        target: Target::Service,
+    },
+    RefKind {
+        kind: "Broker",
+        api_versions: &[KNATIVE_EVENTING_V1],
+        target: Target::Broker,
+    },
+    RefKind {
+        kind: "Display",
+        api_versions: &[TRIGGERFISH_V1ALPHA1],
+        target: Target::Display,
+    },
+    RefKind {
+        kind: "File",
+        api_versions: &[TRIGGERFISH_V1ALPHA1],
+        target: Target::File,
+    },
+    RefKind {
+        kind: "WorkerPool",
+        api_versions: &[TRIGGERFISH_V1ALPHA1],
+        target: Target::InProcess,
+    },
+    RefKind {
+        kind: "Scheduler",
+        api_versions: &[TRIGGERFISH_V1ALPHA1],
+        target: Target::InProcess,
+    },
+    RefKind {
+        kind: "Exec",
+        api_versions: &[TRIGGERFISH_V1ALPHA1],
+        target: Target::InProcess,
+    },
+];
+
+struct SupportedRefs;
+
+impl fmt::Display for SupportedRefs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, kind) in REF_KINDS.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{} ({})", kind.kind, kind.api_versions.join(" or "))?;
+        }
+        Ok(())
+    }
+}
+
+struct Quoted<'a>(&'a [&'a str]);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, item) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" or ")?;
+            }
+            write!(f, "{item:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What resolving a destination needs from the rest of the config.
+pub(crate) struct Resolver<'a> {
+    /// The namespace of the resource that holds the destination.
+    pub namespace: &'a str,
+    /// Every broker of the config, as (namespace, name).
+    pub brokers: &'a BTreeSet<(String, String)>,
+    /// The server's data directory, for `File` refs.
+    pub data_dir: &'a Path,
+}
+
+/// A resolution error and the field it is about.
+pub(crate) type Located = (FieldPath, ErrorKind);
+
+impl Resolver<'_> {
+    /// Resolves `spec`, found at `path`.
+    pub(crate) fn resolve(
+        &self,
+        spec: &DestinationSpec,
+        path: &FieldPath,
+    ) -> Result<Destination, Located> {
+        let uri_path = path.key("uri");
+        let uri_error = |error: DestinationError| (uri_path.clone(), ErrorKind::from(error));
+        match (&spec.uri, &spec.reference) {
+            (None, None) => Err((path.clone(), DestinationError::Empty.into())),
+            (Some(uri), None) => resolve_uri(uri).map_err(uri_error),
+            (uri, Some(reference)) => {
+                let relative = match uri {
+                    None => None,
+                    Some(uri) => match Url::parse(uri) {
+                        Ok(_) => {
+                            return Err(uri_error(DestinationError::AbsoluteUriWithRef {
+                                uri: uri.clone(),
+                            }));
+                        }
+                        Err(url::ParseError::RelativeUrlWithoutBase) if !uri.starts_with("//") => {
+                            Some(uri.as_str())
+                        }
+                        Err(url::ParseError::RelativeUrlWithoutBase) => {
+                            return Err(uri_error(DestinationError::AbsoluteUriWithRef {
+                                uri: uri.clone(),
+                            }));
+                        }
+                        Err(reason) => {
+                            return Err(uri_error(DestinationError::InvalidUri {
+                                uri: uri.clone(),
+                                reason: reason.to_string(),
+                            }));
+                        }
+                    },
+                };
+                self.resolve_ref(reference, relative, &path.key("ref"), &uri_path)
+            }
+        }
+    }
+
+    fn resolve_ref(
+        &self,
+        reference: &KReference,
+        relative: Option<&str>,
+        path: &FieldPath,
+        uri_path: &FieldPath,
+    ) -> Result<Destination, Located> {
+        let Some(kind) = REF_KINDS.iter().find(|k| k.kind == reference.kind) else {
+            let suggestion = suggest(&reference.kind, REF_KINDS.iter().map(|k| k.kind));
+            return Err((
+                path.key("kind"),
+                DestinationError::UnknownRefKind {
+                    kind: reference.kind.clone(),
+                    suggestion,
+                }
+                .into(),
+            ));
+        };
+        if !kind.api_versions.contains(&reference.api_version.as_str()) {
+            return Err((
+                path.key("apiVersion"),
+                DestinationError::WrongRefApiVersion {
+                    kind: kind.kind,
+                    expected: kind.api_versions,
+                    found: reference.api_version.clone(),
+                }
+                .into(),
+            ));
+        }
+        check_name(&reference.name).map_err(|reason| {
+            (
+                path.key("name"),
+                ErrorKind::InvalidName {
+                    what: "name",
+                    value: reference.name.clone(),
+                    reason,
+                },
+            )
+        })?;
+        let namespace = reference
+            .namespace
+            .clone()
+            .unwrap_or_else(|| self.namespace.to_owned());
+        check_namespace(&namespace).map_err(|reason| {
+            (
+                path.key("namespace"),
+                ErrorKind::InvalidName {
+                    what: "namespace",
+                    value: namespace.clone(),
+                    reason,
+                },
+            )
+        })?;
+        if relative.is_some() && !matches!(kind.target, Target::Service) {
+            return Err((
+                uri_path.clone(),
+                DestinationError::UriWithRef { kind: kind.kind }.into(),
+            ));
+        }
+        let name = reference.name.clone();
+        Ok(match kind.target {
+            Target::Service => {
+                let base = service_url(&name, &namespace).map_err(|reason| {
+                    (
+                        path.clone(),
+                        DestinationError::InvalidUri {
+                            uri: format!("http://{name}.{namespace}.svc.cluster.local"),
+                            reason: reason.to_string(),
+                        }
+                        .into(),
+                    )
+                })?;
+                let url = match relative {
+                    None => base,
+                    Some(relative) => base.join(relative).map_err(|reason| {
+                        (
+                            uri_path.clone(),
+                            DestinationError::InvalidUri {
+                                uri: relative.to_owned(),
+                                reason: reason.to_string(),
+                            }
+                            .into(),
+                        )
+                    })?,
+                };
+                Destination::Service {
+                    name,
+                    namespace,
+                    url,
+                }
+            }
+            Target::Broker => {
+                if !self.brokers.contains(&(namespace.clone(), name.clone())) {
+                    let suggestion = suggest(
+                        &name,
+                        self.brokers
+                            .iter()
+                            .filter(|(ns, _)| *ns == namespace)
+                            .map(|(_, n)| n.as_str()),
+                    );
+                    return Err((
+                        path.key("name"),
+                        ErrorKind::UnknownBroker {
+                            namespace,
+                            name,
+                            suggestion,
+                        },
+                    ));
+                }
+                Destination::Broker { namespace, name }
+            }
+            Target::Display => Destination::Display,
+            Target::File => Destination::File {
+                path: self
+                    .data_dir
+                    .join("sinks")
+                    .join(&namespace)
+                    .join(format!("{name}.jsonl")),
+            },
+            Target::InProcess => Destination::InProcess {
+                kind: kind.kind,
+                namespace,
+                name,
+            },
+        })
+    }
+}
+
+fn service_url(name: &str, namespace: &str) -> Result<Url, url::ParseError> {
+    Url::parse(&format!("http://{name}.{namespace}.svc.cluster.local"))
+}
+
+/// Resolves a `uri` given alone.
+fn resolve_uri(uri: &str) -> Result<Destination, DestinationError> {
+    let url = match Url::parse(uri) {
+        Ok(url) => url,
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            return Err(DestinationError::RelativeUri {
+                uri: uri.to_owned(),
+            });
+        }
+        Err(reason) => {
+            return Err(DestinationError::InvalidUri {
+                uri: uri.to_owned(),
+                reason: reason.to_string(),
+            });
+        }
+    };
+    match url.scheme() {
+        // The url crate refuses http(s) URLs without a host, so a parsed one has one.
+        "http" | "https" => Ok(Destination::Uri(url)),
+        "display" => {
+            if url.path().is_empty() && url.query().is_none() && url.fragment().is_none() {
+                Ok(Destination::Display)
+            } else {
+                Err(DestinationError::DisplayUri {
+                    uri: uri.to_owned(),
+                })
+            }
+        }
+        "file" => match url.to_file_path() {
+            Ok(path) if url.query().is_none() && url.fragment().is_none() => {
+                Ok(Destination::File { path })
+            }
+            _ => Err(DestinationError::FileUri {
+                uri: uri.to_owned(),
+            }),
+        },
+        scheme => Err(DestinationError::UnsupportedScheme {
+            scheme: scheme.to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(yaml: &str) -> Result<Destination, String> {
+        let spec: DestinationSpec = serde_norway::from_str(yaml).unwrap();
+        let brokers = BTreeSet::from([
+            ("media".to_owned(), "default".to_owned()),
+            ("other".to_owned(), "audit".to_owned()),
+        ]);
+        let resolver = Resolver {
+            namespace: "media",
+            brokers: &brokers,
+            data_dir: Path::new("/var/lib/tf"),
+        };
+        resolver
+            .resolve(&spec, &"spec.subscriber".parse().unwrap())
+            .map_err(|(path, kind)| format!("{path}: {kind}"))
+    }
+
+    #[test]
+    fn absolute_uris_are_used_as_given() {
+        assert_eq!(
+            resolve("uri: https://example.com/hook?x=1").unwrap(),
+            Destination::Uri(Url::parse("https://example.com/hook?x=1").unwrap())
+        );
+    }
+
+    #[test]
+    fn services_resolve_like_knative() {
+        let ref_ = "ref: {apiVersion: v1, kind: Service, name: resize}";
+        let Destination::Service {
+            name,
+            namespace,
+            url,
+        } = resolve(ref_).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((name.as_str(), namespace.as_str()), ("resize", "media"));
+        assert_eq!(url.as_str(), "http://resize.media.svc.cluster.local/");
+
+        let with_uri = format!("{ref_}\nuri: /v1/events?x=1");
+        assert_eq!(
+            resolve(&with_uri).unwrap().http_url().unwrap().as_str(),
+            "http://resize.media.svc.cluster.local/v1/events?x=1"
+        );
+        let knative_service = "ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: s, namespace: n}\nuri: events";
+        assert_eq!(
+            resolve(knative_service)
+                .unwrap()
+                .http_url()
+                .unwrap()
+                .as_str(),
+            "http://s.n.svc.cluster.local/events"
+        );
+    }
+
+    #[test]
+    fn built_in_sinks() {
+        assert_eq!(resolve("uri: \"display:\"").unwrap(), Destination::Display);
+        assert_eq!(
+            resolve("ref: {apiVersion: triggerfish.dev/v1alpha1, kind: Display, name: out}")
+                .unwrap(),
+            Destination::Display
+        );
+        assert_eq!(
+            resolve("uri: file:///tmp/events.jsonl").unwrap(),
+            Destination::File {
+                path: "/tmp/events.jsonl".into()
+            }
+        );
+        assert_eq!(
+            resolve("ref: {apiVersion: triggerfish.dev/v1alpha1, kind: File, name: audit}")
+                .unwrap(),
+            Destination::File {
+                path: "/var/lib/tf/sinks/media/audit.jsonl".into()
+            }
+        );
+        assert_eq!(
+            resolve("ref: {apiVersion: triggerfish.dev/v1alpha1, kind: WorkerPool, name: video}")
+                .unwrap(),
+            Destination::InProcess {
+                kind: "WorkerPool",
+                namespace: "media".into(),
+                name: "video".into()
+            }
+        );
+    }
+
+    #[test]
+    fn broker_refs_must_exist() {
+        assert_eq!(
+            resolve("ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}")
+                .unwrap(),
+            Destination::Broker {
+                namespace: "media".into(),
+                name: "default".into()
+            }
+        );
+        assert_eq!(
+            resolve("ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: defualt}")
+                .unwrap_err(),
+            r#"spec.subscriber.ref.name: broker "defualt" is not defined in namespace "media", did you mean "default"?"#
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (yaml, expected) in [
+            (
+                "{}",
+                "spec.subscriber: a destination needs a uri, a ref, or both",
+            ),
+            (
+                "uri: /relative",
+                r#"spec.subscriber.uri: "/relative" is relative; without a ref, uri must be absolute, e.g. http://host/path"#,
+            ),
+            (
+                "uri: ftp://x/y",
+                r#"spec.subscriber.uri: URI scheme "ftp" is not supported; use http, https, display: or file:///path"#,
+            ),
+            (
+                "uri: \"display:x\"",
+                r#"spec.subscriber.uri: "display:x": the display sink takes nothing after "display:""#,
+            ),
+            (
+                "uri: \"http://\"",
+                r#"spec.subscriber.uri: "http://" is not a valid URI: empty host"#,
+            ),
+            (
+                "ref: {apiVersion: v1, kind: Servce, name: x}",
+                r#"spec.subscriber.ref.kind: unsupported ref kind "Servce", did you mean "Service"?; supported: Service (v1 or serving.knative.dev/v1), Broker (eventing.knative.dev/v1), Display (triggerfish.dev/v1alpha1), File (triggerfish.dev/v1alpha1), WorkerPool (triggerfish.dev/v1alpha1), Scheduler (triggerfish.dev/v1alpha1), Exec (triggerfish.dev/v1alpha1)"#,
+            ),
+            (
+                "ref: {apiVersion: apps/v1, kind: Service, name: x}",
+                r#"spec.subscriber.ref.apiVersion: ref kind Service needs apiVersion "v1" or "serving.knative.dev/v1", found "apps/v1""#,
+            ),
+            (
+                "ref: {apiVersion: v1, kind: Service, name: x}\nuri: http://other/",
+                r#"spec.subscriber.uri: "http://other/" is absolute; next to a ref, uri must be a path relative to it, e.g. /events"#,
+            ),
+            (
+                "ref: {apiVersion: v1, kind: Service, name: x}\nuri: //other/path",
+                r#"spec.subscriber.uri: "//other/path" is absolute; next to a ref, uri must be a path relative to it, e.g. /events"#,
+            ),
+            (
+                "ref: {apiVersion: triggerfish.dev/v1alpha1, kind: Display, name: x}\nuri: /a",
+                "spec.subscriber.uri: uri can be combined only with a ref to a Service, not to a Display",
+            ),
+            (
+                "ref: {apiVersion: v1, kind: Service, name: Bad_Name}",
+                r#"spec.subscriber.ref.name: "Bad_Name" is not a valid name: it may contain only lowercase letters, digits, '-' and '.'"#,
+            ),
+        ] {
+            assert_eq!(resolve(yaml).unwrap_err(), expected, "{yaml}");
+        }
+    }
+}

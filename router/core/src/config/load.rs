@@ -1,0 +1,982 @@
+//! Loading: YAML text to a validated [`Config`], or every error found on the way.
+//!
+//! 1. Split the text into documents and parse each into a YAML value (`serde_norway`). A
+//!    syntax error stops here: what follows it cannot be trusted.
+//! 2. Dispatch each document on `apiVersion` and `kind`, and deserialize it into its typed
+//!    spec with `serde_path_to_error`, which names the field of any error. One error per
+//!    document at most, since serde stops at the first; the other documents go on.
+//! 3. Check each resource (names, filters, destinations, delivery) and the resources against
+//!    each other (duplicates, one `Server`, triggers' brokers), collecting every error.
+//!
+//! Line and column come from the [`SourceMap`], looked up by field path.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde_norway::Value;
+
+use crate::config::broker::{Broker, BrokerSpec};
+use crate::config::delivery::{Delivery, DeliverySpec};
+use crate::config::destination::{Destination, DestinationSpec, Resolver};
+use crate::config::error::{ConfigError, ConfigErrors, ErrorKind, suggest};
+use crate::config::meta::{
+    DEFAULT_NAMESPACE, Kind, ObjectMeta, ResourceId, check_name, check_namespace,
+};
+use crate::config::path::{FieldPath, Segment};
+use crate::config::server::ServerSpec;
+use crate::config::source_map::{Location, SourceMap};
+use crate::config::trigger::{
+    DEFAULT_MAX_IN_FLIGHT, DELIVERY_ORDER_ANNOTATION, DeliveryOrder, Filter, FilterExpr,
+    FilterSpec, Trigger, TriggerSpec, is_valid_filter_attribute,
+};
+use crate::config::{Config, ResourceIndex};
+use crate::delivery::DeliveryPolicy;
+
+/// Loads `source`; `file` names it in errors.
+pub(crate) fn load(source: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let mut loader = Loader {
+        file,
+        map: SourceMap::build(source),
+        errors: Vec::new(),
+    };
+    let documents = loader.parse_documents(source);
+    let config = loader.build(documents, source);
+    let mut errors = loader.errors;
+    // File order: by document, then by position. Errors of one field keep their order.
+    errors.sort_by_key(|e| {
+        (
+            e.document().unwrap_or(usize::MAX),
+            e.location().is_none(),
+            e.location(),
+        )
+    });
+    match ConfigErrors::from_vec(errors) {
+        Some(errors) => Err(errors),
+        None => Ok(config),
+    }
+}
+
+/// The name of a `Server` document without metadata.
+const SERVER_NAME: &str = "default";
+
+/// The typed form of one document, before cross-resource checks.
+struct Parsed<S> {
+    document: usize,
+    id: ResourceId,
+    meta: ObjectMeta,
+    spec: S,
+}
+
+enum Document {
+    Broker(Parsed<BrokerSpec>),
+    Trigger(Parsed<TriggerSpec>),
+    Server(Parsed<ServerSpec>),
+}
+
+impl Document {
+    fn id(&self) -> &ResourceId {
+        match self {
+            Document::Broker(p) => &p.id,
+            Document::Trigger(p) => &p.id,
+            Document::Server(p) => &p.id,
+        }
+    }
+
+    fn document(&self) -> usize {
+        match self {
+            Document::Broker(p) => p.document,
+            Document::Trigger(p) => p.document,
+            Document::Server(p) => p.document,
+        }
+    }
+}
+
+/// The envelope every kind shares. `apiVersion` and `kind` were read before; `status`, which
+/// `kubectl get -o yaml` writes, is ignored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Envelope<S> {
+    #[serde(rename = "apiVersion")]
+    _api_version: IgnoredAny,
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    metadata: Option<ObjectMeta>,
+    spec: Option<S>,
+    #[serde(rename = "status")]
+    _status: Option<IgnoredAny>,
+}
+
+struct Loader<'a> {
+    file: &'a str,
+    map: SourceMap,
+    errors: Vec<ConfigError>,
+}
+
+impl Loader<'_> {
+    /// Records an error about `path` of `document`, located through the source map.
+    fn error(
+        &mut self,
+        document: usize,
+        resource: Option<&ResourceId>,
+        path: FieldPath,
+        kind: ErrorKind,
+    ) {
+        let location = self.locate(document, &path);
+        self.error_at(document, location, resource, path, kind);
+    }
+
+    fn error_at(
+        &mut self,
+        document: usize,
+        location: Option<Location>,
+        resource: Option<&ResourceId>,
+        path: FieldPath,
+        kind: ErrorKind,
+    ) {
+        self.errors.push(ConfigError::new(
+            self.file,
+            location,
+            Some(document),
+            resource.cloned(),
+            path,
+            kind,
+        ));
+    }
+
+    fn locate(&self, document: usize, path: &FieldPath) -> Option<Location> {
+        self.map.document(document)?.locate(path)
+    }
+
+    fn parse_documents(&mut self, source: &str) -> Vec<Document> {
+        let mut documents = Vec::new();
+        for (index, deserializer) in serde_norway::Deserializer::from_str(source).enumerate() {
+            match Value::deserialize(deserializer) {
+                // An empty document, or one holding only comments.
+                Ok(Value::Null) => {}
+                Ok(value) => documents.extend(self.parse_document(index, value)),
+                Err(error) => {
+                    let location = error.location().map(|l| Location {
+                        line: u32::try_from(l.line()).unwrap_or(u32::MAX),
+                        column: u32::try_from(l.column()).unwrap_or(u32::MAX),
+                    });
+                    let mut message = error.to_string();
+                    if let Some(l) = location {
+                        // The position is printed in front already.
+                        message = message.replacen(
+                            &format!(" at line {} column {}", l.line, l.column),
+                            "",
+                            1,
+                        );
+                    }
+                    self.error_at(
+                        index,
+                        location,
+                        None,
+                        FieldPath::root(),
+                        ErrorKind::Syntax(message),
+                    );
+                    // The parser cannot resynchronise after a syntax error.
+                    break;
+                }
+            }
+        }
+        documents
+    }
+
+    fn parse_document(&mut self, document: usize, mut value: Value) -> Option<Document> {
+        let root = FieldPath::root();
+        // YAML merge keys (`<<: *defaults`) are resolved before anything reads the document.
+        if let Err(error) = value.apply_merge() {
+            self.error(document, None, root, ErrorKind::Invalid(error.to_string()));
+            return None;
+        }
+        let Value::Mapping(mapping) = &value else {
+            self.error(
+                document,
+                None,
+                root,
+                ErrorKind::NotAMapping {
+                    found: describe(&value),
+                },
+            );
+            return None;
+        };
+        let api_version = self.type_field(document, mapping, "apiVersion")?;
+        let kind_name = self.type_field(document, mapping, "kind")?;
+        let kind = match Kind::ALL.iter().find(|k| k.name() == kind_name) {
+            Some(&kind) if kind.api_version() == api_version => kind,
+            Some(&kind) => {
+                self.error(
+                    document,
+                    None,
+                    root.key("apiVersion"),
+                    ErrorKind::WrongApiVersion {
+                        kind,
+                        found: api_version,
+                    },
+                );
+                return None;
+            }
+            None => {
+                let suggestion = suggest(&kind_name, Kind::ALL.iter().map(|k| k.name()));
+                self.error(
+                    document,
+                    None,
+                    root.key("kind"),
+                    ErrorKind::UnknownKind {
+                        api_version,
+                        kind: kind_name,
+                        suggestion,
+                    },
+                );
+                return None;
+            }
+        };
+        // The id as far as it can be read now, so that errors in the typed pass can name the
+        // resource.
+        let id = provisional_id(kind, mapping);
+        match kind {
+            Kind::Broker => {
+                let envelope = self.typed::<Envelope<BrokerSpec>>(document, id.as_ref(), value)?;
+                let meta = self.required_meta(document, id.as_ref(), envelope.metadata)?;
+                let parsed =
+                    self.parsed(document, kind, meta, envelope.spec.unwrap_or_default())?;
+                Some(Document::Broker(parsed))
+            }
+            Kind::Trigger => {
+                let envelope = self.typed::<Envelope<TriggerSpec>>(document, id.as_ref(), value)?;
+                let meta = self.required_meta(document, id.as_ref(), envelope.metadata)?;
+                let Some(spec) = envelope.spec else {
+                    self.error(
+                        document,
+                        id.as_ref(),
+                        root,
+                        ErrorKind::MissingField {
+                            field: "spec".into(),
+                        },
+                    );
+                    return None;
+                };
+                let parsed = self.parsed(document, kind, meta, spec)?;
+                Some(Document::Trigger(parsed))
+            }
+            Kind::Server => {
+                let envelope = self.typed::<Envelope<ServerSpec>>(document, id.as_ref(), value)?;
+                // A Server needs no metadata; its name only appears in messages.
+                let meta = envelope
+                    .metadata
+                    .unwrap_or_else(|| ObjectMeta::new(SERVER_NAME, DEFAULT_NAMESPACE));
+                let parsed =
+                    self.parsed(document, kind, meta, envelope.spec.unwrap_or_default())?;
+                Some(Document::Server(parsed))
+            }
+        }
+    }
+
+    /// Reads `apiVersion` or `kind`, which must be strings.
+    fn type_field(
+        &mut self,
+        document: usize,
+        mapping: &serde_norway::Mapping,
+        field: &str,
+    ) -> Option<String> {
+        match mapping.get(field) {
+            Some(Value::String(text)) => Some(text.clone()),
+            Some(other) => {
+                self.error(
+                    document,
+                    None,
+                    FieldPath::root().key(field),
+                    ErrorKind::Invalid(format!(
+                        "{field} must be a string, found {}",
+                        describe(other)
+                    )),
+                );
+                None
+            }
+            None => {
+                self.error(
+                    document,
+                    None,
+                    FieldPath::root(),
+                    ErrorKind::MissingField {
+                        field: field.to_owned(),
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    fn required_meta(
+        &mut self,
+        document: usize,
+        id: Option<&ResourceId>,
+        meta: Option<ObjectMeta>,
+    ) -> Option<ObjectMeta> {
+        if meta.is_none() {
+            self.error(
+                document,
+                id,
+                FieldPath::root(),
+                ErrorKind::MissingField {
+                    field: "metadata".into(),
+                },
+            );
+        }
+        meta
+    }
+
+    /// Checks name and namespace, and builds the id.
+    fn parsed<S>(
+        &mut self,
+        document: usize,
+        kind: Kind,
+        meta: ObjectMeta,
+        spec: S,
+    ) -> Option<Parsed<S>> {
+        let id = ResourceId {
+            kind,
+            namespace: kind.is_namespaced().then(|| meta.namespace.clone()),
+            name: meta.name.clone(),
+        };
+        let metadata = FieldPath::root().key("metadata");
+        let mut ok = true;
+        if let Err(reason) = check_name(&meta.name) {
+            self.error(
+                document,
+                Some(&id),
+                metadata.key("name"),
+                ErrorKind::InvalidName {
+                    what: "name",
+                    value: meta.name.clone(),
+                    reason,
+                },
+            );
+            ok = false;
+        }
+        if kind.is_namespaced()
+            && let Err(reason) = check_namespace(&meta.namespace)
+        {
+            self.error(
+                document,
+                Some(&id),
+                metadata.key("namespace"),
+                ErrorKind::InvalidName {
+                    what: "namespace",
+                    value: meta.namespace.clone(),
+                    reason,
+                },
+            );
+            ok = false;
+        }
+        ok.then_some(Parsed {
+            document,
+            id,
+            meta,
+            spec,
+        })
+    }
+
+    /// Deserializes `value` into `T`, turning a failure into an error at the field it is
+    /// about.
+    fn typed<T: DeserializeOwned>(
+        &mut self,
+        document: usize,
+        id: Option<&ResourceId>,
+        value: Value,
+    ) -> Option<T> {
+        let error = match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(typed) => return Some(typed),
+            Err(error) => error,
+        };
+        let mut path = FieldPath::root();
+        for segment in error.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Map { key } => path.push(Segment::Key(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => path.push(Segment::Index(*index)),
+                serde_path_to_error::Segment::Enum { variant } => {
+                    path.push(Segment::Key(variant.clone()));
+                }
+                serde_path_to_error::Segment::Unknown => break,
+            }
+        }
+        let message = error.inner().to_string();
+        let (report_path, kind) = interpret(path.clone(), &message);
+        // Point at the offending key itself when there is one (an unknown field), else at
+        // the field reported.
+        let location = self.locate(document, &path);
+        self.error_at(document, location, id, report_path, kind);
+        None
+    }
+
+    /// Cross-resource checks and validation of each resource.
+    fn build(&mut self, documents: Vec<Document>, source: &str) -> Config {
+        // Duplicates and the single Server.
+        let mut first_seen: HashMap<ResourceId, usize> = HashMap::new();
+        let mut server: Option<Parsed<ServerSpec>> = None;
+        let mut brokers = Vec::new();
+        let mut triggers = Vec::new();
+        for document in documents {
+            let index = document.document();
+            let name_path = FieldPath::root().key("metadata").key("name");
+            if let Some(&first) = first_seen.get(document.id()) {
+                let first = self.locate(first, &name_path);
+                let id = document.id().clone();
+                self.error(index, Some(&id), name_path, ErrorKind::Duplicate { first });
+                continue;
+            }
+            first_seen.insert(document.id().clone(), index);
+            match document {
+                Document::Server(parsed) => match &server {
+                    Some(first) => {
+                        let first = self.locate(first.document, &FieldPath::root().key("kind"));
+                        self.error(
+                            index,
+                            Some(&parsed.id),
+                            FieldPath::root().key("kind"),
+                            ErrorKind::SecondServer { first },
+                        );
+                    }
+                    None => server = Some(parsed),
+                },
+                Document::Broker(parsed) => brokers.push(parsed),
+                Document::Trigger(parsed) => triggers.push(parsed),
+            }
+        }
+
+        let (server_spec, server_source) = match server {
+            Some(parsed) => {
+                self.check_server(&parsed);
+                (parsed.spec, Some((parsed.id, parsed.document)))
+            }
+            None => (ServerSpec::default(), None),
+        };
+        let broker_names: BTreeSet<(String, String)> = brokers
+            .iter()
+            .map(|b| (b.meta.namespace.clone(), b.meta.name.clone()))
+            .collect();
+
+        let brokers: Vec<Broker> = brokers
+            .into_iter()
+            .filter_map(|parsed| self.build_broker(parsed, &broker_names, &server_spec))
+            .collect();
+        let triggers: Vec<Trigger> = triggers
+            .into_iter()
+            .filter_map(|parsed| self.build_trigger(parsed, &broker_names, &server_spec))
+            .collect();
+
+        let mut order: Vec<(usize, ResourceIndex)> = brokers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.document, ResourceIndex::Broker(i)))
+            .chain(
+                triggers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (t.document, ResourceIndex::Trigger(i))),
+            )
+            .chain(
+                server_source
+                    .as_ref()
+                    .map(|&(_, d)| (d, ResourceIndex::Server)),
+            )
+            .collect();
+        order.sort_by_key(|&(document, _)| document);
+
+        Config::assemble(
+            self.file.to_owned(),
+            source,
+            std::mem::take(&mut self.map),
+            server_spec,
+            server_source,
+            brokers,
+            triggers,
+            order,
+        )
+    }
+
+    fn check_server(&mut self, parsed: &Parsed<ServerSpec>) {
+        let spec = &parsed.spec;
+        let max_event_bytes = spec.limits.max_event_bytes;
+        let root = FieldPath::root().key("spec");
+        let limits = [
+            (
+                root.key("limits").key("maxRequestBytes"),
+                spec.limits.max_request_bytes,
+            ),
+            (
+                root.key("queues").key("shard").key("bytes"),
+                spec.queues.shard.bytes,
+            ),
+            (
+                root.key("queues").key("trigger").key("bytes"),
+                spec.queues.trigger.bytes,
+            ),
+        ];
+        for (path, value) in limits {
+            if value < max_event_bytes {
+                self.error(
+                    parsed.document,
+                    Some(&parsed.id),
+                    path,
+                    ErrorKind::LimitBelowEventSize {
+                        value,
+                        max_event_bytes,
+                    },
+                );
+            }
+        }
+    }
+
+    fn build_broker(
+        &mut self,
+        parsed: Parsed<BrokerSpec>,
+        brokers: &BTreeSet<(String, String)>,
+        server: &ServerSpec,
+    ) -> Option<Broker> {
+        let resolver = Resolver {
+            namespace: &parsed.meta.namespace,
+            brokers,
+            data_dir: &server.data_dir,
+        };
+        let mut check = Check::new(self, parsed.document, &parsed.id);
+        let delivery = match parsed.spec.delivery.as_ref().filter(|d| d.is_set()) {
+            Some(spec) => Some(check.delivery(
+                spec,
+                &FieldPath::root().key("spec").key("delivery"),
+                &resolver,
+            )?),
+            None => None,
+        };
+        Some(Broker {
+            id: parsed.id,
+            meta: parsed.meta,
+            delivery,
+            document: parsed.document,
+        })
+    }
+
+    fn build_trigger(
+        &mut self,
+        parsed: Parsed<TriggerSpec>,
+        brokers: &BTreeSet<(String, String)>,
+        server: &ServerSpec,
+    ) -> Option<Trigger> {
+        let namespace = parsed.meta.namespace.clone();
+        let resolver = Resolver {
+            namespace: &namespace,
+            brokers,
+            data_dir: &server.data_dir,
+        };
+        let spec_path = FieldPath::root().key("spec");
+        let spec = &parsed.spec;
+        let mut check = Check::new(self, parsed.document, &parsed.id);
+
+        // The broker, in the trigger's namespace.
+        if spec.broker.is_empty() {
+            check.error(
+                spec_path.clone(),
+                ErrorKind::MissingField {
+                    field: "broker".into(),
+                },
+            );
+        } else if !brokers.contains(&(namespace.clone(), spec.broker.clone())) {
+            let suggestion = suggest(
+                &spec.broker,
+                brokers
+                    .iter()
+                    .filter(|(ns, _)| *ns == namespace)
+                    .map(|(_, n)| n.as_str()),
+            );
+            check.error(
+                spec_path.key("broker"),
+                ErrorKind::UnknownBroker {
+                    namespace: namespace.clone(),
+                    name: spec.broker.clone(),
+                    suggestion,
+                },
+            );
+        }
+
+        // Knative's attribute filter.
+        let attributes = spec
+            .filter
+            .as_ref()
+            .map(|f| f.attributes.clone())
+            .unwrap_or_default();
+        let attributes_path = spec_path.key("filter").key("attributes");
+        for name in attributes.keys() {
+            if !is_valid_filter_attribute(name) {
+                check.error(
+                    attributes_path.key(name.as_str()),
+                    ErrorKind::InvalidAttributeName { name: name.clone() },
+                );
+            }
+        }
+
+        // SubscriptionsAPI filters.
+        let filters_path = spec_path.key("filters");
+        let filters: Vec<Option<Filter>> = spec
+            .filters
+            .iter()
+            .enumerate()
+            .map(|(i, filter)| check.filter(filter, filters_path.index(i)))
+            .collect();
+
+        let subscriber = check.resolve(&resolver, &spec.subscriber, &spec_path.key("subscriber"));
+        // `delivery: {}` sets nothing: the broker's applies.
+        let delivery = spec
+            .delivery
+            .as_ref()
+            .filter(|d| d.is_set())
+            .map(|d| check.delivery(d, &spec_path.key("delivery"), &resolver));
+
+        let delivery_order = match parsed.meta.annotations.get(DELIVERY_ORDER_ANNOTATION) {
+            None => DeliveryOrder::default(),
+            Some(value) => match DeliveryOrder::from_name(value) {
+                Some(order) => order,
+                None => {
+                    check.error(
+                        FieldPath::root()
+                            .key("metadata")
+                            .key("annotations")
+                            .key(DELIVERY_ORDER_ANNOTATION),
+                        unknown_value(value, DeliveryOrder::NAMES),
+                    );
+                    DeliveryOrder::default()
+                }
+            },
+        };
+
+        if check.failed {
+            return None;
+        }
+        Some(Trigger {
+            id: parsed.id.clone(),
+            broker: parsed.spec.broker.clone(),
+            attributes,
+            filters: filters.into_iter().flatten().collect(),
+            subscriber: subscriber?,
+            delivery: delivery.flatten(),
+            delivery_order,
+            max_in_flight: parsed.spec.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            document: parsed.document,
+            meta: parsed.meta,
+        })
+    }
+}
+
+/// Checks of one resource: remembers whether any failed.
+struct Check<'l, 'a> {
+    loader: &'l mut Loader<'a>,
+    document: usize,
+    id: &'l ResourceId,
+    failed: bool,
+}
+
+impl<'l, 'a> Check<'l, 'a> {
+    fn new(loader: &'l mut Loader<'a>, document: usize, id: &'l ResourceId) -> Self {
+        Check {
+            loader,
+            document,
+            id,
+            failed: false,
+        }
+    }
+
+    fn error(&mut self, path: FieldPath, kind: ErrorKind) {
+        self.failed = true;
+        self.loader.error(self.document, Some(self.id), path, kind);
+    }
+
+    fn resolve(
+        &mut self,
+        resolver: &Resolver<'_>,
+        spec: &DestinationSpec,
+        path: &FieldPath,
+    ) -> Option<Destination> {
+        match resolver.resolve(spec, path) {
+            Ok(destination) => Some(destination),
+            Err((path, kind)) => {
+                self.error(path, kind);
+                None
+            }
+        }
+    }
+
+    fn delivery(
+        &mut self,
+        spec: &DeliverySpec,
+        path: &FieldPath,
+        resolver: &Resolver<'_>,
+    ) -> Option<Delivery> {
+        let dead_letter_sink = match &spec.dead_letter_sink {
+            Some(sink) => self
+                .resolve(resolver, sink, &path.key("deadLetterSink"))
+                .map(Some),
+            None => Some(None),
+        };
+        let policy = match DeliveryPolicy::from_spec(spec) {
+            Ok(policy) => Some(policy),
+            Err(error) => {
+                self.error(path.key(error.field()), error.into());
+                None
+            }
+        };
+        Some(Delivery::new(
+            policy?,
+            dead_letter_sink?,
+            spec.format.unwrap_or_default(),
+        ))
+    }
+
+    /// Validates one `filters` element at `path`.
+    fn filter(&mut self, spec: &FilterSpec, path: FieldPath) -> Option<Filter> {
+        let found: Vec<&'static str> = [
+            ("exact", spec.exact.is_some()),
+            ("prefix", spec.prefix.is_some()),
+            ("suffix", spec.suffix.is_some()),
+            ("all", spec.all.is_some()),
+            ("any", spec.any.is_some()),
+            ("not", spec.not.is_some()),
+            ("cesql", spec.cesql.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(dialect, set)| set.then_some(dialect))
+        .collect();
+        if found.len() != 1 {
+            self.error(path, ErrorKind::FilterDialects { found });
+            return None;
+        }
+        let expr = if let Some(map) = &spec.exact {
+            let (attribute, value) = self.single_attribute("exact", map, &path)?;
+            FilterExpr::Exact { attribute, value }
+        } else if let Some(map) = &spec.prefix {
+            let (attribute, value) = self.single_attribute("prefix", map, &path)?;
+            FilterExpr::Prefix { attribute, value }
+        } else if let Some(map) = &spec.suffix {
+            let (attribute, value) = self.single_attribute("suffix", map, &path)?;
+            FilterExpr::Suffix { attribute, value }
+        } else if let Some(list) = &spec.all {
+            FilterExpr::All(self.filter_list("all", list, &path)?)
+        } else if let Some(list) = &spec.any {
+            FilterExpr::Any(self.filter_list("any", list, &path)?)
+        } else if let Some(inner) = &spec.not {
+            FilterExpr::Not(Box::new(self.filter(inner, path.key("not"))?))
+        } else if let Some(expression) = &spec.cesql {
+            if expression.trim().is_empty() {
+                self.error(path.key("cesql"), ErrorKind::EmptyCesql);
+                return None;
+            }
+            FilterExpr::Cesql(expression.clone())
+        } else {
+            return None;
+        };
+        Some(Filter { expr, path })
+    }
+
+    /// `exact`, `prefix` and `suffix` take one attribute, with a valid name and a non-empty
+    /// value.
+    fn single_attribute(
+        &mut self,
+        dialect: &'static str,
+        map: &BTreeMap<String, String>,
+        path: &FieldPath,
+    ) -> Option<(String, String)> {
+        let path = path.key(dialect);
+        let mut entries = map.iter();
+        let (Some((attribute, value)), None) = (entries.next(), entries.next()) else {
+            self.error(
+                path,
+                ErrorKind::FilterAttributeCount {
+                    dialect,
+                    count: map.len(),
+                },
+            );
+            return None;
+        };
+        let mut ok = true;
+        if !is_valid_filter_attribute(attribute) {
+            self.error(
+                path.key(attribute.as_str()),
+                ErrorKind::InvalidAttributeName {
+                    name: attribute.clone(),
+                },
+            );
+            ok = false;
+        }
+        if value.is_empty() {
+            self.error(
+                path.key(attribute.as_str()),
+                ErrorKind::EmptyFilterValue {
+                    dialect,
+                    attribute: attribute.clone(),
+                },
+            );
+            ok = false;
+        }
+        ok.then(|| (attribute.clone(), value.clone()))
+    }
+
+    fn filter_list(
+        &mut self,
+        dialect: &'static str,
+        list: &[FilterSpec],
+        path: &FieldPath,
+    ) -> Option<Vec<Filter>> {
+        let path = path.key(dialect);
+        if list.is_empty() {
+            self.error(path, ErrorKind::EmptyFilterList { dialect });
+            return None;
+        }
+        let filters: Vec<Option<Filter>> = list
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| self.filter(spec, path.index(i)))
+            .collect();
+        filters.into_iter().collect()
+    }
+}
+
+/// The resource id read from a raw document, for messages; `None` without a string
+/// `metadata.name`.
+fn provisional_id(kind: Kind, mapping: &serde_norway::Mapping) -> Option<ResourceId> {
+    let metadata = mapping.get("metadata");
+    if metadata.is_none() && kind == Kind::Server {
+        // A Server needs no metadata; see `parse_document`.
+        return Some(ResourceId {
+            kind,
+            namespace: None,
+            name: SERVER_NAME.to_owned(),
+        });
+    }
+    let metadata = metadata?;
+    let name = metadata.get("name")?.as_str()?.to_owned();
+    let namespace = kind.is_namespaced().then(|| {
+        metadata
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_NAMESPACE)
+            .to_owned()
+    });
+    Some(ResourceId {
+        kind,
+        namespace,
+        name,
+    })
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a sequence",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+fn unknown_value(value: &str, expected: &[&str]) -> ErrorKind {
+    ErrorKind::UnknownValue {
+        value: value.to_owned(),
+        suggestion: suggest(value, expected.iter().copied()),
+        expected: expected.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+/// Turns a serde error message at `path` into the path to report and a typed error.
+///
+/// serde's messages for unknown fields, missing fields and unknown variants have had the same
+/// shape for years (`` unknown field `x`, expected one of `a`, `b` ``); anything else is kept
+/// as it is.
+fn interpret(path: FieldPath, message: &str) -> (FieldPath, ErrorKind) {
+    let quoted = backticked(message);
+    if message.starts_with("unknown field `")
+        && let Some((field, expected)) = quoted.split_first()
+    {
+        // serde_path_to_error's path ends with the unknown key; report its parent.
+        let parent = path.parent().unwrap_or_default();
+        let kind = ErrorKind::UnknownField {
+            field: field.clone(),
+            suggestion: suggest(field, expected.iter().map(String::as_str)),
+            expected: expected.to_vec(),
+        };
+        return (parent, kind);
+    }
+    if message.starts_with("missing field `")
+        && let Some(field) = quoted.first()
+    {
+        let kind = ErrorKind::MissingField {
+            field: field.clone(),
+        };
+        return (path, kind);
+    }
+    if message.starts_with("unknown variant `")
+        && let Some((value, expected)) = quoted.split_first()
+    {
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        return (path, unknown_value(value, &expected));
+    }
+    (path, ErrorKind::Invalid(message.to_owned()))
+}
+
+/// The `` `quoted` `` words of a serde message, in order.
+fn backticked(message: &str) -> Vec<String> {
+    message
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interprets_serde_messages() {
+        let path: FieldPath = "spec.brokr".parse().unwrap();
+        let (at, kind) = interpret(
+            path,
+            "unknown field `brokr`, expected one of `broker`, `filter`",
+        );
+        assert_eq!(at.to_string(), "spec");
+        assert_eq!(
+            kind.to_string(),
+            r#"unknown field "brokr", did you mean "broker"?"#
+        );
+
+        let (_, kind) = interpret(
+            "x".parse().unwrap(),
+            "unknown field `x`, there are no fields",
+        );
+        assert_eq!(
+            kind.to_string(),
+            r#"unknown field "x"; no fields are allowed here"#
+        );
+
+        let (at, kind) = interpret("spec".parse().unwrap(), "missing field `broker`");
+        assert_eq!(at.to_string(), "spec");
+        assert_eq!(kind.to_string(), r#"missing required field "broker""#);
+
+        let (_, kind) = interpret(
+            "spec.delivery.backoffPolicy".parse().unwrap(),
+            "unknown variant `lineer`, expected `linear` or `exponential`",
+        );
+        assert_eq!(
+            kind.to_string(),
+            r#"unknown value "lineer", did you mean "linear"?"#
+        );
+
+        let (_, kind) = interpret(
+            "a".parse().unwrap(),
+            "invalid type: string \"x\", expected u32",
+        );
+        assert_eq!(kind.to_string(), "invalid type: string \"x\", expected u32");
+    }
+}

@@ -1,0 +1,220 @@
+//! `eventing.knative.dev/v1` `Trigger`: which events of a broker go where.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+
+use serde::Deserialize;
+
+use crate::config::delivery::{Delivery, DeliverySpec};
+use crate::config::destination::{Destination, DestinationSpec};
+use crate::config::meta::{ObjectMeta, ResourceId};
+use crate::config::path::FieldPath;
+
+/// The annotation that picks ordered or unordered delivery, as in Knative's Kafka broker.
+pub const DELIVERY_ORDER_ANNOTATION: &str = "kafka.eventing.knative.dev/delivery.order";
+
+/// The default of `spec.maxInFlight`.
+pub const DEFAULT_MAX_IN_FLIGHT: NonZeroU32 = NonZeroU32::new(256).expect("256 is not zero");
+
+/// `spec` of a `Trigger`.
+///
+/// Knative's `TriggerSpec`, plus one Triggerfish extension, `maxInFlight`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TriggerSpec {
+    /// The broker whose events this trigger receives, by name, in the trigger's namespace.
+    /// It must be defined in the same config.
+    pub broker: String,
+    /// Knative's attribute filter: every listed attribute must equal the given value exactly
+    /// (case-sensitive). An empty value means "present and non-empty".
+    #[serde(default)]
+    pub filter: Option<AttributesFilterSpec>,
+    /// Knative's SubscriptionsAPI filters; all of them must match (an implicit `all`).
+    /// When both `filter` and `filters` are set, both must match.
+    #[serde(default)]
+    pub filters: Vec<FilterSpec>,
+    /// Where matching events are delivered.
+    pub subscriber: DestinationSpec,
+    /// Retries and dead-lettering for this trigger. When set, it replaces the broker's
+    /// `delivery` as a whole.
+    #[serde(default)]
+    pub delivery: Option<DeliverySpec>,
+    /// Triggerfish extension: how many events this trigger may have in flight at once, for
+    /// unordered delivery. Ordered triggers deliver one event at a time per partition key.
+    /// Defaults to 256.
+    #[serde(default)]
+    pub max_in_flight: Option<NonZeroU32>,
+}
+
+/// `spec.filter`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributesFilterSpec {
+    /// Attribute name to exact value. Names match `^[a-z][a-z0-9]*$`.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// One element of `spec.filters` (Knative's `SubscriptionsAPIFilter`).
+///
+/// Each element uses exactly one dialect. Knative enforces that only for non-empty dialects
+/// and lets an element with none set match everything; Triggerfish rejects both, along with
+/// empty values in `exact`, `prefix` and `suffix`, which Knative lets match every event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    /// `{attribute: value}`: the attribute equals the value. Exactly one attribute.
+    pub exact: Option<BTreeMap<String, String>>,
+    /// `{attribute: value}`: the attribute starts with the value. Exactly one attribute.
+    pub prefix: Option<BTreeMap<String, String>>,
+    /// `{attribute: value}`: the attribute ends with the value. Exactly one attribute.
+    pub suffix: Option<BTreeMap<String, String>>,
+    /// Every nested filter matches.
+    pub all: Option<Vec<FilterSpec>>,
+    /// At least one nested filter matches.
+    pub any: Option<Vec<FilterSpec>>,
+    /// The nested filter does not match.
+    pub not: Option<Box<FilterSpec>>,
+    /// A CloudEvents SQL (CESQL v1) expression that evaluates to true.
+    pub cesql: Option<String>,
+}
+
+string_enum! {
+    /// The value of the `kafka.eventing.knative.dev/delivery.order` annotation.
+    pub enum DeliveryOrder {
+        /// One event at a time per partition key (the `partitionkey` extension, else
+        /// `source`), in the order received.
+        Ordered = "ordered",
+        /// Events are delivered concurrently, up to `maxInFlight`.
+        Unordered = "unordered",
+    }
+}
+
+impl Default for DeliveryOrder {
+    /// Unordered, as in Knative.
+    fn default() -> DeliveryOrder {
+        DeliveryOrder::Unordered
+    }
+}
+
+/// A validated `Trigger`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Trigger {
+    /// Kind, namespace and name.
+    pub id: ResourceId,
+    /// `metadata`.
+    pub meta: ObjectMeta,
+    /// The broker's name, in the trigger's namespace. It exists in the config.
+    pub broker: String,
+    /// `spec.filter.attributes`; empty when not set.
+    pub attributes: BTreeMap<String, String>,
+    /// `spec.filters`, all of which must match.
+    pub filters: Vec<Filter>,
+    /// Where matching events go.
+    pub subscriber: Destination,
+    /// The trigger's own `delivery`, if set. [`Config::delivery_for`] applies the broker's
+    /// when it is not.
+    ///
+    /// [`Config::delivery_for`]: crate::config::Config::delivery_for
+    pub delivery: Option<Delivery>,
+    /// Ordered or unordered delivery.
+    pub delivery_order: DeliveryOrder,
+    /// The most events in flight at once, for unordered delivery.
+    pub max_in_flight: NonZeroU32,
+    /// The YAML document it came from, from 0.
+    pub document: usize,
+}
+
+impl Trigger {
+    /// The trigger's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.meta.namespace
+    }
+
+    /// The trigger's name.
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+}
+
+/// A validated element of `spec.filters`, and where it is in the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Filter {
+    /// What it tests.
+    pub expr: FilterExpr,
+    /// Its field path, such as `spec.filters[2]` or `spec.filters[0].all[1]`. A CESQL
+    /// expression sits at `path.key("cesql")`; give that to
+    /// [`Config::error_at`](crate::config::Config::error_at) to report a compile error.
+    pub path: FieldPath,
+}
+
+/// One SubscriptionsAPI dialect with its operands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FilterExpr {
+    /// The attribute equals the value.
+    Exact {
+        /// The attribute name.
+        attribute: String,
+        /// The value, never empty.
+        value: String,
+    },
+    /// The attribute starts with the value.
+    Prefix {
+        /// The attribute name.
+        attribute: String,
+        /// The prefix, never empty.
+        value: String,
+    },
+    /// The attribute ends with the value.
+    Suffix {
+        /// The attribute name.
+        attribute: String,
+        /// The suffix, never empty.
+        value: String,
+    },
+    /// Every filter matches (never empty).
+    All(Vec<Filter>),
+    /// At least one filter matches (never empty).
+    Any(Vec<Filter>),
+    /// The filter does not match.
+    Not(Box<Filter>),
+    /// A CESQL expression, as written (never empty). It is compiled by the `cesql` module.
+    Cesql(String),
+}
+
+/// Whether `name` is a valid attribute name for filters: `^[a-z][a-z0-9]*$` (Knative's rule).
+pub fn is_valid_filter_attribute(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_names_follow_knative() {
+        for ok in ["type", "source", "myext1", "a"] {
+            assert!(is_valid_filter_attribute(ok), "{ok}");
+        }
+        for bad in ["", "Type", "1a", "my-ext", "my_ext", "é"] {
+            assert!(!is_valid_filter_attribute(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reads_a_knative_trigger_spec() {
+        let spec: TriggerSpec = serde_norway::from_str(
+            "broker: default\nfilter:\n  attributes: {type: a}\nfilters:\n  - any:\n      - prefix: {type: b}\n      - not: {cesql: \"x = 1\"}\nsubscriber: {uri: http://s/}\nmaxInFlight: 8\n",
+        )
+        .unwrap();
+        assert_eq!(spec.broker, "default");
+        assert_eq!(spec.filter.unwrap().attributes["type"], "a");
+        assert_eq!(spec.filters[0].any.as_ref().unwrap().len(), 2);
+        assert_eq!(spec.max_in_flight, NonZeroU32::new(8));
+    }
+}
