@@ -30,7 +30,8 @@ pub struct TriggerSpec {
     #[serde(default)]
     pub filter: Option<AttributesFilterSpec>,
     /// Knative's SubscriptionsAPI filters; all of them must match (an implicit `all`).
-    /// When both `filter` and `filters` are set, both must match.
+    /// When `filters` is not empty it replaces `filter`, as in Knative; an empty list passes
+    /// every event.
     #[serde(default)]
     pub filters: Vec<FilterSpec>,
     /// Where matching events are delivered.

@@ -24,10 +24,14 @@
 //!   `all`/`any` lists, and CESQL that does not compile are errors; Knative turns each into a
 //!   filter that passes everything.
 //!
+//! `filter` and `filters` (Knative): a non-empty `filters` list replaces `filter.attributes`;
+//! an empty one, with no `filter`, passes everything.
+//!
 //! What this module does not do: choose which triggers to evaluate. That is the
 //! [`crate::index`]'s job; it calls [`Filter::matches`] only for candidates.
 
-use crate::cesql::Expression;
+use crate::cesql::{Expression, Type};
+use crate::config::{self, Config, ConfigError, FilterExpr, Trigger};
 use crate::event::{AttrValue, EventView, KnownAttr};
 
 /// An attribute a filter reads: a spec-defined one (fixed slot) or an extension (by name).
@@ -138,7 +142,96 @@ pub enum Filter {
     Cesql(Box<Expression>),
 }
 
+/// Why a CESQL filter was rejected at load time.
+#[derive(Debug, thiserror::Error)]
+pub enum CesqlFilterError {
+    /// The expression does not compile.
+    #[error(transparent)]
+    Compile(#[from] crate::cesql::CompileError),
+    /// The expression always yields an Integer or a String, never `true`.
+    #[error("the expression yields {0:?}, but a filter must yield a Boolean")]
+    NotBoolean(Type),
+}
+
 impl Filter {
+    /// Compiles a trigger's `filter` / `filters` from the validated config. CESQL errors are
+    /// reported with the file, line, trigger and field path, like every config error.
+    pub fn from_trigger(config: &Config, trigger: &Trigger) -> Result<Filter, ConfigError> {
+        if !trigger.filters.is_empty() {
+            let compiled = trigger
+                .filters
+                .iter()
+                .map(|f| Filter::from_config(config, trigger, f))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Filter::all(compiled));
+        }
+        let mut constraints = Vec::new();
+        let mut present = Vec::new();
+        for (name, value) in &trigger.attributes {
+            if value.is_empty() {
+                present.push(AttrKey::new(name));
+            } else {
+                constraints.push(Constraint {
+                    attr: AttrKey::new(name),
+                    kind: MatchKind::Exact,
+                    value: value.as_str().into(),
+                });
+            }
+        }
+        let mut parts = Vec::new();
+        if !constraints.is_empty() {
+            parts.push(Filter::Constraints(constraints));
+        }
+        if !present.is_empty() {
+            parts.push(Filter::Present(present));
+        }
+        Ok(Filter::all(parts))
+    }
+
+    fn from_config(
+        config: &Config,
+        trigger: &Trigger,
+        filter: &config::Filter,
+    ) -> Result<Filter, ConfigError> {
+        let constraint = |attribute: &str, kind, value: &str| {
+            Filter::Constraints(vec![Constraint {
+                attr: AttrKey::new(attribute),
+                kind,
+                value: value.into(),
+            }])
+        };
+        let many = |fs: &[config::Filter]| {
+            fs.iter()
+                .map(|f| Filter::from_config(config, trigger, f))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(match &filter.expr {
+            FilterExpr::Exact { attribute, value } => {
+                constraint(attribute, MatchKind::Exact, value)
+            }
+            FilterExpr::Prefix { attribute, value } => {
+                constraint(attribute, MatchKind::Prefix, value)
+            }
+            FilterExpr::Suffix { attribute, value } => {
+                constraint(attribute, MatchKind::Suffix, value)
+            }
+            FilterExpr::All(fs) => Filter::all(many(fs)?),
+            FilterExpr::Any(fs) => Filter::Any(many(fs)?),
+            FilterExpr::Not(f) => Filter::Not(Box::new(Filter::from_config(config, trigger, f)?)),
+            FilterExpr::Cesql(src) => {
+                let fail =
+                    |e: CesqlFilterError| config.error_at(&trigger.id, filter.path.key("cesql"), e);
+                let expr = Expression::compile(src).map_err(|e| fail(e.into()))?;
+                match expr.static_type() {
+                    Some(t) if t != Type::Boolean => {
+                        return Err(fail(CesqlFilterError::NotBoolean(t)));
+                    }
+                    _ => Filter::Cesql(Box::new(expr)),
+                }
+            }
+        })
+    }
+
     /// Whether the event passes the filter.
     pub fn matches(&self, event: &EventView<'_>) -> bool {
         match self {
