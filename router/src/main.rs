@@ -1,3 +1,20 @@
-//! The `triggerfish` binary.
+//! The `triggerfish` binary: parses the command line and hands over to [`triggerfish_router::cli`].
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use triggerfish_router::cli::{Cli, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    triggerfish_router::cli::run(cli)
+}

@@ -156,7 +156,7 @@ pub enum CesqlFilterError {
 impl Filter {
     /// Compiles a trigger's `filter` / `filters` from the validated config. CESQL errors are
     /// reported with the file, line, trigger and field path, like every config error.
-    pub fn from_trigger(config: &Config, trigger: &Trigger) -> Result<Filter, ConfigError> {
+    pub fn from_trigger(config: &Config, trigger: &Trigger) -> Result<Filter, Box<ConfigError>> {
         if !trigger.filters.is_empty() {
             let compiled = trigger
                 .filters
@@ -192,7 +192,7 @@ impl Filter {
         config: &Config,
         trigger: &Trigger,
         filter: &config::Filter,
-    ) -> Result<Filter, ConfigError> {
+    ) -> Result<Filter, Box<ConfigError>> {
         let constraint = |attribute: &str, kind, value: &str| {
             Filter::Constraints(vec![Constraint {
                 attr: AttrKey::new(attribute),
@@ -219,8 +219,9 @@ impl Filter {
             FilterExpr::Any(fs) => Filter::Any(many(fs)?),
             FilterExpr::Not(f) => Filter::Not(Box::new(Filter::from_config(config, trigger, f)?)),
             FilterExpr::Cesql(src) => {
-                let fail =
-                    |e: CesqlFilterError| config.error_at(&trigger.id, filter.path.key("cesql"), e);
+                let fail = |e: CesqlFilterError| {
+                    Box::new(config.error_at(&trigger.id, filter.path.key("cesql"), e))
+                };
                 let expr = Expression::compile(src).map_err(|e| fail(e.into()))?;
                 match expr.static_type() {
                     Some(t) if t != Type::Boolean => {

@@ -1,0 +1,472 @@
+//! Per-trigger delivery: the bounded queue in front of each trigger, its dispatcher task, and
+//! Knative's delivery semantics (retries, backoff, timeout, `Retry-After`, dead-lettering,
+//! replies).
+//!
+//! Each trigger owns a queue bounded in events (the channel) and in bytes (a semaphore whose
+//! permits travel with each job until its delivery ends). Shard drivers wait when it is full,
+//! which pushes back through the shard queues to ingress (429).
+//!
+//! - **Unordered** triggers deliver up to `maxInFlight` events at once.
+//! - **Ordered** triggers deliver one event at a time per partition key (the `partitionkey`
+//!   extension, else `source`), in arrival order, retries included; different keys proceed in
+//!   parallel, up to `maxInFlight` keys.
+//!
+//! The decisions themselves (what to retry, how long to wait) come from
+//! `triggerfish_core::delivery`; this module only drives them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::task::TaskTracker;
+use triggerfish_core::config::{DeliveryFormat, DeliveryOrder};
+use triggerfish_core::delivery::{DeadLetter, Decision, DeliveryPolicy};
+use triggerfish_core::event::{AttrValue, DecodeLimits, EncodeOptions, EventRef, EventView};
+
+use crate::metrics::{
+    AttemptLabels, AttemptOutcome, DropLabels, DropReason, Metrics, TriggerLabels,
+};
+use crate::plan::TriggerPlan;
+use crate::sinks::{Attempt, Request, Response, Sink};
+use crate::store::{BrokerKey, Completion, Store, TTL_EXTENSION};
+
+/// Per-attempt timeout when the delivery spec sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One matched event waiting for delivery by one trigger.
+pub struct Job {
+    /// The event.
+    pub event: EventRef,
+    /// Remaining reply hops.
+    pub ttl: u8,
+    /// When ingress accepted the event.
+    pub accepted_at: Instant,
+    /// This trigger's share of the event's completion.
+    pub completion: Completion,
+    /// The event's bytes in the trigger's byte budget, returned when the delivery ends.
+    _budget: OwnedSemaphorePermit,
+}
+
+/// Limits of one trigger queue.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    /// Most events queued.
+    pub events: usize,
+    /// Most bytes queued or in flight.
+    pub bytes: usize,
+}
+
+/// The sending side of a trigger: what shard drivers hold in the routing snapshot.
+pub struct TriggerHandle {
+    /// The plan this trigger was started from.
+    pub plan: Arc<TriggerPlan>,
+    tx: mpsc::Sender<Job>,
+    budget: Arc<Semaphore>,
+    limits: QueueLimits,
+    /// Counts matches.
+    pub matches: Counter,
+}
+
+/// The trigger's dispatcher stopped (only during shutdown).
+#[derive(Debug, thiserror::Error)]
+#[error("trigger dispatcher stopped")]
+pub struct Closed;
+
+impl TriggerHandle {
+    /// Queues an event for delivery, waiting while the trigger's queue is full.
+    pub async fn enqueue(
+        &self,
+        event: EventRef,
+        ttl: u8,
+        accepted_at: Instant,
+        completion: Completion,
+    ) -> Result<(), Closed> {
+        let size = event.view().wire_size().clamp(1, self.limits.bytes) as u32;
+        let budget = Arc::clone(&self.budget)
+            .acquire_many_owned(size)
+            .await
+            .map_err(|_| Closed)?;
+        let job = Job {
+            event,
+            ttl,
+            accepted_at,
+            completion,
+            _budget: budget,
+        };
+        self.tx.send(job).await.map_err(|_| Closed)
+    }
+
+    /// Events waiting in the queue (not counting those being delivered).
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// Everything a delivery of one trigger needs.
+pub struct TriggerContext {
+    /// Labels, for logs.
+    pub label: TriggerLabels,
+    /// Where events go.
+    pub sink: Sink,
+    /// Where undeliverable events go.
+    pub dead_letter: Option<Sink>,
+    /// When to retry.
+    pub policy: DeliveryPolicy,
+    /// Binary or structured.
+    pub format: DeliveryFormat,
+    /// The broker replies go back to.
+    pub broker: BrokerKey,
+    /// The store replies are published through.
+    pub store: Store,
+    /// Limits for decoding replies.
+    pub reply_limits: DecodeLimits,
+    /// Tracks delivery tasks, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Deliveries in flight, over all triggers.
+    pub in_flight: Arc<AtomicUsize>,
+    counters: Counters,
+}
+
+struct Counters {
+    success: Counter,
+    retryable: Counter,
+    permanent: Counter,
+    retries: Counter,
+    dead_lettered: Counter,
+    replies: Counter,
+    no_dls: Counter,
+    dls_failed: Counter,
+    ttl_exhausted: Counter,
+    latency: Histogram,
+}
+
+impl Counters {
+    fn new(metrics: &Metrics, label: &TriggerLabels) -> Counters {
+        let attempt = |outcome| {
+            metrics
+                .attempts
+                .get_or_create(&AttemptLabels {
+                    trigger: label.trigger.clone(),
+                    outcome,
+                })
+                .clone()
+        };
+        let dropped = |reason| {
+            metrics
+                .dropped
+                .get_or_create(&DropLabels {
+                    broker: label.broker.clone(),
+                    reason,
+                })
+                .clone()
+        };
+        Counters {
+            success: attempt(AttemptOutcome::Success),
+            retryable: attempt(AttemptOutcome::Retryable),
+            permanent: attempt(AttemptOutcome::Permanent),
+            retries: metrics.retries.get_or_create(label).clone(),
+            dead_lettered: metrics.dead_lettered.get_or_create(label).clone(),
+            replies: metrics.replies.get_or_create(label).clone(),
+            no_dls: dropped(DropReason::NoDeadLetterSink),
+            dls_failed: dropped(DropReason::DeadLetterFailed),
+            ttl_exhausted: dropped(DropReason::TtlExhausted),
+            latency: metrics.delivery_latency.get_or_create(label).clone(),
+        }
+    }
+}
+
+/// Starts a trigger's dispatcher and returns its handle.
+#[allow(clippy::too_many_arguments)]
+pub fn start(
+    plan: Arc<TriggerPlan>,
+    sink: Sink,
+    dead_letter: Option<Sink>,
+    store: Store,
+    reply_limits: DecodeLimits,
+    limits: QueueLimits,
+    metrics: &Metrics,
+    tracker: TaskTracker,
+    in_flight: Arc<AtomicUsize>,
+) -> TriggerHandle {
+    let label = TriggerLabels {
+        broker: plan.broker.clone(),
+        trigger: plan.key.clone(),
+    };
+    let (policy, format) = match &plan.delivery {
+        Some(d) => (d.policy.clone(), d.format),
+        None => (DeliveryPolicy::default(), DeliveryFormat::default()),
+    };
+    let ctx = Arc::new(TriggerContext {
+        counters: Counters::new(metrics, &label),
+        label: label.clone(),
+        sink,
+        dead_letter,
+        policy,
+        format,
+        broker: Arc::from(plan.broker.as_str()),
+        store,
+        reply_limits,
+        tracker: tracker.clone(),
+        in_flight,
+    });
+    let (tx, rx) = mpsc::channel(limits.events.max(1));
+    let max_in_flight = plan.max_in_flight.get() as usize;
+    match plan.order {
+        DeliveryOrder::Ordered => tracker.spawn(run_ordered(rx, ctx, max_in_flight)),
+        _ => tracker.spawn(run_unordered(rx, ctx, max_in_flight)),
+    };
+    TriggerHandle {
+        matches: metrics.matches.get_or_create(&label).clone(),
+        plan,
+        tx,
+        budget: Arc::new(Semaphore::new(limits.bytes.min(Semaphore::MAX_PERMITS))),
+        limits,
+    }
+}
+
+async fn run_unordered(
+    mut rx: mpsc::Receiver<Job>,
+    ctx: Arc<TriggerContext>,
+    max_in_flight: usize,
+) {
+    let slots = Arc::new(Semaphore::new(max_in_flight));
+    while let Some(job) = rx.recv().await {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let task_ctx = Arc::clone(&ctx);
+        ctx.tracker.spawn(async move {
+            deliver(&task_ctx, job).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn run_ordered(mut rx: mpsc::Receiver<Job>, ctx: Arc<TriggerContext>, max_in_flight: usize) {
+    let hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
+    // Keys with a delivery in flight, and the events of each waiting behind it.
+    let mut waiting: HashMap<u64, VecDeque<Job>> = HashMap::new();
+    let (done_tx, mut done_rx) = mpsc::channel::<u64>(max_in_flight.max(1));
+    let mut open = true;
+    loop {
+        tokio::select! {
+            Some(key) = done_rx.recv() => {
+                let next = waiting.get_mut(&key).and_then(VecDeque::pop_front);
+                match next {
+                    Some(job) => spawn_keyed(&ctx, job, key, done_tx.clone()),
+                    None => {
+                        waiting.remove(&key);
+                    }
+                }
+            }
+            job = rx.recv(), if open && waiting.len() < max_in_flight => {
+                let Some(job) = job else {
+                    open = false;
+                    continue;
+                };
+                let key = job.event.view().with_partition_key(|k| hasher.hash_one(k));
+                match waiting.get_mut(&key) {
+                    Some(queue) => queue.push_back(job),
+                    None => {
+                        waiting.insert(key, VecDeque::new());
+                        spawn_keyed(&ctx, job, key, done_tx.clone());
+                    }
+                }
+            }
+            else => break,
+        }
+        if !open && waiting.is_empty() {
+            break;
+        }
+    }
+}
+
+fn spawn_keyed(ctx: &Arc<TriggerContext>, job: Job, key: u64, done: mpsc::Sender<u64>) {
+    let task_ctx = Arc::clone(ctx);
+    ctx.tracker.spawn(async move {
+        deliver(&task_ctx, job).await;
+        // The dispatcher outlives its deliveries, except at shutdown, where nobody waits.
+        let _ = done.send(key).await;
+    });
+}
+
+/// Delivers one job with retries, then dead-letters, drops or feeds back its reply.
+async fn deliver(ctx: &TriggerContext, job: Job) {
+    ctx.in_flight.fetch_add(1, Ordering::AcqRel);
+    let _in_flight = InFlight(&ctx.in_flight);
+    let view = job.event.view();
+    let opts = EncodeOptions {
+        skip: &[TTL_EXTENSION],
+        add: &[],
+    };
+    let req = ctx.request(job.ttl);
+    let (attempt, decision) = attempts(ctx, false, &ctx.sink, &view, &opts, &req).await;
+    match decision {
+        Some(Decision::Succeeded) => {
+            ctx.counters
+                .latency
+                .observe(job.accepted_at.elapsed().as_secs_f64());
+            if let Attempt::Response(Response {
+                reply: Some(reply), ..
+            }) = attempt
+            {
+                ctx.reply(reply, job.ttl).await;
+            }
+        }
+        Some(Decision::DeadLetter(dl)) => ctx.dead_letter(&view, &attempt, dl, job.ttl).await,
+        Some(Decision::Retry { .. }) | None => {
+            ctx.counters.ttl_exhausted.inc();
+            tracing::warn!(trigger = %ctx.label.trigger, id = view.id(), "event dropped: knativebrokerttl exhausted");
+        }
+    }
+    job.completion.finish();
+}
+
+/// Counts a delivery in flight until dropped (also when shutdown cancels it).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Attempts until the policy stops; returns the last attempt and the final decision (`None`
+/// when a forward to another broker found the TTL used up).
+async fn attempts(
+    ctx: &TriggerContext,
+    dead_letter: bool,
+    sink: &Sink,
+    view: &EventView<'_>,
+    opts: &EncodeOptions<'_>,
+    req: &Request,
+) -> (Attempt, Option<Decision>) {
+    let mut number = 1;
+    loop {
+        let attempt = sink.send(view, opts, req).await;
+        if matches!(attempt, Attempt::TtlExhausted) {
+            return (attempt, None);
+        }
+        let decision = ctx.policy.next_attempt(
+            number,
+            &attempt.outcome(),
+            SystemTime::now(),
+            fastrand::u64(..),
+        );
+        match decision {
+            Decision::Succeeded => {
+                if !dead_letter {
+                    ctx.counters.success.inc();
+                }
+                return (attempt, Some(decision));
+            }
+            Decision::Retry {
+                after,
+                next_attempt,
+                failure,
+            } => {
+                if !dead_letter {
+                    ctx.counters.retryable.inc();
+                    ctx.counters.retries.inc();
+                }
+                tracing::debug!(trigger = %ctx.label.trigger, destination = %sink.describe(), id = view.id(),
+                    attempt = number, cause = ?failure.cause, retry_in = ?after, "delivery attempt failed; retrying");
+                tokio::time::sleep(after).await;
+                number = next_attempt;
+            }
+            Decision::DeadLetter(dl) => {
+                if dead_letter {
+                    // Counted by the caller as dead-lettered or dropped.
+                } else if dl.failure.retryable {
+                    ctx.counters.retryable.inc();
+                } else {
+                    ctx.counters.permanent.inc();
+                }
+                return (attempt, Some(decision));
+            }
+        }
+    }
+}
+
+impl TriggerContext {
+    fn request(&self, ttl: u8) -> Request {
+        Request {
+            format: self.format,
+            timeout: self.policy.timeout().unwrap_or(DEFAULT_TIMEOUT),
+            reply_limits: self.reply_limits,
+            ttl,
+        }
+    }
+
+    async fn reply(&self, reply: Result<triggerfish_core::event::EventBatch, String>, ttl: u8) {
+        let batch = match reply {
+            Ok(b) if b.is_empty() => return,
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(trigger = %self.label.trigger, error = %e, "subscriber replied with an invalid event; the reply is ignored");
+                return;
+            }
+        };
+        let ttl = ttl.saturating_sub(1);
+        if ttl == 0 {
+            self.counters.ttl_exhausted.inc_by(batch.len() as u64);
+            tracing::warn!(trigger = %self.label.trigger, "reply dropped: knativebrokerttl exhausted (reply loop?)");
+            return;
+        }
+        let n = batch.len() as u64;
+        match self
+            .store
+            .offer(&self.broker, Arc::new(batch), Some(ttl))
+            .await
+        {
+            Ok(()) => {
+                self.counters.replies.inc_by(n);
+            }
+            Err(e) => {
+                tracing::error!(trigger = %self.label.trigger, error = %e, "reply could not be published");
+            }
+        }
+    }
+
+    async fn dead_letter(&self, view: &EventView<'_>, attempt: &Attempt, dl: DeadLetter, ttl: u8) {
+        let destination = self.sink.describe();
+        let Some(dls) = &self.dead_letter else {
+            self.counters.no_dls.inc();
+            tracing::warn!(trigger = %self.label.trigger, destination = %destination, id = view.id(), attempts = dl.attempts,
+                cause = ?dl.failure.cause, "event dropped after its last attempt: the trigger has no dead-letter sink");
+            return;
+        };
+        let data = match attempt {
+            Attempt::Response(r) if !r.body_excerpt.is_empty() => {
+                Some(base64::engine::general_purpose::STANDARD.encode(&r.body_excerpt))
+            }
+            _ => None,
+        };
+        let code = i32::from(dl.error_code());
+        let mut add = vec![
+            ("knativeerrordest", AttrValue::Str(&destination)),
+            ("knativeerrorcode", AttrValue::Int(code)),
+        ];
+        if let Some(d) = &data {
+            add.push(("knativeerrordata", AttrValue::Str(d)));
+        }
+        let opts = EncodeOptions {
+            skip: &[TTL_EXTENSION],
+            add: &add,
+        };
+        let (_, decision) = attempts(self, true, dls, view, &opts, &self.request(ttl)).await;
+        if matches!(decision, Some(Decision::Succeeded)) {
+            self.counters.dead_lettered.inc();
+            tracing::info!(trigger = %self.label.trigger, id = view.id(), code, "event sent to the dead-letter sink");
+        } else {
+            self.counters.dls_failed.inc();
+            tracing::error!(trigger = %self.label.trigger, id = view.id(), dead_letter_sink = %dls.describe(),
+                "event dropped: the dead-letter sink failed too");
+        }
+    }
+}

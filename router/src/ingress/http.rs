@@ -1,0 +1,268 @@
+//! HTTP ingress: `POST /{namespace}/{broker}`, the URL shape of Knative's multi-tenant broker.
+//!
+//! Accepts binary, structured and batched CloudEvents. Answers:
+//! - `202` when every event was accepted (queued);
+//! - `400` with a JSON body naming each bad event's index and problem (a batch is all or
+//!   nothing, so a producer can fix and resend it);
+//! - `404` for an unknown broker or path; `405` for a method other than POST;
+//! - `413` when the body or one event is over its limit (the body limit is enforced while
+//!   reading);
+//! - `415` for a CloudEvents format other than JSON;
+//! - `429` with `Retry-After` when the queues are full; `503` with `Retry-After` while shutting
+//!   down or when the store is unavailable.
+//!
+//! Error bodies are `{"error": "...", "events": [{"index": N, "error": "..."}]}`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde::Serialize;
+use triggerfish_core::event::{
+    ContentMode, DecodeError, DecodeLimits, EventBatch, decode_batched, decode_binary,
+    decode_structured,
+};
+
+use arc_swap::ArcSwap;
+
+use crate::body::{BodyError, read_limited};
+use crate::http_server::{empty, response};
+use crate::metrics::{IngressLabels, IngressOutcome, Metrics};
+use crate::shard::Snapshot;
+use crate::store::{OfferError, Store};
+
+/// Limits applied by ingress; reloadable.
+#[derive(Clone, Copy, Debug)]
+pub struct IngressLimits {
+    /// Largest request body.
+    pub max_request_bytes: usize,
+    /// Event size and batch limits.
+    pub decode: DecodeLimits,
+}
+
+/// Shared state of the HTTP ingress.
+pub struct Ingress {
+    /// The routing snapshot: which brokers exist, and the limits.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Where accepted events go.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set while shutting down: new requests get 503.
+    pub stopping: tokio_util::sync::CancellationToken,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    events: Vec<EventError>,
+}
+
+#[derive(Serialize)]
+struct EventError {
+    index: usize,
+    error: String,
+}
+
+fn error(status: StatusCode, message: &str, events: &[DecodeError]) -> http::Response<Full<Bytes>> {
+    let body = ErrorBody {
+        error: message,
+        events: events
+            .iter()
+            .map(|e| EventError {
+                index: e.index.unwrap_or(0),
+                error: e.kind.to_string(),
+            })
+            .collect(),
+    };
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    response(status, "application/json", json)
+}
+
+fn retry_later(status: StatusCode, message: &str) -> http::Response<Full<Bytes>> {
+    let mut r = error(status, message, &[]);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+impl Ingress {
+    /// Handles one request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: http::Request<Incoming>,
+    ) -> http::Response<Full<Bytes>> {
+        let started = Instant::now();
+        let (resp, broker, outcome, events) = self.handle_inner(req).await;
+        let labels = IngressLabels {
+            broker: broker.unwrap_or_else(|| "unknown".to_owned()),
+            outcome,
+        };
+        self.metrics.ingress_requests.get_or_create(&labels).inc();
+        if events > 0 {
+            self.metrics
+                .ingress_events
+                .get_or_create(&labels)
+                .inc_by(events as u64);
+        }
+        self.metrics
+            .ingress_duration
+            .observe(started.elapsed().as_secs_f64());
+        resp
+    }
+
+    async fn handle_inner(
+        &self,
+        req: http::Request<Incoming>,
+    ) -> (
+        http::Response<Full<Bytes>>,
+        Option<String>,
+        IngressOutcome,
+        usize,
+    ) {
+        use IngressOutcome::*;
+        let mut segments = req.uri().path().trim_start_matches('/').split('/');
+        let (Some(ns), Some(name), None) = (segments.next(), segments.next(), segments.next())
+        else {
+            return (
+                error(
+                    StatusCode::NOT_FOUND,
+                    "not found: POST events to /{namespace}/{broker}",
+                    &[],
+                ),
+                None,
+                NotFound,
+                0,
+            );
+        };
+        let key = format!("{ns}/{name}");
+        let snapshot = self.snapshot.load();
+        let limits = snapshot.limits;
+        let Some(broker) = snapshot
+            .brokers
+            .get_key_value(key.as_str())
+            .map(|(k, _)| Arc::clone(k))
+        else {
+            let msg = format!("unknown broker {key}");
+            return (error(StatusCode::NOT_FOUND, &msg, &[]), None, NotFound, 0);
+        };
+        let label = Some(key);
+        if req.method() != Method::POST {
+            let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "only POST is allowed", &[]);
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return (r, label, Rejected, 0);
+        }
+        if self.stopping.is_cancelled() {
+            return (
+                retry_later(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+                label,
+                Unavailable,
+                0,
+            );
+        }
+        let mode = ContentMode::detect(
+            req.headers()
+                .get(header::CONTENT_TYPE)
+                .map(HeaderValue::as_bytes),
+        );
+        if mode == ContentMode::UnsupportedFormat {
+            let msg = "unsupported CloudEvents format: use application/cloudevents+json, application/cloudevents-batch+json or binary mode";
+            return (
+                error(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg, &[]),
+                label,
+                Rejected,
+                0,
+            );
+        }
+        let (parts, body) = req.into_parts();
+        let bytes = match read_limited(&parts.headers, body, limits.max_request_bytes).await {
+            Ok(b) => b,
+            Err(e @ BodyError::TooLarge { .. }) => {
+                return (
+                    error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string(), &[]),
+                    label,
+                    TooLarge,
+                    0,
+                );
+            }
+            Err(e) => {
+                return (
+                    error(StatusCode::BAD_REQUEST, &e.to_string(), &[]),
+                    label,
+                    Rejected,
+                    0,
+                );
+            }
+        };
+        let batch = match decode(mode, &parts.headers, bytes, &limits.decode) {
+            Ok(b) => b,
+            Err(errors) => {
+                let too_large = errors.iter().any(DecodeError::is_too_large);
+                let status = if too_large {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                let summary = match errors.len() {
+                    1 => errors[0].to_string(),
+                    n => format!("{n} events are invalid; nothing was accepted"),
+                };
+                let per_event: Vec<DecodeError> =
+                    errors.into_iter().filter(|e| e.index.is_some()).collect();
+                return (
+                    error(status, &summary, &per_event),
+                    label,
+                    if too_large { TooLarge } else { Rejected },
+                    0,
+                );
+            }
+        };
+        let n = batch.len();
+        if n == 0 {
+            return (empty(StatusCode::ACCEPTED), label, Accepted, 0);
+        }
+        match self.store.try_offer(&broker, Arc::new(batch), None) {
+            Ok(()) => (empty(StatusCode::ACCEPTED), label, Accepted, n),
+            Err(OfferError::Full) => (
+                retry_later(StatusCode::TOO_MANY_REQUESTS, "queues are full"),
+                label,
+                Throttled,
+                n,
+            ),
+            Err(OfferError::Unavailable(e)) => (
+                retry_later(StatusCode::SERVICE_UNAVAILABLE, &e),
+                label,
+                Unavailable,
+                n,
+            ),
+        }
+    }
+}
+
+/// Decodes a request body in its content mode. All errors are returned, so a producer can fix
+/// every bad event of a batch at once.
+pub fn decode(
+    mode: ContentMode,
+    headers: &http::HeaderMap,
+    body: Bytes,
+    limits: &DecodeLimits,
+) -> Result<EventBatch, Vec<DecodeError>> {
+    match mode {
+        ContentMode::Binary => decode_binary(headers, body, limits).map_err(|e| vec![e]),
+        ContentMode::Structured => decode_structured(body, limits).map_err(|e| vec![e]),
+        ContentMode::Batched => {
+            let d = decode_batched(body, limits).map_err(|e| vec![e])?;
+            if d.rejected.is_empty() {
+                Ok(d.batch)
+            } else {
+                Err(d.rejected)
+            }
+        }
+        ContentMode::UnsupportedFormat => Err(vec![]),
+    }
+}

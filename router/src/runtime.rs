@@ -1,0 +1,315 @@
+//! The running router: turns a [`Plan`] into a routing [`Snapshot`], starts (or keeps) trigger
+//! dispatchers, swaps snapshots on reload, and shuts down gracefully.
+//!
+//! Reload keeps a trigger's dispatcher, queue and in-flight deliveries when its delivery plan
+//! (subscriber, delivery spec, ordering, concurrency) is unchanged; a changed filter only
+//! changes the index. A removed or changed trigger's old dispatcher drains what it holds and
+//! stops when the last snapshot that references it is dropped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use triggerfish_core::config::{Destination, ServerSpec};
+use triggerfish_core::event::DecodeLimits;
+
+use crate::dispatch::{self, QueueLimits, TriggerHandle};
+use crate::ingress::http::IngressLimits;
+use crate::metrics::Metrics;
+use crate::plan::{Plan, TriggerPlan};
+use crate::shard::{BrokerRoute, Snapshot};
+use crate::sinks::Sink;
+use crate::sinks::display::DisplaySink;
+use crate::sinks::file::FileSink;
+use crate::sinks::http::{HttpClient, HttpSink};
+use crate::store::Store;
+
+/// Settings fixed for the life of the process (a reload cannot change them).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// HTTP ingress address.
+    pub http: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// Number of shards.
+    pub shards: usize,
+    /// Shard queue limits.
+    pub shard_limits: crate::store::memory::ShardLimits,
+    /// Trigger queue limits.
+    pub trigger_limits: QueueLimits,
+    /// How long shutdown waits for queues to drain.
+    pub grace: Duration,
+}
+
+impl Settings {
+    /// Settings from a `Server` document; `shards` defaults to the number of cores.
+    pub fn from_spec(spec: &ServerSpec) -> Settings {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Settings {
+            http: spec.listen.http,
+            admin: spec.listen.admin,
+            shards: spec.shards.map_or(cores, |n| n.get()),
+            shard_limits: crate::store::memory::ShardLimits {
+                events: spec.queues.shard.events.get() as usize,
+                bytes: spec.queues.shard.bytes.as_usize(),
+            },
+            trigger_limits: QueueLimits {
+                events: spec.queues.trigger.events.get() as usize,
+                bytes: spec.queues.trigger.bytes.as_usize(),
+            },
+            grace: spec.shutdown_grace_period.get(),
+        }
+    }
+}
+
+/// What `/config` reports.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigStatus {
+    /// The config file, or `<embedded>`.
+    pub file: String,
+    /// SHA-256 of the active config text.
+    pub version: String,
+    /// When it became active, seconds since the Unix epoch.
+    pub loaded_at: u64,
+    /// Brokers and their trigger counts.
+    pub brokers: Vec<BrokerStatus>,
+    /// The last rejected reload, if any, since the active config was loaded.
+    pub last_rejected: Option<String>,
+}
+
+/// One broker in `/config`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BrokerStatus {
+    /// `namespace/name`.
+    pub name: String,
+    /// Trigger names, in config order.
+    pub triggers: Vec<String>,
+    /// Triggers the index cannot narrow down.
+    pub scanned: usize,
+}
+
+/// The router's shared state.
+pub struct Router {
+    /// The routing snapshot.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Where accepted events wait.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Active config.
+    pub status: ArcSwap<ConfigStatus>,
+    /// Ready once the config is loaded and the listeners are bound.
+    pub ready: AtomicBool,
+    /// Cancelled when shutdown starts.
+    pub stop: CancellationToken,
+    /// Delivery tasks and dispatchers.
+    pub tracker: TaskTracker,
+    /// Fixed settings.
+    pub settings: Settings,
+    /// Deliveries in flight.
+    pub in_flight: Arc<AtomicUsize>,
+    client: HttpClient,
+    display: Arc<DisplaySink>,
+    files: parking_lot::Mutex<HashMap<PathBuf, Arc<FileSink>>>,
+}
+
+impl Router {
+    /// Creates the router for its first plan. Nothing runs until [`Router::apply`].
+    pub fn new(settings: Settings, store: Store, metrics: Arc<Metrics>) -> anyhow::Result<Router> {
+        let client = crate::sinks::http::client()
+            .map_err(|e| anyhow::anyhow!("loading the system's trusted TLS roots: {e}"))?;
+        let empty = Snapshot {
+            brokers: HashMap::new(),
+            limits: IngressLimits {
+                max_request_bytes: 0,
+                decode: DecodeLimits::default(),
+            },
+        };
+        Ok(Router {
+            snapshot: Arc::new(ArcSwap::from_pointee(empty)),
+            store,
+            metrics,
+            status: ArcSwap::from_pointee(ConfigStatus {
+                file: String::new(),
+                version: String::new(),
+                loaded_at: 0,
+                brokers: Vec::new(),
+                last_rejected: None,
+            }),
+            ready: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            settings,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            client,
+            display: Arc::new(DisplaySink::new()),
+            files: parking_lot::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Makes `plan` the active config: builds its snapshot, reusing the dispatchers of
+    /// unchanged triggers, and swaps it in atomically.
+    pub fn apply(&self, plan: Plan) {
+        let previous = self.snapshot.load_full();
+        let mut reusable: HashMap<&str, &Arc<TriggerHandle>> = HashMap::new();
+        for broker in previous.brokers.values() {
+            for t in &broker.triggers {
+                reusable.insert(t.plan.key.as_str(), t);
+            }
+        }
+        let spec = plan.config.server();
+        let limits = IngressLimits {
+            max_request_bytes: spec.limits.max_request_bytes.as_usize(),
+            decode: DecodeLimits {
+                max_event_bytes: spec.limits.max_event_bytes.as_usize(),
+                max_batch_events: spec.limits.max_batch_events.get() as usize,
+            },
+        };
+        let mut brokers = HashMap::new();
+        let mut status = Vec::new();
+        let (mut started, mut kept) = (0usize, 0usize);
+        for broker in plan.brokers {
+            let mut handles = Vec::with_capacity(broker.triggers.len());
+            for t in &broker.triggers {
+                match reusable.get(t.key.as_str()) {
+                    Some(h) if h.plan == *t => {
+                        handles.push(Arc::clone(h));
+                        kept += 1;
+                    }
+                    _ => {
+                        handles.push(Arc::new(self.start_trigger(Arc::clone(t), limits.decode)));
+                        started += 1;
+                    }
+                }
+            }
+            status.push(BrokerStatus {
+                name: broker.key.to_string(),
+                triggers: broker.triggers.iter().map(|t| t.name.clone()).collect(),
+                scanned: broker.index.scanned(),
+            });
+            let route = BrokerRoute::new(
+                Arc::clone(&broker.key),
+                broker.index,
+                handles,
+                &self.metrics,
+            );
+            brokers.insert(broker.key, Arc::new(route));
+        }
+        self.snapshot.store(Arc::new(Snapshot { brokers, limits }));
+        let loaded_at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.status.store(Arc::new(ConfigStatus {
+            file: plan.config.file_name().to_owned(),
+            version: plan.config.version().to_owned(),
+            loaded_at,
+            brokers: status,
+            last_rejected: None,
+        }));
+        tracing::info!(version = %plan.config.version(), file = %plan.config.file_name(), triggers_started = started,
+            triggers_kept = kept, "config active");
+    }
+
+    /// Records a rejected reload for `/config`.
+    pub fn reject(&self, message: String) {
+        let mut status = (**self.status.load()).clone();
+        status.last_rejected = Some(message);
+        self.status.store(Arc::new(status));
+    }
+
+    fn start_trigger(&self, plan: Arc<TriggerPlan>, reply_limits: DecodeLimits) -> TriggerHandle {
+        let sink = self.sink(&plan.subscriber);
+        let dead_letter = plan
+            .delivery
+            .as_ref()
+            .and_then(|d| d.dead_letter_sink.as_ref())
+            .map(|d| self.sink(d));
+        dispatch::start(
+            plan,
+            sink,
+            dead_letter,
+            self.store.clone(),
+            reply_limits,
+            self.settings.trigger_limits,
+            &self.metrics,
+            self.tracker.clone(),
+            Arc::clone(&self.in_flight),
+        )
+    }
+
+    fn sink(&self, dest: &Destination) -> Sink {
+        match dest {
+            Destination::Uri(url) | Destination::Service { url, .. } => {
+                match HttpSink::new(url, self.client.clone()) {
+                    Ok(h) => Sink::Http(Box::new(h)),
+                    // The config validated the URL; an http::Uri it cannot become is a bug, and the
+                    // display sink at least shows the events instead of losing them.
+                    Err(e) => {
+                        tracing::error!(url = %url, error = %e, "subscriber URL not usable by the HTTP client; printing events instead");
+                        Sink::Display(Arc::clone(&self.display))
+                    }
+                }
+            }
+            Destination::Display => Sink::Display(Arc::clone(&self.display)),
+            Destination::File { path } => {
+                let mut files = self.files.lock();
+                let sink = files
+                    .entry(path.clone())
+                    .or_insert_with(|| Arc::new(FileSink::new(path.clone())));
+                Sink::File(Arc::clone(sink))
+            }
+            Destination::Broker { namespace, name } => Sink::Broker {
+                key: Arc::from(format!("{namespace}/{name}")),
+                store: self.store.clone(),
+            },
+            // `Plan::build` rejects in-process kinds this build does not have.
+            _ => Sink::Display(Arc::clone(&self.display)),
+        }
+    }
+
+    /// Events not yet delivered: queued in shards or triggers, or in flight.
+    pub fn undelivered(&self) -> Undelivered {
+        let snapshot = self.snapshot.load();
+        let triggers = snapshot
+            .brokers
+            .values()
+            .flat_map(|b| b.triggers.iter())
+            .map(|t| t.depth())
+            .sum();
+        Undelivered {
+            shards: self.store.queued(),
+            triggers,
+            in_flight: self.in_flight.load(Ordering::Acquire),
+        }
+    }
+
+    /// Whether the router is ready for traffic.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.stop.is_cancelled()
+    }
+}
+
+/// Events the router holds that have not reached a destination yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Undelivered {
+    /// In shard queues.
+    pub shards: usize,
+    /// In trigger queues.
+    pub triggers: usize,
+    /// Being delivered (including waits between retries).
+    pub in_flight: usize,
+}
+
+impl Undelivered {
+    /// The total.
+    pub fn total(&self) -> usize {
+        self.shards + self.triggers + self.in_flight
+    }
+}

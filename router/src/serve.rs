@@ -1,0 +1,214 @@
+//! `triggerfish serve`: start-up and graceful shutdown.
+//!
+//! Start-up: load and build the config (or the embedded default), create the store and the
+//! shard drivers, bind the ingress and admin listeners, then report ready. Shutdown on SIGTERM
+//! or SIGINT: stop accepting (new requests get 503, `/readyz` fails), drain the queues until the
+//! grace period ends, and log (and count) whatever could not be delivered.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use triggerfish_core::config::Config;
+
+use crate::ingress::http::Ingress;
+use crate::metrics::{DropLabels, DropReason, Metrics};
+use crate::plan::Plan;
+use crate::runtime::{Router, Settings};
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
+
+/// Command-line overrides of the `Server` document.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// HTTP ingress address.
+    pub http: Option<SocketAddr>,
+    /// Admin address.
+    pub admin: Option<SocketAddr>,
+    /// Number of shards.
+    pub shards: Option<usize>,
+}
+
+/// Why `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config file did not load or build.
+    #[error("{0}")]
+    Config(String),
+    /// Anything else (a port in use, say).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Loads and builds the config at `path`, or the embedded default.
+pub fn load_plan(path: Option<&PathBuf>) -> Result<Plan, StartError> {
+    let config = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| StartError::Config(format!("{}: cannot read: {e}", p.display())))?;
+            Config::load(&text, &p.display().to_string())
+                .map_err(|e| StartError::Config(e.to_string()))?
+        }
+        None => Config::embedded_default(),
+    };
+    Plan::build(config).map_err(|e| StartError::Config(e.to_string()))
+}
+
+/// Runs the data plane until a termination signal.
+pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), StartError> {
+    let plan = load_plan(config_path.as_ref())?;
+    let mut settings = Settings::from_spec(plan.config.server());
+    settings.http = overrides.http.unwrap_or(settings.http);
+    settings.admin = overrides.admin.unwrap_or(settings.admin);
+    settings.shards = overrides.shards.unwrap_or(settings.shards).max(1);
+
+    let metrics = Arc::new(Metrics::new());
+    let memory = Arc::new(MemoryStore::new(settings.shards, settings.shard_limits));
+    let store = Store::Memory(Arc::clone(&memory));
+    let router = Arc::new(Router::new(
+        settings.clone(),
+        store.clone(),
+        Arc::clone(&metrics),
+    )?);
+    router.apply(plan);
+
+    let mut drivers = Vec::new();
+    for queue in memory.shards() {
+        drivers.push(tokio::spawn(crate::shard::run(
+            Arc::clone(queue),
+            Arc::clone(&router.snapshot),
+            Arc::clone(&metrics),
+            router.stop.clone(),
+        )));
+    }
+
+    let ingress_listener = bind(settings.http, "HTTP ingress").await?;
+    let admin_listener = bind(settings.admin, "admin").await?;
+    let ingress = Arc::new(Ingress {
+        snapshot: Arc::clone(&router.snapshot),
+        store: store.clone(),
+        metrics: Arc::clone(&metrics),
+        stopping: router.stop.clone(),
+    });
+    let ingress_task = tokio::spawn(crate::http_server::serve(
+        ingress_listener,
+        move |req| Arc::clone(&ingress).handle(req),
+        router.stop.clone(),
+        Duration::from_secs(5),
+    ));
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    let admin_router = Arc::clone(&router);
+    let admin_task = tokio::spawn(crate::http_server::serve(
+        admin_listener,
+        move |req| crate::admin::handle(Arc::clone(&admin_router), req),
+        admin_stop.clone(),
+        Duration::from_secs(1),
+    ));
+    if let Some(path) = &config_path {
+        crate::reload::spawn(Arc::clone(&router), path.clone())
+            .context("watching the config file")?;
+    }
+    spawn_gauges(Arc::clone(&router));
+    router
+        .ready
+        .store(true, std::sync::atomic::Ordering::Release);
+    tracing::info!(http = %settings.http, admin = %settings.admin, shards = settings.shards, "triggerfish is ready");
+
+    wait_for_signal().await;
+    let started = Instant::now();
+    tracing::info!(grace = ?settings.grace, "shutting down: no longer accepting events, draining queues");
+    router.stop.cancel();
+    let _ = ingress_task.await;
+    for d in drivers {
+        let _ = tokio::time::timeout(settings.grace.saturating_sub(started.elapsed()), d).await;
+    }
+    while router.undelivered().total() > 0 && started.elapsed() < settings.grace {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = router.undelivered();
+    if left.total() > 0 {
+        let broker_label = "*".to_owned();
+        metrics
+            .dropped
+            .get_or_create(&DropLabels {
+                broker: broker_label,
+                reason: DropReason::Shutdown,
+            })
+            .inc_by(left.total() as u64);
+        tracing::error!(
+            shard_queues = left.shards,
+            trigger_queues = left.triggers,
+            in_flight = left.in_flight,
+            "shutdown grace period over: these events were accepted but not delivered, and are lost (memory store)"
+        );
+    } else {
+        tracing::info!(took = ?started.elapsed(), "all accepted events were handled");
+    }
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener to {addr}"))
+        .map_err(StartError::Other)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Publishes queue depths once a second, so the hot path never touches gauges.
+fn spawn_gauges(router: Arc<Router>) {
+    use crate::metrics::QueueLabels;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = router.stop.cancelled() => return,
+            }
+            for (i, depth) in router.store.shard_depths().into_iter().enumerate() {
+                let labels = QueueLabels {
+                    queue: "shard",
+                    name: i.to_string(),
+                };
+                router
+                    .metrics
+                    .queue_depth
+                    .get_or_create(&labels)
+                    .set(depth as i64);
+            }
+            let snapshot = router.snapshot.load();
+            for broker in snapshot.brokers.values() {
+                for t in &broker.triggers {
+                    let labels = QueueLabels {
+                        queue: "trigger",
+                        name: t.plan.key.clone(),
+                    };
+                    router
+                        .metrics
+                        .queue_depth
+                        .get_or_create(&labels)
+                        .set(t.depth() as i64);
+                }
+            }
+        }
+    });
+}

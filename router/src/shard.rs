@@ -1,0 +1,163 @@
+//! Shard drivers: take accepted events off a shard queue, match each once against its broker's
+//! compiled trigger index, and hand it to the matched triggers' delivery queues.
+//!
+//! One driver per shard, each a tokio task. A driver reads the routing [`Snapshot`] through an
+//! `ArcSwap` once per run of events (no locks), matches with a reused scratch buffer (no
+//! allocation), and waits when a trigger queue is full: that wait is the backpressure that
+//! fills the shard queue and makes ingress answer 429. A run is bounded (256 events) before
+//! the driver yields, so one busy shard never starves the runtime.
+//!
+//! What a driver does not do: deliver. See [`crate::dispatch`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
+use tokio_util::sync::CancellationToken;
+use triggerfish_core::index::{MatchScratch, TriggerIndex};
+
+use crate::dispatch::TriggerHandle;
+use crate::ingress::http::IngressLimits;
+use crate::metrics::{BrokerLabels, DropLabels, DropReason, Metrics};
+use crate::store::memory::ShardQueue;
+use crate::store::{BrokerKey, Envelope};
+
+/// Events a driver handles before yielding to the runtime.
+const RUN: usize = 256;
+
+/// What the drivers route with: every broker's index and trigger handles. Swapped whole on
+/// reload.
+pub struct Snapshot {
+    /// Brokers by `namespace/name`.
+    pub brokers: HashMap<BrokerKey, Arc<BrokerRoute>>,
+    /// Ingress limits.
+    pub limits: IngressLimits,
+}
+
+/// One broker's routing state.
+pub struct BrokerRoute {
+    /// `namespace/name`.
+    pub key: BrokerKey,
+    /// The compiled index; trigger id `i` is `triggers[i]`.
+    pub index: TriggerIndex,
+    /// Delivery handles of the triggers.
+    pub triggers: Vec<Arc<TriggerHandle>>,
+    /// Events that matched nothing.
+    pub unmatched: Counter,
+    /// Events dropped because the process stopped before they reached a trigger queue.
+    pub dropped_shutdown: Counter,
+}
+
+impl BrokerRoute {
+    /// Builds the routing state of a broker.
+    pub fn new(
+        key: BrokerKey,
+        index: TriggerIndex,
+        triggers: Vec<Arc<TriggerHandle>>,
+        metrics: &Metrics,
+    ) -> BrokerRoute {
+        let broker = key.to_string();
+        BrokerRoute {
+            unmatched: metrics
+                .unmatched
+                .get_or_create(&BrokerLabels {
+                    broker: broker.clone(),
+                })
+                .clone(),
+            dropped_shutdown: metrics
+                .dropped
+                .get_or_create(&DropLabels {
+                    broker,
+                    reason: DropReason::Shutdown,
+                })
+                .clone(),
+            key,
+            index,
+            triggers,
+        }
+    }
+}
+
+/// Runs one shard's driver until `stop` is cancelled and its queue is empty.
+pub async fn run(
+    queue: Arc<ShardQueue>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut scratch = MatchScratch::new();
+    let mut matched = Vec::new();
+    loop {
+        let notified = queue.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if queue.is_empty() {
+            if stop.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = stop.cancelled() => {}
+            }
+            continue;
+        }
+        let snap = snapshot.load_full();
+        for _ in 0..RUN {
+            let Some(envelope) = queue.pop() else { break };
+            let size = envelope.event.view().wire_size();
+            route(envelope, &snap, &metrics, &mut scratch, &mut matched).await;
+            queue.release(size);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Matches one event and queues it for every matched trigger.
+pub async fn route(
+    envelope: Envelope,
+    snap: &Snapshot,
+    metrics: &Metrics,
+    scratch: &mut MatchScratch,
+    matched: &mut Vec<u32>,
+) {
+    let Some(broker) = snap.brokers.get(&envelope.broker) else {
+        metrics
+            .dropped
+            .get_or_create(&DropLabels {
+                broker: envelope.broker.to_string(),
+                reason: DropReason::BrokerRemoved,
+            })
+            .inc();
+        tracing::warn!(broker = %envelope.broker, id = envelope.event.view().id(), "event dropped: its broker was removed by a reload");
+        envelope.completion.finish();
+        return;
+    };
+    matched.clear();
+    broker
+        .index
+        .matches(&envelope.event.view(), scratch, matched);
+    if matched.is_empty() {
+        broker.unmatched.inc();
+    }
+    for &id in matched.iter() {
+        let Some(trigger) = broker.triggers.get(id as usize) else {
+            continue;
+        };
+        trigger.matches.inc();
+        let share = envelope.completion.fork();
+        if trigger
+            .enqueue(
+                envelope.event.clone(),
+                envelope.ttl,
+                envelope.accepted_at,
+                share,
+            )
+            .await
+            .is_err()
+        {
+            broker.dropped_shutdown.inc();
+        }
+    }
+    envelope.completion.finish();
+}

@@ -1,0 +1,93 @@
+//! The built-in display sink: prints each event readably, like Knative's `event_display`.
+
+use std::fmt::Write as _;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+use triggerfish_core::event::{AttrValue, Data, EncodeOptions, EventView, KnownAttr};
+
+use super::Attempt;
+
+/// Prints events to standard output, one block per event, never interleaved.
+pub struct DisplaySink {
+    out: Mutex<tokio::io::Stdout>,
+}
+
+impl DisplaySink {
+    /// A sink writing to this process's standard output.
+    pub fn new() -> DisplaySink {
+        DisplaySink {
+            out: Mutex::new(tokio::io::stdout()),
+        }
+    }
+
+    /// Prints one event.
+    pub async fn send(&self, view: &EventView<'_>, opts: &EncodeOptions<'_>) -> Attempt {
+        let text = render(view, opts);
+        let mut out = self.out.lock().await;
+        match out.write_all(text.as_bytes()).await {
+            Ok(()) => {
+                let _ = out.flush().await;
+                Attempt::accepted()
+            }
+            // Standard output is gone (a closed pipe): nothing a retry fixes soon.
+            Err(_) => Attempt::Internal(triggerfish_core::delivery::InternalError::Unavailable),
+        }
+    }
+}
+
+impl Default for DisplaySink {
+    fn default() -> Self {
+        DisplaySink::new()
+    }
+}
+
+/// The text printed for one event.
+pub fn render(view: &EventView<'_>, opts: &EncodeOptions<'_>) -> String {
+    let mut s = String::with_capacity(256 + view.wire_size());
+    s.push_str("☁️  cloudevents.Event\nContext Attributes,\n");
+    for attr in KnownAttr::ALL {
+        if let Some(v) = view.known(attr) {
+            let _ = writeln!(s, "  {}: {v}", attr.name_in(view.spec_version()));
+        }
+    }
+    let exts: Vec<(&str, AttrValue<'_>)> = opts.extensions(view).collect();
+    if !exts.is_empty() {
+        s.push_str("Extensions,\n");
+        for (name, value) in exts {
+            let _ = writeln!(s, "  {name}: {value}");
+        }
+    }
+    match view.data() {
+        Data::None => {}
+        Data::Json(bytes) => {
+            s.push_str("Data,\n");
+            match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(v) => {
+                    let pretty = serde_json::to_string_pretty(&v).unwrap_or_default();
+                    for line in pretty.lines() {
+                        let _ = writeln!(s, "  {line}");
+                    }
+                }
+                Err(_) => {
+                    let _ = writeln!(s, "  {}", String::from_utf8_lossy(bytes));
+                }
+            }
+        }
+        Data::Text(t) => {
+            let _ = writeln!(s, "Data,\n  {t}");
+        }
+        data @ (Data::Base64(_) | Data::Binary(_)) => {
+            let bytes = data.to_bytes();
+            match std::str::from_utf8(&bytes) {
+                Ok(t) => {
+                    let _ = writeln!(s, "Data,\n  {t}");
+                }
+                Err(_) => {
+                    let _ = writeln!(s, "Data,\n  <{} bytes of binary data>", bytes.len());
+                }
+            }
+        }
+    }
+    s
+}

@@ -1,0 +1,232 @@
+//! HTTP and HTTPS subscribers: one POST per event, binary mode by default, over pooled
+//! keep-alive connections shared by every trigger.
+//!
+//! Requests carry `Prefer: reply` (Knative's reply contract). A 2xx response whose headers or
+//! content type say it is a CloudEvent is decoded as a reply; an error response's first KiB is
+//! kept for `knativeerrordata`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Method, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use triggerfish_core::config::DeliveryFormat;
+use triggerfish_core::delivery::TransportError;
+use triggerfish_core::event::{
+    ContentMode, EncodeOptions, EventView, decode_batched, decode_binary, decode_structured,
+    encode_binary, encode_structured,
+};
+use url::Url;
+
+use super::{Attempt, Request, Response};
+
+/// The most bytes of an error response kept for `knativeerrordata`.
+pub const ERROR_DATA_LIMIT: usize = 1024;
+
+/// The HTTP client shared by all HTTP sinks.
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Builds the shared client: HTTP/1.1 keep-alive, HTTPS through rustls with the system's
+/// trusted roots.
+pub fn client() -> Result<HttpClient, std::io::Error> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(Arc::new(rustls::crypto::ring::default_provider()))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(https))
+}
+
+/// One HTTP destination.
+#[derive(Clone)]
+pub struct HttpSink {
+    url: Arc<Url>,
+    uri: http::Uri,
+    client: HttpClient,
+}
+
+impl HttpSink {
+    /// A sink posting to `url` through `client`.
+    pub fn new(url: &Url, client: HttpClient) -> Result<HttpSink, http::uri::InvalidUri> {
+        Ok(HttpSink {
+            url: Arc::new(url.clone()),
+            uri: url.as_str().parse()?,
+            client,
+        })
+    }
+
+    /// The destination URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// Makes one attempt.
+    pub async fn send(
+        &self,
+        view: &EventView<'_>,
+        opts: &EncodeOptions<'_>,
+        req: &Request,
+    ) -> Attempt {
+        let (mut headers, body) = match req.format {
+            DeliveryFormat::Json => {
+                let mut h = http::HeaderMap::new();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/cloudevents+json"),
+                );
+                (h, encode_structured(view, opts))
+            }
+            _ => encode_binary(view, opts),
+        };
+        headers.insert("prefer", HeaderValue::from_static("reply"));
+        let mut request = http::Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = headers;
+        match tokio::time::timeout(req.timeout, self.exchange(request, req)).await {
+            Ok(attempt) => attempt,
+            Err(_) => Attempt::Transport(TransportError::Timeout),
+        }
+    }
+
+    async fn exchange(&self, request: http::Request<Full<Bytes>>, req: &Request) -> Attempt {
+        let response = match self.client.request(request).await {
+            Ok(r) => r,
+            Err(e) => return Attempt::Transport(transport_error(&e)),
+        };
+        let (parts, body) = response.into_parts();
+        let status = parts.status;
+        let retry_after = parts
+            .headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if status.is_success() {
+            let ct = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .map(HeaderValue::as_bytes);
+            let mode = ContentMode::detect(ct);
+            let is_event = parts.headers.contains_key("ce-specversion")
+                || !matches!(mode, ContentMode::Binary);
+            if !is_event {
+                // Drain the body so the connection goes back to the pool.
+                if let Err(e) = crate::body::read_limited(
+                    &parts.headers,
+                    body,
+                    req.reply_limits.max_event_bytes,
+                )
+                .await
+                {
+                    tracing::debug!(error = %e, "could not drain a subscriber response");
+                }
+                return Attempt::Response(Response {
+                    status,
+                    retry_after,
+                    reply: None,
+                    body_excerpt: Bytes::new(),
+                });
+            }
+            let limit = req
+                .reply_limits
+                .max_event_bytes
+                .saturating_mul(req.reply_limits.max_batch_events.min(16));
+            let reply = match crate::body::read_limited(&parts.headers, body, limit).await {
+                Err(e) => Some(Err(format!("reading the reply: {e}"))),
+                Ok(bytes)
+                    if bytes.is_empty()
+                        && mode == ContentMode::Binary
+                        && !parts.headers.contains_key("ce-id") =>
+                {
+                    None
+                }
+                Ok(bytes) => Some(decode_reply(mode, &parts.headers, bytes, &req.reply_limits)),
+            };
+            return Attempt::Response(Response {
+                status,
+                retry_after,
+                reply,
+                body_excerpt: Bytes::new(),
+            });
+        }
+        let body_excerpt = excerpt(body, ERROR_DATA_LIMIT).await;
+        Attempt::Response(Response {
+            status,
+            retry_after,
+            reply: None,
+            body_excerpt,
+        })
+    }
+}
+
+fn decode_reply(
+    mode: ContentMode,
+    headers: &http::HeaderMap,
+    body: Bytes,
+    limits: &triggerfish_core::event::DecodeLimits,
+) -> Result<triggerfish_core::event::EventBatch, String> {
+    match mode {
+        ContentMode::Structured => decode_structured(body, limits).map_err(|e| e.to_string()),
+        ContentMode::Batched => {
+            let d = decode_batched(body, limits).map_err(|e| e.to_string())?;
+            match d.rejected.first() {
+                Some(e) => Err(e.to_string()),
+                None => Ok(d.batch),
+            }
+        }
+        ContentMode::UnsupportedFormat => Err("unsupported CloudEvents format".to_owned()),
+        ContentMode::Binary => decode_binary(headers, body, limits).map_err(|e| e.to_string()),
+    }
+}
+
+/// Reads at most `limit` bytes of a body and drops the rest.
+async fn excerpt(mut body: hyper::body::Incoming, limit: usize) -> Bytes {
+    let mut out = BytesMut::new();
+    while out.len() < limit {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let take = data.len().min(limit - out.len());
+                    out.extend_from_slice(&data[..take]);
+                }
+            }
+            _ => break,
+        }
+    }
+    out.freeze()
+}
+
+fn transport_error(e: &hyper_util::client::legacy::Error) -> TransportError {
+    if e.is_connect() {
+        // A TLS failure surfaces as a connect error whose chain mentions rustls.
+        let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+        while let Some(s) = source {
+            if s.downcast_ref::<rustls::Error>().is_some() {
+                return TransportError::Tls;
+            }
+            source = s.source();
+        }
+        return TransportError::Connect;
+    }
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && (h.is_parse() || h.is_parse_status())
+        {
+            return TransportError::Protocol;
+        }
+        source = s.source();
+    }
+    TransportError::Reset
+}

@@ -1,0 +1,139 @@
+//! Destinations of deliveries: HTTP(S) subscribers, the built-in display and file sinks, and
+//! other brokers of the same process.
+//!
+//! A sink makes one attempt and reports what happened as an [`Attempt`]. Retries, timeouts'
+//! policy, dead-lettering and replies are the dispatcher's business ([`crate::dispatch`]), so
+//! every sink gets Knative's semantics the same way.
+
+pub mod display;
+pub mod file;
+pub mod http;
+
+use std::sync::Arc;
+
+use ::http::StatusCode;
+use bytes::Bytes;
+use triggerfish_core::config::DeliveryFormat;
+use triggerfish_core::delivery::{InternalError, Outcome, TransportError};
+use triggerfish_core::event::{EncodeOptions, EventBatch, EventView};
+
+use crate::store::{BrokerKey, Store};
+
+/// Where a trigger (or a dead-letter sink) delivers.
+#[derive(Clone)]
+pub enum Sink {
+    /// An HTTP or HTTPS endpoint.
+    Http(Box<http::HttpSink>),
+    /// Prints events to standard output.
+    Display(Arc<display::DisplaySink>),
+    /// Appends events to a JSON Lines file.
+    File(Arc<file::FileSink>),
+    /// Publishes events to a broker of this process.
+    Broker {
+        /// The broker.
+        key: BrokerKey,
+        /// The store to publish through.
+        store: Store,
+    },
+}
+
+impl Sink {
+    /// A short description for logs and the `knativeerrordest` extension.
+    pub fn describe(&self) -> String {
+        match self {
+            Sink::Http(h) => h.url().to_string(),
+            Sink::Display(_) => "display:".to_owned(),
+            Sink::File(f) => format!("file://{}", f.path().display()),
+            Sink::Broker { key, .. } => format!("broker:{key}"),
+        }
+    }
+
+    /// Makes one delivery attempt of `view`, with the extension changes in `opts`.
+    pub async fn send(
+        &self,
+        view: &EventView<'_>,
+        opts: &EncodeOptions<'_>,
+        req: &Request,
+    ) -> Attempt {
+        match self {
+            Sink::Http(h) => h.send(view, opts, req).await,
+            Sink::Display(d) => d.send(view, opts).await,
+            Sink::File(f) => f.send(view, opts).await,
+            Sink::Broker { key, store } => {
+                let Some(ttl) = req.ttl.checked_sub(1).filter(|t| *t > 0) else {
+                    return Attempt::TtlExhausted;
+                };
+                let body = triggerfish_core::event::encode_structured(view, opts);
+                match triggerfish_core::event::decode_structured(body, &req.reply_limits) {
+                    Ok(batch) => match store.offer(key, Arc::new(batch), Some(ttl)).await {
+                        Ok(()) => Attempt::accepted(),
+                        Err(_) => Attempt::Internal(InternalError::Unavailable),
+                    },
+                    Err(_) => Attempt::Internal(InternalError::Encode),
+                }
+            }
+        }
+    }
+}
+
+/// Parameters of one attempt.
+pub struct Request {
+    /// Binary or structured mode, for HTTP.
+    pub format: DeliveryFormat,
+    /// Per-attempt timeout.
+    pub timeout: std::time::Duration,
+    /// Limits for decoding a reply.
+    pub reply_limits: triggerfish_core::event::DecodeLimits,
+    /// The event's remaining TTL.
+    pub ttl: u8,
+}
+
+/// The response of an HTTP subscriber (or its in-process equivalent).
+pub struct Response {
+    /// The status.
+    pub status: StatusCode,
+    /// The `Retry-After` header.
+    pub retry_after: Option<String>,
+    /// Reply events, for a 2xx response whose body is a CloudEvent.
+    pub reply: Option<Result<EventBatch, String>>,
+    /// The start of the body of an error response, for `knativeerrordata`.
+    pub body_excerpt: Bytes,
+}
+
+/// What one attempt came to.
+pub enum Attempt {
+    /// The destination answered.
+    Response(Response),
+    /// No complete answer.
+    Transport(TransportError),
+    /// Our side failed.
+    Internal(InternalError),
+    /// A forward to another broker found the TTL used up.
+    TtlExhausted,
+}
+
+impl Attempt {
+    /// A successful in-process delivery.
+    pub fn accepted() -> Attempt {
+        Attempt::Response(Response {
+            status: StatusCode::ACCEPTED,
+            retry_after: None,
+            reply: None,
+            body_excerpt: Bytes::new(),
+        })
+    }
+
+    /// The outcome for the delivery policy.
+    pub fn outcome(&self) -> Outcome<'_> {
+        match self {
+            Attempt::Response(r) => Outcome::Response {
+                status: r.status,
+                retry_after: r.retry_after.as_deref(),
+            },
+            Attempt::Transport(t) => Outcome::Transport(*t),
+            Attempt::Internal(i) => Outcome::Internal(*i),
+            // Not retryable: the loop will not end by retrying.
+            Attempt::TtlExhausted => Outcome::Internal(InternalError::Encode),
+        }
+    }
+}
