@@ -1,6 +1,8 @@
 //! Shared fixtures for the benches and the load generator: realistic CloudEvents in each
 //! content mode, generated deterministically.
 
+pub mod naive;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 
@@ -46,4 +48,93 @@ pub fn binary_event(i: usize) -> (HeaderMap, Bytes) {
         i % 97
     );
     (h, Bytes::from(body))
+}
+
+/// A broker config with `n` triggers in a realistic mix, plus the event types it routes.
+///
+/// The mix, by trigger position `i`:
+/// - 50%: `filter.attributes` exact on `type` (`com.example.d{i}.created`);
+/// - 15%: `filters: [prefix: {source: /tenants/t{i}/}]`;
+/// - 10%: `filters: [suffix: {subject: .r{i}.png}]`;
+/// - 15%: `filters: [any: [exact type A, exact type B]]`;
+/// - 10%: CESQL with a type equality and a numeric test
+///   (`type = 'com.example.d{i}.updated' AND priority > 2`).
+///
+/// Plus 4 triggers no index can narrow down (`not`, a CESQL without a type test, a presence
+/// test and an empty filter), whatever `n` is, so every event also pays for a few full scans.
+pub fn trigger_mix_config(n: usize) -> String {
+    let mut out = String::from(
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default, namespace: default}\n",
+    );
+    let sub = "subscriber: {uri: http://127.0.0.1:9/}";
+    for i in 0..n {
+        let spec = match i % 20 {
+            0..=9 => format!("filter: {{attributes: {{type: com.example.d{i}.created}}}}"),
+            10..=12 => format!("filters: [{{prefix: {{source: /tenants/t{i}/}}}}]"),
+            13..=14 => format!("filters: [{{suffix: {{subject: .r{i}.png}}}}]"),
+            15..=17 => format!(
+                "filters: [{{any: [{{exact: {{type: com.example.d{i}.a}}}}, {{exact: {{type: com.example.d{i}.b}}}}]}}]"
+            ),
+            _ => format!(
+                "filters: [{{cesql: \"type = 'com.example.d{i}.updated' AND priority > 2\"}}]"
+            ),
+        };
+        out.push_str(&format!(
+            "---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: t{i}, namespace: default}}\nspec: {{broker: default, {spec}, {sub}}}\n"
+        ));
+    }
+    for (name, spec) in [
+        (
+            "scan-not",
+            "filters: [{not: {exact: {type: com.example.never}}}]",
+        ),
+        (
+            "scan-cesql",
+            "filters: [{cesql: \"priority > 3 AND source LIKE '%/eu/%'\"}]",
+        ),
+        ("scan-present", "filter: {attributes: {traced: \"\"}}"),
+        ("scan-all", "filters: []"),
+    ] {
+        out.push_str(&format!(
+            "---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: {name}, namespace: default}}\nspec: {{broker: default, {spec}, {sub}}}\n"
+        ));
+    }
+    out
+}
+
+/// `count` events aimed at a broker of `n` mixed triggers: mostly types, sources and
+/// subjects some trigger selects, and one in ten that only the catch-all triggers match.
+pub fn events_for_mix(n: usize, count: usize) -> Bytes {
+    let mut events = Vec::with_capacity(count);
+    let n = n.max(1);
+    for k in 0..count {
+        let i = (k * 7919) % n;
+        let (ty, source, subject) = match k % 10 {
+            0 => (
+                "com.example.unrouted".to_owned(),
+                "/elsewhere/eu/x".to_owned(),
+                "x.txt".to_owned(),
+            ),
+            1 => (
+                format!("com.example.d{i}.updated"),
+                format!("/tenants/t{i}/a"),
+                format!("img.r{i}.png"),
+            ),
+            2 => (
+                format!("com.example.d{i}.a"),
+                "/s".to_owned(),
+                "s".to_owned(),
+            ),
+            _ => (
+                format!("com.example.d{i}.created"),
+                format!("/tenants/t{i}/orders"),
+                format!("doc-{k}.pdf"),
+            ),
+        };
+        events.push(format!(
+            r#"{{"specversion":"1.0","id":"e{k}","source":"{source}","type":"{ty}","subject":"{subject}","priority":{p},"traced":true}}"#,
+            p = k % 5
+        ));
+    }
+    Bytes::from(format!("[{}]", events.join(",")))
 }

@@ -172,21 +172,27 @@ impl TriggerIndex {
                 continue;
             };
             value.with_canonical_str(|v| {
-                if let Some(r) = attr.exact.get(v) {
+                if !attr.exact.is_empty()
+                    && let Some(r) = attr.exact.get(v)
+                {
                     for &id in &self.postings[r.start as usize..r.end as usize] {
                         scratch.add(id);
                     }
                 }
-                attr.prefix.walk(v.bytes(), |r| {
-                    for &id in &self.postings[r] {
-                        scratch.add(id);
-                    }
-                });
-                attr.suffix.walk(v.bytes().rev(), |r| {
-                    for &id in &self.postings[r] {
-                        scratch.add(id);
-                    }
-                });
+                if !attr.prefix.is_empty() {
+                    attr.prefix.walk(v.bytes(), |r| {
+                        for &id in &self.postings[r] {
+                            scratch.add(id);
+                        }
+                    });
+                }
+                if !attr.suffix.is_empty() {
+                    attr.suffix.walk(v.bytes().rev(), |r| {
+                        for &id in &self.postings[r] {
+                            scratch.add(id);
+                        }
+                    });
+                }
             });
         }
         for &id in &self.scan {
@@ -267,6 +273,11 @@ struct TrieNode {
 }
 
 impl Trie {
+    /// Whether no string is stored.
+    fn is_empty(&self) -> bool {
+        self.nodes.len() <= 1
+    }
+
     /// Walks the trie along `bytes`, calling `hit` with the postings of every node passed
     /// (every stored string that is a prefix of `bytes`).
     #[inline]
