@@ -8,8 +8,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use triggerfish_core::config::{
-    Config, ConfigError, ConfigErrors, Delivery, DeliveryOrder, Destination, FieldPath, ResourceId,
+    Config, ConfigError, ConfigErrors, CustomResource, CustomSpec, Delivery, DeliveryOrder,
+    Destination, FieldPath, Kind, ResourceId,
 };
+use triggerfish_core::event::DecodeLimits;
 use triggerfish_core::filter::Filter;
 use triggerfish_core::index::TriggerIndex;
 
@@ -45,6 +47,11 @@ pub struct TriggerPlan {
     pub broker: String,
     /// Where matching events go.
     pub subscriber: Destination,
+    /// The resource an in-process subscriber refers to (an `Exec`, say), so that a change to
+    /// it restarts the trigger's dispatcher on reload.
+    pub subscriber_resource: Option<CustomResource>,
+    /// The same for the dead-letter sink.
+    pub dead_letter_resource: Option<CustomResource>,
     /// Retries and dead-lettering (the trigger's own, else the broker's).
     pub delivery: Option<Delivery>,
     /// Ordered or unordered.
@@ -68,25 +75,29 @@ impl Plan {
                     Err(e) => errors.push(*e),
                 }
                 let delivery = config.delivery_for(trigger).cloned();
-                check_destination(
+                let subscriber_path = FieldPath::root().key("spec").key("subscriber");
+                let subscriber_resource = check_destination(
                     &config,
                     &trigger.id,
                     &trigger.subscriber,
-                    FieldPath::root().key("spec").key("subscriber"),
+                    subscriber_path,
                     &mut errors,
                 );
-                if let Some(dls) = delivery.as_ref().and_then(|d| d.dead_letter_sink.as_ref()) {
+                let dls = delivery.as_ref().and_then(|d| d.dead_letter_sink.as_ref());
+                let dead_letter_resource = dls.and_then(|dls| {
                     let path = FieldPath::root()
                         .key("spec")
                         .key("delivery")
                         .key("deadLetterSink");
-                    check_destination(&config, &trigger.id, dls, path, &mut errors);
-                }
+                    check_destination(&config, &trigger.id, dls, path, &mut errors)
+                });
                 triggers.push(Arc::new(TriggerPlan {
                     key: format!("{}/{}", trigger.namespace(), trigger.name()),
                     name: trigger.name().to_owned(),
                     broker: format!("{ns}/{name}"),
                     subscriber: trigger.subscriber.clone(),
+                    subscriber_resource,
+                    dead_letter_resource,
                     delivery,
                     order: trigger.delivery_order,
                     max_in_flight: trigger.max_in_flight,
@@ -110,20 +121,54 @@ impl Plan {
     }
 }
 
-/// Rejects destinations this build cannot deliver to, so that a config never loads with a
-/// trigger whose events would all fail.
+/// Checks that an in-process destination exists and can run; returns the resource it names.
+/// Destinations this build cannot deliver to are rejected, so that a config never loads with
+/// a trigger whose events would all fail.
 fn check_destination(
     config: &Config,
     id: &ResourceId,
     dest: &Destination,
     path: FieldPath,
     errors: &mut Vec<ConfigError>,
-) {
-    if let Destination::InProcess { kind, .. } = dest {
+) -> Option<CustomResource> {
+    let Destination::InProcess {
+        kind,
+        namespace,
+        name,
+    } = dest
+    else {
+        return None;
+    };
+    let kind = match *kind {
+        "Exec" => Kind::Exec,
+        other => {
+            errors.push(config.error_at(
+                id,
+                path.key("ref"),
+                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File or Exec"),
+            ));
+            return None;
+        }
+    };
+    let Some(resource) = config.custom_resource(kind, namespace, name) else {
         errors.push(config.error_at(
             id,
             path.key("ref"),
-            format!("{kind} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display or File"),
+            format!("there is no {kind} {namespace}/{name} in this config"),
         ));
+        return None;
+    };
+    // Build it once to check it (templates, program); the runtime builds its own.
+    if let CustomSpec::Exec(spec) = &resource.spec
+        && let Err(e) =
+            crate::sinks::exec::ExecSink::new(String::new(), spec, DecodeLimits::default())
+    {
+        errors.push(config.error_at(
+            &resource.id,
+            FieldPath::root().key("spec").key("command"),
+            e,
+        ));
+        return None;
     }
+    Some(resource.clone())
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use triggerfish_core::config::{Destination, ServerSpec};
+use triggerfish_core::config::{CustomResource, CustomSpec, Destination, ServerSpec};
 use triggerfish_core::event::DecodeLimits;
 
 use crate::dispatch::{self, QueueLimits, TriggerHandle};
@@ -26,6 +26,7 @@ use crate::plan::{Plan, TriggerPlan};
 use crate::shard::{BrokerRoute, Snapshot};
 use crate::sinks::Sink;
 use crate::sinks::display::DisplaySink;
+use crate::sinks::exec::ExecSink;
 use crate::sinks::file::FileSink;
 use crate::sinks::http::{HttpClient, HttpSink};
 use crate::store::Store;
@@ -225,12 +226,16 @@ impl Router {
     }
 
     fn start_trigger(&self, plan: Arc<TriggerPlan>, reply_limits: DecodeLimits) -> TriggerHandle {
-        let sink = self.sink(&plan.subscriber);
+        let sink = self.sink(
+            &plan.subscriber,
+            plan.subscriber_resource.as_ref(),
+            reply_limits,
+        );
         let dead_letter = plan
             .delivery
             .as_ref()
             .and_then(|d| d.dead_letter_sink.as_ref())
-            .map(|d| self.sink(d));
+            .map(|d| self.sink(d, plan.dead_letter_resource.as_ref(), reply_limits));
         dispatch::start(
             plan,
             sink,
@@ -244,7 +249,12 @@ impl Router {
         )
     }
 
-    fn sink(&self, dest: &Destination) -> Sink {
+    fn sink(
+        &self,
+        dest: &Destination,
+        resource: Option<&CustomResource>,
+        reply_limits: DecodeLimits,
+    ) -> Sink {
         match dest {
             Destination::Uri(url) | Destination::Service { url, .. } => {
                 match HttpSink::new(url, self.client.clone()) {
@@ -269,8 +279,21 @@ impl Router {
                 key: Arc::from(format!("{namespace}/{name}")),
                 store: self.store.clone(),
             },
-            // `Plan::build` rejects in-process kinds this build does not have.
-            _ => Sink::Display(Arc::clone(&self.display)),
+            _ => match resource.map(|r| (&r.spec, r)) {
+                Some((CustomSpec::Exec(spec), r)) => {
+                    let name = format!("{}/{}", r.meta.namespace, r.meta.name);
+                    match ExecSink::new(name.clone(), spec, reply_limits) {
+                        Ok(sink) => Sink::Exec(Arc::new(sink)),
+                        // `Plan::build` checked it; the program may have vanished since.
+                        Err(e) => {
+                            tracing::error!(exec = %name, error = %e, "Exec sink unusable; printing its events instead");
+                            Sink::Display(Arc::clone(&self.display))
+                        }
+                    }
+                }
+                // `Plan::build` rejects in-process kinds this build does not have.
+                _ => Sink::Display(Arc::clone(&self.display)),
+            },
         }
     }
 

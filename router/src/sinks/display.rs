@@ -58,22 +58,13 @@ pub fn render(view: &EventView<'_>, opts: &EncodeOptions<'_>) -> String {
             let _ = writeln!(s, "  {name}: {value}");
         }
     }
+    let json_binary = view
+        .datacontenttype()
+        .is_some_and(triggerfish_core::event::is_json_media_type);
     match view.data() {
         Data::None => {}
-        Data::Json(bytes) => {
-            s.push_str("Data,\n");
-            match serde_json::from_slice::<serde_json::Value>(bytes) {
-                Ok(v) => {
-                    let pretty = serde_json::to_string_pretty(&v).unwrap_or_default();
-                    for line in pretty.lines() {
-                        let _ = writeln!(s, "  {line}");
-                    }
-                }
-                Err(_) => {
-                    let _ = writeln!(s, "  {}", String::from_utf8_lossy(bytes));
-                }
-            }
-        }
+        Data::Json(bytes) => pretty_json(&mut s, bytes),
+        Data::Binary(bytes) if json_binary => pretty_json(&mut s, bytes),
         Data::Text(t) => {
             let _ = writeln!(s, "Data,\n  {t}");
         }
@@ -90,4 +81,19 @@ pub fn render(view: &EventView<'_>, opts: &EncodeOptions<'_>) -> String {
         }
     }
     s
+}
+
+fn pretty_json(s: &mut String, bytes: &[u8]) {
+    s.push_str("Data,\n");
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(v) => {
+            let pretty = serde_json::to_string_pretty(&v).unwrap_or_default();
+            for line in pretty.lines() {
+                let _ = writeln!(s, "  {line}");
+            }
+        }
+        Err(_) => {
+            let _ = writeln!(s, "  {}", String::from_utf8_lossy(bytes));
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! every sink gets Knative's semantics the same way.
 
 pub mod display;
+pub mod exec;
 pub mod file;
 pub mod http;
 
@@ -28,6 +29,8 @@ pub enum Sink {
     Display(Arc<display::DisplaySink>),
     /// Appends events to a JSON Lines file.
     File(Arc<file::FileSink>),
+    /// Runs a program per event.
+    Exec(Arc<exec::ExecSink>),
     /// Publishes events to a broker of this process.
     Broker {
         /// The broker.
@@ -44,6 +47,7 @@ impl Sink {
             Sink::Http(h) => h.url().to_string(),
             Sink::Display(_) => "display:".to_owned(),
             Sink::File(f) => format!("file://{}", f.path().display()),
+            Sink::Exec(e) => format!("exec:{}", e.name()),
             Sink::Broker { key, .. } => format!("broker:{key}"),
         }
     }
@@ -59,6 +63,7 @@ impl Sink {
             Sink::Http(h) => h.send(view, opts, req).await,
             Sink::Display(d) => d.send(view, opts).await,
             Sink::File(f) => f.send(view, opts).await,
+            Sink::Exec(e) => e.send(view, opts).await,
             Sink::Broker { key, store } => {
                 let Some(ttl) = req.ttl.checked_sub(1).filter(|t| *t > 0) else {
                     return Attempt::TtlExhausted;

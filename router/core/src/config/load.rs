@@ -17,6 +17,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_norway::Value;
 
 use crate::config::broker::{Broker, BrokerSpec};
+use crate::config::custom::{CustomResource, CustomSpec, ExecSpec};
 use crate::config::delivery::{Delivery, DeliverySpec};
 use crate::config::destination::{Destination, DestinationSpec, Resolver};
 use crate::config::error::{ConfigError, ConfigErrors, ErrorKind, suggest};
@@ -72,6 +73,7 @@ enum Document {
     Broker(Parsed<BrokerSpec>),
     Trigger(Parsed<TriggerSpec>),
     Server(Parsed<ServerSpec>),
+    Custom(Parsed<CustomSpec>),
 }
 
 impl Document {
@@ -80,6 +82,7 @@ impl Document {
             Document::Broker(p) => &p.id,
             Document::Trigger(p) => &p.id,
             Document::Server(p) => &p.id,
+            Document::Custom(p) => &p.id,
         }
     }
 
@@ -88,6 +91,7 @@ impl Document {
             Document::Broker(p) => p.document,
             Document::Trigger(p) => p.document,
             Document::Server(p) => p.document,
+            Document::Custom(p) => p.document,
         }
     }
 }
@@ -261,6 +265,9 @@ impl Loader<'_> {
                 let parsed = self.parsed(document, kind, meta, spec)?;
                 Some(Document::Trigger(parsed))
             }
+            Kind::Exec => {
+                self.custom::<ExecSpec>(document, kind, id.as_ref(), value, CustomSpec::Exec)
+            }
             Kind::Server => {
                 let envelope = self.typed::<Envelope<ServerSpec>>(document, id.as_ref(), value)?;
                 // A Server needs no metadata; its name only appears in messages.
@@ -272,6 +279,32 @@ impl Loader<'_> {
                 Some(Document::Server(parsed))
             }
         }
+    }
+
+    /// Parses a custom kind's document: metadata and spec are required.
+    fn custom<S: DeserializeOwned>(
+        &mut self,
+        document: usize,
+        kind: Kind,
+        id: Option<&ResourceId>,
+        value: Value,
+        wrap: fn(S) -> CustomSpec,
+    ) -> Option<Document> {
+        let envelope = self.typed::<Envelope<S>>(document, id, value)?;
+        let meta = self.required_meta(document, id, envelope.metadata)?;
+        let Some(spec) = envelope.spec else {
+            self.error(
+                document,
+                id,
+                FieldPath::root(),
+                ErrorKind::MissingField {
+                    field: "spec".into(),
+                },
+            );
+            return None;
+        };
+        let parsed = self.parsed(document, kind, meta, wrap(spec))?;
+        Some(Document::Custom(parsed))
     }
 
     /// Reads `apiVersion` or `kind`, which must be strings.
@@ -418,6 +451,7 @@ impl Loader<'_> {
         let mut server: Option<Parsed<ServerSpec>> = None;
         let mut brokers = Vec::new();
         let mut triggers = Vec::new();
+        let mut custom = Vec::new();
         for document in documents {
             let index = document.document();
             let name_path = FieldPath::root().key("metadata").key("name");
@@ -443,6 +477,12 @@ impl Loader<'_> {
                 },
                 Document::Broker(parsed) => brokers.push(parsed),
                 Document::Trigger(parsed) => triggers.push(parsed),
+                Document::Custom(parsed) => custom.push(CustomResource {
+                    id: parsed.id,
+                    meta: parsed.meta,
+                    spec: parsed.spec,
+                    document: parsed.document,
+                }),
             }
         }
 
@@ -482,6 +522,12 @@ impl Loader<'_> {
                     .as_ref()
                     .map(|&(_, d)| (d, ResourceIndex::Server)),
             )
+            .chain(
+                custom
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c): (usize, &CustomResource)| (c.document, ResourceIndex::Custom(i))),
+            )
             .collect();
         order.sort_by_key(|&(document, _)| document);
 
@@ -493,6 +539,7 @@ impl Loader<'_> {
             server_source,
             brokers,
             triggers,
+            custom,
             order,
         )
     }

@@ -25,11 +25,13 @@ pub enum Kind {
     Trigger,
     /// `triggerfish.dev/v1alpha1` `Server`: listen addresses, limits and the like.
     Server,
+    /// `triggerfish.dev/v1alpha1` `Exec`: a sink that runs a program per event.
+    Exec,
 }
 
 impl Kind {
     /// Every kind, in the order error messages list them.
-    pub const ALL: &'static [Kind] = &[Kind::Broker, Kind::Trigger, Kind::Server];
+    pub const ALL: &'static [Kind] = &[Kind::Broker, Kind::Trigger, Kind::Server, Kind::Exec];
 
     /// The `kind` field's value.
     pub const fn name(self) -> &'static str {
@@ -37,6 +39,7 @@ impl Kind {
             Kind::Broker => "Broker",
             Kind::Trigger => "Trigger",
             Kind::Server => "Server",
+            Kind::Exec => "Exec",
         }
     }
 
@@ -44,7 +47,7 @@ impl Kind {
     pub const fn api_version(self) -> &'static str {
         match self {
             Kind::Broker | Kind::Trigger => KNATIVE_EVENTING_V1,
-            Kind::Server => TRIGGERFISH_V1ALPHA1,
+            Kind::Server | Kind::Exec => TRIGGERFISH_V1ALPHA1,
         }
     }
 

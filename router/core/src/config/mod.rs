@@ -56,6 +56,7 @@
 mod keyword;
 
 mod broker;
+mod custom;
 mod delivery;
 mod destination;
 mod duration;
@@ -74,6 +75,7 @@ use std::error::Error as StdError;
 use sha2::{Digest, Sha256};
 
 pub use broker::{Broker, BrokerSpec, IgnoredConfig};
+pub use custom::{CustomResource, CustomSpec, ExecSpec};
 pub use delivery::{BackoffPolicy, Delivery, DeliveryFormat, DeliverySpec, Jitter};
 pub use destination::{Destination, DestinationError, DestinationSpec, KReference};
 pub use duration::{DurationError, IsoDuration};
@@ -115,6 +117,7 @@ pub struct Config {
     server_id: Option<ResourceId>,
     brokers: Vec<Broker>,
     triggers: Vec<Trigger>,
+    custom: Vec<CustomResource>,
     order: Vec<ResourceIndex>,
     documents: HashMap<ResourceId, usize>,
     sources: SourceMap,
@@ -126,6 +129,7 @@ enum ResourceIndex {
     Broker(usize),
     Trigger(usize),
     Server,
+    Custom(usize),
 }
 
 /// One resource of a [`Config`], borrowed.
@@ -137,6 +141,8 @@ pub enum Resource<'a> {
     Trigger(&'a Trigger),
     /// The `Server` document.
     Server(&'a ServerSpec),
+    /// A resource of a custom kind.
+    Custom(&'a CustomResource),
 }
 
 impl Config {
@@ -162,6 +168,7 @@ impl Config {
             None,
             vec![broker],
             Vec::new(),
+            Vec::new(),
             vec![(0, ResourceIndex::Broker(0))],
         )
     }
@@ -175,12 +182,14 @@ impl Config {
         server_source: Option<(ResourceId, usize)>,
         brokers: Vec<Broker>,
         triggers: Vec<Trigger>,
+        custom: Vec<CustomResource>,
         order: Vec<(usize, ResourceIndex)>,
     ) -> Config {
         let mut documents: HashMap<ResourceId, usize> = brokers
             .iter()
             .map(|b| (b.id.clone(), b.document))
             .chain(triggers.iter().map(|t| (t.id.clone(), t.document)))
+            .chain(custom.iter().map(|c| (c.id.clone(), c.document)))
             .collect();
         let server_id = server_source.map(|(id, document)| {
             documents.insert(id.clone(), document);
@@ -193,6 +202,7 @@ impl Config {
             server_id,
             brokers,
             triggers,
+            custom,
             order: order.into_iter().map(|(_, index)| index).collect(),
             documents,
             sources,
@@ -237,7 +247,25 @@ impl Config {
             ResourceIndex::Broker(i) => Resource::Broker(&self.brokers[i]),
             ResourceIndex::Trigger(i) => Resource::Trigger(&self.triggers[i]),
             ResourceIndex::Server => Resource::Server(&self.server),
+            ResourceIndex::Custom(i) => Resource::Custom(&self.custom[i]),
         })
+    }
+
+    /// Resources of custom kinds (sinks, sources, workers), in file order.
+    pub fn custom(&self) -> &[CustomResource] {
+        &self.custom
+    }
+
+    /// The custom resource `kind` `namespace/name`.
+    pub fn custom_resource(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&CustomResource> {
+        self.custom
+            .iter()
+            .find(|c| c.id.kind == kind && c.meta.namespace == namespace && c.meta.name == name)
     }
 
     /// The broker `namespace/name`.

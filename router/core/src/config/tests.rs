@@ -140,6 +140,7 @@ fn loads_a_knative_config() {
             Resource::Broker(b) => b.name(),
             Resource::Trigger(t) => t.name(),
             Resource::Server(_) => "server",
+            Resource::Custom(c) => c.meta.name.as_str(),
         })
         .collect();
     assert_eq!(kinds, ["server", "default", "resize", "audit"]);
