@@ -9,6 +9,7 @@
 //! - [`filter`]: Knative trigger filters (attributes and the SubscriptionsAPI dialects), compiled.
 //! - [`index`]: all triggers of a broker compiled into one matcher.
 //! - [`config`]: the resource model (Knative's YAML plus our kinds), parsed and validated.
+//! - [`cron`]: cron schedules and next fire times across daylight-saving changes.
 //! - [`delivery`]: the delivery policy: which failures are retried, and when the next attempt is.
 //!
 //! What it does not do: network, disk, threads, timers. Those belong to the router.
@@ -16,6 +17,7 @@
 
 pub mod cesql;
 pub mod config;
+pub mod cron;
 pub mod delivery;
 pub mod event;
 pub mod filter;
