@@ -129,6 +129,8 @@ pub struct TriggerContext {
     pub tracker: TaskTracker,
     /// Deliveries in flight, over all triggers.
     pub in_flight: Arc<AtomicUsize>,
+    /// Whether replies go back into the broker (triggers yes; sources no).
+    pub replies: bool,
     counters: Counters,
 }
 
@@ -213,6 +215,7 @@ pub fn start(
         reply_limits,
         tracker: tracker.clone(),
         in_flight,
+        replies: plan.replies,
     });
     let (tx, rx) = mpsc::channel(limits.events.max(1));
     let max_in_flight = plan.max_in_flight.get() as usize;
@@ -400,10 +403,14 @@ impl TriggerContext {
             timeout: self.policy.timeout().unwrap_or(DEFAULT_TIMEOUT),
             reply_limits: self.reply_limits,
             ttl,
+            broker: Arc::clone(&self.broker),
         }
     }
 
     async fn reply(&self, reply: Result<triggerfish_core::event::EventBatch, String>, ttl: u8) {
+        if !self.replies {
+            return;
+        }
         let batch = match reply {
             Ok(b) if b.is_empty() => return,
             Ok(b) => b,

@@ -9,6 +9,7 @@
 //! - [`runtime`]: the running router, snapshots and reload; [`reload`]: the file watcher.
 //! - [`ingress`]: HTTP ingress; [`admin`]: health, readiness, metrics, config.
 //! - [`store`]: the seam between ingress and dispatch (memory today).
+//! - [`scheduler`]: PingSources, run-time schedules and delayed events.
 //! - [`shard`]: shard drivers; [`dispatch`]: delivery semantics; [`sinks`]: destinations.
 //! - [`body`]: size-limited body reading; [`http_server`]: the shared accept loop;
 //!   [`metrics`]: Prometheus metrics.
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod plan;
 pub mod reload;
 pub mod runtime;
+pub mod scheduler;
 pub mod serve;
 pub mod shard;
 pub mod sinks;

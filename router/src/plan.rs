@@ -11,6 +11,7 @@ use triggerfish_core::config::{
     Config, ConfigError, ConfigErrors, CustomResource, CustomSpec, Delivery, DeliveryOrder,
     Destination, FieldPath, Kind, ResourceId,
 };
+use triggerfish_core::cron::recurring::Recurring;
 use triggerfish_core::event::DecodeLimits;
 use triggerfish_core::filter::Filter;
 use triggerfish_core::index::TriggerIndex;
@@ -23,6 +24,20 @@ pub struct Plan {
     pub config: Config,
     /// Brokers in config order.
     pub brokers: Vec<BrokerPlan>,
+    /// Schedules (PingSources) in config order.
+    pub sources: Vec<SourcePlan>,
+    /// Limits of the scheduler sink.
+    pub scheduler: crate::scheduler::Limits,
+}
+
+/// A schedule of the config and the delivery of its events.
+pub struct SourcePlan {
+    /// `namespace/pingsources/name`.
+    pub key: Arc<str>,
+    /// When it fires and what it sends.
+    pub recurring: Recurring,
+    /// Delivery toward its sink (a dispatcher, like a trigger's).
+    pub delivery: Arc<TriggerPlan>,
 }
 
 /// One broker: its compiled index and its triggers, in config order (index ids).
@@ -58,6 +73,9 @@ pub struct TriggerPlan {
     pub order: DeliveryOrder,
     /// Concurrency limit.
     pub max_in_flight: NonZeroU32,
+    /// Whether replies from the subscriber re-enter the broker (triggers: yes; the delivery
+    /// of a source's events: no, as in Knative).
+    pub replies: bool,
 }
 
 impl Plan {
@@ -101,6 +119,7 @@ impl Plan {
                     delivery,
                     order: trigger.delivery_order,
                     max_in_flight: trigger.max_in_flight,
+                    replies: true,
                 }));
             }
             brokers.push(BrokerPlan {
@@ -109,9 +128,81 @@ impl Plan {
                 triggers,
             });
         }
+        let mut sources = Vec::new();
+        let mut scheduler = crate::scheduler::Limits::default();
+        for resource in config.custom() {
+            let (ns, name) = (
+                resource.meta.namespace.as_str(),
+                resource.meta.name.as_str(),
+            );
+            match &resource.spec {
+                CustomSpec::PingSource(spec) => {
+                    let recurring = match Recurring::from_ping_source(ns, name, spec) {
+                        Ok(r) => r,
+                        Err(invalid) => {
+                            errors.extend(
+                                invalid
+                                    .into_iter()
+                                    .map(|i| config.error_at(&resource.id, i.path, i.message)),
+                            );
+                            continue;
+                        }
+                    };
+                    let Some(sink) = resource.sink.clone() else {
+                        continue;
+                    };
+                    let sink_resource = check_destination(
+                        &config,
+                        &resource.id,
+                        &sink,
+                        FieldPath::root().key("spec").key("sink"),
+                        &mut errors,
+                    );
+                    let key = format!("{ns}/pingsources/{name}");
+                    sources.push(SourcePlan {
+                        key: Arc::from(key.as_str()),
+                        recurring,
+                        delivery: Arc::new(TriggerPlan {
+                            key,
+                            name: name.to_owned(),
+                            broker: format!("{ns}/-"),
+                            subscriber: sink,
+                            subscriber_resource: sink_resource,
+                            dead_letter_resource: None,
+                            delivery: resource.delivery.clone(),
+                            order: DeliveryOrder::Unordered,
+                            max_in_flight: NonZeroU32::MIN,
+                            replies: false,
+                        }),
+                    });
+                }
+                CustomSpec::Scheduler(spec) if name == "default" => {
+                    if let Some(d) = spec.max_delay {
+                        scheduler.max_delay = d.get();
+                    }
+                    if let Some(n) = spec.max_pending {
+                        scheduler.max_pending = n.get() as usize;
+                    }
+                    if let Some(n) = spec.max_schedules {
+                        scheduler.max_schedules = n.get() as usize;
+                    }
+                }
+                CustomSpec::Scheduler(_) => errors.push(config.error_at(
+                    &resource.id,
+                    FieldPath::root().key("metadata").key("name"),
+                    "there is one scheduler, named default",
+                )),
+                _ => {}
+            }
+        }
         match ConfigErrors::from_vec(errors) {
             Some(errors) => Err(errors),
-            None => Ok(Plan { config, brokers }),
+            None => Ok(Plan {
+                config,
+                brokers,
+                sources,
+                scheduler,
+            }),
         }
     }
 
@@ -141,11 +232,20 @@ fn check_destination(
     };
     let kind = match *kind {
         "Exec" => Kind::Exec,
+        "Scheduler" if name == "default" => return None,
+        "Scheduler" => {
+            errors.push(config.error_at(
+                id,
+                path.key("ref").key("name"),
+                "there is one scheduler, named default",
+            ));
+            return None;
+        }
         other => {
             errors.push(config.error_at(
                 id,
                 path.key("ref"),
-                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File or Exec"),
+                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File, Exec or Scheduler"),
             ));
             return None;
         }

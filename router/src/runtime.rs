@@ -16,13 +16,15 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use triggerfish_core::config::{CustomResource, CustomSpec, Destination, ServerSpec};
+use triggerfish_core::config::{Config, CustomResource, CustomSpec, Destination, ServerSpec};
+use triggerfish_core::cron::recurring::ScheduleRequest;
 use triggerfish_core::event::DecodeLimits;
 
 use crate::dispatch::{self, QueueLimits, TriggerHandle};
 use crate::ingress::http::IngressLimits;
 use crate::metrics::Metrics;
 use crate::plan::{Plan, TriggerPlan};
+use crate::scheduler::{Scheduler, SchedulerHandle, SchedulerMetrics, TargetFactory};
 use crate::shard::{BrokerRoute, Snapshot};
 use crate::sinks::Sink;
 use crate::sinks::display::DisplaySink;
@@ -96,136 +98,23 @@ pub struct BrokerStatus {
     pub scanned: usize,
 }
 
-/// The router's shared state.
-pub struct Router {
-    /// The routing snapshot.
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
-    /// Where accepted events wait.
-    pub store: Store,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Active config.
-    pub status: ArcSwap<ConfigStatus>,
-    /// Ready once the config is loaded and the listeners are bound.
-    pub ready: AtomicBool,
-    /// Cancelled when shutdown starts.
-    pub stop: CancellationToken,
-    /// Delivery tasks and dispatchers.
-    pub tracker: TaskTracker,
-    /// Fixed settings.
-    pub settings: Settings,
-    /// Deliveries in flight.
-    pub in_flight: Arc<AtomicUsize>,
+/// Builds sinks and starts dispatchers: what triggers, PingSources and run-time schedules
+/// share.
+pub struct Dispatchers {
+    store: Store,
+    metrics: Arc<Metrics>,
+    tracker: TaskTracker,
+    in_flight: Arc<AtomicUsize>,
+    limits: QueueLimits,
     client: HttpClient,
     display: Arc<DisplaySink>,
     files: parking_lot::Mutex<HashMap<PathBuf, Arc<FileSink>>>,
+    scheduler: std::sync::OnceLock<SchedulerHandle>,
 }
 
-impl Router {
-    /// Creates the router for its first plan. Nothing runs until [`Router::apply`].
-    pub fn new(settings: Settings, store: Store, metrics: Arc<Metrics>) -> anyhow::Result<Router> {
-        let client = crate::sinks::http::client()
-            .map_err(|e| anyhow::anyhow!("loading the system's trusted TLS roots: {e}"))?;
-        let empty = Snapshot {
-            brokers: HashMap::new(),
-            limits: IngressLimits {
-                max_request_bytes: 0,
-                decode: DecodeLimits::default(),
-            },
-        };
-        Ok(Router {
-            snapshot: Arc::new(ArcSwap::from_pointee(empty)),
-            store,
-            metrics,
-            status: ArcSwap::from_pointee(ConfigStatus {
-                file: String::new(),
-                version: String::new(),
-                loaded_at: 0,
-                brokers: Vec::new(),
-                last_rejected: None,
-            }),
-            ready: AtomicBool::new(false),
-            stop: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            settings,
-            in_flight: Arc::new(AtomicUsize::new(0)),
-            client,
-            display: Arc::new(DisplaySink::new()),
-            files: parking_lot::Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// Makes `plan` the active config: builds its snapshot, reusing the dispatchers of
-    /// unchanged triggers, and swaps it in atomically.
-    pub fn apply(&self, plan: Plan) {
-        let previous = self.snapshot.load_full();
-        let mut reusable: HashMap<&str, &Arc<TriggerHandle>> = HashMap::new();
-        for broker in previous.brokers.values() {
-            for t in &broker.triggers {
-                reusable.insert(t.plan.key.as_str(), t);
-            }
-        }
-        let spec = plan.config.server();
-        let limits = IngressLimits {
-            max_request_bytes: spec.limits.max_request_bytes.as_usize(),
-            decode: DecodeLimits {
-                max_event_bytes: spec.limits.max_event_bytes.as_usize(),
-                max_batch_events: spec.limits.max_batch_events.get() as usize,
-            },
-        };
-        let mut brokers = HashMap::new();
-        let mut status = Vec::new();
-        let (mut started, mut kept) = (0usize, 0usize);
-        for broker in plan.brokers {
-            let mut handles = Vec::with_capacity(broker.triggers.len());
-            for t in &broker.triggers {
-                match reusable.get(t.key.as_str()) {
-                    Some(h) if h.plan == *t => {
-                        handles.push(Arc::clone(h));
-                        kept += 1;
-                    }
-                    _ => {
-                        handles.push(Arc::new(self.start_trigger(Arc::clone(t), limits.decode)));
-                        started += 1;
-                    }
-                }
-            }
-            status.push(BrokerStatus {
-                name: broker.key.to_string(),
-                triggers: broker.triggers.iter().map(|t| t.name.clone()).collect(),
-                scanned: broker.index.scanned(),
-            });
-            let route = BrokerRoute::new(
-                Arc::clone(&broker.key),
-                broker.index,
-                handles,
-                &self.metrics,
-            );
-            brokers.insert(broker.key, Arc::new(route));
-        }
-        self.snapshot.store(Arc::new(Snapshot { brokers, limits }));
-        let loaded_at = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.status.store(Arc::new(ConfigStatus {
-            file: plan.config.file_name().to_owned(),
-            version: plan.config.version().to_owned(),
-            loaded_at,
-            brokers: status,
-            last_rejected: None,
-        }));
-        tracing::info!(version = %plan.config.version(), file = %plan.config.file_name(), triggers_started = started,
-            triggers_kept = kept, "config active");
-    }
-
-    /// Records a rejected reload for `/config`.
-    pub fn reject(&self, message: String) {
-        let mut status = (**self.status.load()).clone();
-        status.last_rejected = Some(message);
-        self.status.store(Arc::new(status));
-    }
-
-    fn start_trigger(&self, plan: Arc<TriggerPlan>, reply_limits: DecodeLimits) -> TriggerHandle {
+impl Dispatchers {
+    /// Starts a dispatcher for `plan`.
+    pub fn start(&self, plan: Arc<TriggerPlan>, reply_limits: DecodeLimits) -> TriggerHandle {
         let sink = self.sink(
             &plan.subscriber,
             plan.subscriber_resource.as_ref(),
@@ -242,7 +131,7 @@ impl Router {
             dead_letter,
             self.store.clone(),
             reply_limits,
-            self.settings.trigger_limits,
+            self.limits,
             &self.metrics,
             self.tracker.clone(),
             Arc::clone(&self.in_flight),
@@ -279,6 +168,12 @@ impl Router {
                 key: Arc::from(format!("{namespace}/{name}")),
                 store: self.store.clone(),
             },
+            Destination::InProcess {
+                kind: "Scheduler", ..
+            } => match self.scheduler.get() {
+                Some(h) => Sink::Scheduler(h.clone()),
+                None => Sink::Display(Arc::clone(&self.display)),
+            },
             _ => match resource.map(|r| (&r.spec, r)) {
                 Some((CustomSpec::Exec(spec), r)) => {
                     let name = format!("{}/{}", r.meta.namespace, r.meta.name);
@@ -295,6 +190,208 @@ impl Router {
                 _ => Sink::Display(Arc::clone(&self.display)),
             },
         }
+    }
+}
+
+/// The router's shared state.
+pub struct Router {
+    /// The routing snapshot.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Where accepted events wait.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Active config.
+    pub status: ArcSwap<ConfigStatus>,
+    /// The active config itself, for components that resolve names at run time.
+    pub config: Arc<ArcSwap<Option<Config>>>,
+    /// Ready once the config is loaded and the listeners are bound.
+    pub ready: AtomicBool,
+    /// Cancelled when shutdown starts.
+    pub stop: CancellationToken,
+    /// Delivery tasks and dispatchers.
+    pub tracker: TaskTracker,
+    /// Fixed settings.
+    pub settings: Settings,
+    /// Deliveries in flight.
+    pub in_flight: Arc<AtomicUsize>,
+    /// Sinks and dispatchers.
+    pub dispatchers: Arc<Dispatchers>,
+    /// The scheduler.
+    pub scheduler: SchedulerHandle,
+    scheduler_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    sources: parking_lot::Mutex<HashMap<Arc<str>, SourceDispatcher>>,
+}
+
+/// The delivery plan of a schedule and the dispatcher running it.
+type SourceDispatcher = (Arc<TriggerPlan>, Arc<TriggerHandle>);
+
+impl Router {
+    /// Creates the router and starts its scheduler. Nothing is routed until [`Router::apply`].
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        mut metrics: Metrics,
+        data_dir: PathBuf,
+    ) -> anyhow::Result<Router> {
+        let client = crate::sinks::http::client()
+            .map_err(|e| anyhow::anyhow!("loading the system's trusted TLS roots: {e}"))?;
+        let scheduler_metrics = SchedulerMetrics::register(metrics.registry_mut());
+        let metrics = Arc::new(metrics);
+        let empty = Snapshot {
+            brokers: HashMap::new(),
+            limits: IngressLimits {
+                max_request_bytes: 0,
+                decode: DecodeLimits::default(),
+            },
+        };
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let tracker = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let dispatchers = Arc::new(Dispatchers {
+            store: store.clone(),
+            metrics: Arc::clone(&metrics),
+            tracker: tracker.clone(),
+            in_flight: Arc::clone(&in_flight),
+            limits: settings.trigger_limits,
+            client,
+            display: Arc::new(DisplaySink::new()),
+            files: parking_lot::Mutex::new(HashMap::new()),
+            scheduler: std::sync::OnceLock::new(),
+        });
+        let config: Arc<ArcSwap<Option<Config>>> = Arc::new(ArcSwap::from_pointee(None));
+        let factory = schedule_factory(Arc::clone(&dispatchers), Arc::clone(&config));
+        let (scheduler, scheduler_task) = Scheduler::start(
+            store.clone(),
+            scheduler_metrics,
+            data_dir,
+            factory,
+            stop.clone(),
+        );
+        let _ = dispatchers.scheduler.set(scheduler.clone());
+        Ok(Router {
+            snapshot: Arc::new(ArcSwap::from_pointee(empty)),
+            store,
+            metrics,
+            status: ArcSwap::from_pointee(ConfigStatus {
+                file: String::new(),
+                version: String::new(),
+                loaded_at: 0,
+                brokers: Vec::new(),
+                last_rejected: None,
+            }),
+            config,
+            ready: AtomicBool::new(false),
+            stop,
+            tracker,
+            settings,
+            in_flight,
+            dispatchers,
+            scheduler,
+            scheduler_task: parking_lot::Mutex::new(Some(scheduler_task)),
+            sources: parking_lot::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Makes `plan` the active config: builds its snapshot, reusing the dispatchers of
+    /// unchanged triggers and schedules, and swaps it in atomically.
+    pub fn apply(&self, plan: Plan) {
+        let previous = self.snapshot.load_full();
+        let mut reusable: HashMap<&str, &Arc<TriggerHandle>> = HashMap::new();
+        for broker in previous.brokers.values() {
+            for t in &broker.triggers {
+                reusable.insert(t.plan.key.as_str(), t);
+            }
+        }
+        let spec = plan.config.server();
+        let limits = IngressLimits {
+            max_request_bytes: spec.limits.max_request_bytes.as_usize(),
+            decode: DecodeLimits {
+                max_event_bytes: spec.limits.max_event_bytes.as_usize(),
+                max_batch_events: spec.limits.max_batch_events.get() as usize,
+            },
+        };
+        let mut brokers = HashMap::new();
+        let mut status = Vec::new();
+        let (mut started, mut kept) = (0usize, 0usize);
+        for broker in plan.brokers {
+            let mut handles = Vec::with_capacity(broker.triggers.len());
+            for t in &broker.triggers {
+                match reusable.get(t.key.as_str()) {
+                    Some(h) if h.plan == *t => {
+                        handles.push(Arc::clone(h));
+                        kept += 1;
+                    }
+                    _ => {
+                        handles.push(Arc::new(
+                            self.dispatchers.start(Arc::clone(t), limits.decode),
+                        ));
+                        started += 1;
+                    }
+                }
+            }
+            status.push(BrokerStatus {
+                name: broker.key.to_string(),
+                triggers: broker.triggers.iter().map(|t| t.name.clone()).collect(),
+                scanned: broker.index.scanned(),
+            });
+            let route = BrokerRoute::new(
+                Arc::clone(&broker.key),
+                broker.index,
+                handles,
+                &self.metrics,
+            );
+            brokers.insert(broker.key, Arc::new(route));
+        }
+        self.snapshot.store(Arc::new(Snapshot { brokers, limits }));
+
+        // Schedules: keep the dispatcher of a schedule whose delivery is unchanged.
+        let mut sources = self.sources.lock();
+        let mut next = HashMap::new();
+        let mut set = Vec::with_capacity(plan.sources.len());
+        for source in plan.sources {
+            let target = match sources.get(&source.key) {
+                Some((p, h)) if **p == *source.delivery => Arc::clone(h),
+                _ => Arc::new(
+                    self.dispatchers
+                        .start(Arc::clone(&source.delivery), limits.decode),
+                ),
+            };
+            next.insert(
+                Arc::clone(&source.key),
+                (Arc::clone(&source.delivery), Arc::clone(&target)),
+            );
+            set.push(crate::scheduler::Source {
+                key: source.key,
+                recurring: source.recurring,
+                target,
+            });
+        }
+        *sources = next;
+        drop(sources);
+        self.scheduler.limits.store(Arc::new(plan.scheduler));
+        self.scheduler.apply(set);
+
+        let loaded_at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.status.store(Arc::new(ConfigStatus {
+            file: plan.config.file_name().to_owned(),
+            version: plan.config.version().to_owned(),
+            loaded_at,
+            brokers: status,
+            last_rejected: None,
+        }));
+        tracing::info!(version = %plan.config.version(), file = %plan.config.file_name(), triggers_started = started,
+            triggers_kept = kept, "config active");
+        self.config.store(Arc::new(Some(plan.config)));
+    }
+
+    /// Records a rejected reload for `/config`.
+    pub fn reject(&self, message: String) {
+        let mut status = (**self.status.load()).clone();
+        status.last_rejected = Some(message);
+        self.status.store(Arc::new(status));
     }
 
     /// Events not yet delivered: queued in shards or triggers, or in flight.
@@ -313,10 +410,56 @@ impl Router {
         }
     }
 
+    /// Waits for the scheduler to save its state after [`Router::stop`] was cancelled.
+    pub async fn scheduler_stopped(&self) {
+        let task = self.scheduler_task.lock().take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
+    }
+
     /// Whether the router is ready for traffic.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.stop.is_cancelled()
     }
+}
+
+/// How the scheduler builds the target of a run-time schedule: resolve its sink against the
+/// active config, in the requesting trigger's namespace, and start a dispatcher for it.
+fn schedule_factory(
+    dispatchers: Arc<Dispatchers>,
+    config: Arc<ArcSwap<Option<Config>>>,
+) -> TargetFactory {
+    Arc::new(move |namespace: &str, request: &ScheduleRequest| {
+        let recurring = request.recurring()?;
+        let guard = config.load();
+        let Some(config) = guard.as_ref() else {
+            return Err("no config is active".into());
+        };
+        let sink = config.resolve_destination(namespace, &request.sink)?;
+        if let Destination::InProcess { kind, .. } = &sink {
+            return Err(format!(
+                "a run-time schedule cannot send to {kind}; use a uri, a Service or a Broker"
+            ));
+        }
+        let reply_limits = DecodeLimits {
+            max_event_bytes: config.server().limits.max_event_bytes.as_usize(),
+            max_batch_events: config.server().limits.max_batch_events.get() as usize,
+        };
+        let plan = Arc::new(TriggerPlan {
+            key: format!("{namespace}/schedules/{}", request.name),
+            name: request.name.clone(),
+            broker: format!("{namespace}/-"),
+            subscriber: sink,
+            subscriber_resource: None,
+            dead_letter_resource: None,
+            delivery: None,
+            order: triggerfish_core::config::DeliveryOrder::Unordered,
+            max_in_flight: std::num::NonZeroU32::MIN,
+            replies: false,
+        });
+        Ok((recurring, Arc::new(dispatchers.start(plan, reply_limits))))
+    })
 }
 
 /// Events the router holds that have not reached a destination yet.

@@ -65,14 +65,16 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     settings.admin = overrides.admin.unwrap_or(settings.admin);
     settings.shards = overrides.shards.unwrap_or(settings.shards).max(1);
 
-    let metrics = Arc::new(Metrics::new());
     let memory = Arc::new(MemoryStore::new(settings.shards, settings.shard_limits));
     let store = Store::Memory(Arc::clone(&memory));
+    let data_dir = plan.config.server().data_dir.clone();
     let router = Arc::new(Router::new(
         settings.clone(),
         store.clone(),
-        Arc::clone(&metrics),
+        Metrics::new(),
+        data_dir,
     )?);
+    let metrics = Arc::clone(&router.metrics);
     router.apply(plan);
 
     let mut drivers = Vec::new();
@@ -147,6 +149,7 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     } else {
         tracing::info!(took = ?started.elapsed(), "all accepted events were handled");
     }
+    router.scheduler_stopped().await;
     admin_stop.cancel();
     let _ = admin_task.await;
     Ok(())

@@ -9,6 +9,7 @@ pub mod display;
 pub mod exec;
 pub mod file;
 pub mod http;
+pub mod scheduler;
 
 use std::sync::Arc;
 
@@ -31,6 +32,8 @@ pub enum Sink {
     File(Arc<file::FileSink>),
     /// Runs a program per event.
     Exec(Arc<exec::ExecSink>),
+    /// Delays events and manages run-time schedules.
+    Scheduler(crate::scheduler::SchedulerHandle),
     /// Publishes events to a broker of this process.
     Broker {
         /// The broker.
@@ -48,6 +51,7 @@ impl Sink {
             Sink::Display(_) => "display:".to_owned(),
             Sink::File(f) => format!("file://{}", f.path().display()),
             Sink::Exec(e) => format!("exec:{}", e.name()),
+            Sink::Scheduler(_) => "scheduler:default".to_owned(),
             Sink::Broker { key, .. } => format!("broker:{key}"),
         }
     }
@@ -64,6 +68,7 @@ impl Sink {
             Sink::Display(d) => d.send(view, opts).await,
             Sink::File(f) => f.send(view, opts).await,
             Sink::Exec(e) => e.send(view, opts).await,
+            Sink::Scheduler(h) => scheduler::send(h, view, req).await,
             Sink::Broker { key, store } => {
                 let Some(ttl) = req.ttl.checked_sub(1).filter(|t| *t > 0) else {
                     return Attempt::TtlExhausted;
@@ -91,6 +96,8 @@ pub struct Request {
     pub reply_limits: triggerfish_core::event::DecodeLimits,
     /// The event's remaining TTL.
     pub ttl: u8,
+    /// The broker the event came through (where replies and delayed events go).
+    pub broker: BrokerKey,
 }
 
 /// The response of an HTTP subscriber (or its in-process equivalent).

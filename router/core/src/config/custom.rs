@@ -3,8 +3,12 @@
 //! located like every other); the component that runs them checks the rest when it builds
 //! them, reporting through [`crate::config::Config::error_at`].
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
+use crate::config::delivery::{Delivery, DeliverySpec};
+use crate::config::destination::{Destination, DestinationSpec};
 use crate::config::duration::IsoDuration;
 use crate::config::meta::{ObjectMeta, ResourceId};
 
@@ -19,6 +23,10 @@ pub struct CustomResource {
     pub spec: CustomSpec,
     /// The YAML document it came from, from 0.
     pub document: usize,
+    /// `spec.sink`, resolved, for kinds that have one (sources).
+    pub sink: Option<Destination>,
+    /// `spec.delivery`, resolved, for kinds that have one.
+    pub delivery: Option<Delivery>,
 }
 
 /// The spec of a custom resource, by kind.
@@ -27,6 +35,102 @@ pub struct CustomResource {
 pub enum CustomSpec {
     /// `Exec`: a sink that runs a program per event.
     Exec(ExecSpec),
+    /// `PingSource`: events on a cron schedule (Knative's `sources.knative.dev/v1`).
+    PingSource(Box<PingSourceSpec>),
+    /// `Scheduler`: settings of the built-in scheduler sink.
+    Scheduler(SchedulerSpec),
+}
+
+impl CustomSpec {
+    /// The spec's `sink`, for kinds that send events somewhere.
+    pub fn sink_spec(&self) -> Option<&DestinationSpec> {
+        match self {
+            CustomSpec::PingSource(p) => Some(&p.sink),
+            CustomSpec::Exec(_) | CustomSpec::Scheduler(_) => None,
+        }
+    }
+
+    /// The spec's `delivery`, for kinds that deliver.
+    pub fn delivery_spec(&self) -> Option<&DeliverySpec> {
+        match self {
+            CustomSpec::PingSource(p) => p.delivery.as_ref(),
+            CustomSpec::Exec(_) | CustomSpec::Scheduler(_) => None,
+        }
+    }
+}
+
+/// `spec` of a `PingSource` (`sources.knative.dev/v1`), Knative's cron source, plus two
+/// Triggerfish extensions: `catchUp` and `delivery`.
+///
+/// Each tick sends an event of type `dev.knative.sources.ping` from
+/// `/apis/v1/namespaces/<namespace>/pingsources/<name>`, with a fresh UUID `id` and `time` set
+/// to the scheduled tick.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PingSourceSpec {
+    /// Standard 5-field cron (`*/5 * * * *`), a 6-field form with seconds first, or
+    /// `@hourly`-style shortcuts. `@every` is rejected.
+    pub schedule: String,
+    /// IANA time zone of the schedule (`Europe/Berlin`); UTC when unset. Daylight-saving
+    /// changes are followed.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// `datacontenttype` of the events. When it is JSON, `data` must be valid JSON.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// The events' data, as text.
+    #[serde(default)]
+    pub data: Option<String>,
+    /// The events' data, base64-encoded. Not together with `data`.
+    #[serde(default)]
+    pub data_base64: Option<String>,
+    /// Where the events go: a `uri`, or a `ref` to a Broker, a Service or a built-in sink.
+    pub sink: DestinationSpec,
+    /// Extensions added to every event.
+    #[serde(default)]
+    pub ce_overrides: Option<CeOverrides>,
+    /// Triggerfish extension: fire ticks missed while the process was down, up to this age,
+    /// when it starts again; such events carry the extension `scheduledtime`. Without it,
+    /// missed ticks are skipped, as in Knative.
+    #[serde(default)]
+    pub catch_up: Option<CatchUpSpec>,
+    /// Triggerfish extension: retries and dead-lettering toward the sink.
+    #[serde(default)]
+    pub delivery: Option<DeliverySpec>,
+}
+
+/// `ceOverrides`: extensions set on every event a source sends.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CeOverrides {
+    /// Extension name to value.
+    #[serde(default)]
+    pub extensions: BTreeMap<String, String>,
+}
+
+/// `catchUp` of a `PingSource`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CatchUpSpec {
+    /// The oldest missed tick still fired (ISO-8601, e.g. `PT1H`).
+    pub max_age: IsoDuration,
+}
+
+/// `spec` of the `Scheduler` (`triggerfish.dev/v1alpha1`), the built-in sink for delayed
+/// events and schedules created at run time. The scheduler named `default` exists without a
+/// document; a document sets its limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SchedulerSpec {
+    /// The longest `deliverafter`, or `deliverat` in the future, accepted. Default: 7 days.
+    #[serde(default)]
+    pub max_delay: Option<IsoDuration>,
+    /// The most delayed events waiting at once. Default: 100,000.
+    #[serde(default)]
+    pub max_pending: Option<std::num::NonZeroU32>,
+    /// The most schedules created at run time. Default: 10,000.
+    #[serde(default)]
+    pub max_schedules: Option<std::num::NonZeroU32>,
 }
 
 /// `spec` of an `Exec` sink (`triggerfish.dev/v1alpha1`): runs a program for each event it

@@ -21,14 +21,14 @@ use crate::config::path::FieldPath;
 /// - Both: `uri` is a path relative to the `ref`'s URL, as in Knative
 ///   (`ref` to Service `resize` and `uri: /v1/events` gives
 ///   `http://resize.media.svc.cluster.local/v1/events`). Only `Service` refs take a `uri`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationSpec {
     /// An absolute URI, or with `ref`, a path relative to it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
     /// A reference to an object that has an address.
-    #[serde(default, rename = "ref")]
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<KReference>,
 }
 
@@ -53,7 +53,7 @@ impl DestinationSpec {
 /// | `triggerfish.dev/v1alpha1` | `Display` | the built-in display sink (the name is only a label) |
 /// | `triggerfish.dev/v1alpha1` | `File` | the built-in JSON Lines sink, writing `{dataDir}/sinks/{namespace}/{name}.jsonl` |
 /// | `triggerfish.dev/v1alpha1` | `WorkerPool`, `Scheduler`, `Exec` | that in-process component |
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KReference {
     /// The referent's `apiVersion`.

@@ -17,7 +17,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_norway::Value;
 
 use crate::config::broker::{Broker, BrokerSpec};
-use crate::config::custom::{CustomResource, CustomSpec, ExecSpec};
+use crate::config::custom::{CustomResource, CustomSpec, ExecSpec, PingSourceSpec, SchedulerSpec};
 use crate::config::delivery::{Delivery, DeliverySpec};
 use crate::config::destination::{Destination, DestinationSpec, Resolver};
 use crate::config::error::{ConfigError, ConfigErrors, ErrorKind, suggest};
@@ -268,6 +268,18 @@ impl Loader<'_> {
             Kind::Exec => {
                 self.custom::<ExecSpec>(document, kind, id.as_ref(), value, CustomSpec::Exec)
             }
+            Kind::PingSource => {
+                self.custom::<PingSourceSpec>(document, kind, id.as_ref(), value, |spec| {
+                    CustomSpec::PingSource(Box::new(spec))
+                })
+            }
+            Kind::Scheduler => self.custom::<SchedulerSpec>(
+                document,
+                kind,
+                id.as_ref(),
+                value,
+                CustomSpec::Scheduler,
+            ),
             Kind::Server => {
                 let envelope = self.typed::<Envelope<ServerSpec>>(document, id.as_ref(), value)?;
                 // A Server needs no metadata; its name only appears in messages.
@@ -477,12 +489,7 @@ impl Loader<'_> {
                 },
                 Document::Broker(parsed) => brokers.push(parsed),
                 Document::Trigger(parsed) => triggers.push(parsed),
-                Document::Custom(parsed) => custom.push(CustomResource {
-                    id: parsed.id,
-                    meta: parsed.meta,
-                    spec: parsed.spec,
-                    document: parsed.document,
-                }),
+                Document::Custom(parsed) => custom.push(parsed),
             }
         }
 
@@ -505,6 +512,10 @@ impl Loader<'_> {
         let triggers: Vec<Trigger> = triggers
             .into_iter()
             .filter_map(|parsed| self.build_trigger(parsed, &broker_names, &server_spec))
+            .collect();
+        let custom: Vec<CustomResource> = custom
+            .into_iter()
+            .filter_map(|parsed| self.build_custom(parsed, &broker_names, &server_spec))
             .collect();
 
         let mut order: Vec<(usize, ResourceIndex)> = brokers
@@ -575,6 +586,38 @@ impl Loader<'_> {
                 );
             }
         }
+    }
+
+    /// Resolves a custom resource's `sink` and `delivery`, the parts every source shares.
+    fn build_custom(
+        &mut self,
+        parsed: Parsed<CustomSpec>,
+        brokers: &BTreeSet<(String, String)>,
+        server: &ServerSpec,
+    ) -> Option<CustomResource> {
+        let resolver = Resolver {
+            namespace: &parsed.meta.namespace,
+            brokers,
+            data_dir: &server.data_dir,
+        };
+        let spec_path = FieldPath::root().key("spec");
+        let mut check = Check::new(self, parsed.document, &parsed.id);
+        let sink = match parsed.spec.sink_spec() {
+            Some(sink) => Some(check.resolve(&resolver, sink, &spec_path.key("sink"))?),
+            None => None,
+        };
+        let delivery = match parsed.spec.delivery_spec().filter(|d| d.is_set()) {
+            Some(spec) => Some(check.delivery(spec, &spec_path.key("delivery"), &resolver)?),
+            None => None,
+        };
+        Some(CustomResource {
+            id: parsed.id,
+            meta: parsed.meta,
+            spec: parsed.spec,
+            document: parsed.document,
+            sink,
+            delivery,
+        })
     }
 
     fn build_broker(

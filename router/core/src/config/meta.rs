@@ -7,6 +7,8 @@ use serde::{Deserialize, Deserializer};
 
 /// `apiVersion` of Knative Eventing's `Broker` and `Trigger`.
 pub const KNATIVE_EVENTING_V1: &str = "eventing.knative.dev/v1";
+/// `apiVersion` of Knative's `PingSource`.
+pub const KNATIVE_SOURCES_V1: &str = "sources.knative.dev/v1";
 /// `apiVersion` of Triggerfish's own kinds.
 pub const TRIGGERFISH_V1ALPHA1: &str = "triggerfish.dev/v1alpha1";
 /// The namespace of a resource whose `metadata.namespace` is not set, as in Kubernetes.
@@ -27,11 +29,22 @@ pub enum Kind {
     Server,
     /// `triggerfish.dev/v1alpha1` `Exec`: a sink that runs a program per event.
     Exec,
+    /// `sources.knative.dev/v1` `PingSource`: events on a cron schedule.
+    PingSource,
+    /// `triggerfish.dev/v1alpha1` `Scheduler`: the delayed-event and schedule sink.
+    Scheduler,
 }
 
 impl Kind {
     /// Every kind, in the order error messages list them.
-    pub const ALL: &'static [Kind] = &[Kind::Broker, Kind::Trigger, Kind::Server, Kind::Exec];
+    pub const ALL: &'static [Kind] = &[
+        Kind::Broker,
+        Kind::Trigger,
+        Kind::Server,
+        Kind::Exec,
+        Kind::PingSource,
+        Kind::Scheduler,
+    ];
 
     /// The `kind` field's value.
     pub const fn name(self) -> &'static str {
@@ -40,6 +53,8 @@ impl Kind {
             Kind::Trigger => "Trigger",
             Kind::Server => "Server",
             Kind::Exec => "Exec",
+            Kind::PingSource => "PingSource",
+            Kind::Scheduler => "Scheduler",
         }
     }
 
@@ -47,7 +62,8 @@ impl Kind {
     pub const fn api_version(self) -> &'static str {
         match self {
             Kind::Broker | Kind::Trigger => KNATIVE_EVENTING_V1,
-            Kind::Server | Kind::Exec => TRIGGERFISH_V1ALPHA1,
+            Kind::Server | Kind::Exec | Kind::Scheduler => TRIGGERFISH_V1ALPHA1,
+            Kind::PingSource => KNATIVE_SOURCES_V1,
         }
     }
 

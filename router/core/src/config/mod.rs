@@ -75,7 +75,9 @@ use std::error::Error as StdError;
 use sha2::{Digest, Sha256};
 
 pub use broker::{Broker, BrokerSpec, IgnoredConfig};
-pub use custom::{CustomResource, CustomSpec, ExecSpec};
+pub use custom::{
+    CatchUpSpec, CeOverrides, CustomResource, CustomSpec, ExecSpec, PingSourceSpec, SchedulerSpec,
+};
 pub use delivery::{BackoffPolicy, Delivery, DeliveryFormat, DeliverySpec, Jitter};
 pub use destination::{Destination, DestinationError, DestinationSpec, KReference};
 pub use duration::{DurationError, IsoDuration};
@@ -249,6 +251,28 @@ impl Config {
             ResourceIndex::Server => Resource::Server(&self.server),
             ResourceIndex::Custom(i) => Resource::Custom(&self.custom[i]),
         })
+    }
+
+    /// Resolves a destination given at run time (by a schedule created through a control
+    /// event, say) as if it were written in namespace `namespace` of this config.
+    pub fn resolve_destination(
+        &self,
+        namespace: &str,
+        spec: &DestinationSpec,
+    ) -> Result<Destination, String> {
+        let brokers: std::collections::BTreeSet<(String, String)> = self
+            .brokers
+            .iter()
+            .map(|b| (b.meta.namespace.clone(), b.meta.name.clone()))
+            .collect();
+        let resolver = destination::Resolver {
+            namespace,
+            brokers: &brokers,
+            data_dir: &self.server.data_dir,
+        };
+        resolver
+            .resolve(spec, &FieldPath::root().key("sink"))
+            .map_err(|(path, kind)| format!("{path}: {kind}"))
     }
 
     /// Resources of custom kinds (sinks, sources, workers), in file order.

@@ -24,6 +24,8 @@
 //! What this module does not do: run timers, or remember which ticks fired. The router's
 //! scheduler does.
 
+pub mod recurring;
+
 use std::fmt;
 
 use chrono::{

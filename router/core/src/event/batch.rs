@@ -102,6 +102,16 @@ pub struct EventBatch {
 }
 
 impl EventBatch {
+    /// A batch with no events.
+    pub fn empty() -> EventBatch {
+        EventBatch {
+            raw: Bytes::new(),
+            text: Bytes::new(),
+            slots: Vec::new(),
+            exts: Vec::new(),
+        }
+    }
+
     /// Number of events.
     pub fn len(&self) -> usize {
         self.slots.len()
