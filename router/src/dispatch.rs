@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 use triggerfish_core::config::{DeliveryFormat, DeliveryOrder};
 use triggerfish_core::delivery::{DeadLetter, Decision, DeliveryPolicy};
-use triggerfish_core::event::{AttrValue, DecodeLimits, EncodeOptions, EventRef, EventView};
+use triggerfish_core::event::{AttrValue, DecodeLimits, EncodeOptions, EventRef};
 
 use crate::metrics::{
     AttemptLabels, AttemptOutcome, DropLabels, DropReason, Metrics, TriggerLabels,
@@ -308,7 +308,7 @@ async fn deliver(ctx: &TriggerContext, job: Job) {
         add: &[],
     };
     let req = ctx.request(job.ttl);
-    let (attempt, decision) = attempts(ctx, false, &ctx.sink, &view, &opts, &req).await;
+    let (attempt, decision) = attempts(ctx, false, &ctx.sink, &job.event, &opts, &req).await;
     match decision {
         Some(Decision::Succeeded) => {
             ctx.counters
@@ -321,7 +321,7 @@ async fn deliver(ctx: &TriggerContext, job: Job) {
                 ctx.reply(reply, job.ttl).await;
             }
         }
-        Some(Decision::DeadLetter(dl)) => ctx.dead_letter(&view, &attempt, dl, job.ttl).await,
+        Some(Decision::DeadLetter(dl)) => ctx.dead_letter(&job.event, &attempt, dl, job.ttl).await,
         Some(Decision::Retry { .. }) | None => {
             ctx.counters.ttl_exhausted.inc();
             tracing::warn!(trigger = %ctx.label.trigger, id = view.id(), "event dropped: knativebrokerttl exhausted");
@@ -345,13 +345,14 @@ async fn attempts(
     ctx: &TriggerContext,
     dead_letter: bool,
     sink: &Sink,
-    view: &EventView<'_>,
+    event: &EventRef,
     opts: &EncodeOptions<'_>,
     req: &Request,
 ) -> (Attempt, Option<Decision>) {
+    let view = event.view();
     let mut number = 1;
     loop {
-        let attempt = sink.send(view, opts, req).await;
+        let attempt = sink.send(event, opts, req).await;
         if matches!(attempt, Attempt::TtlExhausted) {
             return (attempt, None);
         }
@@ -440,7 +441,8 @@ impl TriggerContext {
         }
     }
 
-    async fn dead_letter(&self, view: &EventView<'_>, attempt: &Attempt, dl: DeadLetter, ttl: u8) {
+    async fn dead_letter(&self, event: &EventRef, attempt: &Attempt, dl: DeadLetter, ttl: u8) {
+        let view = &event.view();
         let destination = self.sink.describe();
         let Some(dls) = &self.dead_letter else {
             self.counters.no_dls.inc();
@@ -466,7 +468,7 @@ impl TriggerContext {
             skip: &[TTL_EXTENSION],
             add: &add,
         };
-        let (_, decision) = attempts(self, true, dls, view, &opts, &self.request(ttl)).await;
+        let (_, decision) = attempts(self, true, dls, event, &opts, &self.request(ttl)).await;
         if matches!(decision, Some(Decision::Succeeded)) {
             self.counters.dead_lettered.inc();
             tracing::info!(trigger = %self.label.trigger, id = view.id(), code, "event sent to the dead-letter sink");

@@ -17,7 +17,7 @@ use ::http::StatusCode;
 use bytes::Bytes;
 use triggerfish_core::config::DeliveryFormat;
 use triggerfish_core::delivery::{InternalError, Outcome, TransportError};
-use triggerfish_core::event::{EncodeOptions, EventBatch, EventView};
+use triggerfish_core::event::{EncodeOptions, EventBatch, EventRef};
 
 use crate::store::{BrokerKey, Store};
 
@@ -56,13 +56,9 @@ impl Sink {
         }
     }
 
-    /// Makes one delivery attempt of `view`, with the extension changes in `opts`.
-    pub async fn send(
-        &self,
-        view: &EventView<'_>,
-        opts: &EncodeOptions<'_>,
-        req: &Request,
-    ) -> Attempt {
+    /// Makes one delivery attempt of `event`, with the extension changes in `opts`.
+    pub async fn send(&self, event: &EventRef, opts: &EncodeOptions<'_>, req: &Request) -> Attempt {
+        let view = &event.view();
         match self {
             Sink::Http(h) => h.send(view, opts, req).await,
             Sink::Display(d) => d.send(view, opts).await,
@@ -73,13 +69,22 @@ impl Sink {
                 let Some(ttl) = req.ttl.checked_sub(1).filter(|t| *t > 0) else {
                     return Attempt::TtlExhausted;
                 };
-                let body = triggerfish_core::event::encode_structured(view, opts);
-                match triggerfish_core::event::decode_structured(body, &req.reply_limits) {
-                    Ok(batch) => match store.offer(key, Arc::new(batch), Some(ttl)).await {
-                        Ok(()) => Attempt::accepted(),
-                        Err(_) => Attempt::Internal(InternalError::Unavailable),
-                    },
-                    Err(_) => Attempt::Internal(InternalError::Encode),
+                let offered = if opts.add.is_empty() {
+                    // The event as it is: the TTL travels beside it, not in it.
+                    store
+                        .offer_events(key, std::slice::from_ref(event), Some(ttl))
+                        .await
+                } else {
+                    // Extensions to add (a dead letter): a new event.
+                    let body = triggerfish_core::event::encode_structured(view, opts);
+                    match triggerfish_core::event::decode_structured(body, &req.reply_limits) {
+                        Ok(batch) => store.offer(key, Arc::new(batch), Some(ttl)).await,
+                        Err(_) => return Attempt::Internal(InternalError::Encode),
+                    }
+                };
+                match offered {
+                    Ok(()) => Attempt::accepted(),
+                    Err(_) => Attempt::Internal(InternalError::Unavailable),
                 }
             }
         }

@@ -137,15 +137,38 @@ impl MemoryStore {
         batch: Arc<EventBatch>,
         ttl: Option<u8>,
     ) -> Result<(), OfferError> {
+        let n = batch.len();
+        self.offer_indexed(broker, n, |i| EventRef::new(Arc::clone(&batch), i), ttl)
+    }
+
+    /// Admits every event of `events` or none, sharing their batches (no copy).
+    pub fn try_offer_events(
+        &self,
+        broker: &BrokerKey,
+        events: &[EventRef],
+        ttl: Option<u8>,
+    ) -> Result<(), OfferError> {
+        self.offer_indexed(broker, events.len(), |i| events.get(i).cloned(), ttl)
+    }
+
+    fn offer_indexed(
+        &self,
+        broker: &BrokerKey,
+        count: usize,
+        event_at: impl Fn(usize) -> Option<EventRef>,
+        ttl: Option<u8>,
+    ) -> Result<(), OfferError> {
         let n = self.shards.len();
         let mut shares: SmallVec<[(usize, usize); 16]> = SmallVec::from_elem((0, 0), n);
-        let mut placement: SmallVec<[u16; 128]> = SmallVec::with_capacity(batch.len());
-        for view in batch.iter() {
+        let mut placed: SmallVec<[(EventRef, u16); 64]> = SmallVec::with_capacity(count);
+        for i in 0..count {
+            let Some(event) = event_at(i) else { continue };
+            let view = event.view();
             let hash = view.with_partition_key(|k| self.hasher.hash_one(k));
             let shard = (hash % n as u64) as usize;
             shares[shard].0 += 1;
             shares[shard].1 += view.wire_size();
-            placement.push(shard as u16);
+            placed.push((event, shard as u16));
         }
         for (i, &(items, bytes)) in shares.iter().enumerate() {
             if items > 0 && !self.shards[i].reserve(items, bytes) {
@@ -158,7 +181,7 @@ impl MemoryStore {
             }
         }
         let accepted_at = Instant::now();
-        for (event, shard) in batch.into_refs().zip(placement) {
+        for (event, shard) in placed {
             let ttl = ttl.unwrap_or_else(|| event_ttl(&event));
             let envelope = Envelope {
                 event,

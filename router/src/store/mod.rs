@@ -76,6 +76,37 @@ impl Store {
         }
     }
 
+    /// Offers single events of existing batches, all or nothing, without copying them.
+    pub fn try_offer_events(
+        &self,
+        broker: &BrokerKey,
+        events: &[EventRef],
+        ttl: Option<u8>,
+    ) -> Result<(), OfferError> {
+        match self {
+            Store::Memory(m) => m.try_offer_events(broker, events, ttl),
+        }
+    }
+
+    /// Like [`Store::offer`], for single events of existing batches.
+    pub async fn offer_events(
+        &self,
+        broker: &BrokerKey,
+        events: &[EventRef],
+        ttl: Option<u8>,
+    ) -> Result<(), OfferError> {
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            match self.try_offer_events(broker, events, ttl) {
+                Err(OfferError::Full) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Offers events, waiting for room instead of failing when the queues are full. Used for
     /// events the router itself produces (replies, forwards to another broker), which have no
     /// producer to push back on.
