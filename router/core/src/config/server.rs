@@ -42,9 +42,11 @@ pub struct ServerSpec {
     /// How long a shutdown waits for in-flight deliveries, as an ISO-8601 duration.
     /// Defaults to `PT30S`.
     pub shutdown_grace_period: IsoDuration,
-    /// Where Triggerfish keeps files: the `File` sinks named by ref, and later the local
-    /// store. Relative paths are relative to the working directory. Defaults to `data`.
+    /// Where Triggerfish keeps files: the `File` sinks named by ref, and the scheduler's
+    /// state. Relative paths are relative to the working directory. Defaults to `data`.
     pub data_dir: PathBuf,
+    /// Where accepted events wait: in memory (the default) or in NATS JetStream.
+    pub store: StoreSpec,
 }
 
 impl Default for ServerSpec {
@@ -56,8 +58,66 @@ impl Default for ServerSpec {
             limits: LimitsSpec::default(),
             shutdown_grace_period: IsoDuration::from_secs(30),
             data_dir: PathBuf::from("data"),
+            store: StoreSpec::default(),
         }
     }
+}
+
+/// `spec.store`: where accepted events wait until they are delivered.
+///
+/// ```yaml
+/// store: {kind: jetstream, url: "nats://nats:4222", streamReplicas: 3, partitions: 16}
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoreSpec {
+    /// `memory` (default): bounded in-memory queues, lost if the process dies, like Knative's
+    /// InMemoryChannel. `jetstream`: a NATS JetStream stream per broker; ingress answers only
+    /// after JetStream stored the event, and delivery is at-least-once across crashes.
+    pub kind: StoreKind,
+    /// NATS server URL(s), comma-separated. Defaults to `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Replicas of each stream (1, or 3 on a NATS cluster). Defaults to 1.
+    pub stream_replicas: NonZeroUsize,
+    /// Partitions per broker stream: ordered triggers keep order per partition key, and
+    /// deliver up to this many keys at once across all replicas. Defaults to 16.
+    pub partitions: NonZeroU32,
+    /// How long a replica may hold an event before JetStream gives it to another replica.
+    /// Defaults to `PT30S`; make it longer than a trigger's longest retry schedule.
+    pub ack_wait: IsoDuration,
+    /// How long streams keep events. Defaults to `P7D`.
+    pub max_age: IsoDuration,
+    /// How long ingress waits for JetStream to store an event before answering 503.
+    /// Defaults to `PT5S`.
+    pub publish_timeout: IsoDuration,
+    /// A NATS credentials file (`.creds`), if the server requires one.
+    pub credentials_file: Option<PathBuf>,
+}
+
+impl Default for StoreSpec {
+    fn default() -> StoreSpec {
+        StoreSpec {
+            kind: StoreKind::Memory,
+            url: "nats://127.0.0.1:4222".into(),
+            stream_replicas: NonZeroUsize::MIN,
+            partitions: NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN),
+            ack_wait: IsoDuration::from_secs(30),
+            max_age: IsoDuration::from_secs(7 * 86_400),
+            publish_timeout: IsoDuration::from_secs(5),
+            credentials_file: None,
+        }
+    }
+}
+
+/// The kind of store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In memory.
+    #[default]
+    Memory,
+    /// NATS JetStream.
+    Jetstream,
 }
 
 /// `spec.listen`.
