@@ -49,6 +49,15 @@ fn build(profile_dir: &Path) {
         .expect("the tests crate sits in the workspace root");
     let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
     let mut cmd = Command::new(cargo);
+    // `cargo test` sets these for the test process. Some build scripts (ring's) track
+    // CARGO_MANIFEST_DIR, so passing them on would make this build and a `cargo build` from a
+    // shell invalidate each other, rebuilding half the tree each time.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if is_set_by_cargo_for_crates(name) {
+            cmd.env_remove(name);
+        }
+    }
     cmd.current_dir(workspace)
         .args([
             "build",
@@ -74,4 +83,21 @@ fn build(profile_dir: &Path) {
         status.success(),
         "cargo build -p triggerfish-router --bin triggerfish failed: {status}"
     );
+}
+
+/// Whether cargo sets `name` for the crates it compiles and runs (so that a test process has
+/// it), as opposed to configuration a user sets for cargo (`CARGO_HOME`, `CARGO_TARGET_DIR`).
+fn is_set_by_cargo_for_crates(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_BIN_EXE_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+        )
 }

@@ -147,3 +147,42 @@ async fn what_the_grace_period_cannot_drain_is_reported() {
         "the loss is logged: {logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_queues_behind_busy_dispatchers() {
+    // Events wait in places other than the trigger queues: behind an ordered key's delivery
+    // in flight, and in an unordered dispatcher waiting for a free slot (maxInFlight: 1). The
+    // drain must count them as undelivered until each is delivered.
+    const N: usize = 150;
+    let sub = Subscriber::start().await;
+    let config = Config::new()
+        .server("shutdownGracePeriod: PT20S")
+        .broker("default", None)
+        .trigger(Trigger::new("ordered", &sub.url("/ordered")).ordered())
+        .trigger(Trigger::new("one-slot", &sub.url("/one-slot")).spec("maxInFlight: 1"));
+    let mut router = Router::start(&config.render()).await;
+    let events: Vec<Event> = (0..N)
+        .map(|i| Event::new(format!("e-{i}"), "t").attr("partitionkey", "one"))
+        .collect();
+    let r = router
+        .client
+        .send_batch(&router.broker_url("default"), &events)
+        .await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+    router.sigterm();
+    let status = router.wait_exit(PATIENCE).await;
+    assert!(status.success(), "exit status {status}");
+    for path in ["/ordered", "/one-slot"] {
+        assert_eq!(
+            sub.requests_to(path).len(),
+            N,
+            "{path}: delivered before exit\n{}",
+            router.stderr()
+        );
+    }
+    assert!(
+        router.stderr().contains("all accepted events were handled"),
+        "{}",
+        router.stderr()
+    );
+}
