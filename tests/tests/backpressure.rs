@@ -11,7 +11,7 @@ async fn full_queues_answer_429_and_lose_nothing() {
     let sub = Subscriber::start().await;
     sub.handle(|_| Reply::ok().held());
     let config = Config::new()
-        .server("queues:\n  shard: {events: 4, bytes: 1MiB}\n  trigger: {events: 2, bytes: 1MiB}")
+        .server("queues:\n  shard: {events: 4, bytes: 1MiB}\n  trigger: {events: 2, bytes: 1MiB}\nlimits: {maxBatchEvents: 4, maxRequestBytes: 1MiB}")
         .broker("default", None)
         .trigger(Trigger::new("stalled", &sub.url("/s")).spec("maxInFlight: 1"));
     let router = Router::start(&config.render()).await;
@@ -98,4 +98,58 @@ async fn full_queues_answer_429_and_lose_nothing() {
             .count("triggerfish_delivery_dropped_total", &[]),
         0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_too_big_for_any_shard_is_never_throttled() {
+    // 429 means "retry later and it will fit". A batch larger than a shard queue can ever
+    // hold (all its events share a key, so they share a shard) would get 429 forever: the
+    // config must rule it out (queues.shard.events >= limits.maxBatchEvents, and
+    // queues.shard.bytes >= limits.maxRequestBytes), so that ingress answers 413 instead.
+    let dir = tempfile::tempdir().unwrap();
+    let too_small = Config::new()
+        .server("queues:\n  shard: {events: 4, bytes: 1MiB}")
+        .broker("default", None)
+        .render();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, &too_small).unwrap();
+    let out = triggerfish_tests::run_cli(
+        dir.path(),
+        &["validate", "--config", path.to_str().unwrap()],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("spec.queues.shard.events") && stderr.contains("maxBatchEvents"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("spec.queues.shard.bytes") && stderr.contains("maxRequestBytes"),
+        "{stderr}"
+    );
+
+    // Consistent limits: the oversized batch gets 413, an idle router takes one that fits.
+    let sub = Subscriber::start().await;
+    let config = Config::new()
+        .server("queues:\n  shard: {events: 4, bytes: 1MiB}\nlimits: {maxBatchEvents: 4, maxRequestBytes: 1MiB}")
+        .broker("default", None)
+        .trigger(Trigger::new("t", &sub.url("/t")));
+    let router = Router::start(&config.render()).await;
+    let batch = |n: usize| -> Vec<Event> {
+        (0..n)
+            .map(|i| Event::new(format!("e-{i}"), "t").attr("partitionkey", "one"))
+            .collect()
+    };
+    let r = router
+        .client
+        .send_batch(&router.broker_url("default"), &batch(5))
+        .await;
+    assert_eq!(r.code(), 413, "{}", r.text());
+    let r = router
+        .client
+        .send_batch(&router.broker_url("default"), &batch(4))
+        .await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+    sub.wait_for(4, PATIENCE).await;
 }
