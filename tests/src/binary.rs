@@ -16,7 +16,10 @@ pub fn triggerfish() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Some(bin) = std::env::var_os("TRIGGERFISH_BIN") {
-            let bin = PathBuf::from(bin);
+            // Absolute: the router runs in a temporary working directory.
+            let bin = std::fs::canonicalize(&bin).unwrap_or_else(|e| {
+                panic!("TRIGGERFISH_BIN={}: {e}", PathBuf::from(&bin).display())
+            });
             assert!(
                 bin.is_file(),
                 "TRIGGERFISH_BIN={} is not a file",
