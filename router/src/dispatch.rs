@@ -2,9 +2,12 @@
 //! Knative's delivery semantics (retries, backoff, timeout, `Retry-After`, dead-lettering,
 //! replies).
 //!
-//! Each trigger owns a queue bounded in events (the channel) and in bytes (a semaphore whose
-//! permits travel with each job until its delivery ends). Shard drivers wait when it is full,
-//! which pushes back through the shard queues to ingress (429).
+//! Each trigger owns a queue bounded in events and in bytes, by two semaphores whose permits
+//! travel with each job: a place in the queue, given back when the job's delivery starts, and
+//! its bytes, given back when the delivery ends. A job the dispatcher has taken off the channel
+//! but not started (waiting for a delivery slot, or behind its partition key) still holds its
+//! place, so it counts as queued. Shard drivers wait when the queue is full, which pushes back
+//! through the shard queues to ingress (429).
 //!
 //! - **Unordered** triggers deliver up to `maxInFlight` events at once.
 //! - **Ordered** triggers deliver one event at a time per partition key (the `partitionkey`
@@ -48,6 +51,8 @@ pub struct Job {
     pub accepted_at: Instant,
     /// This trigger's share of the event's completion.
     pub completion: Completion,
+    /// The job's place in the trigger's queue, given back when its delivery starts.
+    queued: Option<OwnedSemaphorePermit>,
     /// The event's bytes in the trigger's byte budget, returned when the delivery ends.
     _budget: OwnedSemaphorePermit,
 }
@@ -66,6 +71,8 @@ pub struct TriggerHandle {
     /// The plan this trigger was started from.
     pub plan: Arc<TriggerPlan>,
     tx: mpsc::Sender<Job>,
+    /// Places in the queue: `limits.events` permits.
+    places: Arc<Semaphore>,
     budget: Arc<Semaphore>,
     limits: QueueLimits,
     /// Counts matches.
@@ -86,6 +93,10 @@ impl TriggerHandle {
         accepted_at: Instant,
         completion: Completion,
     ) -> Result<(), Closed> {
+        let place = Arc::clone(&self.places)
+            .acquire_owned()
+            .await
+            .map_err(|_| Closed)?;
         let size = event.view().wire_size().clamp(1, self.limits.bytes) as u32;
         let budget = Arc::clone(&self.budget)
             .acquire_many_owned(size)
@@ -96,14 +107,18 @@ impl TriggerHandle {
             ttl,
             accepted_at,
             completion,
+            queued: Some(place),
             _budget: budget,
         };
         self.tx.send(job).await.map_err(|_| Closed)
     }
 
-    /// Events waiting in the queue (not counting those being delivered).
+    /// Events waiting in the queue (not counting those being delivered): in the channel, or
+    /// taken off it by the dispatcher and not started yet.
     pub fn depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.limits
+            .events
+            .saturating_sub(self.places.available_permits())
     }
 }
 
@@ -227,6 +242,7 @@ pub fn start(
         matches: metrics.matches.get_or_create(&label).clone(),
         plan,
         tx,
+        places: Arc::new(Semaphore::new(limits.events.min(Semaphore::MAX_PERMITS))),
         budget: Arc::new(Semaphore::new(limits.bytes.min(Semaphore::MAX_PERMITS))),
         limits,
     }
@@ -299,9 +315,11 @@ fn spawn_keyed(ctx: &Arc<TriggerContext>, job: Job, key: u64, done: mpsc::Sender
 }
 
 /// Delivers one job with retries, then dead-letters, drops or feeds back its reply.
-async fn deliver(ctx: &TriggerContext, job: Job) {
+async fn deliver(ctx: &TriggerContext, mut job: Job) {
     ctx.in_flight.fetch_add(1, Ordering::AcqRel);
     let _in_flight = InFlight(&ctx.in_flight);
+    // Counted in flight first, so that it is never counted nowhere (see `Router::undelivered`).
+    drop(job.queued.take());
     let view = job.event.view();
     let opts = EncodeOptions {
         skip: &[TTL_EXTENSION],

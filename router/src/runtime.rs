@@ -467,7 +467,8 @@ fn schedule_factory(
 pub struct Undelivered {
     /// In shard queues.
     pub shards: usize,
-    /// In trigger queues.
+    /// Matched, and waiting for their delivery to start: in a trigger queue, or taken off it
+    /// by the trigger's dispatcher (waiting for a delivery slot, or behind their partition key).
     pub triggers: usize,
     /// Being delivered (including waits between retries).
     pub in_flight: usize,

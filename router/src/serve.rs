@@ -4,6 +4,13 @@
 //! shard drivers, bind the ingress and admin listeners, then report ready. Shutdown on SIGTERM
 //! or SIGINT: stop accepting (new requests get 503, `/readyz` fails), drain the queues until the
 //! grace period ends, and log (and count) whatever could not be delivered.
+//!
+//! Shutdown has two stages. `Router::stop` starts the drain: ingress answers 503 with
+//! `Retry-After`, `/readyz` fails, reloads stop. The ingress listener stays open through the
+//! drain, so a producer or load balancer gets that 503 rather than a refused connection, and
+//! the shard drivers keep running, because replies and forwards to other brokers re-enter the
+//! shard queues until the last delivery ends. Only when the drain is over (or the grace period
+//! is) does `drained` close the listener and stop the drivers.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,13 +84,15 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     let metrics = Arc::clone(&router.metrics);
     router.apply(plan);
 
+    // Cancelled when the drain is over; see the module docs.
+    let drained = tokio_util::sync::CancellationToken::new();
     let mut drivers = Vec::new();
     for queue in memory.shards() {
         drivers.push(tokio::spawn(crate::shard::run(
             Arc::clone(queue),
             Arc::clone(&router.snapshot),
             Arc::clone(&metrics),
-            router.stop.clone(),
+            drained.clone(),
         )));
     }
 
@@ -98,7 +107,7 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     let ingress_task = tokio::spawn(crate::http_server::serve(
         ingress_listener,
         move |req| Arc::clone(&ingress).handle(req),
-        router.stop.clone(),
+        drained.clone(),
         Duration::from_secs(5),
     ));
     let admin_stop = tokio_util::sync::CancellationToken::new();
@@ -123,10 +132,6 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     let started = Instant::now();
     tracing::info!(grace = ?settings.grace, "shutting down: no longer accepting events, draining queues");
     router.stop.cancel();
-    let _ = ingress_task.await;
-    for d in drivers {
-        let _ = tokio::time::timeout(settings.grace.saturating_sub(started.elapsed()), d).await;
-    }
     while router.undelivered().total() > 0 && started.elapsed() < settings.grace {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -148,6 +153,13 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
         );
     } else {
         tracing::info!(took = ?started.elapsed(), "all accepted events were handled");
+    }
+    drained.cancel();
+    let _ = ingress_task.await;
+    // Idle drivers return at once; one still waiting for room in a trigger queue after the
+    // grace period holds events already reported as lost above.
+    for d in drivers {
+        d.abort();
     }
     router.scheduler_stopped().await;
     admin_stop.cancel();

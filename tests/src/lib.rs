@@ -1,1 +1,89 @@
-//! Harness for the end-to-end tests.
+//! Harness for the end-to-end tests: the real `triggerfish` binary against real peers on
+//! loopback.
+//!
+//! - [`binary`]: finds the binary under test (`$TRIGGERFISH_BIN`, else builds it next to the
+//!   test executable).
+//! - [`router`]: runs `triggerfish serve` on free ports in a temporary directory, waits for
+//!   `/readyz`, captures its output, signals it and stops it on drop.
+//! - [`subscriber`]: a hyper HTTP subscriber that records every request and answers as
+//!   scripted (statuses, `Retry-After`, delays, held answers, reply events).
+//! - [`client`]: sends events (binary, structured, batched) and admin requests.
+//! - [`event`]: CloudEvents as tests write them; [`config`]: Knative YAML builders;
+//!   [`metrics`]: reads Prometheus text.
+//!
+//! Everything listens on `127.0.0.1` on ports picked at runtime and lives in temporary
+//! directories, so tests run in parallel. Waits poll with deadlines; nothing sleeps a fixed
+//! time to let something happen.
+//!
+//! The tests themselves are in `tests/`, one target per area; `tests/fixtures/filters/` holds
+//! filter cases run through `triggerfish test-filter`.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test harness: a failed unwrap is a failed test"
+)]
+
+pub mod binary;
+pub mod client;
+pub mod config;
+pub mod event;
+pub mod metrics;
+pub mod router;
+pub mod subscriber;
+
+use std::future::Future;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use client::{Client, Response};
+pub use config::{Config, Trigger};
+pub use event::Event;
+pub use metrics::Metrics;
+pub use router::{Options, Router};
+pub use subscriber::{Reply, Request, Subscriber};
+
+/// A generous bound for things that normally take milliseconds, so that a loaded machine
+/// does not fail a test; passing tests never wait this long.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Polls `check` every 10 ms until it returns `Some`; panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs `triggerfish ARGS` to completion in `dir`, with `stdin` as standard input.
+pub fn run_cli(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(binary::triggerfish())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TRIGGERFISH_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting triggerfish");
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input).expect("writing standard input");
+    }
+    child.wait_with_output().expect("waiting for triggerfish")
+}

@@ -345,6 +345,20 @@ pub enum ErrorKind {
         /// `limits.maxEventBytes`.
         max_event_bytes: ByteSize,
     },
+    /// A shard queue smaller than the largest request ingress accepts. A request is queued
+    /// whole or not at all, and its events that share a partition key share a shard, so such
+    /// a request could never be queued: ingress would answer it 429 forever.
+    #[error(
+        "{value} is smaller than limits.{limit} ({limit_value}): a request whose events share a partition key goes to one shard whole, so one that large could never be queued"
+    )]
+    ShardBelowRequest {
+        /// The shard limit, as written.
+        value: String,
+        /// The request limit it must reach: `maxBatchEvents` or `maxRequestBytes`.
+        limit: &'static str,
+        /// That limit's value.
+        limit_value: String,
+    },
     /// A later build step (compiling CESQL, say) failed on a value this module stored as it
     /// was written. Made with [`Config::error_at`](crate::config::Config::error_at).
     #[error("{0}")]

@@ -586,6 +586,36 @@ impl Loader<'_> {
                 );
             }
         }
+        // A request is queued whole or not at all, and its events that share a partition key
+        // go to one shard: a shard queue smaller than the largest request could never take
+        // such a request, and 429 would tell its producer to retry it forever.
+        let shard = root.key("queues").key("shard");
+        let (queue, limits) = (spec.queues.shard, spec.limits);
+        if queue.events < limits.max_batch_events {
+            self.error(
+                parsed.document,
+                Some(&parsed.id),
+                shard.key("events"),
+                ErrorKind::ShardBelowRequest {
+                    value: queue.events.to_string(),
+                    limit: "maxBatchEvents",
+                    limit_value: limits.max_batch_events.to_string(),
+                },
+            );
+        }
+        // Below maxEventBytes is reported above already.
+        if queue.bytes >= max_event_bytes && queue.bytes < limits.max_request_bytes {
+            self.error(
+                parsed.document,
+                Some(&parsed.id),
+                shard.key("bytes"),
+                ErrorKind::ShardBelowRequest {
+                    value: queue.bytes.to_string(),
+                    limit: "maxRequestBytes",
+                    limit_value: limits.max_request_bytes.to_string(),
+                },
+            );
+        }
     }
 
     /// Resolves a custom resource's `sink` and `delivery`, the parts every source shares.

@@ -170,9 +170,11 @@ impl Default for QueuesSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueLimits {
-    /// The most events it holds.
+    /// The most events it holds. For the shard queue, at least `limits.maxBatchEvents`: a
+    /// batch is queued whole, and its events that share a partition key share a shard.
     pub events: NonZeroU32,
-    /// The most bytes of events it holds. At least `limits.maxEventBytes`.
+    /// The most bytes of events it holds. At least `limits.maxEventBytes`, and for the shard
+    /// queue at least `limits.maxRequestBytes`, for the same reason.
     pub bytes: ByteSize,
 }
 

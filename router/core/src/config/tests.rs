@@ -583,6 +583,17 @@ fn server_values_are_typed_and_consistent() {
             r#"c.yaml:6:27: Server "default": spec.queues.trigger.bytes: 1MiB is smaller than limits.maxEventBytes (8MiB), so no event would fit"#,
         ]
     );
+    // A batch is queued whole, and one key's events share a shard.
+    assert_eq!(
+        server("  queues:\n    shard: {events: 100, bytes: 1MiB}\n"),
+        [
+            r#"c.yaml:5:13: Server "default": spec.queues.shard.events: 100 is smaller than limits.maxBatchEvents (10000): a request whose events share a partition key goes to one shard whole, so one that large could never be queued"#,
+            r#"c.yaml:5:26: Server "default": spec.queues.shard.bytes: 1MiB is smaller than limits.maxRequestBytes (4MiB): a request whose events share a partition key goes to one shard whole, so one that large could never be queued"#,
+        ]
+    );
+    load(
+        "apiVersion: triggerfish.dev/v1alpha1\nkind: Server\nspec:\n  queues:\n    shard: {events: 100, bytes: 1MiB}\n  limits: {maxBatchEvents: 100, maxRequestBytes: 1MiB}\n",
+    );
     assert_eq!(
         server("  shutdownGracePeriod: 30\n"),
         [

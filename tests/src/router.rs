@@ -1,0 +1,384 @@
+//! The router under test: `triggerfish serve` as a child process on loopback ports.
+//!
+//! [`Router::start`] writes the config into a fresh temporary directory (also the process's
+//! working directory, so `File` sinks land there), picks two free ports, starts
+//! `triggerfish serve --config … --http … --admin …`, and waits for `/readyz`. Standard output
+//! and error go to files in that directory: tests read them, and a failing test prints them.
+//! Dropping a `Router` sends SIGTERM, then SIGKILL if the process has not exited after
+//! [`KILL_AFTER`].
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::binary::triggerfish;
+use crate::client::{Client, Response};
+use crate::event::Event;
+use crate::metrics::Metrics;
+
+/// How long a dropped router gets between SIGTERM and SIGKILL.
+pub const KILL_AFTER: Duration = Duration::from_secs(5);
+
+/// How long start-up may take.
+const READY_WITHIN: Duration = Duration::from_secs(20);
+
+/// Options of [`Router::start_with`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `--shards` (default 1, so that events are matched in the order they were accepted).
+    pub shards: usize,
+    /// `RUST_LOG` (default: info, and debug for the router, whose retry decisions the tests
+    /// read).
+    pub log: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            shards: 1,
+            log: "info,triggerfish_router=debug".to_owned(),
+        }
+    }
+}
+
+/// A running `triggerfish serve`.
+pub struct Router {
+    child: Option<Child>,
+    /// The ingress address.
+    pub http: SocketAddr,
+    /// The admin address.
+    pub admin: SocketAddr,
+    dir: TempDir,
+    config: PathBuf,
+    /// A client for ingress and admin requests.
+    pub client: Client,
+    exit: Option<ExitStatus>,
+}
+
+impl Router {
+    /// Starts the router on `config` with default [`Options`].
+    pub async fn start(config: &str) -> Router {
+        Router::start_with(config, Options::default()).await
+    }
+
+    /// Starts the router on `config`, retrying with new ports if one was taken meanwhile.
+    pub async fn start_with(config: &str, options: Options) -> Router {
+        let dir = tempfile::Builder::new()
+            .prefix("triggerfish-e2e-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let config_path = dir.path().join("config.yaml");
+        fs::write(&config_path, config).expect("writing the config");
+        let client = Client::new();
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let (http, admin) = (free_port(), free_port());
+            let mut child = spawn(dir.path(), &config_path, http, admin, &options);
+            match wait_ready(&mut child, dir.path(), admin, &client).await {
+                Ok(()) => {
+                    return Router {
+                        child: Some(child),
+                        http,
+                        admin,
+                        dir,
+                        config: config_path,
+                        client,
+                        exit: None,
+                    };
+                }
+                // A port taken between picking and binding: try other ports.
+                Err(e) if e.contains("binding the") => last_error = e,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the router did not start: {e}");
+                }
+            }
+        }
+        panic!("the router did not start after 5 tries: {last_error}");
+    }
+
+    /// The ingress URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// The ingress URL of broker `default/{name}`.
+    pub fn broker_url(&self, name: &str) -> String {
+        self.url(&format!("/default/{name}"))
+    }
+
+    /// The admin URL of `path`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Publishes `event` in binary mode to broker `default/default`; panics unless it is
+    /// accepted (202).
+    pub async fn publish(&self, event: &Event) {
+        let r = self
+            .client
+            .send_binary(&self.broker_url("default"), event)
+            .await;
+        assert_eq!(
+            r.code(),
+            202,
+            "publishing {}: {} {}",
+            event.id(),
+            r.status,
+            r.text()
+        );
+    }
+
+    /// Scrapes `/metrics`.
+    pub async fn metrics(&self) -> Metrics {
+        let r = self.client.get(&self.admin_url("/metrics")).await;
+        assert_eq!(r.code(), 200, "/metrics: {}", r.text());
+        Metrics::new(r.text())
+    }
+
+    /// Polls `/metrics` until `name{labels}` reaches `at_least`; panics after `timeout`.
+    pub async fn wait_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        at_least: f64,
+        timeout: Duration,
+    ) -> Metrics {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.metrics().await;
+            if m.get(name, labels) >= at_least {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}{labels:?} stayed at {} (waited for {at_least} for {timeout:?})",
+                m.get(name, labels)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `/config`, as JSON.
+    pub async fn config_status(&self) -> Value {
+        let r = self.client.get(&self.admin_url("/config")).await;
+        assert_eq!(r.code(), 200, "/config: {}", r.text());
+        r.json()
+    }
+
+    /// `GET /readyz`; `Err` when the admin listener does not answer.
+    pub async fn readyz(&self) -> Result<Response, String> {
+        self.client
+            .try_request(
+                http::Method::GET,
+                &self.admin_url("/readyz"),
+                &[],
+                bytes::Bytes::new(),
+            )
+            .await
+    }
+
+    /// The config file the router watches.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// The router's working directory (a temporary directory).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Replaces the config file atomically (write a sibling, then rename over it), as editors
+    /// and Kubernetes do.
+    pub fn write_config(&self, text: &str) {
+        let tmp = self.dir.path().join(".config.yaml.tmp");
+        fs::write(&tmp, text).expect("writing the new config");
+        fs::rename(&tmp, &self.config).expect("replacing the config");
+    }
+
+    /// Everything the router wrote to standard output so far.
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    /// Everything the router wrote to standard error (its logs) so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Waits until the logs contain `needle`; panics after `timeout`.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let logs = self.stderr();
+            if logs.contains(needle) {
+                return logs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the logs do not contain {needle:?} after {timeout:?}:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn sigterm(&self) {
+        signal(self.pid(), "TERM");
+    }
+
+    /// Waits for the process to exit; panics after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit_status() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the router did not exit within {timeout:?}:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none()
+            && let Some(child) = self.child.as_mut()
+        {
+            self.exit = child.try_wait().ok().flatten();
+        }
+        self.exit
+    }
+
+    /// Prints the router's output, for a failing test.
+    #[allow(clippy::print_stderr, reason = "shown by the test harness on failure")]
+    pub fn print_logs(&self) {
+        eprintln!(
+            "---- triggerfish stdout ({}) ----\n{}\n---- triggerfish stderr ----\n{}\n----",
+            self.dir.path().display(),
+            self.stdout(),
+            self.stderr()
+        );
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_logs();
+        }
+        if self.try_exit_status().is_some() {
+            return;
+        }
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + KILL_AFTER;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            // Drop cannot await; the tests run on a multi-threaded runtime, so peers keep
+            // answering on the other worker while this one waits.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn spawn(
+    dir: &Path,
+    config: &Path,
+    http: SocketAddr,
+    admin: SocketAddr,
+    options: &Options,
+) -> Child {
+    let stdout = fs::File::create(dir.join("stdout.log")).expect("creating stdout.log");
+    let stderr = fs::File::create(dir.join("stderr.log")).expect("creating stderr.log");
+    Command::new(triggerfish())
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .arg("--http")
+        .arg(http.to_string())
+        .arg("--admin")
+        .arg(admin.to_string())
+        .arg("--shards")
+        .arg(options.shards.to_string())
+        .current_dir(dir)
+        .env("RUST_LOG", &options.log)
+        .env_remove("TRIGGERFISH_CONFIG")
+        .env_remove("TRIGGERFISH_HTTP")
+        .env_remove("TRIGGERFISH_ADMIN")
+        .env_remove("TRIGGERFISH_SHARDS")
+        .env_remove("TRIGGERFISH_LOG_FORMAT")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("starting triggerfish serve")
+}
+
+/// Waits for `/readyz` to answer 200; `Err` with the router's logs if it exits first or is
+/// not ready in time.
+async fn wait_ready(
+    child: &mut Child,
+    dir: &Path,
+    admin: SocketAddr,
+    client: &Client,
+) -> Result<(), String> {
+    let deadline = Instant::now() + READY_WITHIN;
+    let url = format!("http://{admin}/readyz");
+    let logs = || fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited with {status}:\n{}", logs()));
+        }
+        if let Ok(r) = client
+            .try_request(http::Method::GET, &url, &[], bytes::Bytes::new())
+            .await
+            && r.code() == 200
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("not ready within {READY_WITHIN:?}:\n{}", logs()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port that was free a moment ago. Another process may take it before the router binds
+/// it; [`Router::start_with`] retries then.
+pub fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
+    listener.local_addr().expect("the ephemeral port")
+}
+
+/// Sends a signal with `kill(1)` (the workspace forbids `unsafe`, so no `libc::kill`).
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}

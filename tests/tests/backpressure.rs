@@ -1,0 +1,174 @@
+//! Backpressure: with tiny queues and a stalled subscriber, ingress answers 429 with
+//! `Retry-After` instead of queueing without bound, and every event it accepted is delivered
+//! once the subscriber recovers.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use triggerfish_tests::{Config, Event, PATIENCE, Reply, Router, Subscriber, Trigger, eventually};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queues_answer_429_and_lose_nothing() {
+    full_queues(Trigger::new("stalled", "").spec("maxInFlight: 1")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queues_answer_429_and_lose_nothing_ordered() {
+    // Ordered: every event has the same partition key, so all wait behind the first.
+    full_queues(Trigger::new("stalled", "").ordered()).await;
+}
+
+/// Stalls `trigger`'s subscriber, fills the queues until ingress answers 429, then lets the
+/// subscriber go and checks that every accepted event is delivered once.
+async fn full_queues(trigger: Trigger) {
+    let sub = Subscriber::start().await;
+    sub.handle(|_| Reply::ok().held());
+    let config = Config::new()
+        .server("queues:\n  shard: {events: 4, bytes: 1MiB}\n  trigger: {events: 2, bytes: 1MiB}\nlimits: {maxBatchEvents: 4, maxRequestBytes: 1MiB}")
+        .broker("default", None)
+        .trigger(trigger.subscriber(&format!("uri: {}", sub.url("/s"))));
+    let router = Router::start(&config.render()).await;
+    let url = router.broker_url("default");
+
+    // Fill up: one delivery in flight, the trigger queue, the shard queue. Then 429s: five in
+    // a row, since nothing drains any more. (A 429 can come early, when a shard driver has not
+    // moved an event on yet; the next request may be accepted.)
+    let mut accepted = BTreeSet::new();
+    let (mut throttled, mut in_a_row) = (0, 0);
+    let mut i = 0;
+    while in_a_row < 5 {
+        i += 1;
+        assert!(
+            i < 100,
+            "no steady 429 after {i} events ({} accepted): the queues are not bounded",
+            accepted.len()
+        );
+        let event = Event::new(format!("e-{i}"), "t").attr("partitionkey", "one");
+        let r = router.client.send_binary(&url, &event).await;
+        match r.code() {
+            202 => {
+                in_a_row = 0;
+                accepted.insert(event.id().to_owned());
+            }
+            429 => {
+                throttled += 1;
+                in_a_row += 1;
+                let retry_after = r.header("retry-after").unwrap_or("");
+                assert!(
+                    retry_after.parse::<u64>().is_ok_and(|s| s >= 1),
+                    "429 with Retry-After in seconds, got {retry_after:?}"
+                );
+                assert!(r.json()["error"].is_string(), "{}", r.text());
+            }
+            other => panic!("{}: unexpected {other}: {}", event.id(), r.text()),
+        }
+        if accepted.len() == 1 && throttled == 0 {
+            // Let the first event reach the subscriber, so the stall is where we expect.
+            sub.wait_for(1, PATIENCE).await;
+        }
+    }
+    // Bounded: 1 in flight, 2 queued for the trigger (whether in its channel or held by its
+    // dispatcher, waiting for a delivery slot or behind their key), and 4 in the shard queue
+    // (one of which the shard driver holds while it waits for trigger-queue room). One more
+    // may be between the trigger's channel and its dispatcher.
+    assert!(
+        (4..=8).contains(&accepted.len()),
+        "accepted {} before the first 429",
+        accepted.len()
+    );
+    // A batch that does not fit is refused whole.
+    let batch: Vec<Event> = (0..3)
+        .map(|j| Event::new(format!("b-{j}"), "t").attr("partitionkey", "one"))
+        .collect();
+    let r = router.client.send_batch(&url, &batch).await;
+    assert_eq!(r.code(), 429, "{}", r.text());
+
+    let m = router.metrics().await;
+    assert_eq!(
+        m.count(
+            "triggerfish_ingress_requests_total",
+            &[("outcome", "throttled")]
+        ),
+        throttled + 1
+    );
+    assert_eq!(sub.count(), 1, "still stalled on the first event");
+
+    // Recovery: every accepted event is delivered exactly once, and nothing else.
+    sub.release();
+    let got = sub.wait_for(accepted.len(), PATIENCE).await;
+    sub.wait_answered(accepted.len(), PATIENCE).await;
+    let ids: Vec<String> = got.iter().map(|r| r.id()).collect();
+    let unique: BTreeSet<String> = ids.iter().cloned().collect();
+    assert_eq!(ids.len(), unique.len(), "duplicates: {ids:?}");
+    assert_eq!(unique, accepted);
+
+    // And ingress takes events again.
+    let late = Event::new("late", "t");
+    eventually("ingress to accept again", PATIENCE, || async {
+        let r = router.client.send_binary(&url, &late).await;
+        (r.code() == 202).then_some(())
+    })
+    .await;
+    let got = sub.wait_for(accepted.len() + 1, PATIENCE).await;
+    assert_eq!(got.last().unwrap().id(), "late");
+    assert_eq!(
+        router
+            .metrics()
+            .await
+            .count("triggerfish_delivery_dropped_total", &[]),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_too_big_for_any_shard_is_never_throttled() {
+    // 429 means "retry later and it will fit". A batch larger than a shard queue can ever
+    // hold (all its events share a key, so they share a shard) would get 429 forever: the
+    // config must rule it out (queues.shard.events >= limits.maxBatchEvents, and
+    // queues.shard.bytes >= limits.maxRequestBytes), so that ingress answers 413 instead.
+    let dir = tempfile::tempdir().unwrap();
+    let too_small = Config::new()
+        .server("queues:\n  shard: {events: 4, bytes: 1MiB}")
+        .broker("default", None)
+        .render();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, &too_small).unwrap();
+    let out = triggerfish_tests::run_cli(
+        dir.path(),
+        &["validate", "--config", path.to_str().unwrap()],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("spec.queues.shard.events") && stderr.contains("maxBatchEvents"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("spec.queues.shard.bytes") && stderr.contains("maxRequestBytes"),
+        "{stderr}"
+    );
+
+    // Consistent limits: the oversized batch gets 413, an idle router takes one that fits.
+    let sub = Subscriber::start().await;
+    let config = Config::new()
+        .server("queues:\n  shard: {events: 4, bytes: 1MiB}\nlimits: {maxBatchEvents: 4, maxRequestBytes: 1MiB}")
+        .broker("default", None)
+        .trigger(Trigger::new("t", &sub.url("/t")));
+    let router = Router::start(&config.render()).await;
+    let batch = |n: usize| -> Vec<Event> {
+        (0..n)
+            .map(|i| Event::new(format!("e-{i}"), "t").attr("partitionkey", "one"))
+            .collect()
+    };
+    let r = router
+        .client
+        .send_batch(&router.broker_url("default"), &batch(5))
+        .await;
+    assert_eq!(r.code(), 413, "{}", r.text());
+    let r = router
+        .client
+        .send_batch(&router.broker_url("default"), &batch(4))
+        .await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+    sub.wait_for(4, PATIENCE).await;
+}

@@ -1,0 +1,280 @@
+//! What ingress refuses, and how: malformed bodies and attributes (400, naming the bad
+//! event's index), oversized bodies (413, refused while reading), unsupported formats (415),
+//! unknown brokers (404) and methods other than POST (405). A refused request enqueues
+//! nothing.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use triggerfish_tests::{Config, Event, PATIENCE, Router, Subscriber, Trigger};
+
+const ACCEPTED: &str = "triggerfish_ingress_events_total";
+
+async fn start() -> (Subscriber, Router) {
+    let sub = Subscriber::start().await;
+    let config = Config::new()
+        .server("limits: {maxRequestBytes: 64KiB, maxEventBytes: 8KiB, maxBatchEvents: 10}")
+        .broker("default", None)
+        .trigger(Trigger::new("all", &sub.url("/sink")));
+    let router = Router::start(&config.render()).await;
+    (sub, router)
+}
+
+/// The `index` fields of an error body's `events`.
+fn indices(body: &Value) -> Vec<u64> {
+    body["events"]
+        .as_array()
+        .map(|a| a.iter().map(|e| e["index"].as_u64().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_events_are_refused_with_400() {
+    let (sub, router) = start().await;
+    let url = router.broker_url("default");
+    let c = &router.client;
+
+    // Not JSON at all.
+    let r = c
+        .post(
+            &url,
+            Some("application/cloudevents+json"),
+            Bytes::from_static(b"{\"specversion\": \"1.0\", \"id\": "),
+        )
+        .await;
+    assert_eq!(r.code(), 400, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(r.json()["error"].as_str().is_some_and(|e| !e.is_empty()));
+
+    // Structured mode, a required attribute missing.
+    let mut no_source = Event::new("s-1", "t").json();
+    no_source.as_object_mut().unwrap().remove("source");
+    let r = c
+        .post(
+            &url,
+            Some("application/cloudevents+json"),
+            Bytes::from(no_source.to_string()),
+        )
+        .await;
+    assert_eq!(r.code(), 400, "{}", r.text());
+    assert!(
+        r.text().contains("source"),
+        "names the attribute: {}",
+        r.text()
+    );
+
+    // Binary mode without ce-id.
+    let headers = vec![
+        ("ce-specversion".to_owned(), "1.0".to_owned()),
+        ("ce-type".to_owned(), "t".to_owned()),
+        ("ce-source".to_owned(), "/s".to_owned()),
+    ];
+    let r = c
+        .request(http::Method::POST, &url, &headers, Bytes::new())
+        .await;
+    assert_eq!(r.code(), 400, "{}", r.text());
+    assert!(r.text().contains("id"), "{}", r.text());
+
+    // A batch with bad events at indexes 1 and 3: all or nothing, every bad one named.
+    let good = Event::new("b-0", "t").json();
+    let mut missing_id = Event::new("b-1", "t").json();
+    missing_id.as_object_mut().unwrap().remove("id");
+    let bad_version = Event::new("b-3", "t").attr("specversion", "0.1").json();
+    let body = json!([good, missing_id, Event::new("b-2", "t").json(), bad_version]);
+    let r = c
+        .post(
+            &url,
+            Some("application/cloudevents-batch+json"),
+            Bytes::from(body.to_string()),
+        )
+        .await;
+    assert_eq!(r.code(), 400, "{}", r.text());
+    let err = r.json();
+    assert_eq!(indices(&err), vec![1, 3], "{err}");
+    assert!(
+        err["events"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("id")),
+        "{err}"
+    );
+    assert!(
+        err["events"][1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("specversion") || e.contains("0.1")),
+        "{err}"
+    );
+
+    // A batch that is not an array.
+    let r = c
+        .post(
+            &url,
+            Some("application/cloudevents-batch+json"),
+            Bytes::from(good.to_string()),
+        )
+        .await;
+    assert_eq!(r.code(), 400, "{}", r.text());
+
+    // More events than maxBatchEvents.
+    let many: Vec<Event> = (0..11).map(|i| Event::new(format!("m-{i}"), "t")).collect();
+    let r = c.send_batch(&url, &many).await;
+    assert!(
+        matches!(r.code(), 400 | 413),
+        "11 events > maxBatchEvents 10: {} {}",
+        r.status,
+        r.text()
+    );
+
+    let m = router.metrics().await;
+    assert_eq!(
+        m.count(ACCEPTED, &[("outcome", "accepted")]),
+        0,
+        "nothing of a refused request is accepted"
+    );
+    assert_eq!(sub.count(), 0);
+
+    // The broker still works.
+    router.publish(&Event::new("ok", "t")).await;
+    let got = sub.wait_for(1, PATIENCE).await;
+    assert_eq!(got[0].id(), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_are_refused_while_reading() {
+    let (sub, router) = start().await;
+    let url = router.broker_url("default");
+
+    // A Content-Length over maxRequestBytes (64KiB): refused before the body is read. Only the
+    // head is sent; the answer must come anyway.
+    let mut stream = TcpStream::connect(router.http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(
+            b"POST /default/default HTTP/1.1\r\nhost: x\r\ncontent-type: application/cloudevents+json\r\ncontent-length: 104857600\r\n\r\n{\"specversion\":",
+        )
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(
+        &head,
+        b"HTTP/1.1 413",
+        "got {:?}",
+        String::from_utf8_lossy(&head)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused without waiting for 100 MiB"
+    );
+    drop(stream);
+
+    // Chunked, no Content-Length: cut off once past the limit, without reading to the end.
+    let mut stream = TcpStream::connect(router.http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /default/default HTTP/1.1\r\nhost: x\r\ncontent-type: application/cloudevents+json\r\ntransfer-encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+    let chunk = vec![b' '; 16 * 1024];
+    for _ in 0..5 {
+        stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .unwrap();
+        stream.write_all(&chunk).unwrap();
+        stream.write_all(b"\r\n").unwrap();
+    }
+    // 80KiB sent, the final chunk never is: the router must answer anyway.
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(
+        &head,
+        b"HTTP/1.1 413",
+        "got {:?}",
+        String::from_utf8_lossy(&head)
+    );
+    drop(stream);
+
+    // One event over maxEventBytes (8KiB) in a request under maxRequestBytes: 413 too.
+    let big = Event::new("big", "t").data(json!({"pad": "x".repeat(10 * 1024)}));
+    let r = router.client.send_structured(&url, &big).await;
+    assert_eq!(r.code(), 413, "{}", r.text());
+
+    // Right at a size that fits: accepted.
+    let fits = Event::new("fits", "t").data(json!({"pad": "x".repeat(4 * 1024)}));
+    let r = router.client.send_structured(&url, &fits).await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+
+    let m = router.metrics().await;
+    assert_eq!(m.count(ACCEPTED, &[("outcome", "accepted")]), 1);
+    assert!(
+        m.count(
+            "triggerfish_ingress_requests_total",
+            &[("outcome", "too_large")]
+        ) >= 3
+    );
+    let got = sub.wait_for(1, PATIENCE).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id(), "fits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_format_broker_path_and_method() {
+    let (sub, router) = start().await;
+    let url = router.broker_url("default");
+    let c = &router.client;
+    let event = Event::new("e", "t");
+
+    // A CloudEvents format other than JSON.
+    for ct in [
+        "application/cloudevents+avro",
+        "application/cloudevents+protobuf",
+        "application/cloudevents-batch+avro",
+    ] {
+        let r = c.post(&url, Some(ct), event.structured()).await;
+        assert_eq!(r.code(), 415, "{ct}: {}", r.text());
+        assert!(r.json()["error"].is_string(), "{ct}: {}", r.text());
+    }
+
+    // Unknown broker, and paths that are not /{namespace}/{broker}.
+    for path in [
+        "/default/nope",
+        "/other/default",
+        "/default",
+        "/default/default/extra",
+        "/",
+    ] {
+        let r = c.send_structured(&router.url(path), &event).await;
+        assert_eq!(r.code(), 404, "{path}: {}", r.text());
+    }
+    let r = c.send_structured(&router.broker_url("nope"), &event).await;
+    assert!(r.text().contains("default/nope"), "{}", r.text());
+
+    // Methods other than POST.
+    for method in [http::Method::GET, http::Method::PUT, http::Method::DELETE] {
+        let r = c.request(method.clone(), &url, &[], Bytes::new()).await;
+        assert_eq!(r.code(), 405, "{method}: {}", r.text());
+        assert_eq!(r.header("allow"), Some("POST"), "{method}");
+    }
+
+    // An empty batch is fine, and delivers nothing.
+    let r = c.send_batch(&url, &[]).await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+
+    let m = router.metrics().await;
+    assert_eq!(m.count(ACCEPTED, &[("outcome", "accepted")]), 0);
+    assert_eq!(
+        m.count(
+            "triggerfish_ingress_requests_total",
+            &[("broker", "unknown"), ("outcome", "not_found")]
+        ),
+        6
+    );
+    assert_eq!(sub.count(), 0);
+}

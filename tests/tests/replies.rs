@@ -1,0 +1,193 @@
+//! Replies: a 2xx response carrying a CloudEvent re-enters the broker, where other triggers
+//! can match it; `knativebrokerttl` counts the hops, is never sent to a subscriber, and stops
+//! reply loops.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::json;
+use triggerfish_tests::{Config, Event, PATIENCE, Reply, Router, Subscriber, Trigger};
+
+const TTL_EXHAUSTED: &[(&str, &str)] = &[("reason", "ttl_exhausted")];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_reenters_the_broker_and_reaches_another_trigger() {
+    let sub = Subscriber::start().await;
+    sub.handle(|req| match req.path.as_str() {
+        // Binary-mode reply.
+        "/orders" => Reply::event_binary(
+            &Event::new(format!("{}-processed", req.id()), "order.processed")
+                .source("/processor")
+                .attr("orderid", req.id())
+                .data(json!({"ok": true})),
+        ),
+        // Structured-mode reply, which carries a TTL of its own that must not count.
+        "/payments" => Reply::event_structured(
+            &Event::new(format!("{}-settled", req.id()), "payment.settled")
+                .attr("knativebrokerttl", 255)
+                .data(json!({"settled": 1})),
+        ),
+        // Not a CloudEvent: a plain 200 with a body is no reply.
+        "/audit" => Reply::ok().body("application/json", r#"{"logged": true}"#),
+        _ => Reply::ok(),
+    });
+    let config = Config::new()
+        .broker("default", None)
+        .trigger(
+            Trigger::new("orders", &sub.url("/orders"))
+                .filter("filter:\n  attributes:\n    type: order.created"),
+        )
+        .trigger(
+            Trigger::new("payments", &sub.url("/payments"))
+                .filter("filter:\n  attributes:\n    type: payment.made"),
+        )
+        .trigger(
+            Trigger::new("audit", &sub.url("/audit"))
+                .filter("filter:\n  attributes:\n    type: audit"),
+        )
+        .trigger(
+            Trigger::new("processed", &sub.url("/processed"))
+                .filter("filters:\n  - any:\n      - exact: {type: order.processed}\n      - exact: {type: payment.settled}"),
+        );
+    let router = Router::start(&config.render()).await;
+    router.publish(&Event::new("o-1", "order.created")).await;
+    router.publish(&Event::new("p-1", "payment.made")).await;
+    router.publish(&Event::new("a-1", "audit")).await;
+
+    let processed = sub.wait_for_path("/processed", 2, PATIENCE).await;
+    let reply = processed
+        .iter()
+        .find(|r| r.id() == "o-1-processed")
+        .unwrap();
+    assert_eq!(reply.ce("type").as_deref(), Some("order.processed"));
+    assert_eq!(reply.ce("source").as_deref(), Some("/processor"));
+    assert_eq!(reply.ce("orderid").as_deref(), Some("o-1"));
+    assert_eq!(reply.json(), json!({"ok": true}));
+    let settled = processed.iter().find(|r| r.id() == "p-1-settled").unwrap();
+    assert_eq!(settled.ce("type").as_deref(), Some("payment.settled"));
+    assert_eq!(settled.json(), json!({"settled": 1}));
+
+    let m = router
+        .wait_metric(
+            "triggerfish_delivery_attempts_total",
+            &[("trigger", "default/audit"), ("outcome", "success")],
+            1.0,
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(
+        m.count(
+            "triggerfish_delivery_replies_total",
+            &[("trigger", "default/orders")]
+        ),
+        1
+    );
+    assert_eq!(
+        m.count(
+            "triggerfish_delivery_replies_total",
+            &[("trigger", "default/payments")]
+        ),
+        1
+    );
+    assert_eq!(
+        m.count(
+            "triggerfish_delivery_replies_total",
+            &[("trigger", "default/audit")]
+        ),
+        0,
+        "a non-CloudEvent body is not a reply"
+    );
+    for r in sub.requests() {
+        assert_eq!(
+            r.header("ce-knativebrokerttl"),
+            None,
+            "{} {}: the TTL is never sent to subscribers",
+            r.path,
+            r.id()
+        );
+    }
+    assert_eq!(sub.count(), 5, "{:?}", sub.summary());
+}
+
+/// A subscriber that answers every `loop` event with another `loop` event.
+fn looping(sub: &Subscriber) -> Arc<AtomicUsize> {
+    let n = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&n);
+    sub.handle(move |_| {
+        let i = counter.fetch_add(1, Ordering::SeqCst);
+        Reply::event_binary(&Event::new(format!("loop-{}", i + 1), "loop"))
+    });
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_loop_stops_when_the_ttl_is_used_up() {
+    let sub = Subscriber::start().await;
+    looping(&sub);
+    let config = Config::new()
+        .broker("default", None)
+        .trigger(Trigger::new("loop", &sub.url("/loop")));
+    let router = Router::start(&config.render()).await;
+    router.publish(&Event::new("loop-0", "loop")).await;
+
+    // knativebrokerttl starts at 255: the event and 254 replies are delivered, and the 255th
+    // reply is dropped.
+    let m = router
+        .wait_metric(
+            "triggerfish_delivery_dropped_total",
+            TTL_EXHAUSTED,
+            1.0,
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(
+        m.count("triggerfish_delivery_dropped_total", TTL_EXHAUSTED),
+        1
+    );
+    assert_eq!(sub.count(), 255, "deliveries before the loop stopped");
+    assert_eq!(
+        m.count(
+            "triggerfish_delivery_replies_total",
+            &[("trigger", "default/loop")]
+        ),
+        254
+    );
+    let ids: Vec<String> = sub.requests().iter().map(|r| r.id()).collect();
+    let expected: Vec<String> = (0..255).map(|i| format!("loop-{i}")).collect();
+    assert_eq!(ids, expected, "one hop after the other");
+    assert!(
+        sub.requests()
+            .iter()
+            .all(|r| r.header("ce-knativebrokerttl").is_none())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_ttl_is_honoured() {
+    let sub = Subscriber::start().await;
+    looping(&sub);
+    let config = Config::new()
+        .broker("default", None)
+        .trigger(Trigger::new("loop", &sub.url("/loop")));
+    let router = Router::start(&config.render()).await;
+    // An event that already made 252 hops elsewhere has 3 left: three deliveries.
+    router
+        .publish(&Event::new("loop-0", "loop").attr("knativebrokerttl", 3))
+        .await;
+    router
+        .wait_metric(
+            "triggerfish_delivery_dropped_total",
+            TTL_EXHAUSTED,
+            1.0,
+            PATIENCE,
+        )
+        .await;
+    let ids: Vec<String> = sub.requests().iter().map(|r| r.id()).collect();
+    assert_eq!(ids, ["loop-0", "loop-1", "loop-2"]);
+    assert!(
+        sub.requests()
+            .iter()
+            .all(|r| r.header("ce-knativebrokerttl").is_none())
+    );
+}
