@@ -219,6 +219,8 @@ pub struct Router {
     pub dispatchers: Arc<Dispatchers>,
     /// The scheduler.
     pub scheduler: SchedulerHandle,
+    /// JetStream consumers, when the store is JetStream.
+    pub consumers: std::sync::OnceLock<crate::store::jetstream::Consumers>,
     scheduler_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     sources: parking_lot::Mutex<HashMap<Arc<str>, SourceDispatcher>>,
 }
@@ -288,6 +290,7 @@ impl Router {
             in_flight,
             dispatchers,
             scheduler,
+            consumers: std::sync::OnceLock::new(),
             scheduler_task: parking_lot::Mutex::new(Some(scheduler_task)),
             sources: parking_lot::Mutex::new(HashMap::new()),
         })
@@ -343,7 +346,21 @@ impl Router {
             );
             brokers.insert(broker.key, Arc::new(route));
         }
+        let consumed: Vec<(crate::store::BrokerKey, bool)> = brokers
+            .iter()
+            .map(|(k, b): (&crate::store::BrokerKey, &Arc<BrokerRoute>)| {
+                (
+                    Arc::clone(k),
+                    b.triggers
+                        .iter()
+                        .any(|t| t.plan.order == triggerfish_core::config::DeliveryOrder::Ordered),
+                )
+            })
+            .collect();
         self.snapshot.store(Arc::new(Snapshot { brokers, limits }));
+        if let Some(consumers) = self.consumers.get() {
+            consumers.sync(&consumed);
+        }
 
         // Schedules: keep the dispatcher of a schedule whose delivery is unchanged.
         let mut sources = self.sources.lock();

@@ -26,7 +26,9 @@ use crate::metrics::{DropLabels, DropReason, Metrics};
 use crate::plan::Plan;
 use crate::runtime::{Router, Settings};
 use crate::store::Store;
+use crate::store::jetstream::{Consumers, JetStreamStore, Routing};
 use crate::store::memory::MemoryStore;
+use triggerfish_core::config::StoreKind;
 
 /// Command-line overrides of the `Server` document.
 #[derive(Clone, Debug, Default)]
@@ -72,22 +74,42 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     settings.admin = overrides.admin.unwrap_or(settings.admin);
     settings.shards = overrides.shards.unwrap_or(settings.shards).max(1);
 
-    let memory = Arc::new(MemoryStore::new(settings.shards, settings.shard_limits));
-    let store = Store::Memory(Arc::clone(&memory));
-    let data_dir = plan.config.server().data_dir.clone();
+    let spec = plan.config.server().clone();
+    let (store, memory) = match spec.store.kind {
+        StoreKind::Memory => {
+            let memory = Arc::new(MemoryStore::new(settings.shards, settings.shard_limits));
+            (Store::Memory(Arc::clone(&memory)), Some(memory))
+        }
+        StoreKind::Jetstream => {
+            let js = JetStreamStore::connect(&spec.store)
+                .await
+                .map_err(|e| StartError::Other(e.into()))?;
+            tracing::info!(url = %spec.store.url, replicas = spec.store.stream_replicas, "using the JetStream store");
+            (Store::JetStream(Arc::new(js)), None)
+        }
+    };
     let router = Arc::new(Router::new(
         settings.clone(),
         store.clone(),
         Metrics::new(),
-        data_dir,
+        spec.data_dir.clone(),
     )?);
     let metrics = Arc::clone(&router.metrics);
+    if let Store::JetStream(js) = &store {
+        let routing = Routing {
+            snapshot: Arc::clone(&router.snapshot),
+            metrics: Arc::clone(&metrics),
+        };
+        let _ = router
+            .consumers
+            .set(Consumers::new(Arc::clone(js), routing, router.stop.clone()));
+    }
     router.apply(plan);
 
     // Cancelled when the drain is over; see the module docs.
     let drained = tokio_util::sync::CancellationToken::new();
     let mut drivers = Vec::new();
-    for queue in memory.shards() {
+    for queue in memory.iter().flat_map(|m| m.shards()) {
         drivers.push(tokio::spawn(crate::shard::run(
             Arc::clone(queue),
             Arc::clone(&router.snapshot),
@@ -137,19 +159,20 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     }
     let left = router.undelivered();
     if left.total() > 0 {
-        let broker_label = "*".to_owned();
-        metrics
-            .dropped
-            .get_or_create(&DropLabels {
-                broker: broker_label,
-                reason: DropReason::Shutdown,
-            })
-            .inc_by(left.total() as u64);
+        if matches!(store, Store::Memory(_)) {
+            metrics
+                .dropped
+                .get_or_create(&DropLabels {
+                    broker: "*".to_owned(),
+                    reason: DropReason::Shutdown,
+                })
+                .inc_by(left.total() as u64);
+        }
         tracing::error!(
             shard_queues = left.shards,
             trigger_queues = left.triggers,
             in_flight = left.in_flight,
-            "shutdown grace period over: these events were accepted but not delivered, and are lost (memory store)"
+            "shutdown grace period over: these events were accepted but not delivered; the memory store loses them, the JetStream store redelivers them to another replica"
         );
     } else {
         tracing::info!(took = ?started.elapsed(), "all accepted events were handled");

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
+use triggerfish_core::config::DeliveryOrder;
 use triggerfish_core::index::{MatchScratch, TriggerIndex};
 
 use crate::dispatch::TriggerHandle;
@@ -121,6 +122,19 @@ pub async fn route(
     scratch: &mut MatchScratch,
     matched: &mut Vec<u32>,
 ) {
+    route_some(envelope, snap, metrics, scratch, matched, None).await;
+}
+
+/// Like [`route`], for only the triggers with delivery order `only` (the JetStream store
+/// consumes ordered and unordered triggers separately).
+pub async fn route_some(
+    envelope: Envelope,
+    snap: &Snapshot,
+    metrics: &Metrics,
+    scratch: &mut MatchScratch,
+    matched: &mut Vec<u32>,
+    only: Option<DeliveryOrder>,
+) {
     let Some(broker) = snap.brokers.get(&envelope.broker) else {
         metrics
             .dropped
@@ -137,7 +151,15 @@ pub async fn route(
     broker
         .index
         .matches(&envelope.event.view(), scratch, matched);
-    if matched.is_empty() {
+    if let Some(order) = only {
+        matched.retain(|&id| {
+            broker
+                .triggers
+                .get(id as usize)
+                .is_some_and(|t| t.plan.order == order)
+        });
+    }
+    if matched.is_empty() && only != Some(DeliveryOrder::Ordered) {
         broker.unmatched.inc();
     }
     for &id in matched.iter() {

@@ -226,7 +226,7 @@ impl Ingress {
         if n == 0 {
             return (empty(StatusCode::ACCEPTED), label, Accepted, 0);
         }
-        match self.store.try_offer(&broker, Arc::new(batch), None) {
+        match self.store.publish(&broker, Arc::new(batch), None).await {
             Ok(()) => (empty(StatusCode::ACCEPTED), label, Accepted, n),
             Err(OfferError::Full) => (
                 retry_later(StatusCode::TOO_MANY_REQUESTS, "queues are full"),

@@ -30,13 +30,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
-use bytes::Bytes;
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 use triggerfish_core::config::{DeliveryOrder, StoreSpec};
-use triggerfish_core::event::{DecodeLimits, EncodeOptions, EventBatch, EventRef, decode_structured, encode_structured};
+use triggerfish_core::event::{
+    DecodeLimits, EncodeOptions, EventRef, decode_structured, encode_structured,
+};
+use triggerfish_core::index::MatchScratch;
 
 use super::{Ack, BrokerKey, Completion, Envelope, OfferError, TTL_EXTENSION, event_ttl};
+use crate::metrics::Metrics;
+use crate::shard::Snapshot;
 
 /// The header carrying an event's TTL.
 const TTL_HEADER: &str = "Tf-Ttl";
@@ -101,22 +107,35 @@ impl JetStreamStore {
                 tracing::info!(%event, "NATS connection event");
             });
         if let Some(path) = &spec.credentials_file {
-            options = options.credentials_file(path).await.map_err(|e| ConnectError::Credentials {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            options =
+                options
+                    .credentials_file(path)
+                    .await
+                    .map_err(|e| ConnectError::Credentials {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
         }
-        let client = options
-            .connect(spec.url.as_str())
-            .await
-            .map_err(|e| ConnectError::Connect { url: spec.url.clone(), reason: e.to_string() })?;
+        let client =
+            options
+                .connect(spec.url.as_str())
+                .await
+                .map_err(|e| ConnectError::Connect {
+                    url: spec.url.clone(),
+                    reason: e.to_string(),
+                })?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(spec.publish_timeout.get());
         Ok(JetStreamStore {
             js,
             client,
             spec: spec.clone(),
-            hasher: ahash::RandomState::with_seeds(0x7472_6967, 0x6765_7266, 0x6973_6821, 0x5348_4152),
+            hasher: ahash::RandomState::with_seeds(
+                0x7472_6967,
+                0x6765_7266,
+                0x6973_6821,
+                0x5348_4152,
+            ),
             streams: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
@@ -148,17 +167,21 @@ impl JetStreamStore {
             description: Some(format!("Triggerfish broker {broker}")),
             ..Default::default()
         };
-        let s = self
-            .js
-            .get_or_create_stream(config)
-            .await
-            .map_err(|e| OfferError::Unavailable(format!("JetStream stream for {broker}: {e}")))?;
+        let s =
+            self.js.get_or_create_stream(config).await.map_err(|e| {
+                OfferError::Unavailable(format!("JetStream stream for {broker}: {e}"))
+            })?;
         streams.insert(Arc::clone(broker), s.clone());
         Ok(s)
     }
 
     /// Publishes events and waits until JetStream has stored every one.
-    pub async fn publish(&self, broker: &BrokerKey, events: &[EventRef], ttl: Option<u8>) -> Result<(), OfferError> {
+    pub async fn publish(
+        &self,
+        broker: &BrokerKey,
+        events: &[EventRef],
+        ttl: Option<u8>,
+    ) -> Result<(), OfferError> {
         if !self.connected() {
             return Err(OfferError::Unavailable("not connected to NATS".into()));
         }
@@ -167,11 +190,21 @@ impl JetStreamStore {
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
             let view = event.view();
-            let partition = view.with_partition_key(|k| self.hasher.hash_one(k)) % u64::from(partitions);
-            let body = encode_structured(&view, &EncodeOptions { skip: &[TTL_EXTENSION], add: &[] });
+            let partition =
+                view.with_partition_key(|k| self.hasher.hash_one(k)) % u64::from(partitions);
+            let body = encode_structured(
+                &view,
+                &EncodeOptions {
+                    skip: &[TTL_EXTENSION],
+                    add: &[],
+                },
+            );
             let ttl = ttl.unwrap_or_else(|| event_ttl(event));
-            let msg_id = format!("{:016x}", self.hasher.hash_one((view.source(), view.id(), ttl)));
-            let publish = jetstream::context::Publish::build()
+            let msg_id = format!(
+                "{:016x}",
+                self.hasher.hash_one((view.source(), view.id(), ttl))
+            );
+            let publish = jetstream::message::PublishMessage::build()
                 .payload(body)
                 .header(TTL_HEADER, ttl.to_string().as_str())
                 .message_id(msg_id);
@@ -183,21 +216,25 @@ impl JetStreamStore {
             acks.push(ack);
         }
         for ack in acks {
-            ack.await.map_err(|e| OfferError::Unavailable(format!("JetStream did not confirm storage: {e}")))?;
+            ack.await.map_err(|e| {
+                OfferError::Unavailable(format!("JetStream did not confirm storage: {e}"))
+            })?;
         }
         Ok(())
     }
 
-    /// Runs the dispatch consumers of `broker` until `stop`: every message becomes an
-    /// [`Envelope`] handed to `route`, which decides which triggers (by `order`) get it.
-    pub async fn consume<R, F>(self: Arc<Self>, broker: BrokerKey, order: DeliveryOrder, partition: Option<u32>, route: R, stop: tokio_util::sync::CancellationToken)
-    where
-        R: Fn(Envelope) -> F + Send + Sync + 'static,
-        F: std::future::Future<Output = ()> + Send,
-    {
+    /// Runs one dispatch consumer of `broker` until `stop`: the unordered one
+    /// (`partition: None`), or the ordered one of a partition. Reconnects with backoff.
+    pub async fn consume(
+        self: Arc<Self>,
+        broker: BrokerKey,
+        partition: Option<u32>,
+        routing: Routing,
+        stop: CancellationToken,
+    ) {
         let mut pause = Duration::from_millis(200);
         while !stop.is_cancelled() {
-            match self.consume_once(&broker, order, partition, &route, &stop).await {
+            match self.consume_once(&broker, partition, &routing, &stop).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(broker = %broker, error = %e, retry_in = ?pause, "JetStream consumer failed; retrying");
@@ -211,22 +248,27 @@ impl JetStreamStore {
         }
     }
 
-    async fn consume_once<R, F>(
+    async fn consume_once(
         &self,
         broker: &BrokerKey,
-        order: DeliveryOrder,
         partition: Option<u32>,
-        route: &R,
-        stop: &tokio_util::sync::CancellationToken,
-    ) -> Result<(), String>
-    where
-        R: Fn(Envelope) -> F,
-        F: std::future::Future<Output = ()>,
-    {
+        routing: &Routing,
+        stop: &CancellationToken,
+    ) -> Result<(), String> {
         let stream = self.stream(broker).await.map_err(|e| e.to_string())?;
-        let (name, filter, max_ack_pending) = match (order, partition) {
-            (DeliveryOrder::Ordered, Some(p)) => (format!("tf-ordered-{p}"), subject(broker, p), 1),
-            _ => ("tf-unordered".to_owned(), String::new(), 4096),
+        let (name, filter, max_ack_pending, order) = match partition {
+            Some(p) => (
+                format!("tf-ordered-{p}"),
+                subject(broker, p),
+                1,
+                DeliveryOrder::Ordered,
+            ),
+            None => (
+                "tf-unordered".to_owned(),
+                String::new(),
+                4096,
+                DeliveryOrder::Unordered,
+            ),
         };
         let config = consumer::pull::Config {
             durable_name: Some(name.clone()),
@@ -237,8 +279,10 @@ impl JetStreamStore {
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         };
-        let consumer: consumer::PullConsumer =
-            stream.get_or_create_consumer(&name, config).await.map_err(|e| format!("consumer {name}: {e}"))?;
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(&name, config)
+            .await
+            .map_err(|e| format!("consumer {name}: {e}"))?;
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(if max_ack_pending == 1 { 1 } else { 256 })
@@ -246,7 +290,12 @@ impl JetStreamStore {
             .messages()
             .await
             .map_err(|e| format!("consumer {name}: {e}"))?;
-        let limits = DecodeLimits { max_event_bytes: usize::MAX, ..DecodeLimits::default() };
+        let limits = DecodeLimits {
+            max_event_bytes: usize::MAX,
+            ..DecodeLimits::default()
+        };
+        let mut scratch = MatchScratch::new();
+        let mut matched = Vec::new();
         loop {
             let next = tokio::select! {
                 next = messages.next() => next,
@@ -273,7 +322,9 @@ impl JetStreamStore {
                     continue;
                 }
             };
-            let Some(event) = EventRef::new(Arc::new(batch), 0) else { continue };
+            let Some(event) = EventRef::new(Arc::new(batch), 0) else {
+                continue;
+            };
             let envelope = Envelope {
                 event,
                 broker: Arc::clone(broker),
@@ -281,7 +332,80 @@ impl JetStreamStore {
                 accepted_at: Instant::now(),
                 completion: Completion::new(Box::new(JsAck(Arc::new(acker)))),
             };
-            route(envelope).await;
+            let snapshot = routing.snapshot.load_full();
+            crate::shard::route_some(
+                envelope,
+                &snapshot,
+                &routing.metrics,
+                &mut scratch,
+                &mut matched,
+                Some(order),
+            )
+            .await;
+        }
+    }
+}
+
+/// What consumers route with.
+#[derive(Clone)]
+pub struct Routing {
+    /// The routing snapshot.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The consumers running in this replica, kept in step with the config's brokers.
+pub struct Consumers {
+    store: Arc<JetStreamStore>,
+    routing: Routing,
+    stop: CancellationToken,
+    running: parking_lot::Mutex<HashMap<(BrokerKey, Option<u32>), CancellationToken>>,
+}
+
+impl Consumers {
+    /// No consumers yet; `stop` ends them all.
+    pub fn new(store: Arc<JetStreamStore>, routing: Routing, stop: CancellationToken) -> Consumers {
+        Consumers {
+            store,
+            routing,
+            stop,
+            running: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs the unordered consumer of every broker, and the partition consumers of brokers
+    /// with ordered triggers; stops the others.
+    pub fn sync(&self, brokers: &[(BrokerKey, bool)]) {
+        let mut wanted = Vec::new();
+        for (broker, ordered) in brokers {
+            wanted.push((Arc::clone(broker), None));
+            if *ordered {
+                wanted.extend(
+                    (0..self.store.spec.partitions.get()).map(|p| (Arc::clone(broker), Some(p))),
+                );
+            }
+        }
+        let mut running = self.running.lock();
+        running.retain(|key, token| {
+            let keep = wanted.contains(key);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        for key in wanted {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let token = self.stop.child_token();
+            tokio::spawn(Arc::clone(&self.store).consume(
+                Arc::clone(&key.0),
+                key.1,
+                self.routing.clone(),
+                token.clone(),
+            ));
+            running.insert(key, token);
         }
     }
 }
@@ -305,14 +429,4 @@ impl Ack for JsAck {
             let _ = acker.ack_with(AckKind::Nak(None)).await;
         });
     }
-}
-
-/// Turns a batch into single-event references (helper for callers holding a whole batch).
-pub fn refs(batch: Arc<EventBatch>) -> Vec<EventRef> {
-    batch.into_refs().collect()
-}
-
-/// A payload for tests and tools: the bytes a message of `event` carries.
-pub fn payload(event: &EventRef) -> Bytes {
-    encode_structured(&event.view(), &EncodeOptions { skip: &[TTL_EXTENSION], add: &[] })
 }

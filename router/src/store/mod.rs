@@ -12,6 +12,7 @@
 //! What this module does not do: match or deliver. See [`crate::shard`] and
 //! [`crate::dispatch`].
 
+pub mod jetstream;
 pub mod memory;
 
 use std::sync::Arc;
@@ -60,9 +61,29 @@ pub enum OfferError {
 pub enum Store {
     /// In-memory shard queues.
     Memory(Arc<memory::MemoryStore>),
+    /// NATS JetStream streams.
+    JetStream(Arc<jetstream::JetStreamStore>),
 }
 
 impl Store {
+    /// Takes a producer's events, all or nothing: the memory store answers at once (full
+    /// queues are [`OfferError::Full`], HTTP 429); JetStream answers once every event is
+    /// stored (a failure is [`OfferError::Unavailable`], HTTP 503).
+    pub async fn publish(
+        &self,
+        broker: &BrokerKey,
+        batch: Arc<EventBatch>,
+        ttl: Option<u8>,
+    ) -> Result<(), OfferError> {
+        match self {
+            Store::Memory(m) => m.try_offer(broker, batch, ttl),
+            Store::JetStream(js) => {
+                let refs: Vec<EventRef> = batch.into_refs().collect();
+                js.publish(broker, &refs, ttl).await
+            }
+        }
+    }
+
     /// Offers every event of `batch` to `broker`, all or nothing. `ttl` overrides the TTL of
     /// every event (replies); `None` reads each event's `knativebrokerttl`, defaulting to 255.
     pub fn try_offer(
@@ -73,6 +94,9 @@ impl Store {
     ) -> Result<(), OfferError> {
         match self {
             Store::Memory(m) => m.try_offer(broker, batch, ttl),
+            Store::JetStream(_) => Err(OfferError::Unavailable(
+                "JetStream takes events asynchronously".into(),
+            )),
         }
     }
 
@@ -85,6 +109,9 @@ impl Store {
     ) -> Result<(), OfferError> {
         match self {
             Store::Memory(m) => m.try_offer_events(broker, events, ttl),
+            Store::JetStream(_) => Err(OfferError::Unavailable(
+                "JetStream takes events asynchronously".into(),
+            )),
         }
     }
 
@@ -97,10 +124,15 @@ impl Store {
     ) -> Result<(), OfferError> {
         let mut pause = std::time::Duration::from_millis(1);
         loop {
-            match self.try_offer_events(broker, events, ttl) {
-                Err(OfferError::Full) => {
+            let result = match self {
+                Store::Memory(m) => m.try_offer_events(broker, events, ttl),
+                Store::JetStream(js) => js.publish(broker, events, ttl).await,
+            };
+            match result {
+                // Full queues, or JetStream unreachable: the router's own events wait.
+                Err(OfferError::Full | OfferError::Unavailable(_)) => {
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                    pause = (pause * 2).min(std::time::Duration::from_millis(500));
                 }
                 other => return other,
             }
@@ -116,22 +148,15 @@ impl Store {
         batch: Arc<EventBatch>,
         ttl: Option<u8>,
     ) -> Result<(), OfferError> {
-        let mut pause = std::time::Duration::from_millis(1);
-        loop {
-            match self.try_offer(broker, Arc::clone(&batch), ttl) {
-                Err(OfferError::Full) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
-                }
-                other => return other,
-            }
-        }
+        let refs: Vec<EventRef> = batch.into_refs().collect();
+        self.offer_events(broker, &refs, ttl).await
     }
 
     /// Events waiting in each shard queue, for the depth gauges.
     pub fn shard_depths(&self) -> Vec<usize> {
         match self {
             Store::Memory(m) => m.shards().iter().map(|s| s.depth()).collect(),
+            Store::JetStream(_) => Vec::new(),
         }
     }
 
@@ -139,6 +164,8 @@ impl Store {
     pub fn queued(&self) -> usize {
         match self {
             Store::Memory(m) => m.queued(),
+            // Queued events are JetStream's; what matters at shutdown is what is in flight.
+            Store::JetStream(_) => 0,
         }
     }
 }

@@ -86,7 +86,9 @@ pub use meta::{
     DEFAULT_NAMESPACE, KNATIVE_EVENTING_V1, Kind, ObjectMeta, ResourceId, TRIGGERFISH_V1ALPHA1,
 };
 pub use path::{FieldPath, FieldPathError, Segment};
-pub use server::{LimitsSpec, ListenSpec, QueueLimits, QueuesSpec, ServerSpec, StoreKind, StoreSpec};
+pub use server::{
+    LimitsSpec, ListenSpec, QueueLimits, QueuesSpec, ServerSpec, StoreKind, StoreSpec,
+};
 pub use size::{ByteSize, ByteSizeError};
 pub use source_map::{Location, NodeLocation};
 pub use trigger::{
