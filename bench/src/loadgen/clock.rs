@@ -23,7 +23,7 @@ impl Clock {
         let base = Instant::now();
         let base_unix_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| saturating_nanos(d));
+            .map_or(0, saturating_nanos);
         Clock { base, base_unix_ns }
     }
 

@@ -33,9 +33,8 @@ pub struct TriggerConfig {
     pub subscriber: String,
 }
 
-/// One SubscriptionsAPI filter dialect.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// One SubscriptionsAPI filter, with its one dialect.
+#[derive(Debug, Clone)]
 pub enum FilterConfig {
     Exact(BTreeMap<String, String>),
     Prefix(BTreeMap<String, String>),
@@ -44,7 +43,57 @@ pub enum FilterConfig {
     Any(Vec<FilterConfig>),
     Not(Box<FilterConfig>),
     /// Refused when the config is read: the baseline has no CESQL engine.
-    Cesql(#[allow(dead_code)] String),
+    Cesql,
+}
+
+/// A filter as written: Knative's `SubscriptionsAPIFilter`, one optional field per dialect.
+/// (An externally tagged enum would be neater, but serde_norway reads those only from YAML
+/// tags once a document has become a `Value`.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterSpec {
+    exact: Option<BTreeMap<String, String>>,
+    prefix: Option<BTreeMap<String, String>>,
+    suffix: Option<BTreeMap<String, String>>,
+    all: Option<Vec<FilterSpec>>,
+    any: Option<Vec<FilterSpec>>,
+    not: Option<Box<FilterSpec>>,
+    cesql: Option<String>,
+}
+
+impl FilterSpec {
+    fn build(self) -> anyhow::Result<FilterConfig> {
+        let list = |v: Vec<FilterSpec>| -> anyhow::Result<Vec<FilterConfig>> {
+            v.into_iter().map(FilterSpec::build).collect()
+        };
+        let mut dialects = Vec::new();
+        if let Some(m) = self.exact {
+            dialects.push(FilterConfig::Exact(m));
+        }
+        if let Some(m) = self.prefix {
+            dialects.push(FilterConfig::Prefix(m));
+        }
+        if let Some(m) = self.suffix {
+            dialects.push(FilterConfig::Suffix(m));
+        }
+        if let Some(v) = self.all {
+            dialects.push(FilterConfig::All(list(v)?));
+        }
+        if let Some(v) = self.any {
+            dialects.push(FilterConfig::Any(list(v)?));
+        }
+        if let Some(f) = self.not {
+            dialects.push(FilterConfig::Not(Box::new(f.build()?)));
+        }
+        if self.cesql.is_some() {
+            dialects.push(FilterConfig::Cesql);
+        }
+        match dialects.len() {
+            1 => Ok(dialects.remove(0)),
+            0 => bail!("a filter needs one dialect (exact, prefix, suffix, all, any, not, cesql)"),
+            _ => bail!("a filter has exactly one dialect"),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -69,7 +118,7 @@ struct TriggerSpec {
     #[serde(default)]
     filter: Option<AttributesFilter>,
     #[serde(default)]
-    filters: Vec<FilterConfig>,
+    filters: Vec<FilterSpec>,
     subscriber: Subscriber,
 }
 
@@ -111,7 +160,13 @@ impl Config {
                 Some("Trigger") => {
                     let spec: TriggerSpec = serde_norway::from_value(doc.spec)
                         .with_context(|| format!("trigger {namespace}/{name}"))?;
-                    if spec.filters.iter().any(FilterConfig::has_cesql) {
+                    let filters = spec
+                        .filters
+                        .into_iter()
+                        .map(FilterSpec::build)
+                        .collect::<anyhow::Result<Vec<_>>>()
+                        .with_context(|| format!("trigger {namespace}/{name}: spec.filters"))?;
+                    if filters.iter().any(FilterConfig::has_cesql) {
                         bail!("trigger {namespace}/{name}: CESQL filters are not supported");
                     }
                     let Some(subscriber) = spec.subscriber.uri else {
@@ -122,7 +177,7 @@ impl Config {
                         namespace,
                         broker: spec.broker,
                         attributes: spec.filter.map(|f| f.attributes).unwrap_or_default(),
-                        filters: spec.filters,
+                        filters,
                         subscriber,
                     });
                 }
@@ -155,7 +210,7 @@ impl Config {
 impl FilterConfig {
     fn has_cesql(&self) -> bool {
         match self {
-            FilterConfig::Cesql(_) => true,
+            FilterConfig::Cesql => true,
             FilterConfig::All(v) | FilterConfig::Any(v) => v.iter().any(FilterConfig::has_cesql),
             FilterConfig::Not(f) => f.has_cesql(),
             FilterConfig::Exact(_) | FilterConfig::Prefix(_) | FilterConfig::Suffix(_) => false,

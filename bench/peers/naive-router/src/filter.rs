@@ -42,7 +42,7 @@ fn eval(filter: &FilterConfig, event: &Event) -> bool {
         FilterConfig::Any(fs) => fs.iter().any(|f| eval(f, event)),
         FilterConfig::Not(f) => !eval(f, event),
         // Rejected when the config is read.
-        FilterConfig::Cesql(_) => false,
+        FilterConfig::Cesql => false,
     }
 }
 
