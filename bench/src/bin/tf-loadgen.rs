@@ -81,6 +81,8 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread starts, so that the pacing thread inherits it.
+    triggerfish_bench::loadgen::clock::tighten_timer_slack();
     let args = Args::parse();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();

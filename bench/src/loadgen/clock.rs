@@ -45,6 +45,15 @@ impl Default for Clock {
     }
 }
 
+/// Asks Linux to wake this process's sleeping threads on time: by default a timed sleep may
+/// end up to 50 µs late (the timer slack), which the open-loop pacer would add to every
+/// request's send lag. Call it first thing in `main`: threads inherit the slack of the thread
+/// that starts them, and `/proc/self/timerslack_ns` sets the main thread's. Best effort:
+/// returns whether it took effect (not on other systems, or in sandboxes without the file).
+pub fn tighten_timer_slack() -> bool {
+    std::fs::write("/proc/self/timerslack_ns", "1").is_ok()
+}
+
 /// A duration in nanoseconds, saturating at `u64::MAX` (584 years).
 pub fn saturating_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)

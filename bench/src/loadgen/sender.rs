@@ -7,7 +7,8 @@
 //!   the *due* time, so when the target stalls, the requests that should have gone out during
 //!   the stall carry the wait in their latency (no coordinated omission). The pacer is an OS
 //!   thread because tokio's timer has millisecond granularity; a thread sleep is within tens
-//!   of microseconds. If the connections cannot keep up, permits accumulate (a counter, not a
+//!   of microseconds (about 20 with [`tighten_timer_slack`](super::clock::tighten_timer_slack),
+//!   75 without, on the development VM). If the connections cannot keep up, permits accumulate (a counter, not a
 //!   queue) and the lag is reported as `send_lag`.
 //! - **closed loop** (`--rate max`): each connection sends its next request as soon as the
 //!   previous one is answered, until the deadline; events are stamped with the actual send
@@ -167,6 +168,7 @@ pub async fn run(config: SenderConfig, clock: Clock, stop: Arc<AtomicBool>) -> S
         next: AtomicU64::new(0),
         permits: Semaphore::new(0),
         stop,
+        done: AtomicBool::new(false),
     });
     let pacer = match shared.config.pace {
         Pace::Open(schedule) => {
@@ -187,8 +189,8 @@ pub async fn run(config: SenderConfig, clock: Clock, stop: Arc<AtomicBool>) -> S
         }
     }
     if let Some(pacer) = pacer {
-        // The pacer ends once it has released every permit or seen the stop flag.
-        shared.stop.store(true, Ordering::Relaxed);
+        // The pacer ends once it has released every permit or is told the workers are done.
+        shared.done.store(true, Ordering::Relaxed);
         let _ = pacer.join();
     }
     report.elapsed = start.elapsed();
@@ -208,7 +210,10 @@ struct Shared {
     next: AtomicU64,
     /// Open loop: one permit per due request, plus one per connection at the end.
     permits: Semaphore,
+    /// Set from outside (a signal): stop sending.
     stop: Arc<AtomicBool>,
+    /// Set when every connection has finished: the pacer stops.
+    done: AtomicBool,
 }
 
 /// The pacing thread: releases permits as requests fall due.
@@ -216,7 +221,10 @@ struct Shared {
 fn pace(shared: &Shared, schedule: Schedule) {
     let total = shared.config.plan.requests();
     let mut released = 0_u64;
-    while released < total && !shared.stop.load(Ordering::Relaxed) {
+    while released < total
+        && !shared.stop.load(Ordering::Relaxed)
+        && !shared.done.load(Ordering::Relaxed)
+    {
         let elapsed = shared.start.elapsed();
         if elapsed >= shared.config.stop_after {
             break;

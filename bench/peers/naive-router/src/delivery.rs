@@ -26,7 +26,7 @@ pub async fn deliver(client: &reqwest::Client, uri: &str, event: Event) {
     match request.send().await {
         Ok(resp) if resp.status().is_success() => {}
         Ok(resp) => tracing::warn!(status = %resp.status(), uri, "delivery refused"),
-        Err(e) => tracing::warn!(error = %e, uri, "delivery failed"),
+        Err(e) => tracing::warn!(error = %ErrorChain(&e), uri, "delivery failed"),
     }
 }
 
@@ -58,5 +58,21 @@ impl BinarySerializer<RequestBuilder> for RequestSerializer {
 
     fn end(self) -> MessageResult<RequestBuilder> {
         Ok(self.0)
+    }
+}
+
+/// Displays an error with its sources: reqwest's own message alone says only "error sending
+/// request".
+struct ErrorChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
     }
 }
