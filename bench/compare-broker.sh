@@ -19,6 +19,8 @@
 #   bench/compare-broker.sh --only naive         # one of them (naive | triggerfish)
 #   bench/compare-broker.sh --router 'name=CMD'  # any other router; CMD may use {config}
 #                                                # and {listen}; repeatable
+#   bench/compare-broker.sh --only none          # no router: tf-loadgen sends straight to its
+#                                                # own sink, the ceiling of the tooling itself
 # Environment (defaults in brackets):
 #   TRIGGERFISH_BIN [target/release/triggerfish]   run as `$TRIGGERFISH_BIN serve --config F`
 #   NAIVE_BIN [bench/peers/naive-router/target/release/naive-router]
@@ -26,6 +28,7 @@
 #   TRIGGERS ["1 1000"]  MODES ["binary batch"]  FILTERS [attributes]
 #   ROUTER_PORT [18080]  ADMIN_PORT [19090]  SINK_PORT [18090]
 #   ROUTER_CPUS / LOADGEN_CPUS (taskset lists, e.g. 1 and 0; unset: share every core)
+#   CALIBRATE=1     add the `none` runs before the routers
 #   SKIP_BUILD=1    use the binaries as they are
 #   CARGO_FLAGS_TRIGGERFISH [] extra flags for building triggerfish (e.g. --no-default-features)
 set -euo pipefail
@@ -57,14 +60,17 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ ${#ROUTERS[@]} -gt 0 ]] || ROUTERS=(triggerfish naive)
+if [[ -n ${CALIBRATE:-} ]]; then ROUTERS=(none "${ROUTERS[@]}"); fi
 
 router_cmd() { # name config → the command line, with {config} and {listen} filled in
     local name=$1 config=$2 listen=127.0.0.1:$ROUTER_PORT cmd=""
-    case $name in
-        triggerfish) cmd="$TRIGGERFISH_BIN serve --config {config}" ;;
-        naive) cmd="$NAIVE_BIN --config {config} --listen {listen}" ;;
-        *) for c in "${CUSTOM[@]}"; do [[ ${c%%=*} == "$name" ]] && cmd=${c#*=}; done ;;
-    esac
+    for c in "${CUSTOM[@]}"; do if [[ ${c%%=*} == "$name" ]]; then cmd=${c#*=}; fi; done
+    if [[ -z $cmd ]]; then
+        case $name in
+            triggerfish) cmd="$TRIGGERFISH_BIN serve --config {config}" ;;
+            naive) cmd="$NAIVE_BIN --config {config} --listen {listen}" ;;
+        esac
+    fi
     [[ -n $cmd ]] || { echo "unknown router $name (use --only naive|triggerfish or --router)" >&2; exit 2; }
     cmd=${cmd//\{config\}/$config}
     echo "${cmd//\{listen\}/$listen}"
@@ -88,6 +94,7 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
     done
 fi
 for r in "${ROUTERS[@]}"; do
+    [[ $r == none ]] && continue
     bin=$(router_cmd "$r" x); bin=${bin%% *}
     [[ -x $bin ]] || { echo "$r: $bin not found (build it, or choose routers with --only)" >&2; exit 1; }
 done
@@ -110,13 +117,27 @@ wait_listening() { # pid port → 0 once the port accepts, 1 if the process died
     return 1
 }
 
+start_router() { # name config log → starts it in ROUTER_PID; 1 if it does not listen
+    local name=$1 config=$2 log=$3
+    # shellcheck disable=SC2046
+    $(pin "${ROUTER_CPUS:-}") $(router_cmd "$name" "$config") > "$log" 2>&1 &
+    ROUTER_PID=$!
+    if wait_listening "$ROUTER_PID" "$ROUTER_PORT"; then return 0; fi
+    echo "   $name did not start listening on $ROUTER_PORT; log:" >&2
+    tail -5 "$log" >&2 || true
+    kill "$ROUTER_PID" 2>/dev/null || true
+    wait "$ROUTER_PID" 2>/dev/null || true
+    ROUTER_PID=""
+    return 1
+}
+
 json() { # file expr → a field of the JSON line in file (python3: expr over `r`)
     python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(eval(sys.argv[2]))' "$1" "$2"
 }
 
-loadgen() { # name mode rate → runs tf-loadgen, JSON line in $OUT/name.json
-    local name=$1 mode=$2 rate=$3
-    local args=(--target "http://127.0.0.1:$ROUTER_PORT/default/default" --sink "127.0.0.1:$SINK_PORT"
+loadgen() { # name mode rate target → runs tf-loadgen, JSON line in $OUT/name.json
+    local name=$1 mode=$2 rate=$3 target=$4
+    local args=(--target "$target" --sink "127.0.0.1:$SINK_PORT"
         --mode "$mode" --rate "$rate" --duration "$DURATION" --drain "$DRAIN" --connections "$CONNECTIONS")
     [[ $mode == batch ]] && args+=(--batch "$BATCH")
     # shellcheck disable=SC2046
@@ -124,6 +145,12 @@ loadgen() { # name mode rate → runs tf-loadgen, JSON line in $OUT/name.json
 }
 
 echo "# results in $OUT; loadgen, sink and router share $(nproc) cores" >&2
+read -r load1 _ < /proc/loadavg
+if awk -v l="$load1" -v c="$(nproc)" 'BEGIN { exit !(l > c / 4) }'; then
+    echo "# warning: load average $load1 before the run: other processes use the CPU, and" \
+        "the numbers will show it" >&2
+fi
+echo "{\"loadavg_before\": \"$(cat /proc/loadavg)\"}" > "$OUT/machine.json"
 for triggers in $TRIGGERS; do
     config=$OUT/config-$triggers.yaml
     "$BENCHCONFIG" --triggers "$triggers" --filters "$FILTERS" \
@@ -132,29 +159,34 @@ for triggers in $TRIGGERS; do
     for mode in $MODES; do
         for router in "${ROUTERS[@]}"; do
             case_name=$router-$triggers-$mode
-            echo "## $router, $triggers trigger(s), $mode" >&2
-            # shellcheck disable=SC2046
-            $(pin "${ROUTER_CPUS:-}") $(router_cmd "$router" "$config") > "$OUT/$case_name.router.log" 2>&1 &
-            ROUTER_PID=$!
-            if ! wait_listening "$ROUTER_PID" "$ROUTER_PORT"; then
-                echo "   $router did not start listening on $ROUTER_PORT; log:" >&2
-                tail -5 "$OUT/$case_name.router.log" >&2 || true
-                kill "$ROUTER_PID" 2>/dev/null || true; wait "$ROUTER_PID" 2>/dev/null || true; ROUTER_PID=""
-                printf '{"router":"%s","triggers":%s,"mode":"%s","error":"did not start"}\n' \
-                    "$router" "$triggers" "$mode" >> "$RESULTS"
-                continue
+            target=http://127.0.0.1:$ROUTER_PORT/default/default
+            if [[ $router == none ]]; then
+                # The tooling alone: the sink accepts what is sent to it; once per mode.
+                [[ $triggers == "${TRIGGERS%% *}" ]] || continue
+                echo "## no router (tf-loadgen → its own sink), $mode" >&2
+                target=http://127.0.0.1:$SINK_PORT/
+            else
+                echo "## $router, $triggers trigger(s), $mode" >&2
+                if ! start_router "$router" "$config" "$OUT/$case_name.router.log"; then
+                    printf '{"router":"%s","triggers":%s,"mode":"%s","error":"did not start"}\n' \
+                        "$router" "$triggers" "$mode" >> "$RESULTS"
+                    continue
+                fi
             fi
-            loadgen "$case_name-max" "$mode" max
+            loadgen "$case_name-max" "$mode" max "$target"
             max=$(json "$OUT/$case_name-max.json" 'int(r["delivered_per_s"])')
             echo "   max: $max events/s delivered ($(json "$OUT/$case_name-max.json" 'r["lost"]') lost)" >&2
             sleep "$SETTLE"
             half=$(( max / 2 > 0 ? max / 2 : 1 ))
-            loadgen "$case_name-half" "$mode" "$half"
+            loadgen "$case_name-half" "$mode" "$half" "$target"
             echo "   at $half events/s: $(json "$OUT/$case_name-half.json" '"p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs" % (r["e2e"]["p50_us"], r["e2e"]["p99_us"], r["e2e"]["p999_us"])')" >&2
-            rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$ROUTER_PID/status" 2>/dev/null || echo 0)
-            kill -TERM "$ROUTER_PID" 2>/dev/null || true
-            wait "$ROUTER_PID" 2>/dev/null || true
-            ROUTER_PID=""
+            rss_kb=0
+            if [[ -n $ROUTER_PID ]]; then
+                rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$ROUTER_PID/status" 2>/dev/null || echo 0)
+                kill -TERM "$ROUTER_PID" 2>/dev/null || true
+                wait "$ROUTER_PID" 2>/dev/null || true
+                ROUTER_PID=""
+            fi
             python3 - "$router" "$triggers" "$mode" "$rss_kb" "$OUT/$case_name-max.json" "$OUT/$case_name-half.json" >> "$RESULTS" <<'PY'
 import json, sys
 router, triggers, mode, rss, fmax, fhalf = sys.argv[1:]
@@ -171,23 +203,28 @@ python3 - "$RESULTS" "$(nproc)" "$DURATION" "$CONNECTIONS" "$BATCH" <<'PY'
 import json, sys
 path, cores, duration, connections, batch = sys.argv[1:]
 rows = [json.loads(l) for l in open(path) if l.strip()]
+mib = lambda kb: f"{kb / 1024:,.1f}" if kb else "n/a"
 def case(r):
-    t = f'{r["triggers"]} trigger{"s" if r["triggers"] != 1 else ""}'
-    return f'{t}, ' + ("single binary events" if r["mode"] == "binary" else
+    t = f'{r["triggers"]} trigger{"s" if r["triggers"] != 1 else ""}, '
+    if r["router"] == "none":
+        t = ""
+    return t + ("single binary events" if r["mode"] == "binary" else
                        f"batches of {batch}" if r["mode"] == "batch" else r["mode"])
 print(f"Loadgen, sink and router share {cores} cores; {duration} per run, {connections} connections.")
 print("Max: `--rate max`, delivered events/s (first send to last arrival). Latency: open loop at")
-print("half of max, from each request's due time to the event's arrival at the sink.\n")
-print("| router | case | max events/s | p50 µs | p99 µs | p99.9 µs | peak RSS MiB | lost (max / half) |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
+print("half of max, from each request's due time to the event's arrival at the sink. Send lag:")
+print("how late tf-loadgen sent requests in the half-max run (high values: the tooling, not the")
+print("router, limited the run; raise CONNECTIONS). Router `none`: tf-loadgen to its own sink.\n")
+print("| router | case | max events/s | p50 µs | p99 µs | p99.9 µs | peak RSS MiB | lost (max / half) | send lag p99 µs |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
     if "error" in r:
-        print(f'| {r["router"]} | {case(r)} | {r["error"]} | | | | | |')
+        print(f'| {r["router"]} | {case(r)} | {r["error"]} | | | | | | |')
         continue
     m, h = r["max"], r["half"]
     print(f'| {r["router"]} | {case(r)} | {m["delivered_per_s"]:,.0f} | {h["e2e"]["p50_us"]:,.0f} | '
-          f'{h["e2e"]["p99_us"]:,.0f} | {h["e2e"]["p999_us"]:,.0f} | {r["rss_kb"] / 1024:,.1f} | '
-          f'{m["lost"]} / {h["lost"]} |')
+          f'{h["e2e"]["p99_us"]:,.0f} | {h["e2e"]["p999_us"]:,.0f} | {mib(r["rss_kb"])} | '
+          f'{m["lost"]} / {h["lost"]} | {h["send_lag"]["p99_us"]:,.0f} |')
 by = {(r["router"], r["triggers"], r["mode"]): r for r in rows if "error" not in r}
 pairs = [(k, by.get(("naive",) + k[1:])) for k in by if k[0] == "triggerfish"]
 pairs = [(by[k], n) for k, n in pairs if n]

@@ -75,6 +75,11 @@ struct Args {
     /// Event types are `com.example.bench.t{seq mod N}`; 1 sends only `t0`.
     #[arg(long, default_value = "1")]
     event_type_pool: NonZeroU32,
+    /// Open loop: the pacing thread wakes at most once per tick, releasing every request due
+    /// by then; requests are late by up to a tick (reported as send lag), but each wake-up
+    /// costs CPU that the router under test shares.
+    #[arg(long, value_parser = parse_duration, default_value = "200us")]
+    pacer_tick: Duration,
     /// Tokio worker threads (default: one per core).
     #[arg(long)]
     threads: Option<NonZeroUsize>,
@@ -179,6 +184,7 @@ fn run_config(args: &Args, run_id: u32) -> anyhow::Result<RunConfig> {
             pace,
             stop_after,
             connections: args.connections.get(),
+            pacer_tick: args.pacer_tick,
         }),
         drain: args.drain,
         sink_only_for: None,

@@ -8,7 +8,8 @@
 //!   the stall carry the wait in their latency (no coordinated omission). The pacer is an OS
 //!   thread because tokio's timer has millisecond granularity; a thread sleep is within tens
 //!   of microseconds (about 20 with [`tighten_timer_slack`](super::clock::tighten_timer_slack),
-//!   75 without, on the development VM). If the connections cannot keep up, permits accumulate (a counter, not a
+//!   75 without, on the development VM). It wakes at most once per `pacer_tick` (200 µs by
+//!   default), because each wake-up costs CPU the router under test needs. If the connections cannot keep up, permits accumulate (a counter, not a
 //!   queue) and the lag is reported as `send_lag`.
 //! - **closed loop** (`--rate max`): each connection sends its next request as soon as the
 //!   previous one is answered, until the deadline; events are stamped with the actual send
@@ -124,6 +125,10 @@ pub struct SenderConfig {
     pub stop_after: Duration,
     /// Concurrent connections (at least 1).
     pub connections: usize,
+    /// Open loop: the pacing thread wakes at most once per tick and releases every request
+    /// due by then. A wake-up costs CPU (tens of µs on a VM), so at high rates a tick trades
+    /// send lag (up to one tick) for CPU left to the router under test.
+    pub pacer_tick: Duration,
 }
 
 /// What the sender did.
@@ -235,7 +240,8 @@ fn pace(shared: &Shared, schedule: Schedule) {
             released = due;
         }
         if released < total {
-            let next = schedule.due(released);
+            // The next due request, but no sooner than a tick after this wake-up.
+            let next = schedule.due(released).max(elapsed + shared.config.pacer_tick);
             std::thread::sleep(
                 next.saturating_sub(shared.start.elapsed())
                     .min(Duration::from_millis(50)),
