@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Body;
+use hyper::body::{Body, Frame};
 
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -16,21 +16,22 @@ pub enum BodyError {
     },
     /// The connection failed while the body was being read.
     #[error("reading the body: {0}")]
-    Read(#[source] hyper::Error),
+    Read(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Reads the whole body, failing once it passes `limit` bytes. A body of one frame is
 /// returned without a copy.
 pub async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, BodyError>
 where
-    B: Body<Data = Bytes, Error = hyper::Error>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut body = std::pin::pin!(body);
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
     let mut len = 0_usize;
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+        let Ok(data) = frame.map_err(|e| BodyError::Read(e.into()))?.into_data() else {
             continue; // trailers
         };
         len += data.len();
@@ -53,12 +54,13 @@ where
 /// Reads and discards the body, failing once it passes `limit` bytes; returns its length.
 pub async fn discard_limited<B>(body: B, limit: usize) -> Result<usize, BodyError>
 where
-    B: Body<Data = Bytes, Error = hyper::Error>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut body = std::pin::pin!(body);
     let mut len = 0_usize;
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.map_err(BodyError::Read)?.into_data() {
+        if let Ok(data) = frame.map_err(|e| BodyError::Read(e.into()))?.into_data() {
             len += data.len();
             if len > limit {
                 return Err(BodyError::TooLarge { limit });
@@ -66,4 +68,38 @@ where
         }
     }
     Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::{Full, StreamBody};
+
+    use super::*;
+
+    fn frames(parts: &[&'static str]) -> impl Body<Data = Bytes, Error = Infallible> {
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        StreamBody::new(futures::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn reads_whole_bodies_up_to_the_limit() {
+        let one = read_limited(Full::new(Bytes::from_static(b"hello")), 5)
+            .await
+            .unwrap();
+        assert_eq!(one, "hello");
+        let many = read_limited(frames(&["he", "ll", "o"]), 5).await.unwrap();
+        assert_eq!(many, "hello");
+        assert!(matches!(
+            read_limited(frames(&["he", "llo!"]), 5).await,
+            Err(BodyError::TooLarge { limit: 5 })
+        ));
+        assert_eq!(discard_limited(frames(&["a", "bc"]), 3).await.unwrap(), 3);
+        assert!(discard_limited(frames(&["a", "bcd"]), 3).await.is_err());
+        assert_eq!(read_limited(frames(&[]), 0).await.unwrap(), "");
+    }
 }

@@ -129,3 +129,82 @@ fn report(
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadgen::payload::Encoder;
+    use crate::loadgen::schedule::{Plan, Schedule};
+    use crate::loadgen::sender::Target;
+
+    /// The load generator sending straight to its own sink: everything sent arrives once.
+    async fn loopback(mode: Mode, batch: u32, events: u64, pace: Pace) -> RunReport {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut sink = SinkConfig::new(addr);
+        sink.run = Some(7);
+        let config = RunConfig {
+            sink,
+            send: Some(SenderConfig {
+                target: Target::parse(&format!("http://{addr}/")).unwrap(),
+                encoder: Encoder::new(mode, 3, 7),
+                plan: Plan { batch, events },
+                pace,
+                stop_after: Duration::from_secs(20),
+                connections: 4,
+                pacer_tick: Duration::from_micros(200),
+            }),
+            drain: Duration::from_secs(5),
+            sink_only_for: None,
+            mode,
+            rate: None,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        run(config, Clock::new(), stop, |a| assert_eq!(a, addr))
+            .await
+            .unwrap()
+    }
+
+    fn assert_all_arrived(r: &RunReport, events: u64, requests: u64) {
+        assert_eq!(r.planned, Some(events));
+        assert_eq!(
+            (r.sent, r.accepted, r.received),
+            (events, events, events),
+            "{r:?}"
+        );
+        assert_eq!(
+            (r.lost, r.duplicates, r.foreign, r.unstamped),
+            (0, 0, 0, 0),
+            "{r:?}"
+        );
+        assert_eq!(r.requests, requests);
+        assert_eq!(r.statuses.get("200"), Some(&requests));
+        assert_eq!(r.e2e.count, events);
+        assert!(r.e2e.max_us > 0.0 && r.delivered_per_s > 0.0, "{r:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_loop_binary() {
+        let pace = Pace::Open(Schedule::new(20_000.0, 1).unwrap());
+        let r = loopback(Mode::Binary, 1, 300, pace).await;
+        assert_all_arrived(&r, 300, 300);
+        assert_eq!(r.send_lag.count, 300);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_loop_batches_with_a_short_last_one() {
+        let r = loopback(Mode::Batch, 100, 250, Pace::Max).await;
+        assert_all_arrived(&r, 250, 3);
+        assert_eq!(r.send_lag.count, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_loop_structured() {
+        let r = loopback(Mode::Structured, 1, 100, Pace::Max).await;
+        assert_all_arrived(&r, 100, 100);
+    }
+}

@@ -241,7 +241,9 @@ fn pace(shared: &Shared, schedule: Schedule) {
         }
         if released < total {
             // The next due request, but no sooner than a tick after this wake-up.
-            let next = schedule.due(released).max(elapsed + shared.config.pacer_tick);
+            let next = schedule
+                .due(released)
+                .max(elapsed + shared.config.pacer_tick);
             std::thread::sleep(
                 next.saturating_sub(shared.start.elapsed())
                     .min(Duration::from_millis(50)),
