@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame};
+use hyper::body::Body;
 
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +75,7 @@ mod tests {
     use std::convert::Infallible;
 
     use http_body_util::{Full, StreamBody};
+    use hyper::body::Frame;
 
     use super::*;
 
