@@ -135,13 +135,28 @@ json() { # file expr → a field of the JSON line in file (python3: expr over `r
     python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(eval(sys.argv[2]))' "$1" "$2"
 }
 
-loadgen() { # name mode rate target → runs tf-loadgen, JSON line in $OUT/name.json
-    local name=$1 mode=$2 rate=$3 target=$4
+busy_ticks() { # CPU time the whole machine spent busy, in ticks (1/100 s)
+    awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+}
+
+proc_ticks() { # pid → CPU time of that process so far, in ticks
+    if [[ -n ${1:-} && -r /proc/$1/stat ]]; then
+        awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+    else
+        echo 0
+    fi
+}
+
+loadgen() { # name mode rate target → runs tf-loadgen: JSON line in $OUT/name.json, and CPU
+            # use in $OUT/name.cpu ("wall loadgen_user loadgen_sys machine_ticks router_ticks")
+    local name=$1 mode=$2 rate=$3 target=$4 b0 r0 TIMEFORMAT='%R %U %S'
     local args=(--target "$target" --sink "127.0.0.1:$SINK_PORT"
         --mode "$mode" --rate "$rate" --duration "$DURATION" --drain "$DRAIN" --connections "$CONNECTIONS")
     [[ $mode == batch ]] && args+=(--batch "$BATCH")
+    b0=$(busy_ticks); r0=$(proc_ticks "$ROUTER_PID")
     # shellcheck disable=SC2046
-    $(pin "${LOADGEN_CPUS:-}") "$LOADGEN" "${args[@]}" > "$OUT/$name.json" 2> "$OUT/$name.log"
+    { time $(pin "${LOADGEN_CPUS:-}") "$LOADGEN" "${args[@]}" > "$OUT/$name.json" 2> "$OUT/$name.log"; } 2> "$OUT/$name.time"
+    echo "$(tail -1 "$OUT/$name.time") $(( $(busy_ticks) - b0 )) $(( $(proc_ticks "$ROUTER_PID") - r0 ))" > "$OUT/$name.cpu"
 }
 
 echo "# results in $OUT; loadgen, sink and router share $(nproc) cores" >&2
@@ -187,12 +202,20 @@ for triggers in $TRIGGERS; do
                 wait "$ROUTER_PID" 2>/dev/null || true
                 ROUTER_PID=""
             fi
-            python3 - "$router" "$triggers" "$mode" "$rss_kb" "$OUT/$case_name-max.json" "$OUT/$case_name-half.json" >> "$RESULTS" <<'PY'
+            python3 - "$router" "$triggers" "$mode" "$rss_kb" "$OUT/$case_name" >> "$RESULTS" <<'PY'
 import json, sys
-router, triggers, mode, rss, fmax, fhalf = sys.argv[1:]
+router, triggers, mode, rss, base = sys.argv[1:]
 last = lambda f: json.loads(open(f).read().strip().splitlines()[-1])
+def cpu(f):
+    # Seconds of CPU: tf-loadgen's, the router's, and everyone else's, over the run's wall time.
+    wall, user, sys_, machine, router = (float(x) for x in open(f).read().split())
+    loadgen = user + sys_
+    return {"wall_s": wall, "loadgen_s": loadgen, "router_s": router / 100,
+            "other_s": max(0.0, machine / 100 - loadgen - router / 100)}
 print(json.dumps({"router": router, "triggers": int(triggers), "mode": mode,
-                  "rss_kb": int(rss or 0), "max": last(fmax), "half": last(fhalf)}))
+                  "rss_kb": int(rss or 0), "max": last(base + "-max.json"),
+                  "half": last(base + "-half.json"),
+                  "cpu": {"max": cpu(base + "-max.cpu"), "half": cpu(base + "-half.cpu")}}))
 PY
             sleep "$SETTLE"
         done
@@ -204,6 +227,7 @@ import json, sys
 path, cores, duration, connections, batch = sys.argv[1:]
 rows = [json.loads(l) for l in open(path) if l.strip()]
 mib = lambda kb: f"{kb / 1024:,.1f}" if kb else "n/a"
+cores = lambda s, run: f"{s / run['wall_s']:.2f}" if run["wall_s"] else "n/a"
 def case(r):
     t = f'{r["triggers"]} trigger{"s" if r["triggers"] != 1 else ""}, '
     if r["router"] == "none":
@@ -214,17 +238,21 @@ print(f"Loadgen, sink and router share {cores} cores; {duration} per run, {conne
 print("Max: `--rate max`, delivered events/s (first send to last arrival). Latency: open loop at")
 print("half of max, from each request's due time to the event's arrival at the sink. Send lag:")
 print("how late tf-loadgen sent requests in the half-max run (high values: the tooling, not the")
-print("router, limited the run; raise CONNECTIONS). Router `none`: tf-loadgen to its own sink.\n")
-print("| router | case | max events/s | p50 µs | p99 µs | p99.9 µs | peak RSS MiB | lost (max / half) | send lag p99 µs |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+print("router, limited the run; raise CONNECTIONS). Router CPU: cores the router used during the")
+print("max run. Other load: cores used by processes other than the router and tf-loadgen during")
+print("either run (a busy machine skews the figures). Router `none`: tf-loadgen to its own sink.\n")
+print("| router | case | max events/s | p50 µs | p99 µs | p99.9 µs | peak RSS MiB | router CPU | lost (max / half) | send lag p99 µs | other load |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
     if "error" in r:
-        print(f'| {r["router"]} | {case(r)} | {r["error"]} | | | | | | |')
+        print(f'| {r["router"]} | {case(r)} | {r["error"]} | | | | | | | | |')
         continue
-    m, h = r["max"], r["half"]
+    m, h, c = r["max"], r["half"], r["cpu"]
     print(f'| {r["router"]} | {case(r)} | {m["delivered_per_s"]:,.0f} | {h["e2e"]["p50_us"]:,.0f} | '
           f'{h["e2e"]["p99_us"]:,.0f} | {h["e2e"]["p999_us"]:,.0f} | {mib(r["rss_kb"])} | '
-          f'{m["lost"]} / {h["lost"]} | {h["send_lag"]["p99_us"]:,.0f} |')
+          f'{cores(c["max"]["router_s"], c["max"])} | {m["lost"]} / {h["lost"]} | '
+          f'{h["send_lag"]["p99_us"]:,.0f} | '
+          f'{max(cores(c[k]["other_s"], c[k]) for k in ("max", "half"))} |')
 by = {(r["router"], r["triggers"], r["mode"]): r for r in rows if "error" not in r}
 pairs = [(k, by.get(("naive",) + k[1:])) for k in by if k[0] == "triggerfish"]
 pairs = [(by[k], n) for k, n in pairs if n]
