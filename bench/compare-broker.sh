@@ -21,6 +21,7 @@
 #                                                # and {listen}; repeatable
 #   bench/compare-broker.sh --only none          # no router: tf-loadgen sends straight to its
 #                                                # own sink, the ceiling of the tooling itself
+#   bench/compare-broker.sh --report DIR         # the tables of an earlier run, from DIR
 # Environment (defaults in brackets):
 #   TRIGGERFISH_BIN [target/release/triggerfish]   run as `$TRIGGERFISH_BIN serve --config F`
 #   NAIVE_BIN [bench/peers/naive-router/target/release/naive-router]
@@ -50,11 +51,62 @@ ROUTER_PORT=${ROUTER_PORT:-18080}
 ADMIN_PORT=${ADMIN_PORT:-19090}
 SINK_PORT=${SINK_PORT:-18090}
 
+render() { # results.jsonl → the Markdown tables on stdout
+    python3 - "$1" <<'PY'
+import json, os, sys
+path = sys.argv[1]
+run = json.load(open(os.path.join(os.path.dirname(path), "run.json")))
+cores, duration, connections, batch = run["cores"], run["duration"], run["connections"], run["batch"]
+rows = [json.loads(l) for l in open(path) if l.strip()]
+mib = lambda kb: f"{kb / 1024:,.1f}" if kb else "n/a"
+used = lambda s, run: f"{s / run['wall_s']:.2f}" if run["wall_s"] else "n/a"
+def case(r):
+    t = f'{r["triggers"]} trigger{"s" if r["triggers"] != 1 else ""}, '
+    if r["router"] == "none":
+        t = ""
+    return t + ("single binary events" if r["mode"] == "binary" else
+                       f"batches of {batch}" if r["mode"] == "batch" else r["mode"])
+print(f"Loadgen, sink and router share {cores} cores; {duration} per run, {connections} connections.")
+print("Max: `--rate max`, delivered events/s (first send to last arrival). Latency: open loop at")
+print("half of max, from each request's due time to the event's arrival at the sink. Send lag:")
+print("how late tf-loadgen sent requests in the half-max run (high values: the tooling, not the")
+print("router, limited the run; raise CONNECTIONS). Router CPU: cores the router used during the")
+print("max run. Other load: cores used by processes other than the router and tf-loadgen during")
+print("either run (a busy machine skews the figures). Router `none`: tf-loadgen to its own sink.\n")
+print("| router | case | max events/s | p50 µs | p99 µs | p99.9 µs | peak RSS MiB | router CPU | lost (max / half) | send lag p99 µs | other load |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for r in rows:
+    if "error" in r:
+        print(f'| {r["router"]} | {case(r)} | {r["error"]} | | | | | | | | |')
+        continue
+    m, h, c = r["max"], r["half"], r["cpu"]
+    print(f'| {r["router"]} | {case(r)} | {m["delivered_per_s"]:,.0f} | {h["e2e"]["p50_us"]:,.0f} | '
+          f'{h["e2e"]["p99_us"]:,.0f} | {h["e2e"]["p999_us"]:,.0f} | {mib(r["rss_kb"])} | '
+          f'{used(c["max"]["router_s"], c["max"]) if r["router"] != "none" else "n/a"} | {m["lost"]} / {h["lost"]} | '
+          f'{h["send_lag"]["p99_us"]:,.0f} | '
+          f'{max(used(c[k]["other_s"], c[k]) for k in ("max", "half"))} |')
+by = {(r["router"], r["triggers"], r["mode"]): r for r in rows if "error" not in r}
+pairs = [(k, by.get(("naive",) + k[1:])) for k in by if k[0] == "triggerfish"]
+pairs = [(by[k], n) for k, n in pairs if n]
+if pairs:
+    print("\nTriggerfish / naive (throughput: higher is better; latency and memory: lower is better)\n")
+    print("| case | max events/s | p50 | p99 | p99.9 | peak RSS |")
+    print("|---|---:|---:|---:|---:|---:|")
+    ratio = lambda a, b: f"{a / b:.2f}×" if b else "n/a"
+    for t, n in pairs:
+        th, nh = t["half"]["e2e"], n["half"]["e2e"]
+        print(f'| {case(t)} | {ratio(t["max"]["delivered_per_s"], n["max"]["delivered_per_s"])} | '
+              f'{ratio(th["p50_us"], nh["p50_us"])} | {ratio(th["p99_us"], nh["p99_us"])} | '
+              f'{ratio(th["p999_us"], nh["p999_us"])} | {ratio(t["rss_kb"], n["rss_kb"])} |')
+PY
+}
+
 declare -a ROUTERS=() CUSTOM=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --only) ROUTERS+=("$2"); shift 2 ;;
         --router) CUSTOM+=("$2"); ROUTERS+=("${2%%=*}"); shift 2 ;;
+        --report) render "$2/results.jsonl"; exit 0 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -165,7 +217,8 @@ if awk -v l="$load1" -v c="$(nproc)" 'BEGIN { exit !(l > c / 4) }'; then
     echo "# warning: load average $load1 before the run: other processes use the CPU, and" \
         "the numbers will show it" >&2
 fi
-echo "{\"loadavg_before\": \"$(cat /proc/loadavg)\"}" > "$OUT/machine.json"
+printf '{"cores": %s, "duration": "%s", "drain": "%s", "connections": %s, "batch": %s, "loadavg_before": "%s"}\n' \
+    "$(nproc)" "$DURATION" "$DRAIN" "$CONNECTIONS" "$BATCH" "$(cat /proc/loadavg)" > "$OUT/run.json"
 for triggers in $TRIGGERS; do
     config=$OUT/config-$triggers.yaml
     "$BENCHCONFIG" --triggers "$triggers" --filters "$FILTERS" \
@@ -222,48 +275,4 @@ PY
     done
 done
 
-python3 - "$RESULTS" "$(nproc)" "$DURATION" "$CONNECTIONS" "$BATCH" <<'PY'
-import json, sys
-path, cores, duration, connections, batch = sys.argv[1:]
-rows = [json.loads(l) for l in open(path) if l.strip()]
-mib = lambda kb: f"{kb / 1024:,.1f}" if kb else "n/a"
-cores = lambda s, run: f"{s / run['wall_s']:.2f}" if run["wall_s"] else "n/a"
-def case(r):
-    t = f'{r["triggers"]} trigger{"s" if r["triggers"] != 1 else ""}, '
-    if r["router"] == "none":
-        t = ""
-    return t + ("single binary events" if r["mode"] == "binary" else
-                       f"batches of {batch}" if r["mode"] == "batch" else r["mode"])
-print(f"Loadgen, sink and router share {cores} cores; {duration} per run, {connections} connections.")
-print("Max: `--rate max`, delivered events/s (first send to last arrival). Latency: open loop at")
-print("half of max, from each request's due time to the event's arrival at the sink. Send lag:")
-print("how late tf-loadgen sent requests in the half-max run (high values: the tooling, not the")
-print("router, limited the run; raise CONNECTIONS). Router CPU: cores the router used during the")
-print("max run. Other load: cores used by processes other than the router and tf-loadgen during")
-print("either run (a busy machine skews the figures). Router `none`: tf-loadgen to its own sink.\n")
-print("| router | case | max events/s | p50 µs | p99 µs | p99.9 µs | peak RSS MiB | router CPU | lost (max / half) | send lag p99 µs | other load |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for r in rows:
-    if "error" in r:
-        print(f'| {r["router"]} | {case(r)} | {r["error"]} | | | | | | | | |')
-        continue
-    m, h, c = r["max"], r["half"], r["cpu"]
-    print(f'| {r["router"]} | {case(r)} | {m["delivered_per_s"]:,.0f} | {h["e2e"]["p50_us"]:,.0f} | '
-          f'{h["e2e"]["p99_us"]:,.0f} | {h["e2e"]["p999_us"]:,.0f} | {mib(r["rss_kb"])} | '
-          f'{cores(c["max"]["router_s"], c["max"])} | {m["lost"]} / {h["lost"]} | '
-          f'{h["send_lag"]["p99_us"]:,.0f} | '
-          f'{max(cores(c[k]["other_s"], c[k]) for k in ("max", "half"))} |')
-by = {(r["router"], r["triggers"], r["mode"]): r for r in rows if "error" not in r}
-pairs = [(k, by.get(("naive",) + k[1:])) for k in by if k[0] == "triggerfish"]
-pairs = [(by[k], n) for k, n in pairs if n]
-if pairs:
-    print("\nTriggerfish / naive (throughput: higher is better; latency and memory: lower is better)\n")
-    print("| case | max events/s | p50 | p99 | p99.9 | peak RSS |")
-    print("|---|---:|---:|---:|---:|---:|")
-    ratio = lambda a, b: f"{a / b:.2f}×" if b else "n/a"
-    for t, n in pairs:
-        th, nh = t["half"]["e2e"], n["half"]["e2e"]
-        print(f'| {case(t)} | {ratio(t["max"]["delivered_per_s"], n["max"]["delivered_per_s"])} | '
-              f'{ratio(th["p50_us"], nh["p50_us"])} | {ratio(th["p99_us"], nh["p99_us"])} | '
-              f'{ratio(th["p999_us"], nh["p999_us"])} | {ratio(t["rss_kb"], n["rss_kb"])} |')
-PY
+render "$RESULTS"
