@@ -80,6 +80,10 @@ struct Args {
     /// costs CPU that the router under test shares.
     #[arg(long, value_parser = parse_duration, default_value = "200us")]
     pacer_tick: Duration,
+    /// With --rate max: how long a connection pauses after a 429 or 503 answer, so that a
+    /// router pushing back is not flooded with retries that take its CPU.
+    #[arg(long, value_parser = parse_duration, default_value = "1ms")]
+    pushback_pause: Duration,
     /// Tokio worker threads (default: one per core).
     #[arg(long)]
     threads: Option<NonZeroUsize>,
@@ -185,6 +189,7 @@ fn run_config(args: &Args, run_id: u32) -> anyhow::Result<RunConfig> {
             stop_after,
             connections: args.connections.get(),
             pacer_tick: args.pacer_tick,
+            pushback_pause: args.pushback_pause,
         }),
         drain: args.drain,
         sink_only_for: None,

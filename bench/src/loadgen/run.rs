@@ -139,6 +139,16 @@ mod tests {
 
     /// The load generator sending straight to its own sink: everything sent arrives once.
     async fn loopback(mode: Mode, batch: u32, events: u64, pace: Pace) -> RunReport {
+        loopback_failing(mode, batch, events, pace, 0.0).await
+    }
+
+    async fn loopback_failing(
+        mode: Mode,
+        batch: u32,
+        events: u64,
+        pace: Pace,
+        fail: f64,
+    ) -> RunReport {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -147,6 +157,7 @@ mod tests {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut sink = SinkConfig::new(addr);
         sink.run = Some(7);
+        sink.fail = fail;
         let config = RunConfig {
             sink,
             send: Some(SenderConfig {
@@ -157,6 +168,7 @@ mod tests {
                 stop_after: Duration::from_secs(20),
                 connections: 4,
                 pacer_tick: Duration::from_micros(200),
+                pushback_pause: Duration::from_millis(1),
             }),
             drain: Duration::from_secs(5),
             sink_only_for: None,
@@ -206,5 +218,16 @@ mod tests {
     async fn closed_loop_structured() {
         let r = loopback(Mode::Structured, 1, 100, Pace::Max).await;
         assert_all_arrived(&r, 100, 100);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_requests_are_rejected_not_lost() {
+        let r = loopback_failing(Mode::Binary, 1, 400, Pace::Max, 0.25).await;
+        assert_eq!(r.sent, 400);
+        assert_eq!(r.accepted + r.rejected, 400);
+        assert!((50..150).contains(&r.rejected), "{r:?}");
+        assert_eq!(r.statuses.get("503"), Some(&r.rejected));
+        assert_eq!(r.sink_failed, r.rejected);
+        assert_eq!((r.received, r.lost), (r.accepted, 0), "{r:?}");
     }
 }

@@ -13,7 +13,7 @@
 //!   queue) and the lag is reported as `send_lag`.
 //! - **closed loop** (`--rate max`): each connection sends its next request as soon as the
 //!   previous one is answered, until the deadline; events are stamped with the actual send
-//!   time.
+//!   time. A connection answered 429 or 503 pauses (`pushback_pause`) before its next request.
 //!
 //! A response is read to the end (bounded) so the connection can be reused. A transport error
 //! counts the request's events as failed and the connection is re-established.
@@ -129,6 +129,8 @@ pub struct SenderConfig {
     /// due by then. A wake-up costs CPU (tens of µs on a VM), so at high rates a tick trades
     /// send lag (up to one tick) for CPU left to the router under test.
     pub pacer_tick: Duration,
+    /// Closed loop: how long a connection pauses after a 429 or 503 answer.
+    pub pushback_pause: Duration,
 }
 
 /// What the sender did.
@@ -315,6 +317,11 @@ async fn worker(shared: Arc<Shared>) -> SenderReport {
                     r.accepted += n64;
                 } else {
                     r.rejected += n64;
+                    if matches!(cfg.pace, Pace::Max) && (code == 429 || code == 503) {
+                        // Pushed back: pause this connection rather than answer a full queue
+                        // with a storm of requests that takes CPU from the router.
+                        tokio::time::sleep(cfg.pushback_pause).await;
+                    }
                 }
             }
             Err(()) => {
