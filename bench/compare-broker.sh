@@ -29,6 +29,8 @@
 #   TRIGGERS ["1 1000"]  MODES ["binary batch"]  FILTERS [attributes]
 #   ROUTER_PORT [18080]  ADMIN_PORT [19090]  SINK_PORT [18090]
 #   ROUTER_CPUS / LOADGEN_CPUS (taskset lists, e.g. 1 and 0; unset: share every core)
+#   NICE [-10 as root, else 0]  niceness of the router and tf-loadgen, so that other work on
+#                   the machine (builds) disturbs the runs less; the table shows what remains
 #   CALIBRATE=1     add the `none` runs before the routers
 #   SKIP_BUILD=1    use the binaries as they are
 #   CARGO_FLAGS_TRIGGERFISH [] extra flags for building triggerfish (e.g. --no-default-features)
@@ -50,6 +52,8 @@ FILTERS=${FILTERS:-attributes}
 ROUTER_PORT=${ROUTER_PORT:-18080}
 ADMIN_PORT=${ADMIN_PORT:-19090}
 SINK_PORT=${SINK_PORT:-18090}
+# On a machine shared with builds, run the benchmark ahead of them (root only).
+NICE=${NICE:-$([[ $EUID == 0 ]] && echo -10 || echo 0)}
 
 render() { # results.jsonl → the Markdown tables on stdout
     python3 - "$1" <<'PY'
@@ -128,8 +132,9 @@ router_cmd() { # name config → the command line, with {config} and {listen} fi
     echo "${cmd//\{listen\}/$listen}"
 }
 
-pin() { # cpus → a taskset prefix, or nothing
-    if [[ -n ${1:-} ]]; then echo "taskset -c $1"; fi
+pin() { # cpus → the prefix that runs a benchmark process: its niceness and CPU list
+    if [[ $NICE != 0 ]]; then printf 'nice -n %s ' "$NICE"; fi
+    if [[ -n ${1:-} ]]; then printf 'taskset -c %s' "$1"; fi
 }
 
 if [[ -z ${SKIP_BUILD:-} ]]; then
@@ -217,8 +222,8 @@ if awk -v l="$load1" -v c="$(nproc)" 'BEGIN { exit !(l > c / 4) }'; then
     echo "# warning: load average $load1 before the run: other processes use the CPU, and" \
         "the numbers will show it" >&2
 fi
-printf '{"cores": %s, "duration": "%s", "drain": "%s", "connections": %s, "batch": %s, "loadavg_before": "%s"}\n' \
-    "$(nproc)" "$DURATION" "$DRAIN" "$CONNECTIONS" "$BATCH" "$(cat /proc/loadavg)" > "$OUT/run.json"
+printf '{"cores": %s, "duration": "%s", "drain": "%s", "connections": %s, "batch": %s, "nice": %s, "loadavg_before": "%s"}\n' \
+    "$(nproc)" "$DURATION" "$DRAIN" "$CONNECTIONS" "$BATCH" "$NICE" "$(cat /proc/loadavg)" > "$OUT/run.json"
 for triggers in $TRIGGERS; do
     config=$OUT/config-$triggers.yaml
     "$BENCHCONFIG" --triggers "$triggers" --filters "$FILTERS" \
