@@ -202,8 +202,10 @@ json() { # file expr → a field of the JSON line in file (python3: expr over `r
     python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(eval(sys.argv[2]))' "$1" "$2"
 }
 
-busy_ticks() { # CPU time the whole machine spent busy, in ticks (1/100 s)
-    awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+busy_ticks() { # CPU time the machine spent in processes (user, nice, system) or stolen by the
+               # hypervisor, in ticks (1/100 s); interrupts are left out: loopback traffic
+               # is processed there and charged to no process
+    awk '/^cpu / {print $2 + $3 + $4 + $9}' /proc/stat
 }
 
 proc_ticks() { # pid → CPU time of that process so far, in ticks
