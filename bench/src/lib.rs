@@ -1,10 +1,20 @@
-//! Shared fixtures for the benches and the load generator: realistic CloudEvents in each
-//! content mode, generated deterministically.
+//! Benchmark tooling for Triggerfish.
+//!
+//! - fixtures for the criterion benches: realistic CloudEvents in each content mode, generated
+//!   deterministically ([`structured_event`], [`batch_body`], [`binary_event`]);
+//! - [`loadgen`]: the load generator and sink behind the `tf-loadgen` binary;
+//! - [`benchconfig`]: the Knative configs the broker benchmarks run on (`tf-benchconfig`).
+//!
+//! The baseline router the broker benchmarks compare against is a separate crate,
+//! `bench/peers/naive-router`, outside the workspace.
 
 pub mod naive;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
+
+pub mod benchconfig;
+pub mod loadgen;
 
 /// One structured-mode event of about 400 bytes: an order event with a partition key, three
 /// extensions and a small JSON payload.

@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# Broker data-plane benchmark: Triggerfish against the naive baseline (bench/peers/naive-router),
+# end to end (tf-loadgen → router → tf-loadgen's sink), on loopback.
+#
+# For each router × {1, 1000 triggers} × {single binary events, batches of 100}:
+#   1. write the Knative config (tf-benchconfig): broker default/default, N triggers, trigger i
+#      passes type com.example.bench.t<i>; every event is of type t0, so exactly one matches;
+#   2. start the router on it (a fresh process per case, so peak RSS is per case);
+#   3. max throughput: tf-loadgen --rate max for $DURATION (delivered events/s, first send to
+#      last arrival at the sink);
+#   4. latency: tf-loadgen at half that rate, open loop, for $DURATION: p50/p99/p99.9 from
+#      each request's due time to the event's arrival at the sink;
+#   5. peak RSS of the router (VmHWM), then stop it.
+# Prints a Markdown table, and Triggerfish/naive ratios when both ran. Raw JSON lines, configs
+# and router logs are kept under target/bench-broker/<time>/.
+#
+# Usage:
+#   bench/compare-broker.sh                      # both routers
+#   bench/compare-broker.sh --only naive         # one of them (naive | triggerfish)
+#   bench/compare-broker.sh --router 'name=CMD'  # any other router; CMD may use {config}
+#                                                # and {listen}; repeatable
+#   bench/compare-broker.sh --only none          # no router: tf-loadgen sends straight to its
+#                                                # own sink, the ceiling of the tooling itself
+#   bench/compare-broker.sh --report DIR         # the tables of an earlier run, from DIR
+# Environment (defaults in brackets):
+#   TRIGGERFISH_BIN [target/release/triggerfish]   run as `$TRIGGERFISH_BIN serve --config F`
+#   NAIVE_BIN [bench/peers/naive-router/target/release/naive-router]
+#   DURATION [10s]  DRAIN [5s]  SETTLE [2]  CONNECTIONS [8]  BATCH [100]
+#   TRIGGERS ["1 1000"]  MODES ["binary batch"]  FILTERS [attributes]
+#   ROUTER_PORT [18080]  ADMIN_PORT [19090]  SINK_PORT [18090]
+#   ROUTER_CPUS / LOADGEN_CPUS (taskset lists, e.g. 1 and 0; unset: share every core)
+#   NICE [-10 as root, else 0]  niceness of the router and tf-loadgen, so that other work on
+#                   the machine (builds) disturbs the runs less; the table shows what remains
+#   CALIBRATE=1     add the `none` runs before the routers
+#   SKIP_BUILD=1    use the binaries as they are
+#   CARGO_FLAGS_TRIGGERFISH [] extra flags for building triggerfish (e.g. --no-default-features)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TRIGGERFISH_BIN=${TRIGGERFISH_BIN:-target/release/triggerfish}
+NAIVE_BIN=${NAIVE_BIN:-bench/peers/naive-router/target/release/naive-router}
+LOADGEN=target/release/tf-loadgen
+BENCHCONFIG=target/release/tf-benchconfig
+DURATION=${DURATION:-10s}
+DRAIN=${DRAIN:-5s}
+SETTLE=${SETTLE:-2}
+CONNECTIONS=${CONNECTIONS:-8}
+BATCH=${BATCH:-100}
+TRIGGERS=${TRIGGERS:-"1 1000"}
+MODES=${MODES:-"binary batch"}
+FILTERS=${FILTERS:-attributes}
+ROUTER_PORT=${ROUTER_PORT:-18080}
+ADMIN_PORT=${ADMIN_PORT:-19090}
+SINK_PORT=${SINK_PORT:-18090}
+# On a machine shared with builds, run the benchmark ahead of them (root only).
+NICE=${NICE:-$([[ $EUID == 0 ]] && echo -10 || echo 0)}
+
+render() { # results.jsonl → the Markdown tables on stdout
+    python3 - "$1" <<'PY'
+import json, os, sys
+path = sys.argv[1]
+run = json.load(open(os.path.join(os.path.dirname(path), "run.json")))
+cores, duration, connections, batch = run["cores"], run["duration"], run["connections"], run["batch"]
+rows = [json.loads(l) for l in open(path) if l.strip()]
+mib = lambda kb: f"{kb / 1024:,.1f}" if kb else "n/a"
+used = lambda s, run: f"{s / run['wall_s']:.2f}" if run["wall_s"] else "n/a"
+def case(r):
+    t = f'{r["triggers"]} trigger{"s" if r["triggers"] != 1 else ""}, '
+    if r["router"] == "none":
+        t = ""
+    return t + ("single binary events" if r["mode"] == "binary" else
+                       f"batches of {batch}" if r["mode"] == "batch" else r["mode"])
+print(f"Loadgen, sink and router share {cores} cores; {duration} per run, {connections} connections.")
+print("Max: `--rate max`, delivered events/s (first send to last arrival). Latency: open loop at")
+print("half of max, from each request's due time to the event's arrival at the sink. Send lag:")
+print("how late tf-loadgen sent requests in the half-max run (high values: the tooling, not the")
+print("router, limited the run; raise CONNECTIONS). Router CPU: cores the router used during the")
+print("max run. Other load: cores used by processes other than the router and tf-loadgen during")
+print("either run (a busy machine skews the figures). Router `none`: tf-loadgen to its own sink.\n")
+print("| router | case | max events/s | p50 µs | p99 µs | p99.9 µs | peak RSS MiB | router CPU | lost (max / half) | send lag p99 µs | other load |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for r in rows:
+    if "error" in r:
+        print(f'| {r["router"]} | {case(r)} | {r["error"]} | | | | | | | | |')
+        continue
+    m, h, c = r["max"], r["half"], r["cpu"]
+    print(f'| {r["router"]} | {case(r)} | {m["delivered_per_s"]:,.0f} | {h["e2e"]["p50_us"]:,.0f} | '
+          f'{h["e2e"]["p99_us"]:,.0f} | {h["e2e"]["p999_us"]:,.0f} | {mib(r["rss_kb"])} | '
+          f'{used(c["max"]["router_s"], c["max"]) if r["router"] != "none" else "n/a"} | {m["lost"]} / {h["lost"]} | '
+          f'{h["send_lag"]["p99_us"]:,.0f} | '
+          f'{max(used(c[k]["other_s"], c[k]) for k in ("max", "half"))} |')
+by = {(r["router"], r["triggers"], r["mode"]): r for r in rows if "error" not in r}
+pairs = [(k, by.get(("naive",) + k[1:])) for k in by if k[0] == "triggerfish"]
+pairs = [(by[k], n) for k, n in pairs if n]
+if pairs:
+    print("\nTriggerfish / naive (throughput: higher is better; latency and memory: lower is better)\n")
+    print("| case | max events/s | p50 | p99 | p99.9 | peak RSS |")
+    print("|---|---:|---:|---:|---:|---:|")
+    ratio = lambda a, b: f"{a / b:.2f}×" if b else "n/a"
+    for t, n in pairs:
+        th, nh = t["half"]["e2e"], n["half"]["e2e"]
+        print(f'| {case(t)} | {ratio(t["max"]["delivered_per_s"], n["max"]["delivered_per_s"])} | '
+              f'{ratio(th["p50_us"], nh["p50_us"])} | {ratio(th["p99_us"], nh["p99_us"])} | '
+              f'{ratio(th["p999_us"], nh["p999_us"])} | {ratio(t["rss_kb"], n["rss_kb"])} |')
+PY
+}
+
+declare -a ROUTERS=() CUSTOM=()
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --only) ROUTERS+=("$2"); shift 2 ;;
+        --router) CUSTOM+=("$2"); ROUTERS+=("${2%%=*}"); shift 2 ;;
+        --report) render "$2/results.jsonl"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[[ ${#ROUTERS[@]} -gt 0 ]] || ROUTERS=(triggerfish naive)
+if [[ -n ${CALIBRATE:-} ]]; then ROUTERS=(none "${ROUTERS[@]}"); fi
+
+router_cmd() { # name config → the command line, with {config} and {listen} filled in
+    local name=$1 config=$2 listen=127.0.0.1:$ROUTER_PORT cmd=""
+    for c in "${CUSTOM[@]}"; do if [[ ${c%%=*} == "$name" ]]; then cmd=${c#*=}; fi; done
+    if [[ -z $cmd ]]; then
+        case $name in
+            triggerfish) cmd="$TRIGGERFISH_BIN serve --config {config}" ;;
+            naive) cmd="$NAIVE_BIN --config {config} --listen {listen}" ;;
+        esac
+    fi
+    [[ -n $cmd ]] || { echo "unknown router $name (use --only naive|triggerfish or --router)" >&2; exit 2; }
+    cmd=${cmd//\{config\}/$config}
+    echo "${cmd//\{listen\}/$listen}"
+}
+
+pin() { # cpus → the prefix that runs a benchmark process: its niceness and CPU list
+    if [[ $NICE != 0 ]]; then printf 'nice -n %s ' "$NICE"; fi
+    if [[ -n ${1:-} ]]; then printf 'taskset -c %s' "$1"; fi
+}
+
+if [[ -z ${SKIP_BUILD:-} ]]; then
+    cargo build --release -p triggerfish-bench --bins
+    for r in "${ROUTERS[@]}"; do
+        case $r in
+            naive) cargo build --release --manifest-path bench/peers/naive-router/Cargo.toml ;;
+            triggerfish)
+                if [[ $TRIGGERFISH_BIN == target/release/triggerfish ]]; then
+                    # shellcheck disable=SC2086
+                    cargo build --release -p triggerfish-router --bin triggerfish ${CARGO_FLAGS_TRIGGERFISH:-}
+                fi ;;
+        esac
+    done
+fi
+for r in "${ROUTERS[@]}"; do
+    [[ $r == none ]] && continue
+    bin=$(router_cmd "$r" x); bin=${bin%% *}
+    [[ -x $bin ]] || { echo "$r: $bin not found (build it, or choose routers with --only)" >&2; exit 1; }
+done
+
+OUT=target/bench-broker/$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: > "$RESULTS"
+ROUTER_PID=""
+AUTOGROUP_NICE=""
+cleanup() {
+    if [[ -n $ROUTER_PID ]]; then kill "$ROUTER_PID" 2>/dev/null || true; fi
+    if [[ -n $AUTOGROUP_NICE ]]; then echo "$AUTOGROUP_NICE" > "/proc/$$/autogroup" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+# With autogroup scheduling (Linux's default on desktops and many VMs), niceness only counts
+# inside a session's group, and each group gets an equal share: raise this session's group.
+if [[ $NICE != 0 && -w /proc/$$/autogroup ]]; then
+    previous=$(awk '{print $NF}' "/proc/$$/autogroup")
+    if echo "$NICE" > "/proc/$$/autogroup" 2>/dev/null; then AUTOGROUP_NICE=$previous; fi
+fi
+
+wait_listening() { # pid port → 0 once the port accepts, 1 if the process died or 30 s passed
+    local pid=$1 port=$2
+    for _ in $(seq 300); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+start_router() { # name config log → starts it in ROUTER_PID; 1 if it does not listen
+    local name=$1 config=$2 log=$3
+    # shellcheck disable=SC2046
+    $(pin "${ROUTER_CPUS:-}") $(router_cmd "$name" "$config") > "$log" 2>&1 &
+    ROUTER_PID=$!
+    if wait_listening "$ROUTER_PID" "$ROUTER_PORT"; then return 0; fi
+    echo "   $name did not start listening on $ROUTER_PORT; log:" >&2
+    tail -5 "$log" >&2 || true
+    kill "$ROUTER_PID" 2>/dev/null || true
+    wait "$ROUTER_PID" 2>/dev/null || true
+    ROUTER_PID=""
+    return 1
+}
+
+json() { # file expr → a field of the JSON line in file (python3: expr over `r`)
+    python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+busy_ticks() { # CPU time the machine spent in processes (user, nice, system) or stolen by the
+               # hypervisor, in ticks (1/100 s); interrupts are left out: loopback traffic
+               # is processed there and charged to no process
+    awk '/^cpu / {print $2 + $3 + $4 + $9}' /proc/stat
+}
+
+proc_ticks() { # pid → CPU time of that process so far, in ticks
+    if [[ -n ${1:-} && -r /proc/$1/stat ]]; then
+        awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+    else
+        echo 0
+    fi
+}
+
+loadgen() { # name mode rate target → runs tf-loadgen: JSON line in $OUT/name.json, and CPU
+            # use in $OUT/name.cpu ("wall loadgen_user loadgen_sys machine_ticks router_ticks")
+    local name=$1 mode=$2 rate=$3 target=$4 b0 r0 TIMEFORMAT='%R %U %S'
+    local args=(--target "$target" --sink "127.0.0.1:$SINK_PORT"
+        --mode "$mode" --rate "$rate" --duration "$DURATION" --drain "$DRAIN" --connections "$CONNECTIONS")
+    [[ $mode == batch ]] && args+=(--batch "$BATCH")
+    b0=$(busy_ticks); r0=$(proc_ticks "$ROUTER_PID")
+    # shellcheck disable=SC2046
+    { time $(pin "${LOADGEN_CPUS:-}") "$LOADGEN" "${args[@]}" > "$OUT/$name.json" 2> "$OUT/$name.log"; } 2> "$OUT/$name.time"
+    echo "$(tail -1 "$OUT/$name.time") $(( $(busy_ticks) - b0 )) $(( $(proc_ticks "$ROUTER_PID") - r0 ))" > "$OUT/$name.cpu"
+}
+
+echo "# results in $OUT; loadgen, sink and router share $(nproc) cores" >&2
+read -r load1 _ < /proc/loadavg
+if awk -v l="$load1" -v c="$(nproc)" 'BEGIN { exit !(l > c / 4) }'; then
+    echo "# warning: load average $load1 before the run: other processes use the CPU, and" \
+        "the numbers will show it" >&2
+fi
+printf '{"cores": %s, "duration": "%s", "drain": "%s", "connections": %s, "batch": %s, "nice": %s, "loadavg_before": "%s"}\n' \
+    "$(nproc)" "$DURATION" "$DRAIN" "$CONNECTIONS" "$BATCH" "$NICE" "$(cat /proc/loadavg)" > "$OUT/run.json"
+for triggers in $TRIGGERS; do
+    config=$OUT/config-$triggers.yaml
+    "$BENCHCONFIG" --triggers "$triggers" --filters "$FILTERS" \
+        --subscriber "http://127.0.0.1:$SINK_PORT/" \
+        --listen "127.0.0.1:$ROUTER_PORT" --admin "127.0.0.1:$ADMIN_PORT" -o "$config"
+    for mode in $MODES; do
+        for router in "${ROUTERS[@]}"; do
+            case_name=$router-$triggers-$mode
+            target=http://127.0.0.1:$ROUTER_PORT/default/default
+            if [[ $router == none ]]; then
+                # The tooling alone: the sink accepts what is sent to it; once per mode.
+                [[ $triggers == "${TRIGGERS%% *}" ]] || continue
+                echo "## no router (tf-loadgen → its own sink), $mode" >&2
+                target=http://127.0.0.1:$SINK_PORT/
+            else
+                echo "## $router, $triggers trigger(s), $mode" >&2
+                if ! start_router "$router" "$config" "$OUT/$case_name.router.log"; then
+                    printf '{"router":"%s","triggers":%s,"mode":"%s","error":"did not start"}\n' \
+                        "$router" "$triggers" "$mode" >> "$RESULTS"
+                    continue
+                fi
+            fi
+            loadgen "$case_name-max" "$mode" max "$target"
+            max=$(json "$OUT/$case_name-max.json" 'int(r["delivered_per_s"])')
+            echo "   max: $max events/s delivered ($(json "$OUT/$case_name-max.json" 'r["lost"]') lost)" >&2
+            sleep "$SETTLE"
+            half=$(( max / 2 > 0 ? max / 2 : 1 ))
+            loadgen "$case_name-half" "$mode" "$half" "$target"
+            echo "   at $half events/s: $(json "$OUT/$case_name-half.json" '"p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs" % (r["e2e"]["p50_us"], r["e2e"]["p99_us"], r["e2e"]["p999_us"])')" >&2
+            rss_kb=0
+            if [[ -n $ROUTER_PID ]]; then
+                rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$ROUTER_PID/status" 2>/dev/null || echo 0)
+                kill -TERM "$ROUTER_PID" 2>/dev/null || true
+                wait "$ROUTER_PID" 2>/dev/null || true
+                ROUTER_PID=""
+            fi
+            python3 - "$router" "$triggers" "$mode" "$rss_kb" "$OUT/$case_name" >> "$RESULTS" <<'PY'
+import json, sys
+router, triggers, mode, rss, base = sys.argv[1:]
+last = lambda f: json.loads(open(f).read().strip().splitlines()[-1])
+def cpu(f):
+    # Seconds of CPU: tf-loadgen's, the router's, and everyone else's, over the run's wall time.
+    wall, user, sys_, machine, router = (float(x) for x in open(f).read().split())
+    loadgen = user + sys_
+    return {"wall_s": wall, "loadgen_s": loadgen, "router_s": router / 100,
+            "other_s": max(0.0, machine / 100 - loadgen - router / 100)}
+print(json.dumps({"router": router, "triggers": int(triggers), "mode": mode,
+                  "rss_kb": int(rss or 0), "max": last(base + "-max.json"),
+                  "half": last(base + "-half.json"),
+                  "cpu": {"max": cpu(base + "-max.cpu"), "half": cpu(base + "-half.cpu")}}))
+PY
+            sleep "$SETTLE"
+        done
+    done
+done
+
+render "$RESULTS"

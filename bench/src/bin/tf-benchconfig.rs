@@ -1,0 +1,64 @@
+//! `tf-benchconfig`: writes the Knative YAML config of a broker benchmark. See
+//! `triggerfish_bench::benchconfig`.
+//!
+//! ```sh
+//! tf-benchconfig --triggers 1000 --subscriber http://127.0.0.1:18090/ \
+//!     --listen 127.0.0.1:18080 --admin 127.0.0.1:19090 > bench.yaml
+//! ```
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use triggerfish_bench::benchconfig::{BenchConfig, FilterStyle};
+
+/// Writes a Knative config: broker default/default and N triggers, trigger i passing events of
+/// type com.example.bench.t<i>, all delivering to one subscriber.
+#[derive(Debug, Parser)]
+#[command(name = "tf-benchconfig", version)]
+struct Args {
+    /// How many triggers.
+    #[arg(long, default_value = "1")]
+    triggers: NonZeroU32,
+    /// The subscriber URI of every trigger (the load generator's sink).
+    #[arg(long)]
+    subscriber: String,
+    /// How each trigger's filter is written.
+    #[arg(long, value_enum, default_value_t = FilterStyle::Attributes)]
+    filters: FilterStyle,
+    /// The router's HTTP ingress address, written as a `Server` document (`listen.http`).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// The router's admin address (`listen.admin` of the `Server` document).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// The broker's `delivery.retry`.
+    #[arg(long)]
+    retry: Option<u32>,
+    /// Write here instead of stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let yaml = BenchConfig {
+        triggers: args.triggers,
+        subscriber: args.subscriber,
+        filters: args.filters,
+        http: args.listen,
+        admin: args.admin,
+        retry: args.retry,
+    }
+    .to_yaml();
+    match args.output {
+        Some(path) => {
+            std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => std::io::stdout().lock().write_all(yaml.as_bytes())?,
+    }
+    Ok(())
+}
