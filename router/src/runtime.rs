@@ -230,7 +230,7 @@ type SourceDispatcher = (Arc<TriggerPlan>, Arc<TriggerHandle>);
 
 impl Router {
     /// Creates the router and starts its scheduler. Nothing is routed until [`Router::apply`].
-    pub fn new(
+    pub async fn new(
         settings: Settings,
         store: Store,
         mut metrics: Metrics,
@@ -263,13 +263,21 @@ impl Router {
         });
         let config: Arc<ArcSwap<Option<Config>>> = Arc::new(ArcSwap::from_pointee(None));
         let factory = schedule_factory(Arc::clone(&dispatchers), Arc::clone(&config));
+        let state = match &store {
+            Store::JetStream(js) => crate::scheduler::StateConfig::JetStream {
+                context: Box::new(js.context().clone()),
+                replicas: js.replicas(),
+            },
+            Store::Memory(_) => crate::scheduler::StateConfig::Dir(data_dir),
+        };
         let (scheduler, scheduler_task) = Scheduler::start(
             store.clone(),
             scheduler_metrics,
-            data_dir,
+            state,
             factory,
             stop.clone(),
-        );
+        )
+        .await?;
         let _ = dispatchers.scheduler.set(scheduler.clone());
         Ok(Router {
             snapshot: Arc::new(ArcSwap::from_pointee(empty)),

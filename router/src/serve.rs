@@ -88,12 +88,15 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
             (Store::JetStream(Arc::new(js)), None)
         }
     };
-    let router = Arc::new(Router::new(
-        settings.clone(),
-        store.clone(),
-        Metrics::new(),
-        spec.data_dir.clone(),
-    )?);
+    let router = Arc::new(
+        Router::new(
+            settings.clone(),
+            store.clone(),
+            Metrics::new(),
+            spec.data_dir.clone(),
+        )
+        .await?,
+    );
     let metrics = Arc::clone(&router.metrics);
     if let Store::JetStream(js) = &store {
         let routing = Routing {

@@ -16,22 +16,28 @@
 //! - **Run-time schedules** come from `dev.triggerfish.schedule.create`/`.delete` events.
 //!   Names are unique per namespace; creating the same schedule again is a no-op (so
 //!   redelivery is harmless), creating a different one under a taken name is refused.
-//! - **State** (last tick of each schedule, run-time schedules, pending delayed events) is kept
-//!   in the [`state`] store: in memory, saved to `{dataDir}/scheduler/state.json` at most twice a
-//!   second and at shutdown, so that `catchUp` can fire ticks missed while the process was down.
-//!   Missed ticks are skipped by default, as in Knative.
+//! - **State** (last tick of each schedule, run-time schedules, pending delayed events) lives in
+//!   a backend. With the memory store it is [`state`]: in memory, saved to
+//!   `{dataDir}/scheduler/state.json` at most twice a second and at shutdown, so that `catchUp`
+//!   can fire ticks missed while the process was down. With the JetStream store it is
+//!   [`cluster`]: JetStream key-value buckets every replica mirrors, and a leader lease so that
+//!   one replica fires each tick. Missed ticks are skipped by default, as in Knative.
+//! - **Event ids** of ticks are UUIDv5 of the schedule and the tick, so a tick fired twice (by
+//!   two leaders around a handover) is deduplicated by the JetStream store.
 //!
 //! What it does not do: decide cron times (core) or deliver (the dispatchers).
 
+pub mod cluster;
 pub mod state;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -254,19 +260,28 @@ struct Pending {
     broker: BrokerKey,
     event: Arc<EventBatch>,
     ttl: u8,
+    due: DateTime<Utc>,
+}
+
+/// Where the scheduler keeps its state.
+enum Backend {
+    /// One process: in memory, saved to a file.
+    File(state::StateFile),
+    /// A cluster: JetStream key-value buckets and a leader lease.
+    Cluster(Box<cluster::ClusterState>),
 }
 
 /// The scheduler task's state.
 pub struct Scheduler {
     entries: HashMap<Arc<str>, Entry>,
     ticks: BinaryHeap<Reverse<Tick>>,
-    pending: BTreeMap<u64, (DateTime<Utc>, Pending)>,
-    due: BinaryHeap<Reverse<(DateTime<Utc>, u64)>>,
-    next_seq: u64,
+    pending: HashMap<String, Pending>,
+    due: BinaryHeap<Reverse<(DateTime<Utc>, String)>>,
     generation: u64,
     store: Store,
     metrics: SchedulerMetrics,
-    state: state::StateFile,
+    backend: Backend,
+    leader: watch::Receiver<bool>,
     last_fired: HashMap<Arc<str>, DateTime<Utc>>,
     dirty: bool,
     factory: TargetFactory,
@@ -274,15 +289,28 @@ pub struct Scheduler {
     first_apply: bool,
 }
 
+/// Where a scheduler keeps its state: a directory (one process) or JetStream (a cluster).
+pub enum StateConfig {
+    /// `{dir}/scheduler/state.json`.
+    Dir(PathBuf),
+    /// JetStream key-value buckets.
+    JetStream {
+        /// The JetStream context.
+        context: Box<async_nats::jetstream::Context>,
+        /// Replicas of the buckets.
+        replicas: usize,
+    },
+}
+
 impl Scheduler {
     /// Starts the scheduler task; returns its handle.
-    pub fn start(
+    pub async fn start(
         store: Store,
         metrics: SchedulerMetrics,
-        state_dir: PathBuf,
+        state: StateConfig,
         factory: TargetFactory,
         stop: CancellationToken,
-    ) -> (SchedulerHandle, tokio::task::JoinHandle<()>) {
+    ) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), cluster::ClusterError> {
         let (commands, rx) = mpsc::channel(256);
         let (sources, sources_rx) = watch::channel(Vec::new());
         let handle = SchedulerHandle {
@@ -290,61 +318,106 @@ impl Scheduler {
             sources: Arc::new(sources),
             limits: Arc::new(arc_swap::ArcSwap::from_pointee(Limits::default())),
         };
-        let state = state::StateFile::new(state_dir.join("scheduler").join("state.json"));
+        let (leader_tx, leader) = watch::channel(false);
+        let (backend, changes) = match state {
+            StateConfig::Dir(dir) => {
+                leader_tx.send_replace(true);
+                (
+                    Backend::File(state::StateFile::new(
+                        dir.join("scheduler").join("state.json"),
+                    )),
+                    None,
+                )
+            }
+            StateConfig::JetStream { context, replicas } => {
+                let cluster = cluster::ClusterState::open(&context, replicas).await?;
+                let (tx, changes) = mpsc::channel(1024);
+                tokio::spawn({
+                    let cluster = cluster.clone();
+                    let stop = stop.clone();
+                    async move { cluster.watch(tx, stop).await }
+                });
+                tokio::spawn({
+                    let cluster = cluster.clone();
+                    let stop = stop.clone();
+                    async move { cluster.lead(leader_tx, stop).await }
+                });
+                (Backend::Cluster(Box::new(cluster)), Some(changes))
+            }
+        };
         let scheduler = Scheduler {
             entries: HashMap::new(),
             ticks: BinaryHeap::new(),
-            pending: BTreeMap::new(),
+            pending: HashMap::new(),
             due: BinaryHeap::new(),
-            next_seq: 0,
             generation: 0,
             store,
             metrics,
-            state,
+            backend,
+            leader,
             last_fired: HashMap::new(),
             dirty: false,
             factory,
             handle: handle.clone(),
             first_apply: true,
         };
-        let task = tokio::spawn(scheduler.run(rx, sources_rx, stop));
-        (handle, task)
+        let task = tokio::spawn(scheduler.run(rx, sources_rx, changes, stop));
+        Ok((handle, task))
+    }
+
+    fn is_leader(&self) -> bool {
+        *self.leader.borrow()
     }
 
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut sources: watch::Receiver<Vec<Source>>,
+        mut changes: Option<mpsc::Receiver<cluster::Change>>,
         stop: CancellationToken,
     ) {
-        let restored = self.state.load().await;
-        self.restore(restored);
+        if let Backend::File(file) = &self.backend {
+            let restored = file.load().await;
+            self.restore(restored);
+        }
+        let mut leader = self.leader.clone();
         let mut last_save = Instant::now();
         loop {
             let now = Utc::now();
-            let next = [
-                self.ticks.peek().map(|r| r.0.0),
-                self.due.peek().map(|r| r.0.0),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let tick = self.ticks.peek().map(|r| r.0.0);
+            // Followers keep their tick heap moving but fire nothing; they look again when the
+            // lease may have changed hands.
+            let next = if self.is_leader() {
+                [tick, self.due.peek().map(|r| r.0.0)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            } else {
+                [tick, Some(now + chrono::Duration::seconds(1))]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            };
             let sleep = next
                 .map(|t| (t - now).to_std().unwrap_or_default())
                 .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
                 () = tokio::time::sleep(sleep) => {}
-                Some(cmd) = commands.recv() => self.command(cmd),
+                Some(cmd) = commands.recv() => self.command(cmd).await,
                 Ok(()) = sources.changed() => {
                     let set = sources.borrow_and_update().clone();
                     self.apply(set);
                 }
+                Some(change) = async { match changes.as_mut() { Some(c) => c.recv().await, None => std::future::pending().await } } => {
+                    self.mirror(change);
+                }
+                Ok(()) = leader.changed() => {}
                 () = stop.cancelled() => {
                     self.save().await;
                     return;
                 }
             }
-            self.fire_due(Utc::now());
+            self.fire_due(Utc::now()).await;
             if self.dirty && last_save.elapsed() >= Duration::from_millis(500) {
                 self.save().await;
                 last_save = Instant::now();
@@ -359,18 +432,101 @@ impl Scheduler {
             .map(|(k, v)| (Arc::from(k.as_str()), v))
             .collect();
         for s in saved.schedules {
-            if let Err(e) = self.create(s.namespace.clone(), s.request) {
+            if let Err(e) = self.add_dynamic(s.namespace.clone(), s.request) {
                 tracing::warn!(namespace = %s.namespace, error = %e, "a saved run-time schedule could not be restored");
             }
         }
-        for p in saved.pending {
+        for (i, p) in saved.pending.into_iter().enumerate() {
             match p.decode() {
-                Ok((broker, event, ttl, due)) => self.push_pending(broker, event, ttl, due),
+                Ok((broker, event, ttl, due)) => {
+                    let id = format!("restored-{i}");
+                    self.push_pending(
+                        id,
+                        Pending {
+                            broker,
+                            event,
+                            ttl,
+                            due,
+                        },
+                    );
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "a saved delayed event could not be restored")
                 }
             }
         }
+    }
+
+    /// Mirrors a change of the cluster state bucket.
+    fn mirror(&mut self, change: cluster::Change) {
+        match change {
+            cluster::Change::Put(key, value) => {
+                if let Some(rest) = key.strip_prefix("s.") {
+                    let Some((namespace, _)) = rest.split_once('.') else {
+                        return;
+                    };
+                    match serde_json::from_slice::<ScheduleRequest>(&value) {
+                        Ok(request) => {
+                            let k: Arc<str> =
+                                Arc::from(format!("{namespace}/schedules/{}", request.name));
+                            let same = self
+                                .entries
+                                .get(&k)
+                                .and_then(|e| e.dynamic.as_ref())
+                                .is_some_and(|d| d.request == request);
+                            if !same {
+                                self.entries.remove(&k);
+                                if let Err(e) = self.add_dynamic(namespace.to_owned(), request) {
+                                    tracing::warn!(schedule = %k, error = %e, "a run-time schedule could not be started");
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(key = %key, error = %e, "unreadable run-time schedule")
+                        }
+                    }
+                } else if let Some(id) = key.strip_prefix("p.") {
+                    match serde_json::from_slice::<state::SavedEvent>(&value)
+                        .map_err(|e| e.to_string())
+                        .and_then(state::SavedEvent::decode)
+                    {
+                        Ok((broker, event, ttl, due)) => self.push_pending(
+                            id.to_owned(),
+                            Pending {
+                                broker,
+                                event,
+                                ttl,
+                                due,
+                            },
+                        ),
+                        Err(e) => {
+                            tracing::warn!(key = %key, error = %e, "unreadable delayed event")
+                        }
+                    }
+                } else if let Some(k) = key.strip_prefix("l.")
+                    && let Some(t) = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+                {
+                    self.last_fired
+                        .insert(Arc::from(decode_key(k).as_str()), t.with_timezone(&Utc));
+                }
+            }
+            cluster::Change::Delete(key) => {
+                if let Some(rest) = key.strip_prefix("s.") {
+                    if let Some((namespace, name)) = rest.split_once('.') {
+                        let k: Arc<str> = Arc::from(format!("{namespace}/schedules/{name}"));
+                        if self.entries.get(&k).is_some_and(|e| e.dynamic.is_some()) {
+                            self.entries.remove(&k);
+                        }
+                    }
+                } else if let Some(id) = key.strip_prefix("p.") {
+                    self.pending.remove(id);
+                }
+            }
+        }
+        self.metrics.schedules.set(self.entries.len() as i64);
+        self.metrics.pending.set(self.pending.len() as i64);
     }
 
     fn apply(&mut self, set: Vec<Source>) {
@@ -388,6 +544,7 @@ impl Scheduler {
                 continue;
             }
             if self.first_apply
+                && self.is_leader()
                 && let Some(&last) = self.last_fired.get(&source.key)
             {
                 for tick in source.recurring.missed(last, now) {
@@ -419,32 +576,36 @@ impl Scheduler {
         );
     }
 
-    fn command(&mut self, cmd: Command) {
+    async fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Create {
                 namespace,
                 request,
                 reply,
             } => {
-                let result = self.create(namespace, *request);
-                if result.is_ok() {
-                    self.dirty = true;
-                }
-                let _ = reply.send(result);
+                let _ = reply.send(self.create(namespace, *request).await);
             }
             Command::Delete {
                 namespace,
                 name,
                 reply,
             } => {
-                let key: Arc<str> = Arc::from(format!("{namespace}/schedules/{name}"));
-                if self.entries.get(&key).is_some_and(|e| e.dynamic.is_some()) {
-                    self.entries.remove(&key);
-                    self.dirty = true;
-                    tracing::info!(schedule = %key, "run-time schedule deleted");
+                let result = match &self.backend {
+                    Backend::Cluster(c) => c.delete(&format!("s.{namespace}.{name}")).await,
+                    Backend::File(_) => {
+                        let key: Arc<str> = Arc::from(format!("{namespace}/schedules/{name}"));
+                        if self.entries.get(&key).is_some_and(|e| e.dynamic.is_some()) {
+                            self.entries.remove(&key);
+                            self.dirty = true;
+                        }
+                        Ok(())
+                    }
+                };
+                if result.is_ok() {
+                    tracing::info!(namespace = %namespace, name = %name, "run-time schedule deleted");
                 }
                 self.metrics.schedules.set(self.entries.len() as i64);
-                let _ = reply.send(Ok(()));
+                let _ = reply.send(result);
             }
             Command::Delay {
                 broker,
@@ -461,14 +622,77 @@ impl Scheduler {
                     )));
                     return;
                 }
-                self.push_pending(broker, event, ttl, due);
-                self.dirty = true;
-                let _ = reply.send(Ok(()));
+                let id = uuid::Uuid::new_v4().to_string();
+                let result = match &self.backend {
+                    Backend::Cluster(c) => {
+                        let saved = state::SavedEvent::encode(&broker, &event, ttl, due);
+                        match serde_json::to_vec(&saved) {
+                            Ok(json) => c.put(&format!("p.{id}"), Bytes::from(json)).await,
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                    Backend::File(_) => {
+                        self.push_pending(
+                            id,
+                            Pending {
+                                broker,
+                                event,
+                                ttl,
+                                due,
+                            },
+                        );
+                        self.dirty = true;
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(result);
             }
         }
     }
 
-    fn create(&mut self, namespace: String, request: ScheduleRequest) -> Result<(), String> {
+    async fn create(&mut self, namespace: String, request: ScheduleRequest) -> Result<(), String> {
+        let dynamic_count = self
+            .entries
+            .values()
+            .filter(|e| e.dynamic.is_some())
+            .count();
+        if dynamic_count >= self.handle.limits.load().max_schedules {
+            return Err(format!("full: {dynamic_count} run-time schedules exist"));
+        }
+        // Check it fully before storing it: an invalid schedule is refused, not stored.
+        request.recurring()?;
+        match &self.backend {
+            Backend::Cluster(c) => {
+                let json = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+                let key = format!("s.{namespace}.{}", request.name);
+                match c.create(&key, Bytes::from(json)).await? {
+                    None => Ok(()),
+                    Some(existing)
+                        if serde_json::from_slice::<ScheduleRequest>(&existing)
+                            .ok()
+                            .as_ref()
+                            == Some(&request) =>
+                    {
+                        Ok(())
+                    }
+                    Some(_) => Err(format!(
+                        "a schedule named {:?} already exists in namespace {namespace:?}; delete it first",
+                        request.name
+                    )),
+                }
+            }
+            Backend::File(_) => {
+                let result = self.add_dynamic(namespace, request);
+                if result.is_ok() {
+                    self.dirty = true;
+                }
+                result
+            }
+        }
+    }
+
+    /// Starts a run-time schedule here (from a request, a saved state, or a mirrored change).
+    fn add_dynamic(&mut self, namespace: String, request: ScheduleRequest) -> Result<(), String> {
         let key: Arc<str> = Arc::from(format!("{namespace}/schedules/{}", request.name));
         if let Some(existing) = self.entries.get(&key) {
             return match &existing.dynamic {
@@ -478,14 +702,6 @@ impl Scheduler {
                     request.name
                 )),
             };
-        }
-        let dynamic_count = self
-            .entries
-            .values()
-            .filter(|e| e.dynamic.is_some())
-            .count();
-        if dynamic_count >= self.handle.limits.load().max_schedules {
-            return Err(format!("full: {dynamic_count} run-time schedules exist"));
         }
         let (recurring, target) = (self.factory)(&namespace, &request)?;
         let source = Source {
@@ -499,22 +715,14 @@ impl Scheduler {
         Ok(())
     }
 
-    fn push_pending(
-        &mut self,
-        broker: BrokerKey,
-        event: Arc<EventBatch>,
-        ttl: u8,
-        due: DateTime<Utc>,
-    ) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.pending
-            .insert(seq, (due, Pending { broker, event, ttl }));
-        self.due.push(Reverse((due, seq)));
+    fn push_pending(&mut self, id: String, pending: Pending) {
+        self.due.push(Reverse((pending.due, id.clone())));
+        self.pending.insert(id, pending);
         self.metrics.pending.set(self.pending.len() as i64);
     }
 
-    fn fire_due(&mut self, now: DateTime<Utc>) {
+    async fn fire_due(&mut self, now: DateTime<Utc>) {
+        let leader = self.is_leader();
         while let Some(Reverse((tick, generation, key))) = self.ticks.peek().cloned() {
             if tick > now {
                 break;
@@ -527,32 +735,66 @@ impl Scheduler {
                 continue;
             }
             let (source, busy) = (entry.source.clone(), Arc::clone(&entry.busy));
-            self.fire(&source, &busy, tick, false);
-            self.last_fired.insert(Arc::clone(&key), tick);
-            self.dirty = true;
+            if leader {
+                self.fire(&source, &busy, tick, false);
+                self.record_fired(&source, tick).await;
+            }
             if let Some(next) = source.recurring.next_after(tick) {
                 self.ticks.push(Reverse((next, generation, key)));
             }
         }
-        while let Some(Reverse((due, seq))) = self.due.peek().copied() {
+        if !leader {
+            return;
+        }
+        while let Some(Reverse((due, id))) = self.due.peek().cloned() {
             if due > now {
                 break;
             }
             self.due.pop();
-            let Some((_, pending)) = self.pending.remove(&seq) else {
+            let Some(pending) = self.pending.remove(&id) else {
                 continue;
             };
-            self.dirty = true;
             self.metrics.pending.set(self.pending.len() as i64);
             let store = self.store.clone();
+            let cluster = match &self.backend {
+                Backend::Cluster(c) => Some(c.clone()),
+                Backend::File(_) => {
+                    self.dirty = true;
+                    None
+                }
+            };
             tokio::spawn(async move {
-                if let Err(e) = store
+                match store
                     .offer(&pending.broker, pending.event, Some(pending.ttl))
                     .await
                 {
-                    tracing::error!(broker = %pending.broker, error = %e, "a delayed event could not be published");
+                    Ok(()) => {
+                        if let Some(c) = cluster {
+                            let _ = c.delete(&format!("p.{id}")).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(broker = %pending.broker, error = %e, "a delayed event could not be published")
+                    }
                 }
             });
+        }
+    }
+
+    /// Remembers the last tick of a schedule that catches up.
+    async fn record_fired(&mut self, source: &Source, tick: DateTime<Utc>) {
+        match &self.backend {
+            Backend::File(_) => {
+                self.last_fired.insert(Arc::clone(&source.key), tick);
+                self.dirty = true;
+            }
+            Backend::Cluster(c) if source.recurring.catch_up.is_some() => {
+                let value = Bytes::from(tick.to_rfc3339());
+                let _ = c
+                    .put(&format!("l.{}", encode_key(&source.key)), value)
+                    .await;
+            }
+            Backend::Cluster(_) => {}
         }
     }
 
@@ -569,7 +811,8 @@ impl Scheduler {
         let busy = Arc::clone(busy);
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            let id = uuid::Uuid::new_v4().to_string();
+            let name = format!("{}@{}", source.key, tick.timestamp_millis());
+            let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()).to_string();
             let batch = Arc::new(source.recurring.event(tick, &id, late));
             if let Some(event) = EventRef::new(batch, 0) {
                 let lateness = (Utc::now() - tick)
@@ -597,6 +840,10 @@ impl Scheduler {
     }
 
     async fn save(&mut self) {
+        let Backend::File(file) = &self.backend else {
+            self.dirty = false;
+            return;
+        };
         let schedules = self
             .entries
             .values()
@@ -610,20 +857,34 @@ impl Scheduler {
         let pending = self
             .pending
             .values()
-            .map(|(due, p)| state::SavedEvent::encode(&p.broker, &p.event, p.ttl, *due))
+            .map(|p| state::SavedEvent::encode(&p.broker, &p.event, p.ttl, p.due))
             .collect();
         let last_fired = self
             .last_fired
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect();
-        self.state
-            .save(state::State {
-                last_fired,
-                schedules,
-                pending,
-            })
-            .await;
+        file.save(state::State {
+            last_fired,
+            schedules,
+            pending,
+        })
+        .await;
         self.dirty = false;
     }
+}
+
+/// A schedule key as a KV key token (KV keys allow letters, digits, `-`, `_`, `=`, `.`).
+fn encode_key(key: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+fn decode_key(token: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default()
 }

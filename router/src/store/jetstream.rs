@@ -145,6 +145,11 @@ impl JetStreamStore {
         &self.js
     }
 
+    /// Replicas of each stream, for the scheduler's buckets too.
+    pub fn replicas(&self) -> usize {
+        self.spec.stream_replicas.get()
+    }
+
     /// Whether the client is connected right now.
     pub fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected

@@ -1,0 +1,203 @@
+//! The scheduler's state in a cluster: JetStream key-value buckets shared by every replica.
+//!
+//! - Bucket `TF_SCHEDULER` holds the shared state: `s.<namespace>.<name>` a run-time schedule,
+//!   `p.<id>` a delayed event, `l.<hash>` the last tick of a `catchUp` schedule. Every replica
+//!   writes the requests it receives there and mirrors the bucket through a watch, so every
+//!   replica knows every schedule and delayed event.
+//! - Bucket `TF_SCHEDULER_LEASE` holds one key, `leader`, with a 10-second age limit. The
+//!   replica that holds it fires ticks and due events; it renews the key every 3 seconds with
+//!   compare-and-set on its revision. When it dies, the key expires and another replica's
+//!   `create` succeeds: it takes over within about 10 seconds.
+//!
+//! Exactly once: a tick's event id is derived from the schedule and the tick time, and a delayed
+//! event keeps its own id, and the JetStream store deduplicates publishes by id. So a tick or a
+//! delayed event fired twice around a change of leader reaches a broker once.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+/// The state bucket.
+const STATE_BUCKET: &str = "TF_SCHEDULER";
+/// The lease bucket.
+const LEASE_BUCKET: &str = "TF_SCHEDULER_LEASE";
+/// How long a lease lives without renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often the leader renews, and followers try to take over.
+const LEASE_PERIOD: Duration = Duration::from_secs(3);
+
+/// A change seen in the state bucket.
+pub enum Change {
+    /// A key was written.
+    Put(String, Bytes),
+    /// A key was deleted.
+    Delete(String),
+}
+
+/// Opens a key-value bucket, creating its backing stream first when needed.
+///
+/// The stream is created by hand, with the fields every JetStream server since 2.9 knows:
+/// `create_key_value` of async-nats 0.51 sends settings that a 2.9 server (Debian 12's) answers
+/// in a form the client cannot parse.
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+    max_age: Option<Duration>,
+) -> Result<kv::Store, ClusterError> {
+    let config = stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        max_age: max_age.unwrap_or_default(),
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|e| ClusterError(format!("bucket {name}: {e}")))?;
+    js.get_key_value(name)
+        .await
+        .map_err(|e| ClusterError(format!("bucket {name}: {e}")))
+}
+
+/// The buckets.
+#[derive(Clone)]
+pub struct ClusterState {
+    state: kv::Store,
+    lease: kv::Store,
+    id: String,
+}
+
+/// Why the buckets are unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("scheduler state in JetStream: {0}")]
+pub struct ClusterError(String);
+
+impl ClusterState {
+    /// Opens (or creates) the buckets, replicated like the streams.
+    pub async fn open(
+        js: &jetstream::Context,
+        replicas: usize,
+    ) -> Result<ClusterState, ClusterError> {
+        let state = bucket(js, STATE_BUCKET, replicas, None).await?;
+        let lease = bucket(js, LEASE_BUCKET, replicas, Some(LEASE_TTL)).await?;
+        let id = format!(
+            "{}-{}-{:08x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "triggerfish".into()),
+            std::process::id(),
+            fastrand::u32(..)
+        );
+        Ok(ClusterState { state, lease, id })
+    }
+
+    /// This replica's lease id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Creates `key` unless it exists; returns the existing value when it does.
+    pub async fn create(&self, key: &str, value: Bytes) -> Result<Option<Bytes>, String> {
+        match self.state.create(key, value).await {
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                self.state.get(key).await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Writes `key`.
+    pub async fn put(&self, key: &str, value: Bytes) -> Result<(), String> {
+        self.state
+            .put(key, value)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Deletes `key`.
+    pub async fn delete(&self, key: &str) -> Result<(), String> {
+        self.state.delete(key).await.map_err(|e| e.to_string())
+    }
+
+    /// Streams every current value, then every change, until `stop`.
+    pub async fn watch(&self, changes: tokio::sync::mpsc::Sender<Change>, stop: CancellationToken) {
+        let mut pause = Duration::from_millis(200);
+        while !stop.is_cancelled() {
+            let mut watch = match self.state.watch_with_history(">").await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the scheduler state; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            loop {
+                let entry = tokio::select! {
+                    e = watch.next() => e,
+                    () = stop.cancelled() => return,
+                };
+                let change = match entry {
+                    Some(Ok(entry)) => match entry.operation {
+                        kv::Operation::Put => Change::Put(entry.key, entry.value),
+                        kv::Operation::Delete | kv::Operation::Purge => Change::Delete(entry.key),
+                    },
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "scheduler state watch failed; watching again");
+                        break;
+                    }
+                    None => break,
+                };
+                if changes.send(change).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Keeps trying to be the leader, and keeps the lease while it is: `leader` is true while
+    /// this replica holds it.
+    pub async fn lead(&self, leader: tokio::sync::watch::Sender<bool>, stop: CancellationToken) {
+        let mut revision: Option<u64> = None;
+        loop {
+            let value = Bytes::from(self.id.clone());
+            revision = match revision {
+                Some(r) => match self.lease.update("leader", value, r).await {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "scheduler lease lost");
+                        None
+                    }
+                },
+                None => match self.lease.create("leader", value).await {
+                    Ok(r) => {
+                        tracing::info!(id = %self.id, "this replica now leads the scheduler");
+                        Some(r)
+                    }
+                    Err(_) => None,
+                },
+            };
+            leader.send_replace(revision.is_some());
+            tokio::select! {
+                () = tokio::time::sleep(LEASE_PERIOD) => {}
+                () = stop.cancelled() => {
+                    if revision.is_some() {
+                        // Hand over at once rather than after the lease expires.
+                        let _ = self.lease.delete("leader").await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
