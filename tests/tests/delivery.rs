@@ -173,6 +173,9 @@ async fn retry_after_is_honoured_up_to_retry_after_max() {
             "/capped" => Reply::status(429).retry_after("1"),
             "/not-on-500" => Reply::status(500).retry_after("1"),
             "/backoff-longer" => Reply::status(503).retry_after("0"),
+            "/date" => Reply::status(503).retry_after(&httpdate::fmt_http_date(
+                std::time::SystemTime::now() + Duration::from_secs(2),
+            )),
             other => panic!("unexpected path {other}"),
         }
     };
@@ -211,6 +214,11 @@ async fn retry_after_is_honoured_up_to_retry_after_max() {
         .trigger(trigger(
             "backoff-longer",
             "retry: 1\nbackoffPolicy: linear\nbackoffDelay: PT0.4S\nretryAfterMax: PT5S",
+        ))
+        // An HTTP-date two seconds ahead, with one-second resolution: 1 to 2 s.
+        .trigger(trigger(
+            "date",
+            "retry: 1\nbackoffDelay: PT0.01S\nretryAfterMax: PT5S",
         ));
     let router = Router::start(&config.render()).await;
     for name in [
@@ -219,6 +227,7 @@ async fn retry_after_is_honoured_up_to_retry_after_max() {
         "ignored",
         "not-on-500",
         "backoff-longer",
+        "date",
     ] {
         router.publish(&Event::new(format!("{name}-1"), name)).await;
     }
@@ -233,7 +242,13 @@ async fn retry_after_is_honoured_up_to_retry_after_max() {
         let attempts = sub.wait_for_path(path, 2, PATIENCE).await;
         assert_gaps(path, &attempts, &[gap]);
     }
-    assert_eq!(sub.count(), 10, "{:?}", sub.summary());
+    let date = sub.wait_for_path("/date", 2, PATIENCE).await;
+    let gap = date[1].at - date[0].at;
+    assert!(
+        gap >= ms(900) && gap <= ms(2000) + SLACK,
+        "/date: gap {gap:?}, expected 1 to 2 s"
+    );
+    assert_eq!(sub.count(), 12, "{:?}", sub.summary());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,4 +506,22 @@ async fn non_retryable_statuses_go_to_the_dls_after_one_attempt() {
     })
     .await;
     assert_eq!(sub.count(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_jitter_stays_within_the_schedule() {
+    // Without jitter: 40, 80, then 100 ms (capped) four times, 520 ms in all.
+    let (attempts, _router) = attempts_with(
+        "retry: 6\nbackoffPolicy: exponential\nbackoffDelay: PT0.02S\nbackoffMax: PT0.1S\njitter: full",
+    )
+    .await;
+    assert_eq!(attempts.len(), 7);
+    let bounds = [ms(40), ms(80), ms(100), ms(100), ms(100), ms(100)];
+    let actual = gaps(&attempts);
+    for (gap, bound) in actual.iter().zip(bounds) {
+        assert!(*gap <= bound + SLACK, "gaps {actual:?} exceed {bounds:?}");
+    }
+    // Uniform in [0, delay]: a total near the maximum would take six draws all near theirs.
+    let total: Duration = actual.iter().sum();
+    assert!(total < ms(520) * 9 / 10, "gaps {actual:?} look unjittered");
 }
