@@ -525,3 +525,71 @@ async fn full_jitter_stays_within_the_schedule() {
     let total: Duration = actual.iter().sum();
     assert!(total < ms(520) * 9 / 10, "gaps {actual:?} look unjittered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_errors_and_redirects() {
+    let sub = Subscriber::start().await;
+    let aborted: Arc<Mutex<usize>> = Arc::default();
+    let count = Arc::clone(&aborted);
+    sub.handle(move |req| match req.path.as_str() {
+        // The connection closes without an answer once, then all is well.
+        "/abort-once" => {
+            let mut n = count.lock();
+            *n += 1;
+            if *n == 1 { Reply::abort() } else { Reply::ok() }
+        }
+        "/abort" => Reply::abort(),
+        // Redirects are not followed, and not retried.
+        _ => Reply::status(302).header("location", "/elsewhere"),
+    });
+    let dls = Subscriber::start().await;
+    // Nothing listens on this port.
+    let closed = format!("http://{}/closed", triggerfish_tests::router::free_port());
+    let delivery = format!(
+        "retry: 2\nbackoffDelay: PT0.01S\ndeadLetterSink:\n  uri: {}",
+        dls.url("/dls")
+    );
+    let config = Config::new()
+        .broker("default", Some(&delivery))
+        .trigger(Trigger::new("abort-once", &sub.url("/abort-once")))
+        .trigger(Trigger::new("abort", &sub.url("/abort")))
+        .trigger(Trigger::new("redirect", &sub.url("/redirect")))
+        .trigger(Trigger::new("closed", &closed));
+    let router = Router::start(&config.render()).await;
+    router.publish(&Event::new("e-1", "t")).await;
+
+    let dead = dls.wait_for(3, PATIENCE).await;
+    let by_dest = |dest: &str| {
+        dead.iter()
+            .find(|r| r.ce("knativeerrordest").as_deref() == Some(dest))
+            .unwrap_or_else(|| panic!("no dead letter from {dest}: {:?}", dls.summary()))
+    };
+    for dest in [sub.url("/abort"), closed.clone()] {
+        let d = by_dest(&dest);
+        assert_eq!(d.ce("knativeerrorcode").as_deref(), Some("500"), "{dest}");
+        assert_eq!(d.header("ce-knativeerrordata"), None, "{dest}");
+    }
+    assert_eq!(
+        by_dest(&sub.url("/redirect"))
+            .ce("knativeerrorcode")
+            .as_deref(),
+        Some("302")
+    );
+    assert_eq!(
+        sub.requests_to("/abort").len(),
+        3,
+        "transport errors are retried"
+    );
+    assert_eq!(sub.requests_to("/redirect").len(), 1);
+    let once = sub.wait_for_path("/abort-once", 2, PATIENCE).await;
+    assert_eq!(once.len(), 2);
+    router
+        .wait_metric(
+            "triggerfish_delivery_attempts_total",
+            &[("trigger", "default/abort-once"), ("outcome", "success")],
+            1.0,
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(dls.count(), 3);
+}
