@@ -68,6 +68,17 @@ async fn a_reply_reenters_the_broker_and_reaches_another_trigger() {
     assert_eq!(settled.ce("type").as_deref(), Some("payment.settled"));
     assert_eq!(settled.json(), json!({"settled": 1}));
 
+    // A reply is counted once it is queued, which races with its delivery: wait for both.
+    for trigger in ["default/orders", "default/payments"] {
+        router
+            .wait_metric(
+                "triggerfish_delivery_replies_total",
+                &[("trigger", trigger)],
+                1.0,
+                PATIENCE,
+            )
+            .await;
+    }
     let m = router
         .wait_metric(
             "triggerfish_delivery_attempts_total",
@@ -133,11 +144,20 @@ async fn a_reply_loop_stops_when_the_ttl_is_used_up() {
 
     // knativebrokerttl starts at 255: the event and 254 replies are delivered, and the 255th
     // reply is dropped.
-    let m = router
+    router
         .wait_metric(
             "triggerfish_delivery_dropped_total",
             TTL_EXHAUSTED,
             1.0,
+            PATIENCE,
+        )
+        .await;
+    // Each reply is counted once queued, which races with its delivery.
+    let m = router
+        .wait_metric(
+            "triggerfish_delivery_replies_total",
+            &[("trigger", "default/loop")],
+            254.0,
             PATIENCE,
         )
         .await;
