@@ -93,11 +93,12 @@ async fn attempts_with(delivery: &str) -> (Vec<Arc<Request>>, Router) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linear_backoff_waits_delay_times_n() {
+    // 200 ms apart, so that n from 0 (0, 200, 400) or n + 1 (400, 600, 800) would show.
     let (attempts, router) =
-        attempts_with("retry: 3\nbackoffPolicy: linear\nbackoffDelay: PT0.1S").await;
+        attempts_with("retry: 3\nbackoffPolicy: linear\nbackoffDelay: PT0.2S").await;
     assert_eq!(attempts.len(), 4, "retry: 3 gives 4 attempts");
     assert!(attempts.iter().all(|r| r.id() == "e-1"));
-    assert_gaps("linear PT0.1S", &attempts, &[ms(100), ms(200), ms(300)]);
+    assert_gaps("linear PT0.2S", &attempts, &[ms(200), ms(400), ms(600)]);
     let m = router.metrics().await;
     let labels = [("trigger", "default/t")];
     assert_eq!(m.count("triggerfish_delivery_retries_total", &labels), 3);
