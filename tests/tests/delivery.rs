@@ -610,3 +610,44 @@ async fn transport_errors_and_redirects() {
         .await;
     assert_eq!(dls.count(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_in_structured_mode() {
+    let sub = Subscriber::start().await;
+    sub.handle(|_| Reply::status(503).body("text/plain", "busy"));
+    let dls = Subscriber::start().await;
+    let config = Config::new().broker("default", None).trigger(
+        Trigger::new("t", &sub.url("/fail")).delivery(&format!(
+            "format: json\ndeadLetterSink:\n  uri: {}",
+            dls.url("/dls")
+        )),
+    );
+    let router = Router::start(&config.render()).await;
+    let event = Event::new("s-1", "t")
+        .attr("knativebrokerttl", 42)
+        .data(serde_json::json!({"x": 1}));
+    router.publish(&event).await;
+    let dead = dls.wait_for(1, PATIENCE).await;
+    assert_eq!(
+        sub.requests()[0].header("content-type"),
+        Some("application/cloudevents+json")
+    );
+    let d = &dead[0];
+    assert_eq!(
+        d.header("content-type"),
+        Some("application/cloudevents+json")
+    );
+    let mut expected = event.json();
+    let fields = expected.as_object_mut().unwrap();
+    fields.remove("knativebrokerttl");
+    fields.insert("knativeerrordest".into(), sub.url("/fail").into());
+    // An integer, as Knative sets it.
+    fields.insert("knativeerrorcode".into(), 503.into());
+    fields.insert(
+        "knativeerrordata".into(),
+        base64::engine::general_purpose::STANDARD
+            .encode("busy")
+            .into(),
+    );
+    assert_eq!(d.json(), expected);
+}

@@ -211,3 +211,43 @@ async fn a_producer_ttl_is_honoured() {
             .all(|r| r.header("ce-knativebrokerttl").is_none())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_reply_reenters_as_separate_events() {
+    let sub = Subscriber::start().await;
+    sub.handle(|req| match req.path.as_str() {
+        "/split" => Reply::ok().body(
+            "application/cloudevents-batch+json",
+            triggerfish_tests::event::batch(&[
+                Event::new("part-1", "part"),
+                Event::new("part-2", "part"),
+                Event::new("part-3", "part"),
+            ]),
+        ),
+        _ => Reply::ok(),
+    });
+    let config = Config::new()
+        .broker("default", None)
+        .trigger(
+            Trigger::new("split", &sub.url("/split"))
+                .filter("filter:\n  attributes:\n    type: whole"),
+        )
+        .trigger(
+            Trigger::new("parts", &sub.url("/parts"))
+                .filter("filter:\n  attributes:\n    type: part"),
+        );
+    let router = Router::start(&config.render()).await;
+    router.publish(&Event::new("whole-1", "whole")).await;
+    let parts = sub.wait_for_path("/parts", 3, PATIENCE).await;
+    let mut ids: Vec<String> = parts.iter().map(|r| r.id()).collect();
+    ids.sort();
+    assert_eq!(ids, ["part-1", "part-2", "part-3"]);
+    router
+        .wait_metric(
+            "triggerfish_delivery_replies_total",
+            &[("trigger", "default/split")],
+            3.0,
+            PATIENCE,
+        )
+        .await;
+}
