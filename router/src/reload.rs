@@ -71,6 +71,9 @@ pub async fn reload(router: &Router, path: &Path) {
         }
     };
     if router.status.load().version == triggerfish_core::config::version_of(&text) {
+        // The file is the active config again (a bad edit reverted, say): a rejection recorded
+        // since no longer describes the file.
+        router.clear_rejected();
         return;
     }
     let name = path.display().to_string();

@@ -83,7 +83,8 @@ pub struct ConfigStatus {
     pub loaded_at: u64,
     /// Brokers and their trigger counts.
     pub brokers: Vec<BrokerStatus>,
-    /// The last rejected reload, if any, since the active config was loaded.
+    /// The last rejected reload, if any, since the active config was loaded, while the file
+    /// still differs from the active config.
     pub last_rejected: Option<String>,
 }
 
@@ -417,6 +418,18 @@ impl Router {
         let mut status = (**self.status.load()).clone();
         status.last_rejected = Some(message);
         self.status.store(Arc::new(status));
+    }
+
+    /// Forgets a rejected reload: the config file holds the active config again.
+    pub fn clear_rejected(&self) {
+        let current = self.status.load();
+        if current.last_rejected.is_none() {
+            return;
+        }
+        let mut status = (**current).clone();
+        status.last_rejected = None;
+        self.status.store(Arc::new(status));
+        tracing::info!(version = %current.version, "the config file holds the active config again");
     }
 
     /// Events not yet delivered: queued in shards or triggers, or in flight.

@@ -69,6 +69,17 @@ impl Client {
         }
     }
 
+    /// A client that speaks HTTP/2 with prior knowledge (h2c) only.
+    pub fn http2() -> Client {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Client {
+            inner: HyperClient::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build(connector),
+        }
+    }
+
     /// Sends a request; `Err` when no response came (connection refused, say).
     pub async fn try_request(
         &self,

@@ -82,8 +82,21 @@ pub fn run_cli(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting triggerfish");
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input).expect("writing standard input");
+    // Written from a thread, so a large input cannot fill the pipe while the child waits for
+    // us to read its output. A child that exits without reading (an invalid config) closes the
+    // pipe: that is not an error here.
+    let writer = match (stdin, child.stdin.take()) {
+        (Some(input), Some(mut pipe)) => {
+            let input = input.to_vec();
+            Some(std::thread::spawn(move || {
+                let _ = pipe.write_all(&input);
+            }))
+        }
+        _ => None,
+    };
+    let output = child.wait_with_output().expect("waiting for triggerfish");
+    if let Some(w) = writer {
+        let _ = w.join();
     }
-    child.wait_with_output().expect("waiting for triggerfish")
+    output
 }

@@ -7,7 +7,6 @@
 //! handler function ([`Subscriber::handle`]), or the default reply (200, empty body).
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -93,6 +92,7 @@ pub struct Reply {
     body: Bytes,
     delay: Duration,
     hold: bool,
+    abort: bool,
 }
 
 impl Reply {
@@ -104,6 +104,16 @@ impl Reply {
             body: Bytes::new(),
             delay: Duration::ZERO,
             hold: false,
+            abort: false,
+        }
+    }
+
+    /// Closes the connection without answering (after any delay): a transport error for the
+    /// router.
+    pub fn abort() -> Reply {
+        Reply {
+            abort: true,
+            ..Reply::ok()
         }
     }
 
@@ -208,7 +218,7 @@ impl Subscriber {
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(answer(&state, req).await) }
+                        async move { answer(&state, req).await }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -337,7 +347,11 @@ impl Drop for Subscriber {
     }
 }
 
-async fn answer(state: &State, req: http::Request<Incoming>) -> http::Response<Full<Bytes>> {
+/// The answer to one request; `Err` closes the connection without one.
+async fn answer(
+    state: &State,
+    req: http::Request<Incoming>,
+) -> Result<http::Response<Full<Bytes>>, std::io::Error> {
     let (parts, body) = req.into_parts();
     // The router is the peer under test; its requests are small, and the test fails anyway if
     // one is not.
@@ -386,6 +400,11 @@ async fn answer(state: &State, req: http::Request<Incoming>) -> http::Response<F
         let mut gate = state.gate.subscribe();
         let _ = gate.wait_for(|open| *open).await;
     }
+    if reply.abort {
+        *request.answered.lock() = Some(Instant::now());
+        state.answered.send_modify(|c| *c += 1);
+        return Err(std::io::Error::other("scripted abort"));
+    }
     let mut response = http::Response::new(Full::new(reply.body));
     *response.status_mut() = reply.status;
     for (name, value) in &reply.headers {
@@ -396,7 +415,7 @@ async fn answer(state: &State, req: http::Request<Incoming>) -> http::Response<F
     }
     *request.answered.lock() = Some(Instant::now());
     state.answered.send_modify(|c| *c += 1);
-    response
+    Ok(response)
 }
 
 struct Active<'a>(&'a AtomicUsize);

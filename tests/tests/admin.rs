@@ -51,6 +51,15 @@ async fn health_readiness_metrics_and_config() {
         .await;
     assert_eq!(r.code(), 202);
     sub.wait_for(3, PATIENCE).await;
+    // m-3 matches nothing in its broker.
+    router
+        .wait_metric(
+            "triggerfish_broker_unmatched_total",
+            &[("broker", "default/other")],
+            1.0,
+            PATIENCE,
+        )
+        .await;
     let m = router
         .wait_metric(
             "triggerfish_delivery_attempts_total",

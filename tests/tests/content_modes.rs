@@ -172,3 +172,72 @@ fn assert_binary_delivery_at(req: &Request, event: &Event) {
     assert_eq!(req.header("ce-knativebrokerttl"), None);
     assert_eq!(req.json(), json!({"k": "v"}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_type_details_and_h2c() {
+    let sub = Subscriber::start().await;
+    let config = Config::new()
+        .broker("default", None)
+        .trigger(Trigger::new("all", &sub.url("/sink")));
+    let router = Router::start(&config.render()).await;
+    let url = router.broker_url("default");
+
+    // Media type parameters and case do not change the mode.
+    let charset = Event::new("charset", "t").data(json!({"a": 1}));
+    let r = router
+        .client
+        .post(
+            &url,
+            Some("Application/CloudEvents+JSON; charset=utf-8"),
+            charset.structured(),
+        )
+        .await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+    let r = router
+        .client
+        .post(
+            &url,
+            Some("application/cloudevents-batch+json; charset=utf-8"),
+            triggerfish_tests::event::batch(&[Event::new("batch-charset", "t")]),
+        )
+        .await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+
+    // Structured JSON data without a datacontenttype is JSON, and says so in binary mode.
+    let mut untyped = Event::new("untyped", "t").json();
+    untyped["data"] = json!({"b": 2});
+    let r = router
+        .client
+        .post(
+            &url,
+            Some("application/cloudevents+json"),
+            bytes::Bytes::from(untyped.to_string()),
+        )
+        .await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+
+    // XML data in a JSON event: the subscriber gets the XML itself.
+    let xml = Event::new("xml", "t")
+        .attr("datacontenttype", "application/xml")
+        .attr("data", "<order id=\"1\"/>");
+    let r = router.client.send_structured(&url, &xml).await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+
+    // HTTP/2 with prior knowledge.
+    let h2 = triggerfish_tests::Client::http2();
+    let r = h2.send_binary(&url, &Event::new("h2c", "t")).await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+
+    let requests = sub.wait_for(5, PATIENCE).await;
+    let charset = by_id(&requests, "charset");
+    assert_eq!(charset.header("content-type"), Some("application/json"));
+    assert_eq!(charset.json(), json!({"a": 1}));
+    by_id(&requests, "batch-charset");
+    let untyped = by_id(&requests, "untyped");
+    assert_eq!(untyped.header("content-type"), Some("application/json"));
+    assert_eq!(untyped.json(), json!({"b": 2}));
+    let xml = by_id(&requests, "xml");
+    assert_eq!(xml.header("content-type"), Some("application/xml"));
+    assert_eq!(xml.body.as_ref(), b"<order id=\"1\"/>".as_slice());
+    by_id(&requests, "h2c");
+}

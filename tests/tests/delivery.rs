@@ -33,6 +33,21 @@ fn gaps(requests: &[Arc<Request>]) -> Vec<Duration> {
 /// Each gap is at least its expected value (less 1 ms of timer rounding) and at most
 /// [`SLACK`] more.
 fn assert_gaps(what: &str, requests: &[Arc<Request>], expected: &[Duration]) {
+    assert_gaps_early(what, requests, expected, ms(1));
+}
+
+/// Like [`assert_gaps`], with a gap allowed to be up to `early` shorter than expected.
+///
+/// For backoff gaps the lower bound is exact: attempt n arrives before its answer, and the
+/// router sleeps after the answer. A timed-out attempt has no answer: its timer starts when
+/// the router sends, before the subscriber sees the request, so the gap seen here is shorter
+/// than timeout + backoff by however much longer attempt n took to arrive than attempt n+1.
+fn assert_gaps_early(
+    what: &str,
+    requests: &[Arc<Request>],
+    expected: &[Duration],
+    early: Duration,
+) {
     let actual = gaps(requests);
     assert_eq!(
         actual.len(),
@@ -42,7 +57,7 @@ fn assert_gaps(what: &str, requests: &[Arc<Request>], expected: &[Duration]) {
     );
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         assert!(
-            *a + ms(1) >= *e && *a <= *e + SLACK,
+            *a + early >= *e && *a <= *e + SLACK,
             "{what}: gap {} (before attempt {}) is {a:?}, expected {e:?} (all gaps: {actual:?}, expected {expected:?})",
             i + 1,
             i + 2
@@ -78,11 +93,12 @@ async fn attempts_with(delivery: &str) -> (Vec<Arc<Request>>, Router) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linear_backoff_waits_delay_times_n() {
+    // 200 ms apart, so that n from 0 (0, 200, 400) or n + 1 (400, 600, 800) would show.
     let (attempts, router) =
-        attempts_with("retry: 3\nbackoffPolicy: linear\nbackoffDelay: PT0.1S").await;
+        attempts_with("retry: 3\nbackoffPolicy: linear\nbackoffDelay: PT0.2S").await;
     assert_eq!(attempts.len(), 4, "retry: 3 gives 4 attempts");
     assert!(attempts.iter().all(|r| r.id() == "e-1"));
-    assert_gaps("linear PT0.1S", &attempts, &[ms(100), ms(200), ms(300)]);
+    assert_gaps("linear PT0.2S", &attempts, &[ms(200), ms(400), ms(600)]);
     let m = router.metrics().await;
     let labels = [("trigger", "default/t")];
     assert_eq!(m.count("triggerfish_delivery_retries_total", &labels), 3);
@@ -173,6 +189,9 @@ async fn retry_after_is_honoured_up_to_retry_after_max() {
             "/capped" => Reply::status(429).retry_after("1"),
             "/not-on-500" => Reply::status(500).retry_after("1"),
             "/backoff-longer" => Reply::status(503).retry_after("0"),
+            "/date" => Reply::status(503).retry_after(&httpdate::fmt_http_date(
+                std::time::SystemTime::now() + Duration::from_secs(2),
+            )),
             other => panic!("unexpected path {other}"),
         }
     };
@@ -211,6 +230,11 @@ async fn retry_after_is_honoured_up_to_retry_after_max() {
         .trigger(trigger(
             "backoff-longer",
             "retry: 1\nbackoffPolicy: linear\nbackoffDelay: PT0.4S\nretryAfterMax: PT5S",
+        ))
+        // An HTTP-date two seconds ahead, with one-second resolution: 1 to 2 s.
+        .trigger(trigger(
+            "date",
+            "retry: 1\nbackoffDelay: PT0.01S\nretryAfterMax: PT5S",
         ));
     let router = Router::start(&config.render()).await;
     for name in [
@@ -219,6 +243,7 @@ async fn retry_after_is_honoured_up_to_retry_after_max() {
         "ignored",
         "not-on-500",
         "backoff-longer",
+        "date",
     ] {
         router.publish(&Event::new(format!("{name}-1"), name)).await;
     }
@@ -233,7 +258,13 @@ async fn retry_after_is_honoured_up_to_retry_after_max() {
         let attempts = sub.wait_for_path(path, 2, PATIENCE).await;
         assert_gaps(path, &attempts, &[gap]);
     }
-    assert_eq!(sub.count(), 10, "{:?}", sub.summary());
+    let date = sub.wait_for_path("/date", 2, PATIENCE).await;
+    let gap = date[1].at - date[0].at;
+    assert!(
+        gap >= ms(900) && gap <= ms(2000) + SLACK,
+        "/date: gap {gap:?}, expected 1 to 2 s"
+    );
+    assert_eq!(sub.count(), 12, "{:?}", sub.summary());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,7 +309,7 @@ async fn timeout_bounds_each_attempt() {
 
     // The first attempt times out after 0.2 s, the retry follows 20 ms later.
     let attempts = sub.wait_for_path("/slow-once", 2, PATIENCE).await;
-    assert_gaps("/slow-once", &attempts, &[ms(220)]);
+    assert_gaps_early("/slow-once", &attempts, &[ms(220)], ms(25));
     let m = router
         .wait_metric(
             "triggerfish_delivery_attempts_total",
@@ -301,7 +332,7 @@ async fn timeout_bounds_each_attempt() {
     let dead = dls.wait_for(1, PATIENCE).await;
     let attempts = sub.requests_to("/slow-always");
     assert_eq!(attempts.len(), 2);
-    assert_gaps("/slow-always", &attempts, &[ms(220)]);
+    assert_gaps_early("/slow-always", &attempts, &[ms(220)], ms(25));
     assert_eq!(dead[0].id(), "always-1");
     assert_eq!(dead[0].ce("knativeerrorcode").as_deref(), Some("500"));
     assert_eq!(
@@ -309,8 +340,9 @@ async fn timeout_bounds_each_attempt() {
         Some(sub.url("/slow-always"))
     );
     assert_eq!(dead[0].header("ce-knativeerrordata"), None);
+    // (Less the arrival latency of the last attempt, as in assert_gaps_early.)
     assert!(
-        dead[0].at >= attempts[1].at + ms(199),
+        dead[0].at + ms(25) >= attempts[1].at + ms(200),
         "dead-lettered only after the last attempt timed out"
     );
 }
@@ -491,4 +523,131 @@ async fn non_retryable_statuses_go_to_the_dls_after_one_attempt() {
     })
     .await;
     assert_eq!(sub.count(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_jitter_stays_within_the_schedule() {
+    // Without jitter: 40, 80, then 100 ms (capped) four times, 520 ms in all.
+    let (attempts, _router) = attempts_with(
+        "retry: 6\nbackoffPolicy: exponential\nbackoffDelay: PT0.02S\nbackoffMax: PT0.1S\njitter: full",
+    )
+    .await;
+    assert_eq!(attempts.len(), 7);
+    let bounds = [ms(40), ms(80), ms(100), ms(100), ms(100), ms(100)];
+    let actual = gaps(&attempts);
+    for (gap, bound) in actual.iter().zip(bounds) {
+        assert!(*gap <= bound + SLACK, "gaps {actual:?} exceed {bounds:?}");
+    }
+    // Uniform in [0, delay]: a total near the maximum would take six draws all near theirs.
+    let total: Duration = actual.iter().sum();
+    assert!(total < ms(520) * 9 / 10, "gaps {actual:?} look unjittered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_errors_and_redirects() {
+    let sub = Subscriber::start().await;
+    let aborted: Arc<Mutex<usize>> = Arc::default();
+    let count = Arc::clone(&aborted);
+    sub.handle(move |req| match req.path.as_str() {
+        // The connection closes without an answer once, then all is well.
+        "/abort-once" => {
+            let mut n = count.lock();
+            *n += 1;
+            if *n == 1 { Reply::abort() } else { Reply::ok() }
+        }
+        "/abort" => Reply::abort(),
+        // Redirects are not followed, and not retried.
+        _ => Reply::status(302).header("location", "/elsewhere"),
+    });
+    let dls = Subscriber::start().await;
+    // Nothing listens on this port.
+    let closed = format!("http://{}/closed", triggerfish_tests::router::free_port());
+    let delivery = format!(
+        "retry: 2\nbackoffDelay: PT0.01S\ndeadLetterSink:\n  uri: {}",
+        dls.url("/dls")
+    );
+    let config = Config::new()
+        .broker("default", Some(&delivery))
+        .trigger(Trigger::new("abort-once", &sub.url("/abort-once")))
+        .trigger(Trigger::new("abort", &sub.url("/abort")))
+        .trigger(Trigger::new("redirect", &sub.url("/redirect")))
+        .trigger(Trigger::new("closed", &closed));
+    let router = Router::start(&config.render()).await;
+    router.publish(&Event::new("e-1", "t")).await;
+
+    let dead = dls.wait_for(3, PATIENCE).await;
+    let by_dest = |dest: &str| {
+        dead.iter()
+            .find(|r| r.ce("knativeerrordest").as_deref() == Some(dest))
+            .unwrap_or_else(|| panic!("no dead letter from {dest}: {:?}", dls.summary()))
+    };
+    for dest in [sub.url("/abort"), closed.clone()] {
+        let d = by_dest(&dest);
+        assert_eq!(d.ce("knativeerrorcode").as_deref(), Some("500"), "{dest}");
+        assert_eq!(d.header("ce-knativeerrordata"), None, "{dest}");
+    }
+    assert_eq!(
+        by_dest(&sub.url("/redirect"))
+            .ce("knativeerrorcode")
+            .as_deref(),
+        Some("302")
+    );
+    assert_eq!(
+        sub.requests_to("/abort").len(),
+        3,
+        "transport errors are retried"
+    );
+    assert_eq!(sub.requests_to("/redirect").len(), 1);
+    let once = sub.wait_for_path("/abort-once", 2, PATIENCE).await;
+    assert_eq!(once.len(), 2);
+    router
+        .wait_metric(
+            "triggerfish_delivery_attempts_total",
+            &[("trigger", "default/abort-once"), ("outcome", "success")],
+            1.0,
+            PATIENCE,
+        )
+        .await;
+    assert_eq!(dls.count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_in_structured_mode() {
+    let sub = Subscriber::start().await;
+    sub.handle(|_| Reply::status(503).body("text/plain", "busy"));
+    let dls = Subscriber::start().await;
+    let config = Config::new().broker("default", None).trigger(
+        Trigger::new("t", &sub.url("/fail")).delivery(&format!(
+            "format: json\ndeadLetterSink:\n  uri: {}",
+            dls.url("/dls")
+        )),
+    );
+    let router = Router::start(&config.render()).await;
+    let event = Event::new("s-1", "t")
+        .attr("knativebrokerttl", 42)
+        .data(serde_json::json!({"x": 1}));
+    router.publish(&event).await;
+    let dead = dls.wait_for(1, PATIENCE).await;
+    assert_eq!(
+        sub.requests()[0].header("content-type"),
+        Some("application/cloudevents+json")
+    );
+    let d = &dead[0];
+    assert_eq!(
+        d.header("content-type"),
+        Some("application/cloudevents+json")
+    );
+    let mut expected = event.json();
+    let fields = expected.as_object_mut().unwrap();
+    fields.remove("knativebrokerttl");
+    fields.insert("knativeerrordest".into(), sub.url("/fail").into());
+    // An integer, as Knative sets it.
+    fields.insert("knativeerrorcode".into(), 503.into());
+    fields.insert(
+        "knativeerrordata".into(),
+        base64::engine::general_purpose::STANDARD
+            .encode("busy")
+            .into(),
+    );
+    assert_eq!(d.json(), expected);
 }

@@ -225,3 +225,107 @@ async fn an_in_place_write_reloads_too() {
     let got = sub.wait_for(1, PATIENCE).await;
     assert_eq!(got[0].path, "/a2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_configmap_swap_reloads() {
+    // A mounted ConfigMap: config.yaml -> ..data/config.yaml, ..data -> ..<timestamp>; an
+    // update writes a new timestamped directory and renames a new ..data link over the old.
+    use std::os::unix::fs::symlink;
+    let sub = Subscriber::start().await;
+    let v1 = Config::new()
+        .broker("default", None)
+        .trigger(Trigger::new("a", &sub.url("/a")))
+        .render();
+    let v2 = Config::new()
+        .broker("default", None)
+        .trigger(Trigger::new("a", &sub.url("/a2")))
+        .render();
+    let router = Router::start(&v1).await;
+    let dir = router.dir().to_path_buf();
+    let version = router.config_status().await["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::create_dir(dir.join("..2024_01_01_v1")).unwrap();
+    std::fs::write(dir.join("..2024_01_01_v1/config.yaml"), &v1).unwrap();
+    symlink("..2024_01_01_v1", dir.join("..data")).unwrap();
+    symlink("..data/config.yaml", dir.join("config.yaml.link")).unwrap();
+    std::fs::rename(dir.join("config.yaml.link"), router.config_path()).unwrap();
+
+    std::fs::create_dir(dir.join("..2024_01_02_v2")).unwrap();
+    std::fs::write(dir.join("..2024_01_02_v2/config.yaml"), &v2).unwrap();
+    symlink("..2024_01_02_v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join("..2024_01_01_v1")).unwrap();
+
+    let v = wait_version_change(&router, &version).await;
+    assert_eq!(v, triggerfish_core::config::version_of(&v2));
+    router.publish(&Event::new("k8s", "t")).await;
+    let got = sub.wait_for(1, PATIENCE).await;
+    assert_eq!(got[0].path, "/a2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_then_recreated_file_and_a_reverted_file() {
+    let sub = Subscriber::start().await;
+    let v1 = Config::new()
+        .broker("default", None)
+        .trigger(Trigger::new("a", &sub.url("/a")))
+        .render();
+    let router = Router::start(&v1).await;
+    let version = router.config_status().await["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Deleted: rejected (the file cannot be read), the config stays.
+    std::fs::remove_file(router.config_path()).unwrap();
+    let status = eventually("the deletion to be rejected", PATIENCE, || async {
+        let s = router.config_status().await;
+        (!s["lastRejected"].is_null()).then_some(s)
+    })
+    .await;
+    assert!(
+        status["lastRejected"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read"),
+        "{status}"
+    );
+    assert_eq!(status["version"].as_str(), Some(version.as_str()));
+
+    // Recreated with the same text: nothing to apply, and nothing rejected any more, since
+    // the file is the active config again.
+    std::fs::write(router.config_path(), &v1).unwrap();
+    let status = eventually("the rejection to clear", PATIENCE, || async {
+        let s = router.config_status().await;
+        s["lastRejected"].is_null().then_some(s)
+    })
+    .await;
+    assert_eq!(status["version"].as_str(), Some(version.as_str()));
+
+    // An invalid edit, then reverted by hand: the same.
+    router.write_config(&v1.replace("name: a\n", "name: A\n"));
+    eventually("the bad edit to be rejected", PATIENCE, || async {
+        let s = router.config_status().await;
+        (!s["lastRejected"].is_null()).then_some(())
+    })
+    .await;
+    router.write_config(&v1);
+    eventually("the revert to clear the rejection", PATIENCE, || async {
+        let s = router.config_status().await;
+        s["lastRejected"].is_null().then_some(())
+    })
+    .await;
+    let m = router.metrics().await;
+    assert_eq!(
+        m.count(
+            "triggerfish_config_reloads_total",
+            &[("outcome", "applied")]
+        ),
+        0,
+        "the active config was never replaced"
+    );
+    router.publish(&Event::new("after", "t")).await;
+    sub.wait_for(1, PATIENCE).await;
+}

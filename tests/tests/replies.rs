@@ -68,6 +68,17 @@ async fn a_reply_reenters_the_broker_and_reaches_another_trigger() {
     assert_eq!(settled.ce("type").as_deref(), Some("payment.settled"));
     assert_eq!(settled.json(), json!({"settled": 1}));
 
+    // A reply is counted once it is queued, which races with its delivery: wait for both.
+    for trigger in ["default/orders", "default/payments"] {
+        router
+            .wait_metric(
+                "triggerfish_delivery_replies_total",
+                &[("trigger", trigger)],
+                1.0,
+                PATIENCE,
+            )
+            .await;
+    }
     let m = router
         .wait_metric(
             "triggerfish_delivery_attempts_total",
@@ -133,11 +144,20 @@ async fn a_reply_loop_stops_when_the_ttl_is_used_up() {
 
     // knativebrokerttl starts at 255: the event and 254 replies are delivered, and the 255th
     // reply is dropped.
-    let m = router
+    router
         .wait_metric(
             "triggerfish_delivery_dropped_total",
             TTL_EXHAUSTED,
             1.0,
+            PATIENCE,
+        )
+        .await;
+    // Each reply is counted once queued, which races with its delivery.
+    let m = router
+        .wait_metric(
+            "triggerfish_delivery_replies_total",
+            &[("trigger", "default/loop")],
+            254.0,
             PATIENCE,
         )
         .await;
@@ -190,4 +210,44 @@ async fn a_producer_ttl_is_honoured() {
             .iter()
             .all(|r| r.header("ce-knativebrokerttl").is_none())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_reply_reenters_as_separate_events() {
+    let sub = Subscriber::start().await;
+    sub.handle(|req| match req.path.as_str() {
+        "/split" => Reply::ok().body(
+            "application/cloudevents-batch+json",
+            triggerfish_tests::event::batch(&[
+                Event::new("part-1", "part"),
+                Event::new("part-2", "part"),
+                Event::new("part-3", "part"),
+            ]),
+        ),
+        _ => Reply::ok(),
+    });
+    let config = Config::new()
+        .broker("default", None)
+        .trigger(
+            Trigger::new("split", &sub.url("/split"))
+                .filter("filter:\n  attributes:\n    type: whole"),
+        )
+        .trigger(
+            Trigger::new("parts", &sub.url("/parts"))
+                .filter("filter:\n  attributes:\n    type: part"),
+        );
+    let router = Router::start(&config.render()).await;
+    router.publish(&Event::new("whole-1", "whole")).await;
+    let parts = sub.wait_for_path("/parts", 3, PATIENCE).await;
+    let mut ids: Vec<String> = parts.iter().map(|r| r.id()).collect();
+    ids.sort();
+    assert_eq!(ids, ["part-1", "part-2", "part-3"]);
+    router
+        .wait_metric(
+            "triggerfish_delivery_replies_total",
+            &[("trigger", "default/split")],
+            3.0,
+            PATIENCE,
+        )
+        .await;
 }
