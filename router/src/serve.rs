@@ -170,13 +170,19 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
                     reason: DropReason::Shutdown,
                 })
                 .inc_by(left.total() as u64);
+            tracing::error!(
+                shard_queues = left.shards,
+                trigger_queues = left.triggers,
+                in_flight = left.in_flight,
+                "shutdown grace period over: these events were accepted but not delivered, and are lost (memory store)"
+            );
+        } else {
+            tracing::warn!(
+                trigger_queues = left.triggers,
+                in_flight = left.in_flight,
+                "shutdown grace period over: these events were not delivered here; JetStream redelivers them to another replica"
+            );
         }
-        tracing::error!(
-            shard_queues = left.shards,
-            trigger_queues = left.triggers,
-            in_flight = left.in_flight,
-            "shutdown grace period over: these events were accepted but not delivered; the memory store loses them, the JetStream store redelivers them to another replica"
-        );
     } else {
         tracing::info!(took = ?started.elapsed(), "all accepted events were handled");
     }
