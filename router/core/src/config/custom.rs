@@ -27,6 +27,8 @@ pub struct CustomResource {
     pub sink: Option<Destination>,
     /// `spec.delivery`, resolved, for kinds that have one.
     pub delivery: Option<Delivery>,
+    /// `spec.filters`, validated, for kinds that have them (`EventPolicy`).
+    pub filters: Vec<crate::config::Filter>,
 }
 
 /// The spec of a custom resource, by kind.
@@ -39,6 +41,9 @@ pub enum CustomSpec {
     PingSource(Box<PingSourceSpec>),
     /// `Scheduler`: settings of the built-in scheduler sink.
     Scheduler(SchedulerSpec),
+    /// `EventPolicy`: who may send what to which brokers (Knative's
+    /// `eventing.knative.dev/v1alpha1`).
+    EventPolicy(EventPolicySpec),
 }
 
 impl CustomSpec {
@@ -46,7 +51,7 @@ impl CustomSpec {
     pub fn sink_spec(&self) -> Option<&DestinationSpec> {
         match self {
             CustomSpec::PingSource(p) => Some(&p.sink),
-            CustomSpec::Exec(_) | CustomSpec::Scheduler(_) => None,
+            CustomSpec::Exec(_) | CustomSpec::Scheduler(_) | CustomSpec::EventPolicy(_) => None,
         }
     }
 
@@ -54,7 +59,15 @@ impl CustomSpec {
     pub fn delivery_spec(&self) -> Option<&DeliverySpec> {
         match self {
             CustomSpec::PingSource(p) => p.delivery.as_ref(),
-            CustomSpec::Exec(_) | CustomSpec::Scheduler(_) => None,
+            CustomSpec::Exec(_) | CustomSpec::Scheduler(_) | CustomSpec::EventPolicy(_) => None,
+        }
+    }
+
+    /// The spec's SubscriptionsAPI `filters`, for kinds that have them.
+    pub fn filter_specs(&self) -> &[crate::config::FilterSpec] {
+        match self {
+            CustomSpec::EventPolicy(p) => &p.filters,
+            _ => &[],
         }
     }
 }
@@ -164,4 +177,72 @@ pub struct ExecSpec {
     /// Defaults to 5 minutes.
     #[serde(default)]
     pub timeout: Option<IsoDuration>,
+}
+
+/// `spec` of an `EventPolicy` (`eventing.knative.dev/v1alpha1`), Knative's shape.
+///
+/// An event sent to a broker is allowed when any policy that targets the broker allows it:
+/// its sender matches one of `from`, and it passes `filters`. A broker no policy targets
+/// follows `Server.spec.auth.defaultPolicy`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventPolicySpec {
+    /// The brokers the policy applies to, in its namespace; empty means all of them.
+    #[serde(default)]
+    pub to: Vec<PolicyTargetSpec>,
+    /// Who may send: sender identities (`sub`), with a trailing `*` as a wildcard.
+    pub from: Vec<PolicySenderSpec>,
+    /// What they may send: the same dialects as triggers (an implicit `all`).
+    #[serde(default)]
+    pub filters: Vec<crate::config::FilterSpec>,
+}
+
+/// One element of `to`: a broker by name, or brokers by label.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyTargetSpec {
+    /// A broker of the policy's namespace.
+    #[serde(default, rename = "ref")]
+    pub reference: Option<PolicyRef>,
+    /// Brokers of the policy's namespace whose labels include `matchLabels`.
+    #[serde(default)]
+    pub selector: Option<PolicySelector>,
+}
+
+/// A reference in `to`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyRef {
+    /// `eventing.knative.dev/v1`.
+    pub api_version: String,
+    /// `Broker`.
+    pub kind: String,
+    /// The broker's name.
+    pub name: String,
+}
+
+/// A label selector in `to`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicySelector {
+    /// `eventing.knative.dev/v1`.
+    pub api_version: String,
+    /// `Broker`.
+    pub kind: String,
+    /// Labels a broker must all have.
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+/// One element of `from`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySenderSpec {
+    /// A sender identity (`system:serviceaccount:shop:checkout`), or a prefix ending in `*`.
+    #[serde(default)]
+    pub sub: Option<String>,
+    /// Knative's reference to a source object. Not supported: Triggerfish's sources run
+    /// in-process and never pass through ingress.
+    #[serde(default, rename = "ref")]
+    pub reference: Option<crate::config::KReference>,
 }

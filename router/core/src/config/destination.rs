@@ -30,6 +30,14 @@ pub struct DestinationSpec {
     /// A reference to an object that has an address.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<KReference>,
+    /// Knative's OIDC audience of the destination: when set, and `Server.spec.auth.outbound`
+    /// is configured, requests carry a bearer token minted for this audience.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Triggerfish extension: a static bearer token sent to the destination, from a file or
+    /// an environment variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<crate::config::SecretSource>,
 }
 
 impl DestinationSpec {
@@ -37,7 +45,7 @@ impl DestinationSpec {
     pub fn uri(uri: impl Into<String>) -> DestinationSpec {
         DestinationSpec {
             uri: Some(uri.into()),
-            reference: None,
+            ..DestinationSpec::default()
         }
     }
 }

@@ -17,7 +17,9 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_norway::Value;
 
 use crate::config::broker::{Broker, BrokerSpec};
-use crate::config::custom::{CustomResource, CustomSpec, ExecSpec, PingSourceSpec, SchedulerSpec};
+use crate::config::custom::{
+    CustomResource, CustomSpec, EventPolicySpec, ExecSpec, PingSourceSpec, SchedulerSpec,
+};
 use crate::config::delivery::{Delivery, DeliverySpec};
 use crate::config::destination::{Destination, DestinationSpec, Resolver};
 use crate::config::error::{ConfigError, ConfigErrors, ErrorKind, suggest};
@@ -273,6 +275,13 @@ impl Loader<'_> {
                     CustomSpec::PingSource(Box::new(spec))
                 })
             }
+            Kind::EventPolicy => self.custom::<EventPolicySpec>(
+                document,
+                kind,
+                id.as_ref(),
+                value,
+                CustomSpec::EventPolicy,
+            ),
             Kind::Scheduler => self.custom::<SchedulerSpec>(
                 document,
                 kind,
@@ -640,6 +649,66 @@ impl Loader<'_> {
             Some(spec) => Some(check.delivery(spec, &spec_path.key("delivery"), &resolver)?),
             None => None,
         };
+        let filters_path = spec_path.key("filters");
+        let filters: Vec<Option<Filter>> = parsed
+            .spec
+            .filter_specs()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| check.filter(f, filters_path.index(i)))
+            .collect();
+        if let CustomSpec::EventPolicy(policy) = &parsed.spec {
+            if policy.from.is_empty() {
+                check.error(
+                    spec_path.clone(),
+                    ErrorKind::MissingField {
+                        field: "from".into(),
+                    },
+                );
+            }
+            for (i, sender) in policy.from.iter().enumerate() {
+                let path = spec_path.key("from").index(i);
+                match (&sender.sub, &sender.reference) {
+                    (Some(sub), None) if !sub.is_empty() && !sub[..sub.len() - 1].contains('*') => {}
+                    (Some(_), None) => check.error(
+                        path.key("sub"),
+                        ErrorKind::Invalid("a sender is an identity, with at most one `*`, at its end".into()),
+                    ),
+                    (_, Some(_)) => check.error(
+                        path.key("ref"),
+                        ErrorKind::Invalid(
+                            "from.ref is not supported: sources run in-process and never pass ingress; use sub".into(),
+                        ),
+                    ),
+                    (None, None) => check.error(path, ErrorKind::MissingField { field: "sub".into() }),
+                }
+            }
+            for (i, target) in policy.to.iter().enumerate() {
+                let path = spec_path.key("to").index(i);
+                let (api, kind) = match (&target.reference, &target.selector) {
+                    (Some(r), None) => (&r.api_version, &r.kind),
+                    (None, Some(s)) => (&s.api_version, &s.kind),
+                    _ => {
+                        check.error(
+                            path,
+                            ErrorKind::Invalid(
+                                "each `to` element has exactly one of ref and selector".into(),
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                if api != crate::config::meta::KNATIVE_EVENTING_V1 || kind != "Broker" {
+                    check.error(
+                        path,
+                        ErrorKind::Invalid(format!("policies apply to brokers (eventing.knative.dev/v1 Broker), not {api} {kind}")),
+                    );
+                }
+            }
+        }
+        if check.failed {
+            return None;
+        }
         Some(CustomResource {
             id: parsed.id,
             meta: parsed.meta,
@@ -647,6 +716,7 @@ impl Loader<'_> {
             document: parsed.document,
             sink,
             delivery,
+            filters: filters.into_iter().flatten().collect(),
         })
     }
 
@@ -782,6 +852,9 @@ impl Loader<'_> {
             delivery: delivery.flatten(),
             delivery_order,
             max_in_flight: parsed.spec.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            rate_limit: parsed.spec.rate_limit,
+            subscriber_audience: parsed.spec.subscriber.audience.clone(),
+            subscriber_token: parsed.spec.subscriber.token.clone(),
             document: parsed.document,
             meta: parsed.meta,
         })

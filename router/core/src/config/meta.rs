@@ -7,6 +7,8 @@ use serde::{Deserialize, Deserializer};
 
 /// `apiVersion` of Knative Eventing's `Broker` and `Trigger`.
 pub const KNATIVE_EVENTING_V1: &str = "eventing.knative.dev/v1";
+/// `apiVersion` of Knative's `EventPolicy`.
+pub const KNATIVE_EVENTING_V1ALPHA1: &str = "eventing.knative.dev/v1alpha1";
 /// `apiVersion` of Knative's `PingSource`.
 pub const KNATIVE_SOURCES_V1: &str = "sources.knative.dev/v1";
 /// `apiVersion` of Triggerfish's own kinds.
@@ -33,6 +35,8 @@ pub enum Kind {
     PingSource,
     /// `triggerfish.dev/v1alpha1` `Scheduler`: the delayed-event and schedule sink.
     Scheduler,
+    /// `eventing.knative.dev/v1alpha1` `EventPolicy`: who may send what to which brokers.
+    EventPolicy,
 }
 
 impl Kind {
@@ -44,6 +48,7 @@ impl Kind {
         Kind::Exec,
         Kind::PingSource,
         Kind::Scheduler,
+        Kind::EventPolicy,
     ];
 
     /// The `kind` field's value.
@@ -55,6 +60,7 @@ impl Kind {
             Kind::Exec => "Exec",
             Kind::PingSource => "PingSource",
             Kind::Scheduler => "Scheduler",
+            Kind::EventPolicy => "EventPolicy",
         }
     }
 
@@ -64,6 +70,7 @@ impl Kind {
             Kind::Broker | Kind::Trigger => KNATIVE_EVENTING_V1,
             Kind::Server | Kind::Exec | Kind::Scheduler => TRIGGERFISH_V1ALPHA1,
             Kind::PingSource => KNATIVE_SOURCES_V1,
+            Kind::EventPolicy => KNATIVE_EVENTING_V1ALPHA1,
         }
     }
 

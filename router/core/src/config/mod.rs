@@ -76,7 +76,8 @@ use sha2::{Digest, Sha256};
 
 pub use broker::{Broker, BrokerSpec, IgnoredConfig};
 pub use custom::{
-    CatchUpSpec, CeOverrides, CustomResource, CustomSpec, ExecSpec, PingSourceSpec, SchedulerSpec,
+    CatchUpSpec, CeOverrides, CustomResource, CustomSpec, EventPolicySpec, ExecSpec,
+    PingSourceSpec, PolicyRef, PolicySelector, PolicySenderSpec, PolicyTargetSpec, SchedulerSpec,
 };
 pub use delivery::{BackoffPolicy, Delivery, DeliveryFormat, DeliverySpec, Jitter};
 pub use destination::{Destination, DestinationError, DestinationSpec, KReference};
@@ -87,7 +88,9 @@ pub use meta::{
 };
 pub use path::{FieldPath, FieldPathError, Segment};
 pub use server::{
-    LimitsSpec, ListenSpec, QueueLimits, QueuesSpec, ServerSpec, StoreKind, StoreSpec,
+    AuthSpec, DefaultPolicy, LimitsSpec, ListenSpec, OidcSpec, OutboundSpec, QueueLimits,
+    QueuesSpec, RateLimitsSpec, RateSpec, SecretSource, ServerSpec, StaticTokenSpec, StoreKind,
+    StoreSpec,
 };
 pub use size::{ByteSize, ByteSizeError};
 pub use source_map::{Location, NodeLocation};

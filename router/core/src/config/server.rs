@@ -47,6 +47,9 @@ pub struct ServerSpec {
     pub data_dir: PathBuf,
     /// Where accepted events wait: in memory (the default) or in NATS JetStream.
     pub store: StoreSpec,
+    /// Sender authentication, the default event policy, rate limits and the router's own
+    /// identity toward subscribers.
+    pub auth: AuthSpec,
 }
 
 impl Default for ServerSpec {
@@ -59,8 +62,149 @@ impl Default for ServerSpec {
             shutdown_grace_period: IsoDuration::from_secs(30),
             data_dir: PathBuf::from("data"),
             store: StoreSpec::default(),
+            auth: AuthSpec::default(),
         }
     }
+}
+
+/// `spec.auth`.
+///
+/// ```yaml
+/// auth:
+///   defaultPolicy: allow-same-namespace
+///   tokens:
+///     - {identity: "system:serviceaccount:shop:checkout", tokenFile: /var/run/secrets/checkout}
+///   oidc: {issuer: "https://kubernetes.default.svc", jwksFile: /etc/triggerfish/jwks.json}
+///   rateLimits:
+///     perSender: {eventsPerSecond: 1000, burst: 2000}
+///     perBroker: {eventsPerSecond: 20000, burst: 40000}
+///   outbound: {issuer: "https://triggerfish.example", signingKeyFile: /etc/triggerfish/key.pem}
+/// ```
+///
+/// With neither `tokens` nor `oidc`, senders are anonymous and only policies that allow
+/// everyone apply. With either, every request must carry a valid `Authorization: Bearer`
+/// credential (`401` otherwise); a valid sender that no policy allows gets `403`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// What applies to a broker that no `EventPolicy` targets: `allow-all` (the default, for
+    /// local use), `allow-same-namespace` (Knative's default: senders whose identity is a
+    /// service account of the broker's namespace, `system:serviceaccount:<ns>:<name>`), or
+    /// `deny-all`.
+    pub default_policy: DefaultPolicy,
+    /// Static bearer tokens, each mapped to a sender identity.
+    pub tokens: Vec<StaticTokenSpec>,
+    /// JWT (OIDC) bearer tokens, verified against a JWKS.
+    pub oidc: Option<OidcSpec>,
+    /// Token buckets on ingress.
+    pub rate_limits: RateLimitsSpec,
+    /// The router's own identity toward subscribers whose destination names an `audience`.
+    pub outbound: Option<OutboundSpec>,
+}
+
+/// What applies to a broker no `EventPolicy` targets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DefaultPolicy {
+    /// Everyone may send.
+    #[default]
+    AllowAll,
+    /// Senders of the broker's namespace may send.
+    AllowSameNamespace,
+    /// Nobody may send.
+    DenyAll,
+}
+
+/// A secret read from a file or an environment variable (exactly one).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretSource {
+    /// A file holding the secret (trailing whitespace is ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// An environment variable holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+/// One static bearer token.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StaticTokenSpec {
+    /// The sender identity the token stands for, e.g. `system:serviceaccount:shop:checkout`.
+    pub identity: String,
+    /// A file holding the token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+/// JWT verification.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OidcSpec {
+    /// Required `iss`.
+    pub issuer: String,
+    /// A JWKS file. Re-read on every refresh.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL, fetched at start and on every refresh (and, at most every 30 s, when a
+    /// token names an unknown key).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// How often keys are refreshed. Defaults to `PT5M`.
+    #[serde(default)]
+    pub refresh: Option<IsoDuration>,
+    /// Clock skew allowed on `exp` and `nbf`. Defaults to `PT60S`.
+    #[serde(default)]
+    pub leeway: Option<IsoDuration>,
+    /// The audience a token for broker `ns/name` must carry; `{namespace}` and `{name}` are
+    /// replaced. Defaults to Knative's `eventing.knative.dev/broker/{namespace}/{name}`.
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+/// `rateLimits`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimitsSpec {
+    /// A bucket per sender identity (anonymous senders share one).
+    pub per_sender: Option<RateSpec>,
+    /// A bucket per broker.
+    pub per_broker: Option<RateSpec>,
+}
+
+/// A token bucket, counted in events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateSpec {
+    /// Sustained rate.
+    pub events_per_second: NonZeroU32,
+    /// Bucket size: the largest burst. Defaults to one second's worth.
+    #[serde(default)]
+    pub burst: Option<NonZeroU32>,
+}
+
+/// Tokens the router mints for subscribers.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OutboundSpec {
+    /// `iss` of minted tokens.
+    pub issuer: String,
+    /// `sub` of minted tokens. Defaults to `system:serviceaccount:triggerfish:router`.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// A PEM private key (RSA or EC P-256) that signs them (RS256 or ES256).
+    pub signing_key_file: PathBuf,
+    /// A `kid` to put in the header, matching the key's entry in the JWKS subscribers use.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// Lifetime of a minted token. Defaults to `PT10M`; tokens are reused until a minute before
+    /// they expire.
+    #[serde(default)]
+    pub token_ttl: Option<IsoDuration>,
 }
 
 /// `spec.store`: where accepted events wait until they are delivered.

@@ -45,6 +45,10 @@ pub struct TriggerSpec {
     /// Defaults to 256.
     #[serde(default)]
     pub max_in_flight: Option<NonZeroU32>,
+    /// Triggerfish extension: at most this many deliveries per second to the subscriber,
+    /// smoothing bursts toward a fragile one (events wait in the trigger's queue).
+    #[serde(default)]
+    pub rate_limit: Option<crate::config::RateSpec>,
 }
 
 /// `spec.filter`.
@@ -123,6 +127,12 @@ pub struct Trigger {
     pub delivery_order: DeliveryOrder,
     /// The most events in flight at once, for unordered delivery.
     pub max_in_flight: NonZeroU32,
+    /// Deliveries per second, if limited.
+    pub rate_limit: Option<crate::config::RateSpec>,
+    /// `spec.subscriber.audience`: mint a token for this audience.
+    pub subscriber_audience: Option<String>,
+    /// `spec.subscriber.token`: a static token for the subscriber.
+    pub subscriber_token: Option<crate::config::SecretSource>,
     /// The YAML document it came from, from 0.
     pub document: usize,
 }
