@@ -146,6 +146,8 @@ pub struct TriggerContext {
     pub in_flight: Arc<AtomicUsize>,
     /// Whether replies go back into the broker (triggers yes; sources no).
     pub replies: bool,
+    /// The trigger's delivery rate limit (`spec.rateLimit`): attempts wait for a token.
+    rate: Option<governor::DefaultDirectRateLimiter>,
     counters: Counters,
 }
 
@@ -231,6 +233,12 @@ pub fn start(
         tracker: tracker.clone(),
         in_flight,
         replies: plan.replies,
+        rate: plan.rate_limit.map(|r| {
+            governor::RateLimiter::direct(
+                governor::Quota::per_second(r.events_per_second)
+                    .allow_burst(r.burst.unwrap_or(r.events_per_second)),
+            )
+        }),
     });
     let (tx, rx) = mpsc::channel(limits.events.max(1));
     let max_in_flight = plan.max_in_flight.get() as usize;
@@ -370,6 +378,9 @@ async fn attempts(
     let view = event.view();
     let mut number = 1;
     loop {
+        if !dead_letter {
+            ctx.wait_for_rate().await;
+        }
         let attempt = sink.send(event, opts, req).await;
         if matches!(attempt, Attempt::TtlExhausted) {
             return (attempt, None);
@@ -416,6 +427,17 @@ async fn attempts(
 }
 
 impl TriggerContext {
+    /// Waits until the trigger's rate limit allows one more attempt (retries count too: they
+    /// load the subscriber like first attempts).
+    async fn wait_for_rate(&self) {
+        use governor::clock::Clock;
+        let Some(limiter) = &self.rate else { return };
+        while let Err(not_until) = limiter.check() {
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     fn request(&self, ttl: u8) -> Request {
         Request {
             format: self.format,

@@ -7,6 +7,7 @@
 //! - [`cli`]: the `triggerfish` command line; [`serve`]: start-up and shutdown.
 //! - [`plan`]: config → validated plan (indexes compiled, destinations checked).
 //! - [`runtime`]: the running router, snapshots and reload; [`reload`]: the file watcher.
+//! - [`auth`]: sender authentication, event policies, rate limits, outbound tokens.
 //! - [`ingress`]: HTTP ingress; [`admin`]: health, readiness, metrics, config.
 //! - [`store`]: the seam between ingress and dispatch (memory today).
 //! - [`scheduler`]: PingSources, run-time schedules and delayed events.
@@ -15,6 +16,7 @@
 //!   [`metrics`]: Prometheus metrics.
 
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod dispatch;

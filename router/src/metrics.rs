@@ -44,6 +44,12 @@ pub enum IngressOutcome {
     Unavailable,
     /// Unknown broker (404).
     NotFound,
+    /// No valid credential (401).
+    Unauthorized,
+    /// A sender no event policy allows (403).
+    Forbidden,
+    /// Over a sender's or broker's rate limit (429).
+    RateLimited,
 }
 
 /// Ingress label set.

@@ -116,11 +116,16 @@ pub struct Dispatchers {
 impl Dispatchers {
     /// Starts a dispatcher for `plan`.
     pub fn start(&self, plan: Arc<TriggerPlan>, reply_limits: DecodeLimits) -> TriggerHandle {
-        let sink = self.sink(
+        let sink = match self.sink(
             &plan.subscriber,
             plan.subscriber_resource.as_ref(),
             reply_limits,
-        );
+        ) {
+            Sink::Http(http) => {
+                Sink::Http(Box::new((*http).with_credential(plan.credential.clone())))
+            }
+            other => other,
+        };
         let dead_letter = plan
             .delivery
             .as_ref()
@@ -224,6 +229,7 @@ pub struct Router {
     pub consumers: std::sync::OnceLock<crate::store::jetstream::Consumers>,
     scheduler_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     sources: parking_lot::Mutex<HashMap<Arc<str>, SourceDispatcher>>,
+    gate_state: parking_lot::Mutex<crate::auth::GateState>,
 }
 
 /// The delivery plan of a schedule and the dispatcher running it.
@@ -247,6 +253,7 @@ impl Router {
                 max_request_bytes: 0,
                 decode: DecodeLimits::default(),
             },
+            gate: Arc::new(crate::auth::Gate::open()),
         };
         let in_flight = Arc::new(AtomicUsize::new(0));
         let tracker = TaskTracker::new();
@@ -302,6 +309,7 @@ impl Router {
             consumers: std::sync::OnceLock::new(),
             scheduler_task: parking_lot::Mutex::new(Some(scheduler_task)),
             sources: parking_lot::Mutex::new(HashMap::new()),
+            gate_state: parking_lot::Mutex::new(crate::auth::GateState::default()),
         })
     }
 
@@ -366,7 +374,16 @@ impl Router {
                 )
             })
             .collect();
-        self.snapshot.store(Arc::new(Snapshot { brokers, limits }));
+        let gate = crate::auth::Gate::build(
+            plan.auth,
+            &mut self.gate_state.lock(),
+            &self.dispatchers.client,
+        );
+        self.snapshot.store(Arc::new(Snapshot {
+            brokers,
+            limits,
+            gate: Arc::new(gate),
+        }));
         if let Some(consumers) = self.consumers.get() {
             consumers.sync(&consumed);
         }
@@ -495,6 +512,8 @@ fn schedule_factory(
             order: triggerfish_core::config::DeliveryOrder::Unordered,
             max_in_flight: std::num::NonZeroU32::MIN,
             replies: false,
+            credential: None,
+            rate_limit: None,
         });
         Ok((recurring, Arc::new(dispatchers.start(plan, reply_limits))))
     })

@@ -35,6 +35,8 @@ pub struct Options {
     /// `RUST_LOG` (default: info, and debug for the router, whose retry decisions the tests
     /// read).
     pub log: String,
+    /// Further environment variables of the process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -42,6 +44,7 @@ impl Default for Options {
         Options {
             shards: 1,
             log: "info,triggerfish_router=debug".to_owned(),
+            env: Vec::new(),
         }
     }
 }
@@ -328,6 +331,7 @@ fn spawn(
         .env_remove("TRIGGERFISH_ADMIN")
         .env_remove("TRIGGERFISH_SHARDS")
         .env_remove("TRIGGERFISH_LOG_FORMAT")
+        .envs(options.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)

@@ -139,6 +139,14 @@ impl Policies {
         })
     }
 
+    /// No policies, and a default that allows everyone.
+    pub fn allow_all() -> Policies {
+        Policies {
+            default: DefaultPolicy::AllowAll,
+            brokers: HashMap::new(),
+        }
+    }
+
     /// Whether any policy targets broker `namespace/name`.
     pub fn has_policies(&self, broker: &str) -> bool {
         self.brokers.contains_key(broker)
@@ -296,6 +304,85 @@ mod tests {
             !verdict(&p, "elsewhere/other", "anyone", "ok"),
             "other namespaces keep the default"
         );
+    }
+
+    /// Every combination of default, policy presence and match, sender and event: the
+    /// verdict equals the rule "no policy for the broker → default; else any policy matching
+    /// sender and event".
+    #[test]
+    fn every_combination_of_default_policy_sender_and_event() {
+        let defaults = [
+            ("allow-all", DefaultPolicy::AllowAll),
+            ("allow-same-namespace", DefaultPolicy::AllowSameNamespace),
+            ("deny-all", DefaultPolicy::DenyAll),
+        ];
+        // (policy documents, sender pattern, filter type) — None: no policy.
+        let policy_sets: [Option<(&str, &str)>; 4] = [
+            None,
+            Some(("system:serviceaccount:shop:*", "")),
+            Some(("system:serviceaccount:shop:checkout", "order.")),
+            Some(("*", "order.")),
+        ];
+        let senders = [
+            SA,
+            "system:serviceaccount:shop:billing",
+            "system:serviceaccount:elsewhere:checkout",
+            "",
+            "alice@example.com",
+        ];
+        let types = ["order.created", "payment.made"];
+        let mut cases = 0;
+        for (default_text, default) in defaults {
+            for set in policy_sets {
+                let docs = match set {
+                    None => String::new(),
+                    Some((from, prefix)) => {
+                        let filters = if prefix.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  filters: [{{prefix: {{type: {prefix}}}}}]\n")
+                        };
+                        format!(
+                            "---\napiVersion: eventing.knative.dev/v1alpha1\nkind: EventPolicy\nmetadata: {{name: p, namespace: shop}}\n\
+                             spec:\n  to: [{{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: orders}}}}]\n  from: [{{sub: \"{from}\"}}]\n{filters}"
+                        )
+                    }
+                };
+                let p = Policies::build(&config(&format!("defaultPolicy: {default_text}"), &docs))
+                    .unwrap();
+                for broker in ["shop/orders", "shop/audit", "elsewhere/other"] {
+                    for sender in senders {
+                        for ty in types {
+                            let targeted = set.is_some() && broker == "shop/orders";
+                            let expected = if targeted {
+                                let (from, prefix) = set.unwrap_or_default();
+                                let sender_ok = match from.strip_suffix('*') {
+                                    Some(p) => sender.starts_with(p),
+                                    None => sender == from,
+                                };
+                                sender_ok && ty.starts_with(prefix)
+                            } else {
+                                match default {
+                                    DefaultPolicy::AllowAll => true,
+                                    DefaultPolicy::DenyAll => false,
+                                    DefaultPolicy::AllowSameNamespace => {
+                                        let ns = broker.split('/').next().unwrap();
+                                        sender.starts_with(&format!("system:serviceaccount:{ns}:"))
+                                    }
+                                }
+                            };
+                            assert_eq!(
+                                verdict(&p, broker, sender, ty),
+                                expected,
+                                "default {default_text}, policy {set:?}, broker {broker}, sender {sender:?}, type {ty}"
+                            );
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 3 * 4 * 3 * 5 * 2);
     }
 
     #[test]
