@@ -33,6 +33,16 @@ pub enum Kind {
     PingSource,
     /// `triggerfish.dev/v1alpha1` `Scheduler`: the delayed-event and schedule sink.
     Scheduler,
+    /// `triggerfish.dev/v1alpha1` `OssSource`: OSS event notifications through MNS.
+    OssSource,
+    /// `triggerfish.dev/v1alpha1` `S3Source`: S3-style event notifications.
+    S3Source,
+    /// `triggerfish.dev/v1alpha1` `GitHubSource`: GitHub webhooks.
+    GitHubSource,
+    /// `triggerfish.dev/v1alpha1` `RegistrySource`: container-registry webhooks.
+    RegistrySource,
+    /// `triggerfish.dev/v1alpha1` `BucketWatch`: a local directory as a bucket.
+    BucketWatch,
 }
 
 impl Kind {
@@ -44,6 +54,11 @@ impl Kind {
         Kind::Exec,
         Kind::PingSource,
         Kind::Scheduler,
+        Kind::OssSource,
+        Kind::S3Source,
+        Kind::GitHubSource,
+        Kind::RegistrySource,
+        Kind::BucketWatch,
     ];
 
     /// The `kind` field's value.
@@ -55,6 +70,11 @@ impl Kind {
             Kind::Exec => "Exec",
             Kind::PingSource => "PingSource",
             Kind::Scheduler => "Scheduler",
+            Kind::OssSource => "OssSource",
+            Kind::S3Source => "S3Source",
+            Kind::GitHubSource => "GitHubSource",
+            Kind::RegistrySource => "RegistrySource",
+            Kind::BucketWatch => "BucketWatch",
         }
     }
 
@@ -62,7 +82,14 @@ impl Kind {
     pub const fn api_version(self) -> &'static str {
         match self {
             Kind::Broker | Kind::Trigger => KNATIVE_EVENTING_V1,
-            Kind::Server | Kind::Exec | Kind::Scheduler => TRIGGERFISH_V1ALPHA1,
+            Kind::Server
+            | Kind::Exec
+            | Kind::Scheduler
+            | Kind::OssSource
+            | Kind::S3Source
+            | Kind::GitHubSource
+            | Kind::RegistrySource
+            | Kind::BucketWatch => TRIGGERFISH_V1ALPHA1,
             Kind::PingSource => KNATIVE_SOURCES_V1,
         }
     }
