@@ -91,11 +91,11 @@ pub use meta::{
 pub use path::{FieldPath, FieldPathError, Segment};
 pub use server::{LimitsSpec, ListenSpec, QueueLimits, QueuesSpec, ServerSpec};
 pub use size::{ByteSize, ByteSizeError};
-pub use sources::{
-    BucketWatchSpec, GitHubSourceSpec, MnsPushSpec, MnsQueueSpec, OssSourceSpec,
-    RegistryFormat, RegistrySourceSpec, S3SourceSpec, SecretRef,
-};
 pub use source_map::{Location, NodeLocation};
+pub use sources::{
+    BucketWatchSpec, GitHubSourceSpec, MnsPushSpec, MnsQueueSpec, OssSourceSpec, RegistryFormat,
+    RegistrySourceSpec, S3SourceSpec, SecretRef,
+};
 pub use trigger::{
     AttributesFilterSpec, DEFAULT_MAX_IN_FLIGHT, DELIVERY_ORDER_ANNOTATION, DeliveryOrder, Filter,
     FilterExpr, FilterSpec, Trigger, TriggerSpec, is_valid_filter_attribute,
