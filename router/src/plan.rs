@@ -28,6 +28,8 @@ pub struct Plan {
     pub sources: Vec<SourcePlan>,
     /// Limits of the scheduler sink.
     pub scheduler: crate::scheduler::Limits,
+    /// Event sources (OSS, S3, GitHub, registries, watched directories) in config order.
+    pub event_sources: Vec<crate::sources::EventSourcePlan>,
 }
 
 /// A schedule of the config and the delivery of its events.
@@ -195,6 +197,7 @@ impl Plan {
                 _ => {}
             }
         }
+        let event_sources = crate::sources::plan(&config, &mut errors);
         match ConfigErrors::from_vec(errors) {
             Some(errors) => Err(errors),
             None => Ok(Plan {
@@ -202,6 +205,7 @@ impl Plan {
                 brokers,
                 sources,
                 scheduler,
+                event_sources,
             }),
         }
     }
@@ -215,7 +219,7 @@ impl Plan {
 /// Checks that an in-process destination exists and can run; returns the resource it names.
 /// Destinations this build cannot deliver to are rejected, so that a config never loads with
 /// a trigger whose events would all fail.
-fn check_destination(
+pub(crate) fn check_destination(
     config: &Config,
     id: &ResourceId,
     dest: &Destination,

@@ -221,6 +221,8 @@ pub struct Router {
     pub scheduler: SchedulerHandle,
     scheduler_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     sources: parking_lot::Mutex<HashMap<Arc<str>, SourceDispatcher>>,
+    /// Event sources (webhooks, MNS pollers, watched directories).
+    pub event_sources: crate::sources::SourceSet,
 }
 
 /// The delivery plan of a schedule and the dispatcher running it.
@@ -248,6 +250,8 @@ impl Router {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
+        let event_sources =
+            crate::sources::SourceSet::new(store.clone(), client.clone(), stop.clone());
         let dispatchers = Arc::new(Dispatchers {
             store: store.clone(),
             metrics: Arc::clone(&metrics),
@@ -290,6 +294,7 @@ impl Router {
             scheduler,
             scheduler_task: parking_lot::Mutex::new(Some(scheduler_task)),
             sources: parking_lot::Mutex::new(HashMap::new()),
+            event_sources,
         })
     }
 
@@ -371,6 +376,16 @@ impl Router {
         drop(sources);
         self.scheduler.limits.store(Arc::new(plan.scheduler));
         self.scheduler.apply(set);
+        self.event_sources.apply(
+            plan.event_sources,
+            &self.dispatchers,
+            crate::sources::Context {
+                limits: limits.decode,
+                max_request_bytes: limits.max_request_bytes,
+                client: self.dispatchers.client.clone(),
+            },
+            spec.listen.webhooks,
+        );
 
         let loaded_at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

@@ -123,6 +123,21 @@ pub fn encode_batch(events: &[SourceEvent]) -> Bytes {
     Bytes::from(out)
 }
 
+/// Whether an `Authorization` header carries `Bearer <token>`. The comparison is of SHA-256
+/// digests, in constant time, so it leaks neither the token's bytes nor its length.
+pub fn bearer_matches(header: Option<&[u8]>, token: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq as _;
+    let Some(presented) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+        return false;
+    };
+    let (a, b) = (
+        Sha256::digest(presented.trim_ascii()),
+        Sha256::digest(token),
+    );
+    bool::from(a.ct_eq(&b))
+}
+
 /// `time` if it is RFC 3339, as CloudEvents requires; else `None`.
 pub(crate) fn rfc3339(time: Option<&str>) -> Option<String> {
     let time = time?;
@@ -182,6 +197,14 @@ mod tests {
         assert_eq!(view.subject(), Some("acs:oss:cn-hangzhou:1:b/k \"q\""));
         assert_eq!(view.time(), Some("2016-07-01T11:17:30.000Z"));
         assert_eq!(&*view.data().to_bytes(), br#"{"k": [1, 2.50]}"#);
+    }
+
+    #[test]
+    fn bearer_tokens_are_compared() {
+        assert!(bearer_matches(Some(b"Bearer s3cret"), b"s3cret"));
+        assert!(!bearer_matches(Some(b"Bearer s3cre"), b"s3cret"));
+        assert!(!bearer_matches(Some(b"Basic s3cret"), b"s3cret"));
+        assert!(!bearer_matches(None, b"s3cret"));
     }
 
     #[test]
