@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // Tests fail loudly on unexpected errors.
 //! Event sources end to end, in process: a real `Router` with its sources, real HTTP on
 //! loopback, a fake MNS server, real inotify, and (for the registry) the real Distribution
 //! registry and skopeo.

@@ -4,9 +4,10 @@
 //!   more than 15 minutes off is refused), `x-mns-version: 2015-06-06`; `Content-MD5` checked
 //!   when sent; XML bodies in the `http://mns.aliyuncs.com/doc/v1/` namespace.
 //! - "Sign requests": `Authorization: MNS AccessKeyId:Signature`, the signature being
-//!   base64(HMAC-SHA1(secret, VERB\nContent-MD5\nContent-Type\nDate\n + CanonicalizedMNSHeaders
-//!   + CanonicalizedResource)). The fake computes it on its own (it shares no code with the
-//!   router's signer) and refuses a mismatch with 403 `SignatureDoesNotMatch`.
+//!   base64(HMAC-SHA1(secret, the method, Content-MD5, Content-Type and Date each followed by
+//!   a newline, then CanonicalizedMNSHeaders and CanonicalizedResource)). The fake computes it
+//!   on its own (it shares no code with the router's signer) and refuses a mismatch with 403
+//!   `SignatureDoesNotMatch`.
 //! - "ReceiveMessage": `GET /queues/{name}/messages?waitseconds=N` long-polls; a message
 //!   received becomes invisible for the queue's visibility timeout and gets a new receipt
 //!   handle; `404 MessageNotExist` when none arrives in time.

@@ -85,7 +85,7 @@ async fn distribution_and_acr_payloads_map_to_image_pushed() {
         .unwrap();
     assert_eq!(
         distribution.attr("source").as_deref(),
-        Some("registrycluster.local/library/test")
+        Some("docker://registrycluster.local/library/test")
     );
     assert_eq!(
         distribution.json()["digest"],
@@ -94,7 +94,7 @@ async fn distribution_and_acr_payloads_map_to_image_pushed() {
     let acr = got.iter().find(|r| r.json()["format"] == "acr").unwrap();
     assert_eq!(
         acr.attr("source").as_deref(),
-        Some("registry.cn-hangzhou.aliyuncs.com/namespace/repoTest")
+        Some("docker://registry.cn-hangzhou.aliyuncs.com/namespace/repoTest")
     );
     assert_eq!(acr.json()["repository"], "namespace/repoTest");
     assert_eq!(acr.json()["tag"], "latest");
@@ -206,7 +206,7 @@ async fn a_real_registry_notifies_a_skopeo_push() {
         .port();
     let config = format!(
         r#"version: 0.1
-log: {{level: warn}}
+log: {{level: error}}
 storage:
   filesystem: {{rootdirectory: {root}}}
 http:
@@ -230,6 +230,7 @@ notifications:
             .arg("serve")
             .arg(work.path().join("registry.yml"))
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
@@ -324,7 +325,7 @@ notifications:
     assert_eq!(event.attr("subject").as_deref(), Some("v1"));
     assert_eq!(
         event.attr("source").as_deref(),
-        Some(format!("127.0.0.1:{port}/demo/app").as_str())
+        Some(format!("docker://127.0.0.1:{port}/demo/app").as_str())
     );
     let data = event.json();
     assert_eq!(data["repository"], "demo/app");

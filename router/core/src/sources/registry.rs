@@ -4,7 +4,7 @@
 //! | attribute | value |
 //! |---|---|
 //! | `type` | `dev.triggerfish.registry.image.pushed` |
-//! | `source` | the repository's image reference without tag: `<registry host>/<repository>` |
+//! | `source` | the repository as skopeo names it: `docker://<registry host>/<repository>` |
 //! | `subject` | the tag, or the digest when the push had no tag |
 //! | `time` | Distribution: the event's `timestamp`; ACR: not set (its `pushed_at` has no zone) |
 //! | `id` | Distribution: the event's `id`; ACR: a digest of repository, tag, digest and time |
@@ -212,7 +212,7 @@ pub fn parse_distribution(body: &[u8]) -> Result<Vec<SourceEvent>, RegistryError
         };
         events.push(SourceEvent {
             id,
-            source: format!("{host}/{}", target.repository),
+            source: format!("docker://{host}/{}", target.repository),
             ty: TYPE.to_owned(),
             subject: Some(tag.unwrap_or(&target.digest).to_owned()),
             time: rfc3339(event.timestamp.as_deref()),
@@ -300,7 +300,7 @@ pub fn parse_acr(body: &[u8]) -> Result<SourceEvent, RegistryError> {
             digest.unwrap_or("").as_bytes(),
             push.pushed_at.as_deref().unwrap_or("").as_bytes(),
         ]),
-        source: format!("{host}/{full_name}"),
+        source: format!("docker://{host}/{full_name}"),
         ty: TYPE.to_owned(),
         subject: Some(subject.to_owned()),
         time: None,
@@ -362,7 +362,7 @@ mod tests {
         let e = &events[0];
         assert_eq!(e.id, "320678d8-ca14-430f-8bb6-4ca139cd83f7");
         assert_eq!(e.ty, TYPE);
-        assert_eq!(e.source, "192.168.100.227:5000/hello-world");
+        assert_eq!(e.source, "docker://192.168.100.227:5000/hello-world");
         assert_eq!(e.subject.as_deref(), Some("latest"));
         assert_eq!(
             e.time.as_deref(),
@@ -386,7 +386,7 @@ mod tests {
         let e = parse_acr(ACR.as_bytes()).unwrap();
         assert_eq!(
             e.source,
-            "registry.cn-hangzhou.aliyuncs.com/namespace/repoTest"
+            "docker://registry.cn-hangzhou.aliyuncs.com/namespace/repoTest"
         );
         assert_eq!(e.subject.as_deref(), Some("latest"));
         assert_eq!(e.time, None);
