@@ -5,6 +5,8 @@
 
 #[path = "sources/common.rs"]
 mod common;
+#[path = "sources/examples.rs"]
+mod examples;
 #[path = "sources/fake_mns.rs"]
 mod fake_mns;
 #[path = "sources/github.rs"]
