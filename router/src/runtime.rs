@@ -239,6 +239,7 @@ impl Router {
         let client = crate::sinks::http::client()
             .map_err(|e| anyhow::anyhow!("loading the system's trusted TLS roots: {e}"))?;
         let scheduler_metrics = SchedulerMetrics::register(metrics.registry_mut());
+        let source_metrics = crate::sources::SourceMetrics::register(metrics.registry_mut());
         let metrics = Arc::new(metrics);
         let empty = Snapshot {
             brokers: HashMap::new(),
@@ -250,8 +251,12 @@ impl Router {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
-        let event_sources =
-            crate::sources::SourceSet::new(store.clone(), client.clone(), stop.clone());
+        let event_sources = crate::sources::SourceSet::new(
+            store.clone(),
+            client.clone(),
+            source_metrics,
+            stop.clone(),
+        );
         let dispatchers = Arc::new(Dispatchers {
             store: store.clone(),
             metrics: Arc::clone(&metrics),
@@ -383,6 +388,7 @@ impl Router {
                 limits: limits.decode,
                 max_request_bytes: limits.max_request_bytes,
                 client: self.dispatchers.client.clone(),
+                metrics: crate::sources::SourceMetrics::default(),
             },
             spec.listen.webhooks,
         );

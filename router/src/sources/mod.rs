@@ -42,6 +42,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio_util::sync::CancellationToken;
 use triggerfish_core::config::{
     Config, ConfigError, CustomResource, CustomSpec, DeliveryOrder, Destination, FieldPath,
@@ -394,6 +397,67 @@ impl Publisher {
     }
 }
 
+/// Source metrics: `triggerfish_source_requests_total{source, outcome}` (webhook requests by
+/// status code; MNS messages and watched files by `published`, `invalid` or `failed`) and
+/// `triggerfish_source_events_total{source}` (events published). `source` is the source's
+/// key from the config, so the cardinality is bounded.
+#[derive(Clone, Default)]
+pub struct SourceMetrics {
+    requests: Family<SourceOutcomeLabels, Counter>,
+    events: Family<SourceLabels, Counter>,
+}
+
+/// Label set naming a source.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `namespace/<kind>s/name`.
+    pub source: String,
+}
+
+/// Label set of a source's request outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceOutcomeLabels {
+    /// `namespace/<kind>s/name`.
+    pub source: String,
+    /// An HTTP status code, or `published`, `invalid`, `failed`.
+    pub outcome: String,
+}
+
+impl SourceMetrics {
+    /// Creates and registers them.
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> SourceMetrics {
+        let m = SourceMetrics::default();
+        registry.register(
+            "source_requests",
+            "Webhook requests, MNS messages and watched files handled by sources, by outcome",
+            m.requests.clone(),
+        );
+        registry.register(
+            "source_events",
+            "Events published by sources",
+            m.events.clone(),
+        );
+        m
+    }
+
+    /// Counts one request, message or file of `source`, and the events it published.
+    pub fn record(&self, source: &str, outcome: &str, events: usize) {
+        self.requests
+            .get_or_create(&SourceOutcomeLabels {
+                source: source.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if events > 0 {
+            self.events
+                .get_or_create(&SourceLabels {
+                    source: source.to_owned(),
+                })
+                .inc_by(events as u64);
+        }
+    }
+}
+
 /// What a running source needs from the router.
 #[derive(Clone)]
 pub struct Context {
@@ -403,6 +467,8 @@ pub struct Context {
     pub max_request_bytes: usize,
     /// The HTTP client (MNS, certificates).
     pub client: HttpClient,
+    /// Metrics.
+    pub metrics: SourceMetrics,
 }
 
 /// A running source.
@@ -428,17 +494,24 @@ pub struct SourceSet {
     webhooks: webhook::Listener,
     store: Store,
     client: HttpClient,
+    metrics: SourceMetrics,
     stop: CancellationToken,
 }
 
 impl SourceSet {
     /// An empty set. Sources stop when `stop` is cancelled.
-    pub fn new(store: Store, client: HttpClient, stop: CancellationToken) -> SourceSet {
+    pub fn new(
+        store: Store,
+        client: HttpClient,
+        metrics: SourceMetrics,
+        stop: CancellationToken,
+    ) -> SourceSet {
         SourceSet {
             running: parking_lot::Mutex::new(HashMap::new()),
             webhooks: webhook::Listener::new(stop.clone()),
             store,
             client,
+            metrics,
             stop,
         }
     }
@@ -513,6 +586,7 @@ impl SourceSet {
         let stop = self.stop.child_token();
         let context = Context {
             client: self.client.clone(),
+            metrics: self.metrics.clone(),
             ..context.clone()
         };
         let route = match &plan.built {
@@ -538,7 +612,7 @@ impl SourceSet {
                     Arc::clone(&key),
                     c.clone(),
                     Arc::clone(&publisher),
-                    context.limits,
+                    context.clone(),
                     stop.clone(),
                 ) {
                     tracing::error!(source = %key, error = %e, "the directory cannot be watched; the source is not running");
@@ -553,6 +627,7 @@ impl SourceSet {
                 handler,
                 publisher: Arc::clone(&publisher),
                 limits: context.limits,
+                metrics: context.metrics.clone(),
             })
         });
         tracing::info!(source = %key, path = plan.built.path().unwrap_or(""), "event source started");

@@ -205,6 +205,17 @@ pub async fn poll(
             d = handle_message(&key, &config, &publisher, &context, &message) => d,
             () = stop.cancelled() => return,
         };
+        let outcome = match delete {
+            Handled::Published(_) => "published",
+            Handled::Invalid => "invalid",
+            Handled::Failed => "failed",
+        };
+        let published = match delete {
+            Handled::Published(n) => n,
+            _ => 0,
+        };
+        context.metrics.record(&key, outcome, published);
+        let delete = !matches!(delete, Handled::Failed);
         if delete && let Err(e) = client.delete(&message.receipt_handle).await {
             // The message comes back after its visibility timeout and is published again,
             // with the same event ids.
@@ -214,25 +225,36 @@ pub async fn poll(
     }
 }
 
-/// Publishes one message's events; returns whether to delete it.
+/// What became of a message: published or invalid ones are deleted, failed ones left for
+/// redelivery.
+enum Handled {
+    /// Every event published.
+    Published(usize),
+    /// It can never be published.
+    Invalid,
+    /// It could not be published now.
+    Failed,
+}
+
+/// Publishes one message's events.
 async fn handle_message(
     key: &str,
     config: &QueueConfig,
     publisher: &Publisher,
     context: &Context,
     message: &Message,
-) -> bool {
+) -> Handled {
     if !message.body_md5_matches() {
         tracing::warn!(source = %key, message_id = %message.message_id,
             "MessageBodyMD5 does not match the body; leaving the message for redelivery");
-        return false;
+        return Handled::Failed;
     }
     let events = match events_of(&message.message_body, config.base64) {
         Ok(events) => events,
         Err(e) => {
             tracing::error!(source = %key, message_id = %message.message_id, error = %e,
                 "the message is not a valid OSS notification; deleting it, nothing was published");
-            return true;
+            return Handled::Invalid;
         }
     };
     match publisher
@@ -241,17 +263,17 @@ async fn handle_message(
     {
         Ok(n) => {
             tracing::debug!(source = %key, message_id = %message.message_id, events = n, "message published");
-            true
+            Handled::Published(n)
         }
         Err(e @ (PublishError::Invalid(_) | PublishError::TooLarge(_))) => {
             tracing::error!(source = %key, message_id = %message.message_id, error = %e,
                 "the message's events can never be published; deleting it");
-            true
+            Handled::Invalid
         }
         Err(e) => {
             tracing::warn!(source = %key, message_id = %message.message_id, error = %e,
                 "publishing failed; leaving the message for redelivery");
-            false
+            Handled::Failed
         }
     }
 }

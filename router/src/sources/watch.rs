@@ -28,10 +28,9 @@ use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use triggerfish_core::config::BucketWatchSpec;
-use triggerfish_core::event::DecodeLimits;
 use triggerfish_core::sources::oss::{LocalObject, local_notification, parse_notification};
 
-use crate::sources::{BuildErrors, Publisher};
+use crate::sources::{BuildErrors, Context, Publisher};
 
 /// Events waiting between the notify thread and the watch task.
 const CHANNEL: usize = 1024;
@@ -102,7 +101,7 @@ pub fn spawn(
     key: Arc<str>,
     config: WatchConfig,
     publisher: Arc<Publisher>,
-    limits: DecodeLimits,
+    context: Context,
     stop: CancellationToken,
 ) -> Result<(), WatchError> {
     let directory_error = |error| WatchError::Directory {
@@ -128,7 +127,7 @@ pub fn spawn(
         root,
         config,
         publisher,
-        limits,
+        context,
         pending: HashMap::new(),
         published: HashMap::new(),
     };
@@ -141,7 +140,7 @@ struct State {
     root: PathBuf,
     config: WatchConfig,
     publisher: Arc<Publisher>,
-    limits: DecodeLimits,
+    context: Context,
     /// Files changing: size at the last change, and when it was seen.
     pending: HashMap<PathBuf, (u64, Instant)>,
     /// The version (size, modification time) last published per file.
@@ -281,11 +280,19 @@ impl State {
                 return;
             }
         };
-        match self
+        let published = self
             .publisher
-            .publish(&events, self.limits, PUBLISH_WAIT)
-            .await
-        {
+            .publish(&events, self.context.limits, PUBLISH_WAIT)
+            .await;
+        let outcome = if published.is_ok() {
+            "published"
+        } else {
+            "failed"
+        };
+        self.context
+            .metrics
+            .record(&self.key, outcome, published.as_ref().map_or(0, |n| *n));
+        match published {
             Ok(_) => {
                 tracing::info!(source = %self.key, key = %key, size = meta.len(), "file published");
                 if self.published.len() >= MAX_REMEMBERED {

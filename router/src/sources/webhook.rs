@@ -45,6 +45,8 @@ pub struct Route {
     pub publisher: Arc<Publisher>,
     /// Event limits.
     pub limits: DecodeLimits,
+    /// Metrics.
+    pub metrics: crate::sources::SourceMetrics,
 }
 
 /// The handler of each webhook kind.
@@ -230,6 +232,9 @@ async fn handle(
             Err(e) => Reply::refuse(StatusCode::BAD_REQUEST, e.to_string()),
         }
     };
+    route
+        .metrics
+        .record(&route.key, reply.status.as_str(), reply.events);
     if reply.status.is_success() {
         tracing::debug!(source = %route.key, status = reply.status.as_u16(), events = reply.events, "webhook request handled");
     } else {

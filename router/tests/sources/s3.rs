@@ -83,6 +83,14 @@ async fn minio_and_aws_records_are_published() {
         Some("arn:aws:s3:::amzn-s3-demo-bucket/Sad%20Face.jpg")
     );
     assert_eq!(removed.attr("id").as_deref(), Some("C3D13FE58DE4C810-1"));
+    let metrics = h.router.metrics.render();
+    assert!(
+        metrics.contains(r#"triggerfish_source_events_total{source="media/s3sources/uploads"} 3"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        r#"triggerfish_source_requests_total{source="media/s3sources/uploads",outcome="202"} 2"#
+    ));
 }
 
 #[tokio::test]
