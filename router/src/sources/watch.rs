@@ -8,6 +8,9 @@
 //! - its size has not changed for `stableFor` since the last change seen (for writers and file
 //!   systems that give no close event).
 //!
+//! A directory created or moved in is searched once for files already in it (they raised no
+//! event before its watch existed); they are published once their size is stable.
+//!
 //! Temporary files are ignored: any path component starting with `.`, and names ending in
 //! `.tmp` or `.part`. The same version of a file (size and modification time) is published
 //! once, even when several of the rules above fire for it. Files present before the source
@@ -36,6 +39,8 @@ use crate::sources::{BuildErrors, Context, Publisher};
 const CHANNEL: usize = 1024;
 /// Versions remembered to avoid publishing a file twice; cleared past this.
 const MAX_REMEMBERED: usize = 100_000;
+/// Entries looked at in a directory that appeared (a `mv` of a whole tree, say).
+const MAX_WALK: usize = 10_000;
 /// How long one publish may wait for room.
 const PUBLISH_WAIT: Duration = Duration::from_secs(30);
 /// The account in subjects and ARNs.
@@ -201,6 +206,18 @@ impl State {
                     }
                 }
             }
+            EventKind::Create(CreateKind::Folder) => {
+                // Files written into a new directory before its watch was added raised no
+                // event: look for them.
+                for path in event.paths {
+                    let mut found = Vec::new();
+                    walk(&path, &mut found, MAX_WALK);
+                    let now = Instant::now();
+                    for (file, size) in found {
+                        self.pending.entry(file).or_insert((size, now));
+                    }
+                }
+            }
             EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
                 for path in &event.paths {
                     self.forget(path);
@@ -303,6 +320,28 @@ impl State {
             Err(e) => {
                 tracing::warn!(source = %self.key, key = %key, error = %e, "publishing failed; trying again later");
                 self.pending.insert(path, (meta.len(), Instant::now()));
+            }
+        }
+    }
+}
+
+/// Files under `dir` with their sizes, at most `limit` entries looked at.
+fn walk(dir: &Path, found: &mut Vec<(PathBuf, u64)>, limit: usize) {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut seen = 0;
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > limit {
+                return;
+            }
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => stack.push(entry.path()),
+                Ok(meta) if meta.is_file() => found.push((entry.path(), meta.len())),
+                _ => {}
             }
         }
     }

@@ -34,8 +34,9 @@ async fn written_files_become_oss_events_and_temporary_files_do_not() {
     std::fs::write(media.join(".hidden"), "x").unwrap();
     std::fs::write(media.join("upload.tmp"), "x").unwrap();
     std::fs::write(media.join("talk.mp4.part"), vec![7u8; 4096]).unwrap();
+    // Written right after its directories appear: found by the walk of the new directory if
+    // inotify had no watch on it yet.
     std::fs::create_dir_all(media.join("talks/2024")).unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     std::fs::write(media.join("talks/2024/intro.wav"), vec![1u8; 1000]).unwrap();
     // The usual upload pattern: write a .part file, then rename it.
     std::fs::rename(media.join("talk.mp4.part"), media.join("talk.mp4")).unwrap();
