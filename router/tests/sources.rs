@@ -3,6 +3,8 @@
 //! loopback, a fake MNS server, real inotify, and (for the registry) the real Distribution
 //! registry and skopeo.
 
+#[path = "sources/binary.rs"]
+mod binary;
 #[path = "sources/common.rs"]
 mod common;
 #[path = "sources/examples.rs"]

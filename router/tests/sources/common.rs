@@ -209,6 +209,17 @@ impl Client {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> (StatusCode, String) {
+        self.try_send(method, url, headers, body).await.unwrap()
+    }
+
+    /// Like [`Client::send`], with connection errors returned.
+    pub async fn try_send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<(StatusCode, String), String> {
         let mut builder = http::Request::builder().method(method).uri(url);
         for (name, value) in headers {
             builder = builder.header(*name, *value);
@@ -217,10 +228,12 @@ impl Client {
             .0
             .request(builder.body(Full::new(body.into())).unwrap())
             .await
-            .unwrap();
+            .map_err(|e| e.to_string())?;
         let (parts, body) = response.into_parts();
-        let body = read_limited(&parts.headers, body, 1 << 20).await.unwrap();
-        (parts.status, String::from_utf8_lossy(&body).into_owned())
+        let body = read_limited(&parts.headers, body, 1 << 20)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((parts.status, String::from_utf8_lossy(&body).into_owned()))
     }
 
     pub async fn post(
