@@ -56,7 +56,7 @@ pub async fn handle(
         }
     }
     match s3::parse_notification(body) {
-        Ok(events) if events.is_empty() => Reply::ok("test event"),
+        Ok(events) if events.is_empty() => Reply::ok("no records (a test event?)"),
         Ok(events) => publish(route, &events).await,
         Err(e) => Reply::refuse(StatusCode::BAD_REQUEST, e.to_string()),
     }

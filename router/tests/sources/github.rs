@@ -347,3 +347,55 @@ spec:
     assert_eq!(got[0].attr("id").as_deref(), Some("form-1"));
     assert_eq!(got[0].json()["pusher"]["name"], "Codertocat");
 }
+
+#[tokio::test]
+async fn reloads_keep_unchanged_sources_and_remove_deleted_ones() {
+    let sink = Sink::start().await;
+    let h = start(&sink, "").await;
+    let url = h.url("/default/githubsources/build");
+    let client = Client::new();
+    let push = fixture("push");
+    assert_eq!(
+        deliver(&client, &url, "push", "before-reload", &push, None)
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+
+    // The same source plus an unrelated document: the source keeps running, with its memory of
+    // delivery ids.
+    let unchanged = format!(
+        "{}\n---\napiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: other}}\n",
+        config(&sink, "")
+    );
+    h.reload(&unchanged);
+    assert_eq!(
+        deliver(&client, &url, "push", "before-reload", &push, None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    // A changed source (another path) restarts; the old path is gone.
+    h.reload(&config(&sink, "  path: /hooks/github"));
+    assert_eq!(
+        deliver(&client, &url, "push", "x", &push, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let moved = h.url("/hooks/github");
+    assert_eq!(
+        deliver(&client, &moved, "push", "after-reload", &push, None)
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+
+    // Removed: 404.
+    let without = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default}\n";
+    h.reload(without);
+    assert_eq!(
+        deliver(&client, &moved, "push", "y", &push, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    sink.wait(2, Duration::from_secs(10)).await;
+}
