@@ -245,6 +245,8 @@ pub fn plan(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<EventSourcePl
         let (ns, name) = (&resource.meta.namespace, &resource.meta.name);
         let key: Arc<str> = Arc::from(format!("{ns}/{plural}/{name}"));
         let Some(built) = built else { continue };
+        // The loader resolved the sink of every source kind; it is only missing when the
+        // resource failed to load, which `Config` never holds.
         let Some(sink) = resource.sink.clone() else {
             continue;
         };
@@ -256,7 +258,11 @@ pub fn plan(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<EventSourcePl
                     errors: &mut *errors,
                     failed: false,
                 };
-                check.at("path", format!("{path} is already the path of {other}"));
+                let field = match built {
+                    Built::OssPush(_) => "push.path",
+                    _ => "path",
+                };
+                check.at(field, format!("{path} is already the path of {other}"));
                 continue;
             }
             paths.insert(path.to_owned(), Arc::clone(&key));
@@ -266,23 +272,37 @@ pub fn plan(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<EventSourcePl
                 Target::Broker(Arc::from(format!("{namespace}/{name}")))
             }
             _ => {
+                let spec = FieldPath::root().key("spec");
                 let sink_resource = crate::plan::check_destination(
                     config,
                     &resource.id,
                     &sink,
-                    FieldPath::root().key("spec").key("sink"),
+                    spec.key("sink"),
                     errors,
                 );
+                let dead_letter_resource = resource
+                    .delivery
+                    .as_ref()
+                    .and_then(|d| d.dead_letter_sink.as_ref())
+                    .and_then(|dls| {
+                        crate::plan::check_destination(
+                            config,
+                            &resource.id,
+                            dls,
+                            spec.key("delivery").key("deadLetterSink"),
+                            errors,
+                        )
+                    });
                 Target::Dispatcher(Arc::new(TriggerPlan {
                     key: key.to_string(),
                     name: name.clone(),
                     broker: format!("{ns}/-"),
                     subscriber: sink,
                     subscriber_resource: sink_resource,
-                    dead_letter_resource: None,
+                    dead_letter_resource,
                     delivery: resource.delivery.clone(),
                     order: DeliveryOrder::Unordered,
-                    max_in_flight: NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN),
+                    max_in_flight: SOURCE_MAX_IN_FLIGHT,
                     replies: false,
                 }))
             }
@@ -296,6 +316,12 @@ pub fn plan(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<EventSourcePl
     }
     plans
 }
+
+/// Deliveries in flight at once from one source to its sink (when the sink is not a Broker).
+pub const SOURCE_MAX_IN_FLIGHT: NonZeroU32 = match NonZeroU32::new(16) {
+    Some(n) => n,
+    None => NonZeroU32::MIN,
+};
 
 /// Where a running source publishes.
 pub enum Publisher {
@@ -644,3 +670,68 @@ impl SourceSet {
 
 /// How long a webhook request waits for room in full queues before it is answered 429.
 pub const WEBHOOK_PUBLISH_WAIT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use triggerfish_core::config::Config;
+
+    use crate::plan::Plan;
+
+    fn errors(yaml: &str) -> String {
+        let config = Config::load(yaml, "c.yaml").unwrap();
+        match Plan::build(config) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const BROKER: &str =
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default}\n---\n";
+
+    #[test]
+    fn config_errors_name_the_resource_and_field() {
+        let missing = errors(&format!(
+            "{BROKER}apiVersion: triggerfish.dev/v1alpha1\nkind: GitHubSource\nmetadata: {{name: gh}}\nspec:\n  secretToken: {{env: TRIGGERFISH_TEST_SURELY_UNSET}}\n  eventTypes: [Push]\n  sink: {{uri: \"display:\"}}\n"
+        ));
+        assert!(
+            missing.contains("GitHubSource \"gh\" in namespace \"default\": spec.secretToken: environment variable TRIGGERFISH_TEST_SURELY_UNSET is not set"),
+            "{missing}"
+        );
+        assert!(
+            missing.contains("spec.eventTypes.0: \"Push\" is not a GitHub event name"),
+            "{missing}"
+        );
+
+        let both = errors(&format!(
+            "{BROKER}apiVersion: triggerfish.dev/v1alpha1\nkind: OssSource\nmetadata: {{name: o}}\nspec:\n  sink: {{uri: \"display:\"}}\n"
+        ));
+        assert!(
+            both.contains("spec: set exactly one of queue and push"),
+            "{both}"
+        );
+
+        let same_path = errors(&format!(
+            "{BROKER}apiVersion: triggerfish.dev/v1alpha1\nkind: S3Source\nmetadata: {{name: a}}\nspec:\n  path: /hook\n  sink: {{uri: \"display:\"}}\n---\napiVersion: triggerfish.dev/v1alpha1\nkind: RegistrySource\nmetadata: {{name: b}}\nspec:\n  path: /hook\n  sink: {{uri: \"display:\"}}\n"
+        ));
+        assert!(same_path.contains("RegistrySource \"b\" in namespace \"default\": spec.path: /hook is already the path of default/s3sources/a"), "{same_path}");
+
+        let secret_both = errors(&format!(
+            "{BROKER}apiVersion: triggerfish.dev/v1alpha1\nkind: S3Source\nmetadata: {{name: a}}\nspec:\n  token: {{env: X, file: /y}}\n  path: hook\n  sink: {{uri: \"display:\"}}\n"
+        ));
+        assert!(
+            secret_both.contains("spec.token: set exactly one of env and file"),
+            "{secret_both}"
+        );
+        assert!(
+            secret_both.contains("spec.path: a path starts with /"),
+            "{secret_both}"
+        );
+
+        assert_eq!(
+            errors(&format!(
+                "{BROKER}apiVersion: triggerfish.dev/v1alpha1\nkind: BucketWatch\nmetadata: {{name: m}}\nspec:\n  directory: /tmp/m\n  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}\n"
+            )),
+            ""
+        );
+    }
+}
