@@ -384,12 +384,7 @@ impl Router {
         self.event_sources.apply(
             plan.event_sources,
             &self.dispatchers,
-            crate::sources::Context {
-                limits: limits.decode,
-                max_request_bytes: limits.max_request_bytes,
-                client: self.dispatchers.client.clone(),
-                metrics: crate::sources::SourceMetrics::default(),
-            },
+            limits,
             spec.listen.webhooks,
         );
 

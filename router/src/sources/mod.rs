@@ -54,6 +54,7 @@ use triggerfish_core::event::{DecodeLimits, EventRef, decode_batched};
 use triggerfish_core::sources::{SourceEvent, encode_batch};
 
 use crate::dispatch::{EnqueueAllError, TriggerHandle};
+use crate::ingress::http::IngressLimits;
 use crate::plan::TriggerPlan;
 use crate::runtime::Dispatchers;
 use crate::sinks::http::HttpClient;
@@ -554,9 +555,15 @@ impl SourceSet {
         &self,
         plans: Vec<EventSourcePlan>,
         dispatchers: &Dispatchers,
-        context: Context,
+        limits: IngressLimits,
         webhooks: SocketAddr,
     ) {
+        let context = Context {
+            limits: limits.decode,
+            max_request_bytes: limits.max_request_bytes,
+            client: self.client.clone(),
+            metrics: self.metrics.clone(),
+        };
         // The lock only guards this map against concurrent reloads; nothing waits under it.
         let mut running = self.running.lock();
         let mut next: HashMap<Arc<str>, Running> = HashMap::new();
@@ -610,11 +617,6 @@ impl SourceSet {
             )),
         });
         let stop = self.stop.child_token();
-        let context = Context {
-            client: self.client.clone(),
-            metrics: self.metrics.clone(),
-            ..context.clone()
-        };
         let route = match &plan.built {
             Built::GitHub(c) => Some(webhook::Handler::GitHub(github::GitHubHook::new(c.clone()))),
             Built::S3(c) => Some(webhook::Handler::S3(c.clone())),
