@@ -84,6 +84,17 @@ pub struct TriggerHandle {
 #[error("trigger dispatcher stopped")]
 pub struct Closed;
 
+/// Why [`TriggerHandle::enqueue_all`] queued nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueAllError {
+    /// The dispatcher stopped (only during shutdown).
+    #[error("trigger dispatcher stopped")]
+    Closed,
+    /// The events together exceed the queue's limits, so they can never be queued at once.
+    #[error("the events exceed the delivery queue's limits")]
+    TooLarge,
+}
+
 impl TriggerHandle {
     /// Queues an event for delivery, waiting while the trigger's queue is full.
     pub async fn enqueue(
@@ -111,6 +122,55 @@ impl TriggerHandle {
             _budget: budget,
         };
         self.tx.send(job).await.map_err(|_| Closed)
+    }
+
+    /// Queues all of `events` or none: waits until the queue has room for every one of them
+    /// (events and bytes), then queues them together. Sources use it so that a request is
+    /// accepted only once all of its events are; cancelling the future queues nothing.
+    pub async fn enqueue_all(
+        &self,
+        events: Vec<EventRef>,
+        ttl: u8,
+        accepted_at: Instant,
+    ) -> Result<(), EnqueueAllError> {
+        let sizes: Vec<usize> = events
+            .iter()
+            .map(|e| e.view().wire_size().clamp(1, self.limits.bytes))
+            .collect();
+        let total: usize = sizes.iter().sum();
+        if total > self.limits.bytes.min(Semaphore::MAX_PERMITS)
+            || events.len() > self.limits.events.min(Semaphore::MAX_PERMITS)
+        {
+            return Err(EnqueueAllError::TooLarge);
+        }
+        let too_large = |_| EnqueueAllError::TooLarge;
+        let mut places = Arc::clone(&self.places)
+            .acquire_many_owned(u32::try_from(events.len()).map_err(too_large)?)
+            .await
+            .map_err(|_| EnqueueAllError::Closed)?;
+        let mut budget = Arc::clone(&self.budget)
+            .acquire_many_owned(u32::try_from(total).map_err(too_large)?)
+            .await
+            .map_err(|_| EnqueueAllError::Closed)?;
+        let permits = self
+            .tx
+            .reserve_many(events.len())
+            .await
+            .map_err(|_| EnqueueAllError::Closed)?;
+        for ((event, size), permit) in events.into_iter().zip(sizes).zip(permits) {
+            let (Some(share), Some(place)) = (budget.split(size), places.split(1)) else {
+                return Err(EnqueueAllError::Closed);
+            };
+            permit.send(Job {
+                event,
+                ttl,
+                accepted_at,
+                completion: Completion::none(),
+                queued: Some(place),
+                _budget: share,
+            });
+        }
+        Ok(())
     }
 
     /// Events waiting in the queue (not counting those being delivered): in the channel, or

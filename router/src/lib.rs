@@ -11,6 +11,7 @@
 //! - [`ingress`]: HTTP ingress; [`admin`]: health, readiness, metrics, config.
 //! - [`store`]: the seam between ingress and dispatch (memory today).
 //! - [`scheduler`]: PingSources, run-time schedules and delayed events.
+//! - [`sources`]: event sources (OSS via MNS, S3, GitHub, registries, a watched directory).
 //! - [`shard`]: shard drivers; [`dispatch`]: delivery semantics; [`sinks`]: destinations.
 //! - [`body`]: size-limited body reading; [`http_server`]: the shared accept loop;
 //!   [`metrics`]: Prometheus metrics.
@@ -30,4 +31,5 @@ pub mod scheduler;
 pub mod serve;
 pub mod shard;
 pub mod sinks;
+pub mod sources;
 pub mod store;

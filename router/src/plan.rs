@@ -34,6 +34,8 @@ pub struct Plan {
     pub scheduler: crate::scheduler::Limits,
     /// Sender authentication, event policies and ingress rate limits.
     pub auth: AuthPlan,
+    /// Event sources (OSS, S3, GitHub, registries, watched directories) in config order.
+    pub event_sources: Vec<crate::sources::EventSourcePlan>,
 }
 
 /// What the ingress gate needs, with every secret and key file already read.
@@ -233,6 +235,7 @@ impl Plan {
                 _ => {}
             }
         }
+        let event_sources = crate::sources::plan(&config, &mut errors);
         match ConfigErrors::from_vec(errors) {
             Some(errors) => Err(errors),
             None => Ok(Plan {
@@ -241,6 +244,7 @@ impl Plan {
                 sources,
                 scheduler,
                 auth,
+                event_sources,
             }),
         }
     }
@@ -396,7 +400,7 @@ fn credential(
 /// Checks that an in-process destination exists and can run; returns the resource it names.
 /// Destinations this build cannot deliver to are rejected, so that a config never loads with
 /// a trigger whose events would all fail.
-fn check_destination(
+pub(crate) fn check_destination(
     config: &Config,
     id: &ResourceId,
     dest: &Destination,

@@ -230,6 +230,8 @@ pub struct Router {
     scheduler_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     sources: parking_lot::Mutex<HashMap<Arc<str>, SourceDispatcher>>,
     gate_state: parking_lot::Mutex<crate::auth::GateState>,
+    /// Event sources (webhooks, MNS pollers, watched directories).
+    pub event_sources: crate::sources::SourceSet,
 }
 
 /// The delivery plan of a schedule and the dispatcher running it.
@@ -246,6 +248,7 @@ impl Router {
         let client = crate::sinks::http::client()
             .map_err(|e| anyhow::anyhow!("loading the system's trusted TLS roots: {e}"))?;
         let scheduler_metrics = SchedulerMetrics::register(metrics.registry_mut());
+        let source_metrics = crate::sources::SourceMetrics::register(metrics.registry_mut());
         let metrics = Arc::new(metrics);
         let empty = Snapshot {
             brokers: HashMap::new(),
@@ -258,6 +261,12 @@ impl Router {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
+        let event_sources = crate::sources::SourceSet::new(
+            store.clone(),
+            client.clone(),
+            source_metrics,
+            stop.clone(),
+        );
         let dispatchers = Arc::new(Dispatchers {
             store: store.clone(),
             metrics: Arc::clone(&metrics),
@@ -310,6 +319,7 @@ impl Router {
             scheduler_task: parking_lot::Mutex::new(Some(scheduler_task)),
             sources: parking_lot::Mutex::new(HashMap::new()),
             gate_state: parking_lot::Mutex::new(crate::auth::GateState::default()),
+            event_sources,
         })
     }
 
@@ -414,6 +424,12 @@ impl Router {
         drop(sources);
         self.scheduler.limits.store(Arc::new(plan.scheduler));
         self.scheduler.apply(set);
+        self.event_sources.apply(
+            plan.event_sources,
+            &self.dispatchers,
+            limits,
+            spec.listen.webhooks,
+        );
 
         let loaded_at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

@@ -12,6 +12,7 @@
 //! - [`config`]: the resource model (Knative's YAML plus our kinds), parsed and validated.
 //! - [`cron`]: cron schedules and next fire times across daylight-saving changes.
 //! - [`delivery`]: the delivery policy: which failures are retried, and when the next attempt is.
+//! - [`sources`]: event sources' payloads (OSS, S3, GitHub, registries) and the MNS wire format.
 //!
 //! What it does not do: network, disk, threads, timers. Those belong to the router.
 #![warn(missing_docs)]
@@ -24,3 +25,4 @@ pub mod event;
 pub mod filter;
 pub mod index;
 pub mod policy;
+pub mod sources;

@@ -11,6 +11,9 @@ use crate::config::delivery::{Delivery, DeliverySpec};
 use crate::config::destination::{Destination, DestinationSpec};
 use crate::config::duration::IsoDuration;
 use crate::config::meta::{ObjectMeta, ResourceId};
+use crate::config::sources::{
+    BucketWatchSpec, GitHubSourceSpec, OssSourceSpec, RegistrySourceSpec, S3SourceSpec,
+};
 
 /// One resource of a custom kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +47,16 @@ pub enum CustomSpec {
     /// `EventPolicy`: who may send what to which brokers (Knative's
     /// `eventing.knative.dev/v1alpha1`).
     EventPolicy(EventPolicySpec),
+    /// `OssSource`: OSS event notifications through MNS.
+    OssSource(Box<OssSourceSpec>),
+    /// `S3Source`: S3-style (MinIO) event notifications.
+    S3Source(Box<S3SourceSpec>),
+    /// `GitHubSource`: GitHub webhooks.
+    GitHubSource(Box<GitHubSourceSpec>),
+    /// `RegistrySource`: container-registry webhooks.
+    RegistrySource(Box<RegistrySourceSpec>),
+    /// `BucketWatch`: a local directory treated as a bucket.
+    BucketWatch(Box<BucketWatchSpec>),
 }
 
 impl CustomSpec {
@@ -51,6 +64,11 @@ impl CustomSpec {
     pub fn sink_spec(&self) -> Option<&DestinationSpec> {
         match self {
             CustomSpec::PingSource(p) => Some(&p.sink),
+            CustomSpec::OssSource(s) => Some(&s.sink),
+            CustomSpec::S3Source(s) => Some(&s.sink),
+            CustomSpec::GitHubSource(s) => Some(&s.sink),
+            CustomSpec::RegistrySource(s) => Some(&s.sink),
+            CustomSpec::BucketWatch(s) => Some(&s.sink),
             CustomSpec::Exec(_) | CustomSpec::Scheduler(_) | CustomSpec::EventPolicy(_) => None,
         }
     }
@@ -59,6 +77,11 @@ impl CustomSpec {
     pub fn delivery_spec(&self) -> Option<&DeliverySpec> {
         match self {
             CustomSpec::PingSource(p) => p.delivery.as_ref(),
+            CustomSpec::OssSource(s) => s.delivery.as_ref(),
+            CustomSpec::S3Source(s) => s.delivery.as_ref(),
+            CustomSpec::GitHubSource(s) => s.delivery.as_ref(),
+            CustomSpec::RegistrySource(s) => s.delivery.as_ref(),
+            CustomSpec::BucketWatch(s) => s.delivery.as_ref(),
             CustomSpec::Exec(_) | CustomSpec::Scheduler(_) | CustomSpec::EventPolicy(_) => None,
         }
     }

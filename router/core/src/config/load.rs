@@ -289,6 +289,21 @@ impl Loader<'_> {
                 value,
                 CustomSpec::Scheduler,
             ),
+            Kind::OssSource => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::OssSource(Box::new(s))
+            }),
+            Kind::S3Source => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::S3Source(Box::new(s))
+            }),
+            Kind::GitHubSource => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::GitHubSource(Box::new(s))
+            }),
+            Kind::RegistrySource => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::RegistrySource(Box::new(s))
+            }),
+            Kind::BucketWatch => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::BucketWatch(Box::new(s))
+            }),
             Kind::Server => {
                 let envelope = self.typed::<Envelope<ServerSpec>>(document, id.as_ref(), value)?;
                 // A Server needs no metadata; its name only appears in messages.

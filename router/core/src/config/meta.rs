@@ -37,6 +37,16 @@ pub enum Kind {
     Scheduler,
     /// `eventing.knative.dev/v1alpha1` `EventPolicy`: who may send what to which brokers.
     EventPolicy,
+    /// `triggerfish.dev/v1alpha1` `OssSource`: OSS event notifications through MNS.
+    OssSource,
+    /// `triggerfish.dev/v1alpha1` `S3Source`: S3-style event notifications.
+    S3Source,
+    /// `triggerfish.dev/v1alpha1` `GitHubSource`: GitHub webhooks.
+    GitHubSource,
+    /// `triggerfish.dev/v1alpha1` `RegistrySource`: container-registry webhooks.
+    RegistrySource,
+    /// `triggerfish.dev/v1alpha1` `BucketWatch`: a local directory as a bucket.
+    BucketWatch,
 }
 
 impl Kind {
@@ -49,6 +59,11 @@ impl Kind {
         Kind::PingSource,
         Kind::Scheduler,
         Kind::EventPolicy,
+        Kind::OssSource,
+        Kind::S3Source,
+        Kind::GitHubSource,
+        Kind::RegistrySource,
+        Kind::BucketWatch,
     ];
 
     /// The `kind` field's value.
@@ -61,6 +76,11 @@ impl Kind {
             Kind::PingSource => "PingSource",
             Kind::Scheduler => "Scheduler",
             Kind::EventPolicy => "EventPolicy",
+            Kind::OssSource => "OssSource",
+            Kind::S3Source => "S3Source",
+            Kind::GitHubSource => "GitHubSource",
+            Kind::RegistrySource => "RegistrySource",
+            Kind::BucketWatch => "BucketWatch",
         }
     }
 
@@ -68,7 +88,14 @@ impl Kind {
     pub const fn api_version(self) -> &'static str {
         match self {
             Kind::Broker | Kind::Trigger => KNATIVE_EVENTING_V1,
-            Kind::Server | Kind::Exec | Kind::Scheduler => TRIGGERFISH_V1ALPHA1,
+            Kind::Server
+            | Kind::Exec
+            | Kind::Scheduler
+            | Kind::OssSource
+            | Kind::S3Source
+            | Kind::GitHubSource
+            | Kind::RegistrySource
+            | Kind::BucketWatch => TRIGGERFISH_V1ALPHA1,
             Kind::PingSource => KNATIVE_SOURCES_V1,
             Kind::EventPolicy => KNATIVE_EVENTING_V1ALPHA1,
         }

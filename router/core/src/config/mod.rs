@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Kinds read: `eventing.knative.dev/v1` [`Broker`](BrokerSpec) and [`Trigger`](TriggerSpec),
-//! and `triggerfish.dev/v1alpha1` [`Server`](ServerSpec). Knative's rules are enforced as
+//! `triggerfish.dev/v1alpha1` [`Server`](ServerSpec), and the custom kinds of
+//! [`CustomSpec`]: sinks (`Exec`, `Scheduler`) and sources (`PingSource`, [`OssSourceSpec`],
+//! [`S3SourceSpec`], [`GitHubSourceSpec`], [`RegistrySourceSpec`], [`BucketWatchSpec`]). Knative's rules are enforced as
 //! Knative's webhook does (attribute names `^[a-z][a-z0-9]*$`, one dialect per `filters`
 //! element, one attribute per `exact`/`prefix`/`suffix`, a required `spec.broker`, URIs
 //! absolute unless relative to a `ref`), and duplicates and triggers whose broker is not in
@@ -67,6 +69,7 @@ mod path;
 mod server;
 mod size;
 mod source_map;
+mod sources;
 mod trigger;
 
 use std::collections::HashMap;
@@ -94,6 +97,10 @@ pub use server::{
 };
 pub use size::{ByteSize, ByteSizeError};
 pub use source_map::{Location, NodeLocation};
+pub use sources::{
+    BucketWatchSpec, GitHubSourceSpec, MnsPushSpec, MnsQueueSpec, OssSourceSpec, RegistryFormat,
+    RegistrySourceSpec, S3SourceSpec, SecretRef,
+};
 pub use trigger::{
     AttributesFilterSpec, DEFAULT_MAX_IN_FLIGHT, DELIVERY_ORDER_ANNOTATION, DeliveryOrder, Filter,
     FilterExpr, FilterSpec, Trigger, TriggerSpec, is_valid_filter_attribute,

@@ -273,6 +273,10 @@ pub struct ListenSpec {
     /// The admin endpoints (`/healthz`, `/readyz`, `/metrics`, `/config`). Defaults to
     /// `127.0.0.1:9090`.
     pub admin: SocketAddr,
+    /// The webhook sources' endpoints (`GitHubSource`, `S3Source`, `RegistrySource`,
+    /// `OssSource` push), each on its own path. Bound only when the config has such a source.
+    /// Defaults to `127.0.0.1:8081`.
+    pub webhooks: SocketAddr,
 }
 
 impl Default for ListenSpec {
@@ -280,6 +284,7 @@ impl Default for ListenSpec {
         ListenSpec {
             http: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             admin: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090),
+            webhooks: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8081),
         }
     }
 }
