@@ -408,4 +408,22 @@ mod tests {
         );
         assert!(bad("  from: [{sub: a}]\n  filters: [{exact: {type: \"\"}}]\n").contains("empty"));
     }
+
+    /// A sender whose last character takes more than one byte is checked by characters (a
+    /// `config_load` fuzz finding: slicing off its last byte panicked).
+    #[test]
+    fn senders_ending_in_a_multibyte_character_load() {
+        let load = |sub: &str| {
+            let text = format!(
+                "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: b}}\n---\napiVersion: eventing.knative.dev/v1alpha1\nkind: EventPolicy\nmetadata: {{name: p}}\nspec:\n  from: [{{sub: \"{sub}\"}}]\n"
+            );
+            Config::load(&text, "p.yaml")
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(load("system:serviceaccount:sh:é"), Ok(()));
+        assert_eq!(load("system:serviceaccount:shé*"), Ok(()));
+        assert!(load("system:*:é").unwrap_err().contains("at most one `*`"));
+        assert!(load("system:*é*").unwrap_err().contains("at most one `*`"));
+    }
 }

@@ -175,6 +175,7 @@ impl Loader<'_> {
                             1,
                         );
                     }
+                    let location = location.map(|l| within(l, source));
                     self.error_at(
                         index,
                         location,
@@ -684,7 +685,10 @@ impl Loader<'_> {
             for (i, sender) in policy.from.iter().enumerate() {
                 let path = spec_path.key("from").index(i);
                 match (&sender.sub, &sender.reference) {
-                    (Some(sub), None) if !sub.is_empty() && !sub[..sub.len() - 1].contains('*') => {}
+                    // `strip_suffix`, not `sub[..len - 1]`: the last character may take more
+                    // than one byte (a `config_load` fuzz finding, see docs/fuzzing.md).
+                    (Some(sub), None)
+                        if !sub.is_empty() && !sub.strip_suffix('*').unwrap_or(sub).contains('*') => {}
                     (Some(_), None) => check.error(
                         path.key("sub"),
                         ErrorKind::Invalid("a sender is an identity, with at most one `*`, at its end".into()),
@@ -1074,6 +1078,25 @@ fn provisional_id(kind: Kind, mapping: &serde_norway::Mapping) -> Option<Resourc
         namespace,
         name,
     })
+}
+
+/// `location`, moved back into `source` when it points past its end: at the end of a text
+/// without a final line break, the YAML scanner closes a virtual line and reports the error on
+/// the line after the last one (found by the `config_load` fuzz target; see
+/// `docs/fuzzing.md`). Lines are counted as YAML counts them: `\r\n`, `\r` and `\n` each end
+/// one.
+fn within(location: Location, source: &str) -> Location {
+    let breaks = source.matches('\n').count() + source.matches('\r').count()
+        - source.matches("\r\n").count();
+    let last_line = breaks + 1;
+    if location.line as usize <= last_line {
+        return location;
+    }
+    let last = source.rsplit(['\n', '\r']).next().unwrap_or_default();
+    Location {
+        line: u32::try_from(last_line).unwrap_or(u32::MAX),
+        column: u32::try_from(last.chars().count() + 1).unwrap_or(u32::MAX),
+    }
 }
 
 fn describe(value: &Value) -> &'static str {

@@ -613,6 +613,20 @@ fn yaml_syntax_errors_have_a_position() {
     );
 }
 
+/// Without a final line break the YAML scanner reports the end of the text on the line after
+/// the last one; the error points at the end of the last line instead (a `config_load` fuzz
+/// finding).
+#[test]
+fn a_syntax_error_at_the_end_of_the_text_is_on_its_last_line() {
+    let errors = errors(&format!("{BROKER}---\nkind: [Trigger"));
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("c.yaml:6:15: invalid YAML: did not find expected ',' or ']'"),
+        "{}",
+        errors[0]
+    );
+}
+
 #[test]
 fn every_document_is_checked_and_errors_come_in_file_order() {
     let source = format!(
