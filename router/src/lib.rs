@@ -13,6 +13,7 @@
 //! - [`scheduler`]: PingSources, run-time schedules and delayed events.
 //! - [`sources`]: event sources (OSS via MNS, S3, GitHub, registries, a watched directory).
 //! - [`shard`]: shard drivers; [`dispatch`]: delivery semantics; [`sinks`]: destinations.
+//! - [`tls`]: TLS for the HTTP listeners, reloaded when the files change.
 //! - [`body`]: size-limited body reading; [`http_server`]: the shared accept loop;
 //!   [`metrics`]: Prometheus metrics.
 
@@ -33,3 +34,4 @@ pub mod shard;
 pub mod sinks;
 pub mod sources;
 pub mod store;
+pub mod tls;

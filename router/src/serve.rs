@@ -28,7 +28,7 @@ use crate::runtime::{Router, Settings};
 use crate::store::Store;
 use crate::store::jetstream::{Consumers, JetStreamStore, Routing};
 use crate::store::memory::MemoryStore;
-use triggerfish_core::config::StoreKind;
+use triggerfish_core::config::{StoreKind, TlsListener};
 
 /// Command-line overrides of the `Server` document.
 #[derive(Clone, Debug, Default)]
@@ -107,6 +107,20 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
             .consumers
             .set(Consumers::new(Arc::clone(js), routing, router.stop.clone()));
     }
+    let tls = plan.tls.clone();
+    let tls_spec = spec.tls.clone();
+    let tls_for = |listener: TlsListener| {
+        tls.as_ref()
+            .filter(|_| tls_spec.as_ref().is_some_and(|s| s.covers(listener)))
+            .map(Arc::clone)
+    };
+    if let Some(t) = &tls {
+        t.spawn_watch(router.stop.clone());
+        tracing::info!(sha256 = %t.fingerprint(), "TLS enabled");
+    }
+    router
+        .event_sources
+        .set_webhook_tls(tls_for(TlsListener::Webhooks));
     router.apply(plan);
 
     // Cancelled when the drain is over; see the module docs.
@@ -131,6 +145,7 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     });
     let ingress_task = tokio::spawn(crate::http_server::serve(
         ingress_listener,
+        tls_for(TlsListener::Http),
         move |req| Arc::clone(&ingress).handle(req),
         drained.clone(),
         Duration::from_secs(5),
@@ -139,6 +154,7 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     let admin_router = Arc::clone(&router);
     let admin_task = tokio::spawn(crate::http_server::serve(
         admin_listener,
+        tls_for(TlsListener::Admin),
         move |req| crate::admin::handle(Arc::clone(&admin_router), req),
         admin_stop.clone(),
         Duration::from_secs(1),

@@ -91,9 +91,9 @@ pub use meta::{
 };
 pub use path::{FieldPath, FieldPathError, Segment};
 pub use server::{
-    AuthSpec, DefaultPolicy, LimitsSpec, ListenSpec, OidcSpec, OutboundSpec, QueueLimits,
-    QueuesSpec, RateLimitsSpec, RateSpec, SecretSource, ServerSpec, StaticTokenSpec, StoreKind,
-    StoreSpec,
+    AuthSpec, ClientAuth, DefaultPolicy, LimitsSpec, ListenSpec, OidcSpec, OutboundSpec,
+    QueueLimits, QueuesSpec, RateLimitsSpec, RateSpec, SecretSource, ServerSpec, StaticTokenSpec,
+    StoreKind, StoreSpec, TlsListener, TlsSpec,
 };
 pub use size::{ByteSize, ByteSizeError};
 pub use source_map::{Location, NodeLocation};

@@ -50,6 +50,9 @@ pub struct ServerSpec {
     /// Sender authentication, the default event policy, rate limits and the router's own
     /// identity toward subscribers.
     pub auth: AuthSpec,
+    /// TLS for the HTTP listeners (and the QUIC listener's certificate when `quic.tls` is
+    /// unset). Without it, the HTTP listeners speak plain HTTP.
+    pub tls: Option<TlsSpec>,
 }
 
 impl Default for ServerSpec {
@@ -63,6 +66,7 @@ impl Default for ServerSpec {
             data_dir: PathBuf::from("data"),
             store: StoreSpec::default(),
             auth: AuthSpec::default(),
+            tls: None,
         }
     }
 }
@@ -205,6 +209,71 @@ pub struct OutboundSpec {
     /// they expire.
     #[serde(default)]
     pub token_ttl: Option<IsoDuration>,
+}
+
+/// `spec.tls`: a certificate and key from PEM files, re-read when they change (checked every
+/// 5 seconds), and optional client-certificate verification (mTLS).
+///
+/// ```yaml
+/// tls:
+///   certFile: /etc/triggerfish/tls.crt
+///   keyFile: /etc/triggerfish/tls.key
+///   clientCaFile: /etc/triggerfish/clients-ca.crt   # optional: mTLS
+///   clientAuth: require                             # or optional
+///   listeners: [http, admin, webhooks]              # the default
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// The certificate chain, leaf first (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to. Without it, clients are
+    /// not asked for a certificate.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// With `clientCaFile`: `require` (the default) refuses clients without a valid
+    /// certificate; `optional` accepts them without one, but still refuses invalid ones.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Which HTTP listeners use TLS. Defaults to all of them.
+    #[serde(default = "TlsSpec::all_listeners")]
+    pub listeners: Vec<TlsListener>,
+}
+
+impl TlsSpec {
+    fn all_listeners() -> Vec<TlsListener> {
+        vec![TlsListener::Http, TlsListener::Admin, TlsListener::Webhooks]
+    }
+
+    /// Whether `listener` uses TLS.
+    pub fn covers(&self, listener: TlsListener) -> bool {
+        self.listeners.contains(&listener)
+    }
+}
+
+/// Whether client certificates are required.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Clients must present a certificate that chains to `clientCaFile`.
+    #[default]
+    Require,
+    /// Clients may present one; if they do, it must chain to `clientCaFile`.
+    Optional,
+}
+
+/// An HTTP listener that TLS can cover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsListener {
+    /// The ingress (`listen.http`).
+    Http,
+    /// The admin endpoints (`listen.admin`).
+    Admin,
+    /// The webhook sources' listener (`listen.webhooks`).
+    Webhooks,
 }
 
 /// `spec.store`: where accepted events wait until they are delivered.
