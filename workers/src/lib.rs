@@ -1,1 +1,8 @@
-//! Media worker pools. Filled in by the media issue; nothing here pretends to work yet.
+//! Media worker pools (placeholder docs, filled in below).
+
+pub mod decode;
+pub mod infer;
+pub mod limits;
+pub mod native;
+pub mod pipelines;
+pub mod raster;
