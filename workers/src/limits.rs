@@ -96,7 +96,9 @@ impl Deadline {
     pub fn after(budget: Duration, cancelled: Arc<AtomicBool>) -> Deadline {
         let now = Instant::now();
         Deadline {
-            at: now.checked_add(budget).unwrap_or(now + Duration::from_secs(86_400 * 365)),
+            at: now
+                .checked_add(budget)
+                .unwrap_or(now + Duration::from_secs(86_400 * 365)),
             budget,
             cancelled,
         }

@@ -274,16 +274,26 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains(&missing.display().to_string()), "{text}");
         assert!(text.contains("scripts/dev setup"), "{text}");
-        assert!(text.contains(".cache/triggerfish/onnxruntime/1.31.1"), "{text}");
+        assert!(
+            text.contains(".cache/triggerfish/onnxruntime/1.31.1"),
+            "{text}"
+        );
     }
 
     #[test]
     fn the_newest_other_cached_version_is_used_when_the_pinned_one_is_absent() {
         let dir = tempfile::tempdir().unwrap();
         touch(&dir.path().join("onnxruntime/1.9.0/libonnxruntime.so.1.9.0"));
-        touch(&dir.path().join("onnxruntime/1.32.0/libonnxruntime.so.1.32.0"));
+        touch(
+            &dir.path()
+                .join("onnxruntime/1.32.0/libonnxruntime.so.1.32.0"),
+        );
         let l = locator(None, None, &[("TRIGGERFISH_CACHE", dir.path())]);
-        assert!(l.ort_library().unwrap().ends_with("libonnxruntime.so.1.32.0"));
+        assert!(
+            l.ort_library()
+                .unwrap()
+                .ends_with("libonnxruntime.so.1.32.0")
+        );
     }
 
     #[test]

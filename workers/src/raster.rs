@@ -122,7 +122,8 @@ impl Bgr {
             for (dx, (&sx, &(a0, a1))) in xofs.iter().zip(&alpha).enumerate() {
                 let sx1 = (sx + 1).min(sw - 1);
                 for c in 0..3 {
-                    out[dx * 3 + c] = i32::from(row[sx * 3 + c]) * a0 + i32::from(row[sx1 * 3 + c]) * a1;
+                    out[dx * 3 + c] =
+                        i32::from(row[sx * 3 + c]) * a0 + i32::from(row[sx1 * 3 + c]) * a1;
                 }
             }
         };
@@ -175,7 +176,10 @@ impl Bgr {
             for x in 0..w {
                 for c in 0..3 {
                     let i = 6 * x + c;
-                    let sum = u16::from(r0[i]) + u16::from(r0[i + 3]) + u16::from(r1[i]) + u16::from(r1[i + 3]);
+                    let sum = u16::from(r0[i])
+                        + u16::from(r0[i + 3])
+                        + u16::from(r1[i])
+                        + u16::from(r1[i + 3]);
                     data.push(((sum + 2) >> 2) as u8);
                 }
             }
@@ -223,7 +227,12 @@ impl Bgr {
             return self.crop(tl[0] as usize, tl[1] as usize, width, height);
         }
         let Some(m) = perspective_from_rect(width as f64, height as f64, quad) else {
-            return self.crop(tl[0].max(0.0) as usize, tl[1].max(0.0) as usize, width, height);
+            return self.crop(
+                tl[0].max(0.0) as usize,
+                tl[1].max(0.0) as usize,
+                width,
+                height,
+            );
         };
         let mut data = Vec::with_capacity(width * height * 3);
         for y in 0..height {
@@ -233,7 +242,10 @@ impl Bgr {
                 let (sx, sy) = if w.abs() < 1e-12 {
                     (0.0, 0.0)
                 } else {
-                    ((m[0] * xf + m[1] * yf + m[2]) / w, (m[3] * xf + m[4] * yf + m[5]) / w)
+                    (
+                        (m[0] * xf + m[1] * yf + m[2]) / w,
+                        (m[3] * xf + m[4] * yf + m[5]) / w,
+                    )
                 };
                 data.extend_from_slice(&self.bicubic(sx as f32, sy as f32));
             }
@@ -370,7 +382,11 @@ mod tests {
         let mut data = Vec::with_capacity(w * h * 3);
         for y in 0..h {
             for x in 0..w {
-                data.extend_from_slice(&[(x * 7 % 256) as u8, (y * 13 % 256) as u8, ((x + y) % 256) as u8]);
+                data.extend_from_slice(&[
+                    (x * 7 % 256) as u8,
+                    (y * 13 % 256) as u8,
+                    ((x + y) % 256) as u8,
+                ]);
             }
         }
         Bgr::from_raw(w, h, data).unwrap()

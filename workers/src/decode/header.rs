@@ -49,7 +49,8 @@ pub fn looks_like_media(head: &[u8]) -> bool {
     .iter()
     .any(|t| at(4, t));
     let riff = at(0, b"RIFF") && (at(8, b"WAVE") || at(8, b"AVI ") || at(8, b"WEBP"));
-    let mpeg_ts = head.len() >= 188 * 3 && head[0] == 0x47 && head[188] == 0x47 && head[376] == 0x47;
+    let mpeg_ts =
+        head.len() >= 188 * 3 && head[0] == 0x47 && head[188] == 0x47 && head[376] == 0x47;
     let adts_or_mp3 = head.len() >= 2 && head[0] == 0xFF && head[1] & 0xE0 == 0xE0;
     bmff || riff
         || mpeg_ts
@@ -132,7 +133,7 @@ fn vint(b: &[u8], at: usize, marker: bool) -> Option<(u64, usize)> {
     let mut value = u64::from(if marker {
         first
     } else {
-        first & (0xFF >> len)
+        first & (0xFFu16 >> len) as u8
     });
     for &byte in &bytes[1..] {
         value = (value << 8) | u64::from(byte);
@@ -367,11 +368,18 @@ mod tests {
         let y4m = b"YUV4MPEG2 W1920 H1080 F25:1 Ip\nFRAME\n";
         assert_eq!(declared_frame_size(&p, y4m), Some((1920, 1080)));
 
-        let video = [el(&[0xB0], &[0x01, 0x86, 0xA0]), el(&[0xBA], &[0x01, 0x86, 0xA0])].concat();
+        let video = [
+            el(&[0xB0], &[0x01, 0x86, 0xA0]),
+            el(&[0xBA], &[0x01, 0x86, 0xA0]),
+        ]
+        .concat();
         let track = el(&[0xAE], &el(&[0xE0], &video));
         let mkv = [
             el(&[0x1A, 0x45, 0xDF, 0xA3], b"\x42\x82\x88matroska"),
-            el(&[0x18, 0x53, 0x80, 0x67], &el(&[0x16, 0x54, 0xAE, 0x6B], &track)),
+            el(
+                &[0x18, 0x53, 0x80, 0x67],
+                &el(&[0x16, 0x54, 0xAE, 0x6B], &track),
+            ),
         ]
         .concat();
         assert_eq!(declared_frame_size(&p, &mkv), Some((100_000, 100_000)));
@@ -435,7 +443,9 @@ mod tests {
         let mut seed = 7u64;
         let noise: Vec<u8> = (0..4096)
             .map(|_| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (seed >> 56) as u8
             })
             .collect();

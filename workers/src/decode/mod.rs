@@ -26,13 +26,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::ChannelLayout;
 use ffmpeg::codec;
 use ffmpeg::format::{Pixel, Sample, sample};
 use ffmpeg::media;
 use ffmpeg::software::{resampling, scaling};
 use ffmpeg::util::frame;
+use ffmpeg_next as ffmpeg;
 use serde::Serialize;
 
 use crate::infer::vad::SAMPLE_RATE;
@@ -158,7 +158,10 @@ impl Source {
 
     /// The best audio stream's index, if any.
     pub fn best_audio(&self) -> Option<usize> {
-        self.input.streams().best(media::Type::Audio).map(|s| s.index())
+        self.input
+            .streams()
+            .best(media::Type::Audio)
+            .map(|s| s.index())
     }
 
     /// The best video stream's index, if any. Attached pictures (cover art) do not count.
@@ -454,7 +457,9 @@ pub fn run<S: DecodeSink>(
             Ok(()) => {}
             Err(ffmpeg::Error::Eof) => break,
             Err(ffmpeg::Error::Exit) => {
-                return Err(DecodeError::from(deadline.check().err().unwrap_or(Stop::Deadline)).into());
+                return Err(
+                    DecodeError::from(deadline.check().err().unwrap_or(Stop::Deadline)).into(),
+                );
             }
             Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => continue,
             Err(e) => {
@@ -601,7 +606,8 @@ impl AudioTrack {
         }
         if let Some((resampler, _)) = self.resampler.as_mut() {
             loop {
-                let mut out = frame::Audio::new(Sample::F32(sample::Type::Packed), 4096, ChannelLayout::MONO);
+                let mut out =
+                    frame::Audio::new(Sample::F32(sample::Type::Packed), 4096, ChannelLayout::MONO);
                 match resampler.flush(&mut out) {
                     Ok(_) if out.samples() > 0 => emit(&out, stats, sink)?,
                     _ => break,
@@ -643,7 +649,11 @@ impl AudioTrack {
                 // First frame, or the input changed mid-stream: flush the old resampler, then
                 // start a new one.
                 if let Some((mut old, _)) = self.resampler.take() {
-                    let mut out = frame::Audio::new(Sample::F32(sample::Type::Packed), 4096, ChannelLayout::MONO);
+                    let mut out = frame::Audio::new(
+                        Sample::F32(sample::Type::Packed),
+                        4096,
+                        ChannelLayout::MONO,
+                    );
                     while let Ok(_) = old.flush(&mut out) {
                         if out.samples() == 0 {
                             break;
@@ -659,7 +669,9 @@ impl AudioTrack {
                     ChannelLayout::MONO,
                     SAMPLE_RATE,
                 )
-                .map_err(|e| DecodeError::Unsupported(format!("cannot resample this audio: {e}")))?;
+                .map_err(|e| {
+                    DecodeError::Unsupported(format!("cannot resample this audio: {e}"))
+                })?;
                 self.resampler = Some((resampler, key));
             }
             let Some((resampler, _)) = self.resampler.as_mut() else {
@@ -671,7 +683,11 @@ impl AudioTrack {
                 .div_ceil(u64::from(frame.rate()))
                 + 256;
             let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).min(1 << 22);
-            let mut out = frame::Audio::new(Sample::F32(sample::Type::Packed), capacity, ChannelLayout::MONO);
+            let mut out = frame::Audio::new(
+                Sample::F32(sample::Type::Packed),
+                capacity,
+                ChannelLayout::MONO,
+            );
             resampler
                 .run(frame, &mut out)
                 .map_err(|e| DecodeError::Corrupt(format!("resampler: {e}")))?;
@@ -804,13 +820,15 @@ impl VideoTrack {
     fn decoder_error(&self, e: ffmpeg::Error, limits: &Limits) -> DecodeError {
         match e {
             // What FFmpeg answers when a frame is over `max_pixels`.
-            ffmpeg::Error::Other { errno } if errno == ffmpeg::util::error::EINVAL => DecodeError::Limit {
-                limit: Limit::MaxPixels,
-                detail: format!(
-                    "the video decoder refused a frame over {} pixels",
-                    limits.max_pixels
-                ),
-            },
+            ffmpeg::Error::Other { errno } if errno == ffmpeg::util::error::EINVAL => {
+                DecodeError::Limit {
+                    limit: Limit::MaxPixels,
+                    detail: format!(
+                        "the video decoder refused a frame over {} pixels",
+                        limits.max_pixels
+                    ),
+                }
+            }
             e => DecodeError::Corrupt(format!("video decoder: {e}")),
         }
     }
@@ -886,11 +904,14 @@ impl VideoTrack {
             let (w, h) = (key.1, key.2);
             let tw = self.thumb_width.min(w).max(2) & !1;
             let th = ((u64::from(h) * u64::from(tw) / u64::from(w)).max(2) as u32) & !1;
-            let corrupt = |e: ffmpeg::Error| DecodeError::Corrupt(format!("cannot convert frames: {e}"));
-            let full = scaling::Context::get(key.0, w, h, Pixel::BGR24, w, h, scaling::Flags::BICUBIC)
-                .map_err(corrupt)?;
-            let thumb = scaling::Context::get(key.0, w, h, Pixel::BGR24, tw, th, scaling::Flags::AREA)
-                .map_err(corrupt)?;
+            let corrupt =
+                |e: ffmpeg::Error| DecodeError::Corrupt(format!("cannot convert frames: {e}"));
+            let full =
+                scaling::Context::get(key.0, w, h, Pixel::BGR24, w, h, scaling::Flags::BICUBIC)
+                    .map_err(corrupt)?;
+            let thumb =
+                scaling::Context::get(key.0, w, h, Pixel::BGR24, tw, th, scaling::Flags::AREA)
+                    .map_err(corrupt)?;
             self.scaler = Some((full, thumb, key));
         }
         let Some((full, thumb, _)) = self.scaler.as_mut() else {
@@ -919,7 +940,6 @@ fn packed(frame: &frame::Video) -> Result<Bgr, DecodeError> {
     }
     Bgr::from_raw(w, h, out).ok_or_else(|| DecodeError::Corrupt("converted frame size".into()))
 }
-
 
 /// Decodes every packet of every audio and video stream and discards the frames: the
 /// decode-only floor that `ffmpeg -i FILE -f null -` also measures. For the benchmark.

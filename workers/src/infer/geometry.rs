@@ -62,7 +62,8 @@ pub fn convex_hull(points: &[[i32; 2]]) -> Vec<[i32; 2]> {
         return p;
     }
     let cross = |o: [i32; 2], a: [i32; 2], b: [i32; 2]| -> i64 {
-        i64::from(a[0] - o[0]) * i64::from(b[1] - o[1]) - i64::from(a[1] - o[1]) * i64::from(b[0] - o[0])
+        i64::from(a[0] - o[0]) * i64::from(b[1] - o[1])
+            - i64::from(a[1] - o[1]) * i64::from(b[0] - o[0])
     };
     let mut hull: Vec<[i32; 2]> = Vec::with_capacity(p.len() * 2);
     for &pt in &p {
@@ -120,7 +121,8 @@ pub fn min_area_rect(hull: &[[i32; 2]]) -> ([Point; 4], f32, f32) {
                 }
                 let u = (dx / len, dy / len);
                 let v = (-u.1, u.0);
-                let (mut umin, mut umax, mut vmin, mut vmax) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+                let (mut umin, mut umax, mut vmin, mut vmax) =
+                    (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
                 for p in hull {
                     let (px, py) = (f64::from(p[0] - a[0]), f64::from(p[1] - a[1]));
                     let pu = px * u.0 + py * u.1;
@@ -178,12 +180,27 @@ pub fn order_mini_box((corners, w, h): ([Point; 4], f32, f32)) -> MiniBox {
 /// integer bounding rectangle.
 pub fn box_score(map: &[f32], width: usize, height: usize, points: &[Point; 4]) -> f32 {
     let clip = |v: f32, hi: usize| (v as i64).clamp(0, hi as i64 - 1) as usize;
-    let xmin = clip(points.iter().map(|p| p[0]).fold(f32::MAX, f32::min).floor(), width);
-    let xmax = clip(points.iter().map(|p| p[0]).fold(f32::MIN, f32::max).ceil(), width);
-    let ymin = clip(points.iter().map(|p| p[1]).fold(f32::MAX, f32::min).floor(), height);
-    let ymax = clip(points.iter().map(|p| p[1]).fold(f32::MIN, f32::max).ceil(), height);
+    let xmin = clip(
+        points.iter().map(|p| p[0]).fold(f32::MAX, f32::min).floor(),
+        width,
+    );
+    let xmax = clip(
+        points.iter().map(|p| p[0]).fold(f32::MIN, f32::max).ceil(),
+        width,
+    );
+    let ymin = clip(
+        points.iter().map(|p| p[1]).fold(f32::MAX, f32::min).floor(),
+        height,
+    );
+    let ymax = clip(
+        points.iter().map(|p| p[1]).fold(f32::MIN, f32::max).ceil(),
+        height,
+    );
     // fillPoly takes the corners truncated to integers.
-    let poly: Vec<[f32; 2]> = points.iter().map(|p| [p[0].trunc(), p[1].trunc()]).collect();
+    let poly: Vec<[f32; 2]> = points
+        .iter()
+        .map(|p| [p[0].trunc(), p[1].trunc()])
+        .collect();
     let mut sum = 0f64;
     let mut n = 0u64;
     for y in ymin..=ymax {
@@ -241,7 +258,13 @@ pub fn unclip(b: &MiniBox, ratio: f32) -> ([Point; 4], f32, f32) {
     if upright {
         // pyclipper works on integers: corners truncated in, offsets rounded out (half away
         // from zero).
-        let round = |v: f32| if v < 0.0 { (v - 0.5).trunc() } else { (v + 0.5).trunc() };
+        let round = |v: f32| {
+            if v < 0.0 {
+                (v - 0.5).trunc()
+            } else {
+                (v + 0.5).trunc()
+            }
+        };
         let x0 = round(p0[0].trunc() - d);
         let x1 = round(p1[0].trunc() + d);
         let y0 = round(p0[1].trunc() - d);
@@ -252,11 +275,23 @@ pub fn unclip(b: &MiniBox, ratio: f32) -> ([Point; 4], f32, f32) {
         (p0[0] + p1[0] + p2[0] + p3[0]) / 4.0,
         (p0[1] + p1[1] + p2[1] + p3[1]) / 4.0,
     ];
-    let u = if w > 0.0 { [(p1[0] - p0[0]) / w, (p1[1] - p0[1]) / w] } else { [1.0, 0.0] };
-    let v = if h > 0.0 { [(p3[0] - p0[0]) / h, (p3[1] - p0[1]) / h] } else { [0.0, 1.0] };
+    let u = if w > 0.0 {
+        [(p1[0] - p0[0]) / w, (p1[1] - p0[1]) / w]
+    } else {
+        [1.0, 0.0]
+    };
+    let v = if h > 0.0 {
+        [(p3[0] - p0[0]) / h, (p3[1] - p0[1]) / h]
+    } else {
+        [0.0, 1.0]
+    };
     let (hw, hh) = (w / 2.0 + d, h / 2.0 + d);
     let at = |s: f32, t: f32| [c[0] + s * u[0] + t * v[0], c[1] + s * u[1] + t * v[1]];
-    ([at(-hw, -hh), at(hw, -hh), at(hw, hh), at(-hw, hh)], 2.0 * hw, 2.0 * hh)
+    (
+        [at(-hw, -hh), at(hw, -hh), at(hw, hh), at(-hw, hh)],
+        2.0 * hw,
+        2.0 * hh,
+    )
 }
 
 fn polygon_area(p: &[Point]) -> f32 {

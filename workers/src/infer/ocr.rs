@@ -35,8 +35,7 @@ use ort::value::TensorRef;
 use serde::Serialize;
 
 use crate::infer::geometry::{
-    self, MiniBox, Point, box_score, mini_box, order_clockwise, regions, sort_reading_order,
-    unclip,
+    self, MiniBox, Point, box_score, mini_box, order_clockwise, regions, sort_reading_order, unclip,
 };
 use crate::infer::{InferError, check_io};
 use crate::limits::{Deadline, Stop};
@@ -90,7 +89,12 @@ pub struct Ocr {
 
 impl Ocr {
     /// Wraps the two sessions, reading the character list from the recogniser's metadata.
-    pub fn new(det: Session, det_path: &Path, rec: Session, rec_path: &Path) -> Result<Ocr, InferError> {
+    pub fn new(
+        det: Session,
+        det_path: &Path,
+        rec: Session,
+        rec_path: &Path,
+    ) -> Result<Ocr, InferError> {
         check_io(&det, Model::OcrDetection, det_path, &["x"], &[])?;
         check_io(&rec, Model::OcrRecognition, rec_path, &["x"], &[])?;
         let wrong = |message: String| InferError::WrongModel {
@@ -174,7 +178,11 @@ impl Ocr {
     }
 
     /// Recognition of crops; one (text, confidence) per crop, in the crops' order.
-    fn recognise(&mut self, crops: &[Bgr], deadline: &Deadline) -> Result<Vec<(String, f32)>, OcrError> {
+    fn recognise(
+        &mut self,
+        crops: &[Bgr],
+        deadline: &Deadline,
+    ) -> Result<Vec<(String, f32)>, OcrError> {
         let ratios: Vec<f32> = crops
             .iter()
             .map(|c| c.width() as f32 / c.height().max(1) as f32)
@@ -250,7 +258,10 @@ fn boxes_from_map(map: &[f32], mw: usize, mh: usize, w: usize, h: usize) -> Vec<
     // Threshold, then dilate with a 2 x 2 kernel anchored at its centre (OpenCV's default
     // for an even kernel): a pixel is set when it or its left, upper or upper-left neighbour
     // is.
-    let seg: Vec<u8> = map[..mw * mh].iter().map(|&p| u8::from(p > DET_THRESH)).collect();
+    let seg: Vec<u8> = map[..mw * mh]
+        .iter()
+        .map(|&p| u8::from(p > DET_THRESH))
+        .collect();
     let mut mask = vec![0u8; mw * mh];
     for y in 0..mh {
         for x in 0..mw {
@@ -284,8 +295,10 @@ fn boxes_from_map(map: &[f32], mw: usize, mh: usize, w: usize, h: usize) -> Vec<
         let scale = |MiniBox { points, .. }: MiniBox| {
             points.map(|p| {
                 [
-                    py_round(f64::from(p[0]) / mw as f64 * w as f64).clamp(0.0, w as f64) as i32 as f32,
-                    py_round(f64::from(p[1]) / mh as f64 * h as f64).clamp(0.0, h as f64) as i32 as f32,
+                    py_round(f64::from(p[0]) / mw as f64 * w as f64).clamp(0.0, w as f64) as i32
+                        as f32,
+                    py_round(f64::from(p[1]) / mh as f64 * h as f64).clamp(0.0, h as f64) as i32
+                        as f32,
                 ]
             })
         };
@@ -422,7 +435,10 @@ mod tests {
 
     #[test]
     fn ctc_merges_repeats_and_drops_blanks() {
-        let classes: Vec<String> = ["", "H", "I", " "].iter().map(|s| (*s).to_owned()).collect();
+        let classes: Vec<String> = ["", "H", "I", " "]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
         // Steps: H H blank I I blank blank I
         let steps = [1, 1, 0, 2, 2, 0, 0, 2];
         let mut probs = Array2::<f32>::zeros((steps.len(), classes.len()));
@@ -440,9 +456,19 @@ mod tests {
     #[test]
     fn detection_sizes_follow_rapidocr() {
         // The det input for 640x360 is 1312x736 and for 1280x720 it is 1312x736 too.
-        for ((w, h), expected) in [((640, 360), (1312, 736)), ((1280, 720), (1312, 736)), ((1920, 1080), (1920, 1088))] {
-            let ratio = if h.min(w) < DET_LIMIT_SIDE { DET_LIMIT_SIDE as f64 / h.min(w) as f64 } else { 1.0 };
-            let r = |side: usize| (py_round(((side as f64 * ratio) as usize) as f64 / 32.0) * 32.0) as usize;
+        for ((w, h), expected) in [
+            ((640, 360), (1312, 736)),
+            ((1280, 720), (1312, 736)),
+            ((1920, 1080), (1920, 1088)),
+        ] {
+            let ratio = if h.min(w) < DET_LIMIT_SIDE {
+                DET_LIMIT_SIDE as f64 / h.min(w) as f64
+            } else {
+                1.0
+            };
+            let r = |side: usize| {
+                (py_round(((side as f64 * ratio) as usize) as f64 / 32.0) * 32.0) as usize
+            };
             assert_eq!((r(w), r(h)), expected);
         }
     }

@@ -68,8 +68,7 @@ impl Vad {
         let err = |e: ort::Error| InferError::run(Model::SileroVad, e);
         let input = TensorRef::from_array_view(([1usize, CONTEXT + WINDOW], &self.input[..]))
             .map_err(err)?;
-        let state =
-            TensorRef::from_array_view(([2usize, 1, 128], &self.state[..])).map_err(err)?;
+        let state = TensorRef::from_array_view(([2usize, 1, 128], &self.state[..])).map_err(err)?;
         let sr = TensorRef::from_array_view(((), &self.sr[..])).map_err(err)?;
         let outputs = self
             .session

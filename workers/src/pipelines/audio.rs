@@ -129,6 +129,11 @@ impl<'a> VadStream<'a> {
         Ok(report(&self.probs, self.samples, params))
     }
 
+    /// The probabilities of the complete windows so far, one per 512 samples.
+    pub fn probabilities(&self) -> &[f32] {
+        &self.probs
+    }
+
     /// Seconds of audio pushed so far.
     pub fn seconds(&self) -> f64 {
         self.samples as f64 / f64::from(SAMPLE_RATE)
@@ -353,9 +358,18 @@ mod tests {
         // The silence check runs at the start of each window below 0.35: 4 windows (the
         // 4th sees 96 ms) do not split, 5 (128 ms) do.
         let p = probs(&[(10, 0.0), (20, 0.9), (4, 0.0), (20, 0.9), (10, 0.0)]);
-        assert_eq!(speech_timestamps(&p, 64 * 512, &VadParams::default()).len(), 1);
+        assert_eq!(
+            speech_timestamps(&p, 64 * 512, &VadParams::default()).len(),
+            1
+        );
         let p = probs(&[(10, 0.0), (20, 0.9), (5, 0.0), (20, 0.9), (10, 0.0)]);
         let s = speech_timestamps(&p, 65 * 512, &VadParams::default());
-        assert_eq!(s, vec![(10 * 512 - 480, 30 * 512 + 480), (35 * 512 - 480, 55 * 512 + 480)]);
+        assert_eq!(
+            s,
+            vec![
+                (10 * 512 - 480, 30 * 512 + 480),
+                (35 * 512 - 480, 55 * 512 + 480)
+            ]
+        );
     }
 }

@@ -131,7 +131,12 @@ impl Default for Options {
 /// Where artifacts go. Returns the artifact's URI.
 pub trait Artifacts {
     /// Stores `bytes` as `name` (relative, e.g. `thumbs/0001.jpg`).
-    fn put(&mut self, name: &str, content_type: &str, bytes: Vec<u8>) -> Result<String, ArtifactError>;
+    fn put(
+        &mut self,
+        name: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<String, ArtifactError>;
 }
 
 /// An artifact could not be stored.
@@ -158,7 +163,12 @@ impl DirArtifacts {
 }
 
 impl Artifacts for DirArtifacts {
-    fn put(&mut self, name: &str, _content_type: &str, bytes: Vec<u8>) -> Result<String, ArtifactError> {
+    fn put(
+        &mut self,
+        name: &str,
+        _content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<String, ArtifactError> {
         let path = self.root.join(name);
         let err = |e: std::io::Error| ArtifactError {
             name: name.to_owned(),
@@ -370,7 +380,10 @@ pub fn run(
             let Some(stream) = audio_stream else {
                 return Err(DecodeError::Unsupported("the file has no audio stream".into()).into());
             };
-            let vad = models.vad.as_mut().ok_or(PipelineError::MissingModel("Silero VAD"))?;
+            let vad = models
+                .vad
+                .as_mut()
+                .ok_or(PipelineError::MissingModel("Silero VAD"))?;
             let (report, seconds) = audio::run(
                 &mut source,
                 stream,

@@ -133,12 +133,16 @@ pub(crate) fn run(
     let Models { vad, ocr } = models;
     let vad = match streams.audio {
         Some(_) => Some(VadStream::new(
-            vad.as_mut().ok_or(PipelineError::MissingModel("Silero VAD"))?,
+            vad.as_mut()
+                .ok_or(PipelineError::MissingModel("Silero VAD"))?,
         )),
         None => None,
     };
     let ocr = match (streams.video, options.ocr) {
-        (Some(_), true) => Some(ocr.as_mut().ok_or(PipelineError::MissingModel("PP-OCRv4"))?),
+        (Some(_), true) => Some(
+            ocr.as_mut()
+                .ok_or(PipelineError::MissingModel("PP-OCRv4"))?,
+        ),
         _ => None,
     };
     let interval = options.frame_interval.as_secs_f64().max(0.001);
@@ -306,7 +310,8 @@ impl TextTracker {
                 .enumerate()
                 .filter(|(_, (t, _))| t.text == line.text)
                 .min_by(|(_, (a, _)), (_, (b, _))| {
-                    centre_distance(&a.bbox, &line.bbox).total_cmp(&centre_distance(&b.bbox, &line.bbox))
+                    centre_distance(&a.bbox, &line.bbox)
+                        .total_cmp(&centre_distance(&b.bbox, &line.bbox))
                 })
                 .map(|(i, _)| i);
             match found {
