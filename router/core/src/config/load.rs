@@ -17,7 +17,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_norway::Value;
 
 use crate::config::broker::{Broker, BrokerSpec};
-use crate::config::custom::{CustomResource, CustomSpec, ExecSpec};
+use crate::config::custom::{CustomResource, CustomSpec, ExecSpec, WorkerPoolSpec};
 use crate::config::delivery::{Delivery, DeliverySpec};
 use crate::config::destination::{Destination, DestinationSpec, Resolver};
 use crate::config::error::{ConfigError, ConfigErrors, ErrorKind, suggest};
@@ -268,6 +268,13 @@ impl Loader<'_> {
             Kind::Exec => {
                 self.custom::<ExecSpec>(document, kind, id.as_ref(), value, CustomSpec::Exec)
             }
+            Kind::WorkerPool => self.custom::<WorkerPoolSpec>(
+                document,
+                kind,
+                id.as_ref(),
+                value,
+                CustomSpec::WorkerPool,
+            ),
             Kind::Server => {
                 let envelope = self.typed::<Envelope<ServerSpec>>(document, id.as_ref(), value)?;
                 // A Server needs no metadata; its name only appears in messages.

@@ -27,11 +27,19 @@ pub enum Kind {
     Server,
     /// `triggerfish.dev/v1alpha1` `Exec`: a sink that runs a program per event.
     Exec,
+    /// `triggerfish.dev/v1alpha1` `WorkerPool`: media pipelines on OS threads.
+    WorkerPool,
 }
 
 impl Kind {
     /// Every kind, in the order error messages list them.
-    pub const ALL: &'static [Kind] = &[Kind::Broker, Kind::Trigger, Kind::Server, Kind::Exec];
+    pub const ALL: &'static [Kind] = &[
+        Kind::Broker,
+        Kind::Trigger,
+        Kind::Server,
+        Kind::Exec,
+        Kind::WorkerPool,
+    ];
 
     /// The `kind` field's value.
     pub const fn name(self) -> &'static str {
@@ -40,6 +48,7 @@ impl Kind {
             Kind::Trigger => "Trigger",
             Kind::Server => "Server",
             Kind::Exec => "Exec",
+            Kind::WorkerPool => "WorkerPool",
         }
     }
 
@@ -47,7 +56,7 @@ impl Kind {
     pub const fn api_version(self) -> &'static str {
         match self {
             Kind::Broker | Kind::Trigger => KNATIVE_EVENTING_V1,
-            Kind::Server | Kind::Exec => TRIGGERFISH_V1ALPHA1,
+            Kind::Server | Kind::Exec | Kind::WorkerPool => TRIGGERFISH_V1ALPHA1,
         }
     }
 

@@ -75,7 +75,10 @@ use std::error::Error as StdError;
 use sha2::{Digest, Sha256};
 
 pub use broker::{Broker, BrokerSpec, IgnoredConfig};
-pub use custom::{CustomResource, CustomSpec, ExecSpec};
+pub use custom::{
+    CustomResource, CustomSpec, ExecSpec, ExecutionProviderKind, LocalStoreSpec, MediaPipeline,
+    ModelPaths, ObjectStoreSpec, S3Credentials, S3StoreSpec, WorkerLimits, WorkerPoolSpec,
+};
 pub use delivery::{BackoffPolicy, Delivery, DeliveryFormat, DeliverySpec, Jitter};
 pub use destination::{Destination, DestinationError, DestinationSpec, KReference};
 pub use duration::{DurationError, IsoDuration};

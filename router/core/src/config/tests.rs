@@ -371,11 +371,11 @@ fn required_fields() {
 fn kinds_and_api_versions() {
     assert_eq!(
         error("apiVersion: eventing.knative.dev/v1\nkind: Triger\nmetadata: {name: t}\n"),
-        r#"c.yaml:2:1: kind: unsupported kind "Triger" in apiVersion "eventing.knative.dev/v1", did you mean "Trigger"?; supported kinds: Broker (eventing.knative.dev/v1), Trigger (eventing.knative.dev/v1), Server (triggerfish.dev/v1alpha1), Exec (triggerfish.dev/v1alpha1)"#
+        r#"c.yaml:2:1: kind: unsupported kind "Triger" in apiVersion "eventing.knative.dev/v1", did you mean "Trigger"?; supported kinds: Broker (eventing.knative.dev/v1), Trigger (eventing.knative.dev/v1), Server (triggerfish.dev/v1alpha1), Exec (triggerfish.dev/v1alpha1), WorkerPool (triggerfish.dev/v1alpha1)"#
     );
     assert_eq!(
         error("apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata: {name: p}\n"),
-        r#"c.yaml:2:1: kind: unsupported kind "PingSource" in apiVersion "sources.knative.dev/v1"; supported kinds: Broker (eventing.knative.dev/v1), Trigger (eventing.knative.dev/v1), Server (triggerfish.dev/v1alpha1), Exec (triggerfish.dev/v1alpha1)"#
+        r#"c.yaml:2:1: kind: unsupported kind "PingSource" in apiVersion "sources.knative.dev/v1"; supported kinds: Broker (eventing.knative.dev/v1), Trigger (eventing.knative.dev/v1), Server (triggerfish.dev/v1alpha1), Exec (triggerfish.dev/v1alpha1), WorkerPool (triggerfish.dev/v1alpha1)"#
     );
     assert_eq!(
         error("apiVersion: eventing.knative.dev/v1beta1\nkind: Trigger\nmetadata: {name: t}\n"),
@@ -639,4 +639,46 @@ fn build_steps_report_in_the_same_shape() {
             .to_string(),
         r#"c.yaml: Trigger "y" in namespace "x": gone"#
     );
+}
+
+#[test]
+fn worker_pools_load_typed() {
+    let config = load(
+        "apiVersion: triggerfish.dev/v1alpha1
+kind: WorkerPool
+metadata: {name: media}
+spec:
+  pipeline: video
+  threads: 3
+  limits: {maxInputBytes: 1GiB, maxPixels: 2073600, maxWallTime: PT10M}
+  objectStore:
+    s3: {bucket: b, endpoint: 'http://127.0.0.1:9000', allowHttp: true}
+  frameInterval: PT2S
+",
+    );
+    let pool = config
+        .custom_resource(Kind::WorkerPool, "default", "media")
+        .expect("the pool");
+    let CustomSpec::WorkerPool(spec) = &pool.spec else {
+        panic!("{:?}", pool.spec)
+    };
+    assert_eq!(spec.pipeline, MediaPipeline::Video);
+    assert_eq!(spec.threads, NonZeroU32::new(3));
+    assert_eq!(spec.queue_limit, None);
+    assert_eq!(spec.limits.max_input_bytes, Some(ByteSize::mib(1024)));
+    assert_eq!(spec.limits.max_pixels.map(|p| p.get()), Some(2_073_600));
+    assert_eq!(
+        spec.limits.max_wall_time.map(IsoDuration::get),
+        Some(Duration::from_secs(600))
+    );
+    assert_eq!(spec.execution_provider, ExecutionProviderKind::Cpu);
+    assert_eq!(
+        spec.frame_interval.map(IsoDuration::get),
+        Some(Duration::from_secs(2))
+    );
+    let ObjectStoreSpec::S3(s3) = &spec.object_store else {
+        panic!("{:?}", spec.object_store)
+    };
+    assert_eq!(s3.bucket.as_deref(), Some("b"));
+    assert!(s3.allow_http && !s3.virtual_hosted_style);
 }
