@@ -6,3 +6,4 @@ pub mod limits;
 pub mod native;
 pub mod pipelines;
 pub mod raster;
+pub mod store;

@@ -125,6 +125,11 @@ impl Deadline {
         Ok(())
     }
 
+    /// Time left before the deadline (zero when it has passed).
+    pub fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
     /// Whether [`Self::check`] would fail.
     pub fn expired(&self) -> bool {
         self.check().is_err()
