@@ -145,7 +145,9 @@ fn check_bucket(bucket: &str) -> Result<(), FetchError> {
         || bucket.contains('\\')
         || bucket.contains('\0')
     {
-        return Err(FetchError::Refused(format!("invalid bucket name {bucket:?}")));
+        return Err(FetchError::Refused(format!(
+            "invalid bucket name {bucket:?}"
+        )));
     }
     Ok(())
 }
@@ -210,6 +212,56 @@ impl Store {
         }
     }
 
+    /// The bucket and key of `location`: an object's as they are (checked), a `file://`
+    /// path's relative to a local store's root (its first directory is the bucket).
+    pub fn resolve(&self, location: &Location) -> Result<(String, String), FetchError> {
+        match (&self.backend, location) {
+            (_, Location::Object { bucket, key }) => {
+                check_bucket(bucket)?;
+                check_key(key).map_err(|why| FetchError::Refused(format!("key {key:?}: {why}")))?;
+                Ok((bucket.clone(), key.clone()))
+            }
+            (Backend::Local { root, .. }, Location::File(path)) => {
+                let canonical_root = root.canonicalize().map_err(|e| {
+                    FetchError::Failed(format!("object store root {}: {e}", root.display()))
+                })?;
+                let canonical = path.canonicalize().map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        FetchError::NotFound(path.display().to_string())
+                    }
+                    _ => FetchError::Failed(format!("{}: {e}", path.display())),
+                })?;
+                let outside = || {
+                    FetchError::Refused(format!(
+                        "{} is not inside a bucket directory of the object store root {}",
+                        path.display(),
+                        root.display()
+                    ))
+                };
+                let relative = canonical
+                    .strip_prefix(&canonical_root)
+                    .map_err(|_| outside())?;
+                let parts: Vec<&str> = relative
+                    .components()
+                    .map(|c| c.as_os_str().to_str())
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| {
+                        FetchError::Refused(format!("{} is not UTF-8", path.display()))
+                    })?;
+                match parts.split_first() {
+                    Some((bucket, key)) if !key.is_empty() => {
+                        Ok(((*bucket).to_owned(), key.join("/")))
+                    }
+                    _ => Err(outside()),
+                }
+            }
+            (Backend::S3 { .. }, Location::File(path)) => Err(FetchError::Refused(format!(
+                "file {} cannot be read from an S3 store",
+                path.display()
+            ))),
+        }
+    }
+
     /// Makes `location` available as a local file, within `max_bytes` and `deadline`.
     pub fn fetch(
         &self,
@@ -229,7 +281,9 @@ impl Store {
                     FetchError::Failed(format!("object store root {}: {e}", root.display()))
                 })?;
                 let canonical = path.canonicalize().map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => FetchError::NotFound(path.display().to_string()),
+                    std::io::ErrorKind::NotFound => {
+                        FetchError::NotFound(path.display().to_string())
+                    }
                     _ => FetchError::Failed(format!("{}: {e}", path.display())),
                 })?;
                 if !canonical.starts_with(&canonical_root) {
@@ -263,11 +317,13 @@ impl Store {
         }
     }
 
-    /// Writes `bytes` as `bucket`/`key`; returns its URI.
+    /// Writes `bytes` as `bucket`/`key`; returns its URI. The content type is recorded where
+    /// the store keeps one (S3).
     pub fn put(
         &self,
         bucket: &str,
         key: &str,
+        content_type: &str,
         bytes: Vec<u8>,
         deadline: &Deadline,
     ) -> Result<String, StoreError> {
@@ -293,9 +349,18 @@ impl Store {
         };
         let path = ObjectPath::from(key);
         let payload = PutPayload::from(Bytes::from(bytes));
+        let mut options = object_store::PutOptions::default();
+        if matches!(self.backend, Backend::S3 { .. }) {
+            options.attributes = object_store::Attributes::from_iter([(
+                object_store::Attribute::ContentType,
+                object_store::AttributeValue::from(content_type.to_owned()),
+            )]);
+        }
         let result = self
             .io
-            .run(deadline, async move { client.put(&path, payload).await })
+            .run(deadline, async move {
+                client.put_opts(&path, payload, options).await
+            })
             .map_err(StoreError::Stopped)?;
         result.map_err(|e| write_error(e.to_string()))?;
         Ok(uri)
@@ -323,14 +388,20 @@ fn cached(
 
 fn local_input(path: &Path, max_bytes: u64) -> Result<LocalInput, FetchError> {
     if path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(FetchError::Refused(format!("{} has a '..'", path.display())));
+        return Err(FetchError::Refused(format!(
+            "{} has a '..'",
+            path.display()
+        )));
     }
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => FetchError::NotFound(path.display().to_string()),
         _ => FetchError::Failed(format!("{}: {e}", path.display())),
     })?;
     if !meta.is_file() {
-        return Err(FetchError::NotFound(format!("{} is not a file", path.display())));
+        return Err(FetchError::NotFound(format!(
+            "{} is not a file",
+            path.display()
+        )));
     }
     if meta.len() > max_bytes {
         return Err(FetchError::TooLarge {
@@ -394,17 +465,21 @@ async fn download(
 /// Builds an S3 client for `bucket`.
 fn s3_client(spec: &S3StoreSpec, bucket: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
     use object_store::aws::AmazonS3Builder;
-    let secret = |env: &Option<String>, file: &Option<PathBuf>, what: &str| -> Result<Option<String>, StoreError> {
+    let secret = |env: &Option<String>,
+                  file: &Option<PathBuf>,
+                  what: &str|
+     -> Result<Option<String>, StoreError> {
         if let Some(file) = file {
-            let text = std::fs::read_to_string(file).map_err(|e| {
-                StoreError::Config(format!("{what} file {}: {e}", file.display()))
-            })?;
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| StoreError::Config(format!("{what} file {}: {e}", file.display())))?;
             return Ok(Some(text.trim().to_owned()));
         }
         if let Some(var) = env {
             return match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Ok(Some(v)),
-                _ => Err(StoreError::Config(format!("{what}: environment variable {var} is not set"))),
+                _ => Err(StoreError::Config(format!(
+                    "{what}: environment variable {var} is not set"
+                ))),
             };
         }
         Ok(None)
@@ -432,7 +507,11 @@ fn s3_client(spec: &S3StoreSpec, bucket: &str) -> Result<Arc<dyn ObjectStore>, S
     if let Some(id) = secret(&c.access_key_id_env, &c.access_key_id_file, "access key id")? {
         builder = builder.with_access_key_id(id);
     }
-    if let Some(key) = secret(&c.secret_access_key_env, &c.secret_access_key_file, "secret access key")? {
+    if let Some(key) = secret(
+        &c.secret_access_key_env,
+        &c.secret_access_key_file,
+        "secret access key",
+    )? {
         builder = builder.with_secret_access_key(key);
     }
     if let Some(token) = secret(&c.session_token_env, &c.session_token_file, "session token")? {
@@ -491,7 +570,11 @@ impl IoRuntime {
 
     /// Runs `future` to completion on the I/O runtime, from a synchronous thread, within
     /// `deadline`.
-    fn run<T>(&self, deadline: &Deadline, future: impl Future<Output = T> + Send + 'static) -> Result<T, Stop>
+    fn run<T>(
+        &self,
+        deadline: &Deadline,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, Stop>
     where
         T: Send + 'static,
     {
@@ -589,10 +672,24 @@ mod tests {
 
     #[test]
     fn keys_that_escape_the_bucket_are_refused() {
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a/./b", "a\0b", "dir/"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a\0b",
+            "dir/",
+        ] {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
-        for ok in ["a.mp4", "a/b/c.mp4", "a b+c%20.mp4", "..a/b..", "中文/视频.mp4"] {
+        for ok in [
+            "a.mp4",
+            "a/b/c.mp4",
+            "a b+c%20.mp4",
+            "..a/b..",
+            "中文/视频.mp4",
+        ] {
             assert_eq!(check_key(ok), Ok(()), "{ok:?}");
         }
     }
@@ -618,32 +715,71 @@ mod tests {
             store.fetch(&obj("in/x.mp4"), 4, &deadline),
             Err(FetchError::TooLarge { size: 5, max: 4 })
         ));
-        assert!(matches!(store.fetch(&obj("nope.mp4"), 100, &deadline), Err(FetchError::NotFound(_))));
-        assert!(matches!(store.fetch(&obj("../b/in/x.mp4"), 100, &deadline), Err(FetchError::Refused(_))));
+        assert!(matches!(
+            store.fetch(&obj("nope.mp4"), 100, &deadline),
+            Err(FetchError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.fetch(&obj("../b/in/x.mp4"), 100, &deadline),
+            Err(FetchError::Refused(_))
+        ));
         let other_bucket = Location::Object {
             bucket: "..".into(),
             key: "x".into(),
         };
-        assert!(matches!(store.fetch(&other_bucket, 100, &deadline), Err(FetchError::Refused(_))));
+        assert!(matches!(
+            store.fetch(&other_bucket, 100, &deadline),
+            Err(FetchError::Refused(_))
+        ));
         // file:// inside the root is served, outside is refused.
         let inside = Location::File(dir.path().join("b/in/x.mp4"));
         assert!(store.fetch(&inside, 100, &deadline).is_ok());
         let outside = tempfile::NamedTempFile::new().unwrap();
         let outside = Location::File(outside.path().to_path_buf());
-        assert!(matches!(store.fetch(&outside, 100, &deadline), Err(FetchError::Refused(_))));
+        assert!(matches!(
+            store.fetch(&outside, 100, &deadline),
+            Err(FetchError::Refused(_))
+        ));
 
         let uri = store
-            .put("b", "out/in/x.mp4/probe.json", b"{}".to_vec(), &deadline)
+            .put(
+                "b",
+                "out/in/x.mp4/probe.json",
+                "application/json",
+                b"{}".to_vec(),
+                &deadline,
+            )
             .unwrap();
-        assert_eq!(uri, format!("file://{}", dir.path().join("b/out/in/x.mp4/probe.json").display()));
-        assert_eq!(std::fs::read(dir.path().join("b/out/in/x.mp4/probe.json")).unwrap(), b"{}");
-        assert!(store.put("b", "../escape", vec![], &deadline).is_err());
+        assert_eq!(
+            uri,
+            format!(
+                "file://{}",
+                dir.path().join("b/out/in/x.mp4/probe.json").display()
+            )
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("b/out/in/x.mp4/probe.json")).unwrap(),
+            b"{}"
+        );
+        assert!(store.put("b", "../escape", "x", vec![], &deadline).is_err());
+        assert_eq!(
+            store.resolve(&inside).unwrap(),
+            ("b".to_owned(), "in/x.mp4".to_owned())
+        );
+        let top = dir.path().join("top.mp4");
+        std::fs::write(&top, b"x").unwrap();
+        assert!(matches!(
+            store.resolve(&Location::File(top)),
+            Err(FetchError::Refused(_))
+        ));
     }
 
     #[test]
     fn the_store_can_be_dropped_inside_a_runtime() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let store = Store::new(&ObjectStoreSpec::Local(LocalStoreSpec {
                 root: dir.path().to_path_buf(),
