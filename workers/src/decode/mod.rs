@@ -451,6 +451,14 @@ pub fn run<S: DecodeSink>(
     let mut stats = DecodeStats::default();
     let mut packet = ffmpeg::Packet::empty();
     let mut last_progress = 0.0;
+    // Per decoded stream: where its packets end, to catch a file cut short (the demuxer then
+    // just stops early).
+    let mut spans: Vec<PacketSpan> = plan
+        .audio
+        .into_iter()
+        .chain(plan.video.map(|v| v.stream))
+        .filter_map(|index| PacketSpan::new(source, index))
+        .collect();
     loop {
         deadline.check().map_err(DecodeError::from)?;
         match packet.read(&mut source.input) {
@@ -474,6 +482,9 @@ pub fn run<S: DecodeSink>(
             }
         }
         let stream = packet.stream();
+        if let Some(span) = spans.iter_mut().find(|s| s.index == stream) {
+            span.saw(&packet);
+        }
         if let Some(track) = audio.as_mut().filter(|t| t.index == stream) {
             track.send(&packet, &mut stats, sink)?;
             if stats.audio_seconds > limits.max_duration.as_secs_f64() {
@@ -490,6 +501,9 @@ pub fn run<S: DecodeSink>(
             last_progress = at;
             sink.progress(at);
         }
+    }
+    for span in &spans {
+        span.check()?;
     }
     if let Some(track) = audio.as_mut() {
         track.finish(&mut stats, sink)?;
@@ -519,6 +533,66 @@ pub fn run<S: DecodeSink>(
         .into());
     }
     Ok(stats)
+}
+
+/// How far a stream's packets reach, against what the container declares.
+struct PacketSpan {
+    index: usize,
+    time_base: f64,
+    start: i64,
+    declared: f64,
+    end: f64,
+    packets: u64,
+    timed: bool,
+}
+
+impl PacketSpan {
+    fn new(source: &Source, index: usize) -> Option<PacketSpan> {
+        let stream = source.input.stream(index)?;
+        let time_base = f64::from(stream.time_base());
+        let start = if stream.start_time() == ffmpeg::ffi::AV_NOPTS_VALUE {
+            0
+        } else {
+            stream.start_time()
+        };
+        let declared = if stream.duration() > 0 && time_base > 0.0 {
+            stream.duration() as f64 * time_base
+        } else {
+            source.duration()?
+        };
+        Some(PacketSpan {
+            index,
+            time_base,
+            start,
+            declared,
+            end: 0.0,
+            packets: 0,
+            timed: false,
+        })
+    }
+
+    fn saw(&mut self, packet: &ffmpeg::Packet) {
+        self.packets += 1;
+        if let Some(pts) = packet.pts() {
+            self.timed = true;
+            let end =
+                (pts.saturating_sub(self.start) + packet.duration().max(0)) as f64 * self.time_base;
+            self.end = self.end.max(end);
+        }
+    }
+
+    /// A stream whose packets stop well before its declared end was cut short.
+    fn check(&self) -> Result<(), DecodeError> {
+        let missing = self.declared - self.end;
+        // Without timestamps there is nothing to compare, unless there were no packets at all.
+        if (self.timed || self.packets == 0) && missing > (0.5f64).max(0.05 * self.declared) {
+            return Err(DecodeError::Corrupt(format!(
+                "stream {} ends at {:.3} s but the container declares {:.3} s: the file is truncated",
+                self.index, self.end, self.declared
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn duration_exceeded(seconds: f64, limits: &Limits) -> DecodeError {

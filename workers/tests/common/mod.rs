@@ -137,3 +137,96 @@ pub fn registry() -> ModelRegistry {
         })
         .clone()
 }
+
+/// Deterministic noise (xorshift), for "random bytes" files.
+pub fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 32) as u8
+        })
+        .collect()
+}
+
+/// A Matroska file whose only track declares `width` x `height` frames, with one block of
+/// garbage: a hostile header, crafted by hand.
+pub fn matroska_declaring(width: u64, height: u64) -> Vec<u8> {
+    fn size(n: usize) -> Vec<u8> {
+        // 8-byte EBML size.
+        let mut v = vec![0x01];
+        v.extend_from_slice(&(n as u64).to_be_bytes()[1..]);
+        v
+    }
+    fn el(id: &[u8], body: &[u8]) -> Vec<u8> {
+        [id, &size(body.len()), body].concat()
+    }
+    fn uint(id: &[u8], v: u64) -> Vec<u8> {
+        el(id, &v.to_be_bytes())
+    }
+    let header = el(
+        &[0x1A, 0x45, 0xDF, 0xA3],
+        &[
+            el(&[0x42, 0x82], b"matroska"),
+            uint(&[0x42, 0x87], 4),
+            uint(&[0x42, 0x85], 2),
+        ]
+        .concat(),
+    );
+    let info = el(
+        &[0x15, 0x49, 0xA9, 0x66],
+        &uint(&[0x2A, 0xD7, 0xB1], 1_000_000),
+    );
+    let video = [uint(&[0xB0], width), uint(&[0xBA], height)].concat();
+    let track = [
+        uint(&[0xD7], 1),
+        uint(&[0x73, 0xC5], 1),
+        uint(&[0x83], 1),
+        el(&[0x86], b"V_MPEG4/ISO/AVC"),
+        el(&[0xE0], &video),
+    ]
+    .concat();
+    let tracks = el(&[0x16, 0x54, 0xAE, 0x6B], &el(&[0xAE], &track));
+    let block = el(
+        &[0xA3],
+        &[&[0x81, 0, 0, 0x80][..], &noise(1024, 3)].concat(),
+    );
+    let cluster = el(
+        &[0x1F, 0x43, 0xB6, 0x75],
+        &[uint(&[0xE7], 0), block].concat(),
+    );
+    [
+        header,
+        el(&[0x18, 0x53, 0x80, 0x67], &[info, tracks, cluster].concat()),
+    ]
+    .concat()
+}
+
+/// A PNG whose header declares `width` x `height`.
+pub fn png_declaring(width: u32, height: u32) -> Vec<u8> {
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend_from_slice(&13u32.to_be_bytes());
+    out.extend_from_slice(&ihdr);
+    out.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
