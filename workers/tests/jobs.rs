@@ -1,6 +1,7 @@
 //! Jobs through a real pool: events in, reply events out, artifacts in a local object store;
 //! every hostile or broken input ends in a `.failed` event with the right reason, and the
 //! pool keeps working.
+#![allow(clippy::unwrap_used)] // Tests fail loudly on unexpected errors.
 
 mod common;
 

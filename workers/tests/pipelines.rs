@@ -1,5 +1,6 @@
 //! The pipelines on media generated at test time: speech is found where it is, silence and
 //! a tone are not speech, drawn text is read, and a video with sound gets both.
+#![allow(clippy::unwrap_used)] // Tests fail loudly on unexpected errors.
 
 mod common;
 
@@ -15,7 +16,7 @@ fn run(pipeline: Pipeline, path: &std::path::Path, out: &std::path::Path) -> Sum
     let mut artifacts = DirArtifacts::new(out);
     let deadline = Deadline::unbounded_after(Duration::from_secs(300));
     let mut last = 0.0;
-    let summary = pipelines::run(
+    pipelines::run(
         pipeline,
         path,
         &Options::default(),
@@ -27,8 +28,7 @@ fn run(pipeline: Pipeline, path: &std::path::Path, out: &std::path::Path) -> Sum
             last = p;
         },
     )
-    .unwrap_or_else(|e| panic!("{pipeline} on {}: {e}", path.display()));
-    summary
+    .unwrap_or_else(|e| panic!("{pipeline} on {}: {e}", path.display()))
 }
 
 /// Speech from espeak-ng between 2 s of silence and 3 s of silence. The true bounds are

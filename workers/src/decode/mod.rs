@@ -728,7 +728,7 @@ impl AudioTrack {
                         4096,
                         ChannelLayout::MONO,
                     );
-                    while let Ok(_) = old.flush(&mut out) {
+                    while old.flush(&mut out).is_ok() {
                         if out.samples() == 0 {
                             break;
                         }

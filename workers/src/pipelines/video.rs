@@ -395,7 +395,7 @@ impl SpriteBuilder {
     fn add(&mut self, time: f64, thumb: &Bgr) {
         let n = self.seen;
         self.seen += 1;
-        if n % self.stride != 0 {
+        if !n.is_multiple_of(self.stride) {
             return;
         }
         let w = self.tile_width.min(thumb.width()).max(1);

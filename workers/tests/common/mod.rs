@@ -1,6 +1,6 @@
 //! Test media, made at test time with `ffmpeg` and `espeak-ng` (never committed), and the
 //! model registry from the cache that `scripts/dev setup` fills.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // Shared by several test binaries; tests fail loudly.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

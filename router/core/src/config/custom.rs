@@ -29,7 +29,7 @@ pub enum CustomSpec {
     /// `Exec`: a sink that runs a program per event.
     Exec(ExecSpec),
     /// `WorkerPool`: media pipelines on OS threads.
-    WorkerPool(WorkerPoolSpec),
+    WorkerPool(Box<WorkerPoolSpec>),
 }
 
 /// `spec` of an `Exec` sink (`triggerfish.dev/v1alpha1`): runs a program for each event it

@@ -268,13 +268,11 @@ impl Loader<'_> {
             Kind::Exec => {
                 self.custom::<ExecSpec>(document, kind, id.as_ref(), value, CustomSpec::Exec)
             }
-            Kind::WorkerPool => self.custom::<WorkerPoolSpec>(
-                document,
-                kind,
-                id.as_ref(),
-                value,
-                CustomSpec::WorkerPool,
-            ),
+            Kind::WorkerPool => {
+                self.custom::<WorkerPoolSpec>(document, kind, id.as_ref(), value, |spec| {
+                    CustomSpec::WorkerPool(Box::new(spec))
+                })
+            }
             Kind::Server => {
                 let envelope = self.typed::<Envelope<ServerSpec>>(document, id.as_ref(), value)?;
                 // A Server needs no metadata; its name only appears in messages.
