@@ -278,6 +278,8 @@ impl std::fmt::Debug for WorkerPool {
 
 /// What the threads share.
 struct Shared {
+    /// Runs one job; [`execute`], or a fault-injecting one in tests.
+    executor: Executor,
     name: String,
     source: String,
     settings: PoolSettings,
@@ -286,6 +288,9 @@ struct Shared {
     cancel: Arc<AtomicBool>,
     metrics: PoolHandles,
 }
+
+type ExecResult = Result<(Summary, Option<String>), (JobError, Option<String>)>;
+type Executor = fn(&Shared, &Job, &mut Models) -> ExecResult;
 
 struct Task {
     job: Job,
@@ -310,6 +315,15 @@ impl WorkerPool {
         settings: PoolSettings,
         metrics: &MediaMetrics,
     ) -> Result<WorkerPool, BuildError> {
+        WorkerPool::start_with_executor(name, settings, metrics, execute)
+    }
+
+    fn start_with_executor(
+        name: &str,
+        settings: PoolSettings,
+        metrics: &MediaMetrics,
+        executor: Executor,
+    ) -> Result<WorkerPool, BuildError> {
         crate::decode::init();
         let pool = name.to_owned();
         let store = Store::new(&settings.object_store).map_err(|source| BuildError::Store {
@@ -330,6 +344,7 @@ impl WorkerPool {
         })?;
         let (sender, receiver) = channel::bounded::<Task>(settings.queue_limit.get());
         let shared = Arc::new(Shared {
+            executor,
             name: pool.clone(),
             source: format!("/triggerfish/workerpools/{name}"),
             store,
@@ -519,7 +534,7 @@ fn worker(shared: Arc<Shared>, receiver: Receiver<Task>, ready: Sender<Result<()
         shared.metrics.running.inc();
         let started = Instant::now();
         let result = match models.as_mut() {
-            Some(m) => std::panic::catch_unwind(AssertUnwindSafe(|| execute(&shared, &job, m)))
+            Some(m) => std::panic::catch_unwind(AssertUnwindSafe(|| (shared.executor)(&shared, &job, m)))
                 .unwrap_or_else(|panic| {
                     let what = panic
                         .downcast_ref::<&str>()
@@ -575,11 +590,7 @@ fn worker(shared: Arc<Shared>, receiver: Receiver<Task>, ready: Sender<Result<()
 
 /// Runs one job: fetch, pipeline, artifacts. Returns the summary and the input's URI, or the
 /// error and (when known) the input's URI.
-fn execute(
-    shared: &Shared,
-    job: &Job,
-    models: &mut Models,
-) -> Result<(Summary, Option<String>), (JobError, Option<String>)> {
+fn execute(shared: &Shared, job: &Job, models: &mut Models) -> ExecResult {
     let limits = &shared.settings.options.limits;
     let deadline = Deadline::after(limits.max_wall_time, Arc::clone(&shared.cancel));
     let Some(request) = &job.request else {
@@ -840,5 +851,79 @@ impl PoolHandles {
         if media_seconds > 0.0 {
             self.processed.inc_by(media_seconds);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use triggerfish_core::config::LocalStoreSpec;
+    use triggerfish_core::event::{DecodeLimits, decode_structured};
+
+    use super::*;
+
+    /// Panics on objects whose key contains "panic", runs the real job otherwise.
+    fn faulty(shared: &Shared, job: &Job, models: &mut Models) -> ExecResult {
+        if let Some(Request {
+            location: Location::Object { key, .. },
+            ..
+        }) = &job.request
+            && key.contains("panic")
+        {
+            panic!("injected fault for {key}");
+        }
+        execute(shared, job, models)
+    }
+
+    use crate::jobs::Request;
+
+    #[test]
+    fn a_panicking_job_is_answered_and_the_thread_lives_on() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("b")).unwrap();
+        let settings = PoolSettings {
+            pipeline: Pipeline::Probe,
+            threads: NonZeroUsize::MIN,
+            queue_limit: NonZeroUsize::new(4).unwrap(),
+            options: Options::default(),
+            locator: Locator::from_env(None, None),
+            provider: ExecutionProvider::Cpu,
+            object_store: ObjectStoreSpec::Local(LocalStoreSpec {
+                root: root.path().to_path_buf(),
+            }),
+            output_prefix: DEFAULT_OUTPUT_PREFIX.into(),
+        };
+        let metrics = MediaMetrics::new();
+        let pool = WorkerPool::start_with_executor("t/panic", settings, &metrics, faulty).unwrap();
+        let event = |key: &str| {
+            let json = format!(
+                r#"{{"specversion":"1.0","id":"1","source":"x","type":"dev.triggerfish.media.requested","data":{{"uri":"s3://b/{key}"}}}}"#
+            );
+            decode_structured(Bytes::from(json), &DecodeLimits::default()).unwrap()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for key in ["panic-1.mp4", "panic-2.mp4", "missing.mp4"] {
+            let batch = event(key);
+            let output = rt.block_on(pool.submit_view(&batch.get(0).unwrap()).unwrap());
+            let expected = if key.contains("panic") {
+                FailureReason::InternalError
+            } else {
+                // The one thread survived both panics and ran this job for real.
+                FailureReason::FetchFailed
+            };
+            assert_eq!(output.outcome, Outcome::Failed(expected), "{key}");
+            assert!(output.reply.is_some());
+        }
+        assert_eq!(
+            metrics.jobs(
+                "t/panic",
+                Pipeline::Probe,
+                Outcome::Failed(FailureReason::InternalError)
+            ),
+            2
+        );
+        pool.shutdown();
     }
 }
