@@ -4,9 +4,10 @@
 //!
 //! ```text
 //! tf-media-bench vad FILE [--probs]      decode + resample + Silero VAD + segmentation
-//! tf-media-bench video FILE [--interval S] [--no-ocr]
+//! tf-media-bench video FILE [--interval S] [--no-ocr] [--frames]
 //!                                        the video pipeline: sampled frames, thumbnails,
-//!                                        sprite, OCR, VAD on the sound track
+//!                                        sprite, OCR, VAD on the sound track;
+//!                                        --frames adds the text read on each frame
 //! tf-media-bench decode FILE             decode every audio and video frame, nothing else
 //! ```
 //!
@@ -52,7 +53,13 @@ fn main() -> anyhow::Result<()> {
                 Some(s) => s.parse::<f64>().context("--interval")?,
                 None => 1.0,
             };
-            video(&file, interval, !flag("--no-ocr"), threads)?
+            video(
+                &file,
+                interval,
+                !flag("--no-ocr"),
+                flag("--frames"),
+                threads,
+            )?
         }
         "decode" => {
             let started = Instant::now();
@@ -114,11 +121,19 @@ fn vad(file: &Path, probs: bool, threads: usize) -> anyhow::Result<serde_json::V
     }))
 }
 
-struct Discard;
+/// Keeps `text.json` (for the comparison), drops the rest (after it was encoded, as a store
+/// would receive it).
+#[derive(Default)]
+struct Keep {
+    text: Option<Vec<u8>>,
+}
 
-impl Artifacts for Discard {
-    fn put(&mut self, name: &str, _: &str, _: Vec<u8>) -> Result<String, ArtifactError> {
-        Ok(format!("discarded:{name}"))
+impl Artifacts for Keep {
+    fn put(&mut self, name: &str, _: &str, bytes: Vec<u8>) -> Result<String, ArtifactError> {
+        if name == "text.json" {
+            self.text = Some(bytes);
+        }
+        Ok(format!("memory:{name}"))
     }
 }
 
@@ -126,6 +141,7 @@ fn video(
     file: &Path,
     interval: f64,
     ocr: bool,
+    frames: bool,
     threads: usize,
 ) -> anyhow::Result<serde_json::Value> {
     let mut models = Models::load(&registry(Pipeline::Video, threads)?, Pipeline::Video)?;
@@ -135,19 +151,25 @@ fn video(
         ..Options::default()
     };
     let deadline = Deadline::unbounded_after(Duration::from_secs(3600));
+    let mut keep = Keep::default();
     let started = Instant::now();
     let summary = pipelines::run(
         Pipeline::Video,
         file,
         &options,
         &mut models,
-        &mut Discard,
+        &mut keep,
         &deadline,
         &mut |_| {},
     )?;
     let elapsed = started.elapsed().as_secs_f64();
     let v = summary.video.context("no video")?;
+    let per_frame = match (frames, &keep.text) {
+        (true, Some(text)) => serde_json::from_slice::<serde_json::Value>(text)?["frames"].take(),
+        _ => serde_json::Value::Null,
+    };
     Ok(json!({
+        "frames": per_frame,
         "seconds": elapsed,
         "media_seconds": summary.media_seconds,
         "frames_sampled": v.frames_sampled,

@@ -1031,7 +1031,7 @@ pub fn decode_all(path: &Path) -> Result<DecodeStats, DecodeError> {
                 count: 0,
                 ..Default::default()
             });
-            ctx.decoder().open().ok()
+            ffmpeg::decoder::find(ctx.id()).and_then(|codec| ctx.decoder().open_as(codec).ok())
         } else {
             None
         };
@@ -1040,6 +1040,7 @@ pub fn decode_all(path: &Path) -> Result<DecodeStats, DecodeError> {
     let mut stats = DecodeStats::default();
     // Any decoded frame fits an `AVFrame`; the video wrapper is just the safe way to get one.
     let mut frame = frame::Video::empty();
+    // Counts every frame, audio and video, in `video_frames`.
     let mut drain = |decoder: &mut ffmpeg::decoder::Opened, stats: &mut DecodeStats| {
         while decoder.receive_frame(&mut frame).is_ok() {
             stats.video_frames += 1;
