@@ -141,6 +141,8 @@ fn check_destination(
     };
     let kind = match *kind {
         "Exec" => Kind::Exec,
+        #[cfg(feature = "media")]
+        "WorkerPool" => Kind::WorkerPool,
         other => {
             errors.push(config.error_at(
                 id,
@@ -168,6 +170,14 @@ fn check_destination(
             FieldPath::root().key("spec").key("command"),
             e,
         ));
+        return None;
+    }
+    // Check that ONNX Runtime and the models are there; the runtime starts the pool.
+    #[cfg(feature = "media")]
+    if let CustomSpec::WorkerPool(spec) = &resource.spec
+        && let Err(e) = crate::media::check(spec)
+    {
+        errors.push(config.error_at(&resource.id, FieldPath::root().key("spec"), e));
         return None;
     }
     Some(resource.clone())

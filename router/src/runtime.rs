@@ -119,6 +119,8 @@ pub struct Router {
     client: HttpClient,
     display: Arc<DisplaySink>,
     files: parking_lot::Mutex<HashMap<PathBuf, Arc<FileSink>>>,
+    #[cfg(feature = "media")]
+    media: crate::media::MediaPools,
 }
 
 impl Router {
@@ -126,6 +128,8 @@ impl Router {
     pub fn new(settings: Settings, store: Store, metrics: Arc<Metrics>) -> anyhow::Result<Router> {
         let client = crate::sinks::http::client()
             .map_err(|e| anyhow::anyhow!("loading the system's trusted TLS roots: {e}"))?;
+        #[cfg(feature = "media")]
+        let metrics_media = metrics.media.clone();
         let empty = Snapshot {
             brokers: HashMap::new(),
             limits: IngressLimits {
@@ -152,6 +156,8 @@ impl Router {
             client,
             display: Arc::new(DisplaySink::new()),
             files: parking_lot::Mutex::new(HashMap::new()),
+            #[cfg(feature = "media")]
+            media: crate::media::MediaPools::new(metrics_media),
         })
     }
 
@@ -290,6 +296,10 @@ impl Router {
                             Sink::Display(Arc::clone(&self.display))
                         }
                     }
+                }
+                #[cfg(feature = "media")]
+                Some((CustomSpec::WorkerPool(spec), r)) => {
+                    Sink::WorkerPool(Arc::new(self.media.sink(r, spec)))
                 }
                 // `Plan::build` rejects in-process kinds this build does not have.
                 _ => Sink::Display(Arc::clone(&self.display)),

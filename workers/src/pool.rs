@@ -680,7 +680,8 @@ impl Artifacts for StoreArtifacts<'_> {
     }
 }
 
-/// The media metrics of every pool of a process, registered once with the router's registry:
+/// The media metrics of every pool of a process, registered once with the router's registry
+/// (see [`MediaMetrics::register`]):
 ///
 /// | metric | type | labels |
 /// |---|---|---|
@@ -752,35 +753,29 @@ impl MediaMetrics {
         MediaMetrics::default()
     }
 
-    /// Registers the metrics (names as in the type's docs) with `registry`.
+    /// Registers the metrics with `registry`, under the sub-prefix `media`: in a registry
+    /// whose prefix is `triggerfish` (the router's), the names are those of the type's docs.
     pub fn register(&self, registry: &mut Registry) {
+        let registry = registry.sub_registry_with_prefix("media");
+        registry.register("jobs", "Media jobs by outcome", self.jobs.clone());
         registry.register(
-            "triggerfish_media_jobs",
-            "Media jobs by outcome",
-            self.jobs.clone(),
-        );
-        registry.register(
-            "triggerfish_media_jobs_rejected",
+            "jobs_rejected",
             "Media jobs refused because the pool's queue was full",
             self.rejected.clone(),
         );
         registry.register(
-            "triggerfish_media_queue_depth",
+            "queue_depth",
             "Media jobs waiting for a worker thread",
             self.queue_depth.clone(),
         );
+        registry.register("jobs_running", "Media jobs running", self.running.clone());
         registry.register(
-            "triggerfish_media_jobs_running",
-            "Media jobs running",
-            self.running.clone(),
-        );
-        registry.register(
-            "triggerfish_media_processed_seconds",
+            "processed_seconds",
             "Seconds of media processed by completed jobs",
             self.processed.clone(),
         );
         registry.register(
-            "triggerfish_media_job_duration_seconds",
+            "job_duration_seconds",
             "Wall-clock time of finished media jobs",
             self.duration.clone(),
         );

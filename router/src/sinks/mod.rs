@@ -31,6 +31,9 @@ pub enum Sink {
     File(Arc<file::FileSink>),
     /// Runs a program per event.
     Exec(Arc<exec::ExecSink>),
+    /// Runs a media job per event on a worker pool of this process.
+    #[cfg(feature = "media")]
+    WorkerPool(Arc<crate::media::WorkerPoolSink>),
     /// Publishes events to a broker of this process.
     Broker {
         /// The broker.
@@ -48,6 +51,8 @@ impl Sink {
             Sink::Display(_) => "display:".to_owned(),
             Sink::File(f) => format!("file://{}", f.path().display()),
             Sink::Exec(e) => format!("exec:{}", e.name()),
+            #[cfg(feature = "media")]
+            Sink::WorkerPool(w) => format!("workerpool:{}", w.name()),
             Sink::Broker { key, .. } => format!("broker:{key}"),
         }
     }
@@ -64,6 +69,8 @@ impl Sink {
             Sink::Display(d) => d.send(view, opts).await,
             Sink::File(f) => f.send(view, opts).await,
             Sink::Exec(e) => e.send(view, opts).await,
+            #[cfg(feature = "media")]
+            Sink::WorkerPool(w) => w.send(view).await,
             Sink::Broker { key, store } => {
                 let Some(ttl) = req.ttl.checked_sub(1).filter(|t| *t > 0) else {
                     return Attempt::TtlExhausted;
