@@ -147,7 +147,7 @@ fn check_destination(
             errors.push(config.error_at(
                 id,
                 path.key("ref"),
-                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File or Exec"),
+                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File, Exec or (with the media feature) WorkerPool"),
             ));
             return None;
         }

@@ -63,6 +63,7 @@ fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        #[allow(clippy::disallowed_methods, reason = "a plain test thread, no runtime")]
         std::thread::sleep(Duration::from_millis(100));
     }
 }
