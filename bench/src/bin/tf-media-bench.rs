@@ -61,6 +61,43 @@ fn main() -> anyhow::Result<()> {
                 threads,
             )?
         }
+        // Scratch check of the OpenCV-compatible resize: raw BGR of FILE's first frame resized
+        // to W x H, written to OUT.
+        "resize" => {
+            let w: usize = args.get(2).context("W")?.parse()?;
+            let h: usize = args.get(3).context("H")?.parse()?;
+            let out = args.get(4).context("OUT")?;
+            let limits = Limits::default();
+            let deadline = Deadline::unbounded_after(Duration::from_secs(60));
+            let mut source = decode::open(&file, &limits, &deadline)?;
+            let stream = source.best_video().context("no video")?;
+            struct First(Option<triggerfish_workers::raster::Bgr>);
+            impl DecodeSink for First {
+                type Error = anyhow::Error;
+                fn audio(&mut self, _: &[f32]) -> anyhow::Result<()> {
+                    Ok(())
+                }
+                fn frame(&mut self, f: SampledFrame<'_>) -> anyhow::Result<()> {
+                    if self.0.is_none() {
+                        self.0 = Some(f.image.clone());
+                    }
+                    Ok(())
+                }
+            }
+            let mut first = First(None);
+            let plan = DecodePlan {
+                audio: None,
+                video: Some(decode::VideoSampling {
+                    stream,
+                    interval: Duration::from_secs(1000),
+                    thumb_width: 64,
+                }),
+            };
+            decode::run(&mut source, &plan, &limits, &deadline, &mut first)?;
+            let img = first.0.context("no frame")?;
+            std::fs::write(out, img.resize_linear(w, h).data())?;
+            json!({"ok": true})
+        }
         "decode" => {
             let started = Instant::now();
             let stats = decode::decode_all(&file)?;
@@ -105,7 +142,7 @@ fn vad(file: &Path, probs: bool, threads: usize) -> anyhow::Result<serde_json::V
         audio: Some(stream),
         video: None,
     };
-    let stats = decode::run(&mut source, &plan, &limits, &deadline, &mut sink)?;
+    let stats = decode::run_overlapped(&mut source, &plan, &limits, &deadline, &mut sink)?;
     // The probabilities of the complete windows (the last, padded one is only in the report).
     let probabilities = sink.0.probabilities().to_vec();
     let report_full = sink.0.finish(&VadParams::default())?;

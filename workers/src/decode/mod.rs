@@ -432,6 +432,127 @@ pub struct DecodeStats {
     pub bad_packets: u64,
 }
 
+/// Like [`run`], but decodes on a second, scoped thread while `sink` consumes on the calling
+/// thread: decoding (and resampling, and frame conversion) overlaps with inference. Items
+/// cross over through a bounded channel (16 items), so decoding never runs far ahead. A sink
+/// error stops decoding at its next item; a panic on the decoding thread is re-raised here
+/// (for the job's `catch_unwind`).
+pub fn run_overlapped<S: DecodeSink>(
+    source: &mut Source,
+    plan: &DecodePlan,
+    limits: &Limits,
+    deadline: &Deadline,
+    sink: &mut S,
+) -> Result<DecodeStats, S::Error> {
+    let (tx, rx) = crossbeam::channel::bounded::<Decoded>(16);
+    std::thread::scope(|scope| {
+        let decoder = std::thread::Builder::new()
+            .name("tf-media-decode".into())
+            .spawn_scoped(scope, move || {
+                run(source, plan, limits, deadline, &mut Forward { tx })
+            });
+        let decoder = match decoder {
+            Ok(handle) => handle,
+            Err(e) => {
+                return Err(
+                    DecodeError::Corrupt(format!("cannot start the decoding thread: {e}")).into(),
+                );
+            }
+        };
+        let mut failed = None;
+        for item in &rx {
+            let result = match item {
+                Decoded::Audio(samples) => sink.audio(&samples),
+                Decoded::Frame(f) => sink.frame(SampledFrame {
+                    index: f.index,
+                    time: f.time,
+                    image: &f.image,
+                    thumb: &f.thumb,
+                }),
+                Decoded::Progress(seconds) => {
+                    sink.progress(seconds);
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                failed = Some(e);
+                break;
+            }
+        }
+        // The decoder's next send fails and it stops.
+        drop(rx);
+        let decoded = decoder.join();
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        match decoded {
+            Ok(Ok(stats)) => Ok(stats),
+            Ok(Err(Forwarded::Decode(e))) => Err(e.into()),
+            // Only when the receiver is gone, which happens after a sink error (handled).
+            Ok(Err(Forwarded::Closed)) => {
+                Err(DecodeError::Corrupt("decoding stopped early".into()).into())
+            }
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// What crosses from the decoding thread.
+enum Decoded {
+    Audio(Vec<f32>),
+    Frame(OwnedFrame),
+    Progress(f64),
+}
+
+struct OwnedFrame {
+    index: usize,
+    time: f64,
+    image: Bgr,
+    thumb: Bgr,
+}
+
+/// The decoding thread's sink: forwards everything.
+struct Forward {
+    tx: crossbeam::channel::Sender<Decoded>,
+}
+
+enum Forwarded {
+    Decode(DecodeError),
+    Closed,
+}
+
+impl From<DecodeError> for Forwarded {
+    fn from(e: DecodeError) -> Self {
+        Forwarded::Decode(e)
+    }
+}
+
+impl DecodeSink for Forward {
+    type Error = Forwarded;
+
+    fn audio(&mut self, samples: &[f32]) -> Result<(), Forwarded> {
+        self.tx
+            .send(Decoded::Audio(samples.to_vec()))
+            .map_err(|_| Forwarded::Closed)
+    }
+
+    fn frame(&mut self, frame: SampledFrame<'_>) -> Result<(), Forwarded> {
+        let owned = OwnedFrame {
+            index: frame.index,
+            time: frame.time,
+            image: frame.image.clone(),
+            thumb: frame.thumb.clone(),
+        };
+        self.tx
+            .send(Decoded::Frame(owned))
+            .map_err(|_| Forwarded::Closed)
+    }
+
+    fn progress(&mut self, media_seconds: f64) {
+        let _ = self.tx.send(Decoded::Progress(media_seconds));
+    }
+}
+
 /// Decodes `plan` from `source` into `sink`.
 pub fn run<S: DecodeSink>(
     source: &mut Source,

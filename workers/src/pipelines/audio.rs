@@ -160,7 +160,7 @@ pub(crate) fn run(
         audio: Some(stream),
         video: None,
     };
-    let stats = decode::run(source, &plan, &options.limits, deadline, &mut sink)?;
+    let stats = decode::run_overlapped(source, &plan, &options.limits, deadline, &mut sink)?;
     let report = sink.vad.finish(&options.vad)?;
     Ok((report, stats.audio_seconds))
 }

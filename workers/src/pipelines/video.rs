@@ -169,7 +169,7 @@ pub(crate) fn run(
             thumb_width: options.thumb_width,
         }),
     };
-    let stats = decode::run(source, &plan, &options.limits, deadline, &mut sink)?;
+    let stats = decode::run_overlapped(source, &plan, &options.limits, deadline, &mut sink)?;
     let VideoSink {
         vad,
         artifacts,
