@@ -12,7 +12,10 @@ fn a_bad_library_is_an_error_and_the_good_one_still_loads() {
     let bogus = dir.path().join("libonnxruntime.so");
     std::fs::write(&bogus, b"not a shared library").unwrap();
     let locator = Locator::with_env(Some(bogus.clone()), None, |_| None);
-    let needs = ModelNeeds { vad: false, ocr: false };
+    let needs = ModelNeeds {
+        vad: false,
+        ocr: false,
+    };
     match ModelRegistry::load(&locator, needs, ExecutionProvider::Cpu, 1) {
         Err(InferError::LoadRuntime { path, .. }) => assert_eq!(path, bogus),
         other => panic!("expected LoadRuntime, got {other:?}"),
@@ -26,7 +29,10 @@ fn a_bad_library_is_an_error_and_the_good_one_still_loads() {
     // The real one, from the environment or the cache.
     let registry = ModelRegistry::load(
         &Locator::from_env(None, None),
-        ModelNeeds { vad: true, ocr: false },
+        ModelNeeds {
+            vad: true,
+            ocr: false,
+        },
         ExecutionProvider::Cpu,
         1,
     )
