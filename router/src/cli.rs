@@ -78,6 +78,46 @@ pub enum Command {
         #[arg(long, short)]
         events: PathBuf,
     },
+    /// Run the config's media worker pools behind a CloudEvents HTTP endpoint: POST an event
+    /// to /{namespace}/{name} (or / with one pool); the answer is the job's reply event.
+    #[cfg(feature = "media")]
+    Worker {
+        /// Config file holding `WorkerPool` documents (and optionally a `Server` document,
+        /// whose HTTP address and limits are used).
+        #[arg(long, short, env = "TRIGGERFISH_CONFIG")]
+        config: PathBuf,
+        /// Listen address (overrides the Server document).
+        #[arg(long, env = "TRIGGERFISH_HTTP")]
+        listen: Option<SocketAddr>,
+    },
+    /// Media pipelines on local files.
+    #[cfg(feature = "media")]
+    Media {
+        /// What to do.
+        #[command(subcommand)]
+        command: MediaCommand,
+    },
+}
+
+/// `triggerfish media` subcommands.
+#[cfg(feature = "media")]
+#[derive(Debug, Subcommand)]
+pub enum MediaCommand {
+    /// Run a pipeline on a file with a progress bar; print the summary and where the
+    /// artifacts went.
+    Run {
+        /// `probe`, `audio` or `video`.
+        #[arg(long, short, default_value = "video")]
+        pipeline: triggerfish_workers::Pipeline,
+        /// The media file.
+        file: PathBuf,
+        /// Directory for the artifacts (default: FILE's name plus `.triggerfish`, here).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Video: seconds between sampled frames (default 1).
+        #[arg(long)]
+        interval: Option<f64>,
+    },
 }
 
 /// Runs a parsed command line.
@@ -135,6 +175,36 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::TestFilter { config, events } => test_filter(&config, &events),
+        #[cfg(feature = "media")]
+        Command::Worker { config, listen } => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(crate::media::worker(config, listen)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        #[cfg(feature = "media")]
+        Command::Media {
+            command:
+                MediaCommand::Run {
+                    pipeline,
+                    file,
+                    out,
+                    interval,
+                },
+        } => crate::media::run_command(pipeline, &file, out, interval),
     }
 }
 

@@ -24,6 +24,8 @@ pub mod cli;
 pub mod dispatch;
 pub mod http_server;
 pub mod ingress;
+#[cfg(feature = "media")]
+pub mod media;
 pub mod metrics;
 pub mod plan;
 pub mod reload;

@@ -155,6 +155,9 @@ pub struct Metrics {
     pub delivery_latency: Family<TriggerLabels, Histogram>,
     /// Config reloads by outcome.
     pub reloads: Family<ReloadLabels, Counter>,
+    /// Media worker pools (`triggerfish_media_*`).
+    #[cfg(feature = "media")]
+    pub media: triggerfish_workers::MediaMetrics,
 }
 
 impl Metrics {
@@ -234,6 +237,12 @@ impl Metrics {
             delivery_latency.clone(),
         );
         registry.register("config_reloads", "Config reloads", reloads.clone());
+        #[cfg(feature = "media")]
+        let media = {
+            let media = triggerfish_workers::MediaMetrics::new();
+            media.register(&mut registry);
+            media
+        };
         Metrics {
             registry,
             ingress_requests,
@@ -249,6 +258,8 @@ impl Metrics {
             queue_depth,
             delivery_latency,
             reloads,
+            #[cfg(feature = "media")]
+            media,
         }
     }
 

@@ -435,6 +435,8 @@ pub(crate) fn check_destination(
     };
     let kind = match *kind {
         "Exec" => Kind::Exec,
+        #[cfg(feature = "media")]
+        "WorkerPool" => Kind::WorkerPool,
         "Scheduler" if name == "default" => return None,
         "Scheduler" => {
             errors.push(config.error_at(
@@ -448,7 +450,7 @@ pub(crate) fn check_destination(
             errors.push(config.error_at(
                 id,
                 path.key("ref"),
-                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File, Exec or Scheduler"),
+                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File, Exec, Scheduler or (with the media feature) WorkerPool"),
             ));
             return None;
         }
@@ -471,6 +473,14 @@ pub(crate) fn check_destination(
             FieldPath::root().key("spec").key("command"),
             e,
         ));
+        return None;
+    }
+    // Check that ONNX Runtime and the models are there; the runtime starts the pool.
+    #[cfg(feature = "media")]
+    if let CustomSpec::WorkerPool(spec) = &resource.spec
+        && let Err(e) = crate::media::check(spec)
+    {
+        errors.push(config.error_at(&resource.id, FieldPath::root().key("spec"), e));
         return None;
     }
     Some(resource.clone())

@@ -111,6 +111,8 @@ pub struct Dispatchers {
     display: Arc<DisplaySink>,
     files: parking_lot::Mutex<HashMap<PathBuf, Arc<FileSink>>>,
     scheduler: std::sync::OnceLock<SchedulerHandle>,
+    #[cfg(feature = "media")]
+    media: crate::media::MediaPools,
 }
 
 impl Dispatchers {
@@ -191,6 +193,10 @@ impl Dispatchers {
                             Sink::Display(Arc::clone(&self.display))
                         }
                     }
+                }
+                #[cfg(feature = "media")]
+                Some((CustomSpec::WorkerPool(spec), r)) => {
+                    Sink::WorkerPool(Arc::new(self.media.sink(r, spec)))
                 }
                 // `Plan::build` rejects in-process kinds this build does not have.
                 _ => Sink::Display(Arc::clone(&self.display)),
@@ -277,6 +283,8 @@ impl Router {
             display: Arc::new(DisplaySink::new()),
             files: parking_lot::Mutex::new(HashMap::new()),
             scheduler: std::sync::OnceLock::new(),
+            #[cfg(feature = "media")]
+            media: crate::media::MediaPools::new(metrics.media.clone()),
         });
         let config: Arc<ArcSwap<Option<Config>>> = Arc::new(ArcSwap::from_pointee(None));
         let factory = schedule_factory(Arc::clone(&dispatchers), Arc::clone(&config));

@@ -34,6 +34,9 @@ pub enum Sink {
     Exec(Arc<exec::ExecSink>),
     /// Delays events and manages run-time schedules.
     Scheduler(crate::scheduler::SchedulerHandle),
+    /// Runs a media job per event on a worker pool of this process.
+    #[cfg(feature = "media")]
+    WorkerPool(Arc<crate::media::WorkerPoolSink>),
     /// Publishes events to a broker of this process.
     Broker {
         /// The broker.
@@ -52,6 +55,8 @@ impl Sink {
             Sink::File(f) => format!("file://{}", f.path().display()),
             Sink::Exec(e) => format!("exec:{}", e.name()),
             Sink::Scheduler(_) => "scheduler:default".to_owned(),
+            #[cfg(feature = "media")]
+            Sink::WorkerPool(w) => format!("workerpool:{}", w.name()),
             Sink::Broker { key, .. } => format!("broker:{key}"),
         }
     }
@@ -65,6 +70,8 @@ impl Sink {
             Sink::File(f) => f.send(view, opts).await,
             Sink::Exec(e) => e.send(view, opts).await,
             Sink::Scheduler(h) => scheduler::send(h, view, req).await,
+            #[cfg(feature = "media")]
+            Sink::WorkerPool(w) => w.send(view).await,
             Sink::Broker { key, store } => {
                 let Some(ttl) = req.ttl.checked_sub(1).filter(|t| *t > 0) else {
                     return Attempt::TtlExhausted;

@@ -17,6 +17,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_norway::Value;
 
 use crate::config::broker::{Broker, BrokerSpec};
+use crate::config::custom::WorkerPoolSpec;
 use crate::config::custom::{
     CustomResource, CustomSpec, EventPolicySpec, ExecSpec, PingSourceSpec, SchedulerSpec,
 };
@@ -304,6 +305,11 @@ impl Loader<'_> {
             Kind::BucketWatch => self.custom(document, kind, id.as_ref(), value, |s| {
                 CustomSpec::BucketWatch(Box::new(s))
             }),
+            Kind::WorkerPool => {
+                self.custom::<WorkerPoolSpec>(document, kind, id.as_ref(), value, |spec| {
+                    CustomSpec::WorkerPool(Box::new(spec))
+                })
+            }
             Kind::Server => {
                 let envelope = self.typed::<Envelope<ServerSpec>>(document, id.as_ref(), value)?;
                 // A Server needs no metadata; its name only appears in messages.

@@ -80,7 +80,9 @@ use sha2::{Digest, Sha256};
 pub use broker::{Broker, BrokerSpec, IgnoredConfig};
 pub use custom::{
     CatchUpSpec, CeOverrides, CustomResource, CustomSpec, EventPolicySpec, ExecSpec,
-    PingSourceSpec, PolicyRef, PolicySelector, PolicySenderSpec, PolicyTargetSpec, SchedulerSpec,
+    ExecutionProviderKind, LocalStoreSpec, MediaPipeline, ModelPaths, ObjectStoreSpec,
+    PingSourceSpec, PolicyRef, PolicySelector, PolicySenderSpec, PolicyTargetSpec, S3Credentials,
+    S3StoreSpec, SchedulerSpec, WorkerLimits, WorkerPoolSpec,
 };
 pub use delivery::{BackoffPolicy, Delivery, DeliveryFormat, DeliverySpec, Jitter};
 pub use destination::{Destination, DestinationError, DestinationSpec, KReference};
