@@ -7,7 +7,8 @@
 //! - [`cli`]: the `triggerfish` command line; [`serve`]: start-up and shutdown.
 //! - [`plan`]: config → validated plan (indexes compiled, destinations checked).
 //! - [`runtime`]: the running router, snapshots and reload; [`reload`]: the file watcher.
-//! - [`ingress`]: HTTP ingress; [`admin`]: health, readiness, metrics, config.
+//! - [`ingress`]: HTTP and QUIC ingress; [`admin`]: health, readiness, metrics, config.
+//! - [`quic`]: TLS and the client side of the QUIC protocol; [`send`]: `triggerfish send`.
 //! - [`store`]: the seam between ingress and dispatch (memory today).
 //! - [`scheduler`]: PingSources, run-time schedules and delayed events.
 //! - [`shard`]: shard drivers; [`dispatch`]: delivery semantics; [`sinks`]: destinations.
@@ -22,9 +23,11 @@ pub mod http_server;
 pub mod ingress;
 pub mod metrics;
 pub mod plan;
+pub mod quic;
 pub mod reload;
 pub mod runtime;
 pub mod scheduler;
+pub mod send;
 pub mod serve;
 pub mod shard;
 pub mod sinks;

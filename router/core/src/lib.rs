@@ -11,6 +11,7 @@
 //! - [`config`]: the resource model (Knative's YAML plus our kinds), parsed and validated.
 //! - [`cron`]: cron schedules and next fire times across daylight-saving changes.
 //! - [`delivery`]: the delivery policy: which failures are retried, and when the next attempt is.
+//! - [`quic`]: the QUIC wire protocol (`triggerfish/1`): publish and ack frames, error codes.
 //!
 //! What it does not do: network, disk, threads, timers. Those belong to the router.
 #![warn(missing_docs)]
@@ -22,3 +23,4 @@ pub mod delivery;
 pub mod event;
 pub mod filter;
 pub mod index;
+pub mod quic;

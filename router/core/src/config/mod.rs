@@ -79,21 +79,27 @@ pub use custom::{
     CatchUpSpec, CeOverrides, CustomResource, CustomSpec, ExecSpec, PingSourceSpec, SchedulerSpec,
 };
 pub use delivery::{BackoffPolicy, Delivery, DeliveryFormat, DeliverySpec, Jitter};
-pub use destination::{Destination, DestinationError, DestinationSpec, KReference};
+pub use destination::{
+    Batching, DEFAULT_QUIC_PORT, Destination, DestinationError, DestinationSpec, KReference,
+    QuicDestination,
+};
 pub use duration::{DurationError, IsoDuration};
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
 pub use meta::{
     DEFAULT_NAMESPACE, KNATIVE_EVENTING_V1, Kind, ObjectMeta, ResourceId, TRIGGERFISH_V1ALPHA1,
 };
+pub(crate) use meta::{check_name, check_namespace};
 pub use path::{FieldPath, FieldPathError, Segment};
 pub use server::{
-    LimitsSpec, ListenSpec, QueueLimits, QueuesSpec, ServerSpec, StoreKind, StoreSpec,
+    LimitsSpec, ListenSpec, QueueLimits, QueuesSpec, QuicClientSpec, QuicListen, QuicSpec,
+    ServerSpec, StoreKind, StoreSpec, TlsFiles,
 };
 pub use size::{ByteSize, ByteSizeError};
 pub use source_map::{Location, NodeLocation};
 pub use trigger::{
-    AttributesFilterSpec, DEFAULT_MAX_IN_FLIGHT, DELIVERY_ORDER_ANNOTATION, DeliveryOrder, Filter,
-    FilterExpr, FilterSpec, Trigger, TriggerSpec, is_valid_filter_attribute,
+    AttributesFilterSpec, BatchSpec, DEFAULT_MAX_IN_FLIGHT, DELIVERY_ORDER_ANNOTATION,
+    DeliveryOrder, Filter, FilterExpr, FilterSpec, MAX_BATCH_EVENTS, MAX_LINGER, Trigger,
+    TriggerSpec, is_valid_filter_attribute,
 };
 
 use source_map::SourceMap;
