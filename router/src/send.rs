@@ -151,8 +151,13 @@ enum Outcome {
         message: String,
         throttled: bool,
     },
-    /// No answer.
-    Failed { error: String, maybe: bool },
+    /// No answer. `maybe`: the server may have queued the events. `fatal`: no connection
+    /// can be made, so the run stops.
+    Failed {
+        error: String,
+        maybe: bool,
+        fatal: bool,
+    },
 }
 
 async fn send(args: SendArgs) -> anyhow::Result<(Summary, bool)> {
@@ -171,6 +176,7 @@ async fn send(args: SendArgs) -> anyhow::Result<(Summary, bool)> {
         sent: AtomicU64::new(0),
         timeout: Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(30)),
         bar,
+        stopped: std::sync::atomic::AtomicBool::new(false),
     });
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency.get() {
@@ -183,6 +189,9 @@ async fn send(args: SendArgs) -> anyhow::Result<(Summary, bool)> {
     }
     let mut summary = std::mem::take(&mut *shared.summary.lock());
     summary.seconds = shared.started.elapsed().as_secs_f64();
+    if let Some(total) = total {
+        summary.unsent = total.saturating_sub(summary.sent);
+    }
     summary.to = args.to.clone();
     Ok((summary, args.json))
 }
@@ -197,10 +206,15 @@ struct Shared {
     sent: AtomicU64,
     timeout: Duration,
     bar: indicatif::ProgressBar,
+    /// Set when the server cannot be reached any more: the run stops.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 async fn worker(shared: Arc<Shared>) {
     loop {
+        if shared.stopped.load(Ordering::Relaxed) {
+            return;
+        }
         let Some(events) = shared.source.lock().next_batch(shared.batch) else {
             return;
         };
@@ -217,8 +231,12 @@ async fn worker(shared: Arc<Shared>) {
                 Err(_) => Outcome::Failed {
                     error: "timed out".into(),
                     maybe: true,
+                    fatal: false,
                 },
             };
+        if let Outcome::Failed { fatal: true, .. } = &outcome {
+            shared.stopped.store(true, Ordering::Relaxed);
+        }
         let micros = started.elapsed().as_micros() as u64;
         shared.summary.lock().record(&events, outcome, micros);
         shared.bar.inc(n);
@@ -249,6 +267,7 @@ async fn request(transport: &Transport, events: &[Event]) -> Outcome {
                 },
                 Err(e) => Outcome::Failed {
                     maybe: e.may_have_published(),
+                    fatal: matches!(e, PublishError::Connect { .. } | PublishError::Tls { .. }),
                     error: e.to_string(),
                 },
             }
@@ -274,6 +293,7 @@ async fn request(transport: &Transport, events: &[Event]) -> Outcome {
                 Err(e) => {
                     return Outcome::Failed {
                         maybe: !e.is_connect(),
+                        fatal: e.is_connect(),
                         error: format!("{e}"),
                     };
                 }
@@ -295,6 +315,7 @@ async fn request(transport: &Transport, events: &[Event]) -> Outcome {
                 Err(e) => {
                     return Outcome::Failed {
                         maybe: true,
+                        fatal: false,
                         error: e.to_string(),
                     };
                 }
@@ -569,6 +590,8 @@ pub struct Summary {
     pub throttled: u64,
     /// Events without an answer: the server may or may not have queued them.
     pub unacknowledged: u64,
+    /// Events never sent: the run stopped because the server could not be reached.
+    pub unsent: u64,
     /// Ids of events not accepted (rejected, throttled or unacknowledged), up to 1000.
     pub not_accepted_ids: Vec<String>,
     /// Reasons, up to 20: `id: reason`.
@@ -628,7 +651,7 @@ impl Summary {
                     self.note(&e.id, &format!("{status} {message}"));
                 }
             }
-            Outcome::Failed { error, maybe } => {
+            Outcome::Failed { error, maybe, .. } => {
                 self.unacknowledged += events.len() as u64;
                 let note = if maybe {
                     format!("not acknowledged ({error}); the server may have queued it")
@@ -650,9 +673,8 @@ impl Summary {
             self.errors.push(format!("{id}: {why}"));
         }
     }
-
     fn all_accepted(&self) -> bool {
-        self.accepted == self.sent
+        self.accepted == self.sent && self.unsent == 0
     }
 
     fn to_json(&self) -> String {
@@ -678,7 +700,7 @@ impl Summary {
             0.0
         };
         eprintln!(
-            "sent {} events in {} requests to {} in {:.2} s: accepted {}, rejected {}, throttled {}, not acknowledged {} ({rate:.0} accepted/s)",
+            "sent {} events in {} requests to {} in {:.2} s: accepted {}, rejected {}, throttled {}, not acknowledged {}, not sent {} ({rate:.0} accepted/s)",
             self.sent,
             self.requests,
             self.to,
@@ -686,7 +708,8 @@ impl Summary {
             self.accepted,
             self.rejected,
             self.throttled,
-            self.unacknowledged
+            self.unacknowledged,
+            self.unsent
         );
         if let Some(h) = &self.histogram {
             eprintln!(

@@ -22,6 +22,10 @@ use super::tls::{TlsError, Trust};
 /// idle timeout.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
+/// How long a handshake may take. A server that is down answers UDP with silence (ICMP
+/// errors do not reach QUIC), so without this a connect would wait for the idle timeout.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Why a frame got no ack.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -126,7 +130,10 @@ impl QuicClient {
             .endpoint
             .connect_with(self.config.clone(), addr, host)
             .map_err(|e| connect_error(e.to_string()))?;
-        connecting.await.map_err(|e| match e {
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| connect_error(format!("no handshake within {CONNECT_TIMEOUT:?}")))?;
+        connected.map_err(|e| match e {
             // Our verifier refused the certificate, or the server refused the handshake (no
             // common ALPN, say): a TLS alert, carried as a crypto error code.
             quinn::ConnectionError::TransportError(t) if is_crypto(t.code) => PublishError::Tls {

@@ -595,7 +595,12 @@ fn quic_destination(uri: &str, url: Url) -> Result<QuicDestination, DestinationE
         return Err(err("a query or fragment is not allowed"));
     }
     let target = url.path().trim_start_matches('/').to_owned();
-    crate::quic::Target::parse(target.as_bytes()).map_err(|e| err(&e.to_string()))?;
+    crate::quic::Target::parse(target.as_bytes()).map_err(|e| match e {
+        crate::quic::FrameError::TargetLength { len: 0 } => {
+            err("the path must be /{namespace}/{broker}")
+        }
+        e => err(&e.to_string()),
+    })?;
     Ok(QuicDestination {
         port: url.port().unwrap_or(DEFAULT_QUIC_PORT),
         host,
@@ -721,7 +726,7 @@ mod tests {
         for (bad, reason) in [
             ("quic://h:1/default", "invalid target"),
             ("quic://h:1/a/b/c", "invalid target"),
-            ("quic://h:1/", "invalid target"),
+            ("quic://h:1/", "the path must be"),
             ("quic://h:1/a/b?x=1", "a query or fragment is not allowed"),
             ("quic://u:p@h:1/a/b", "credentials"),
             ("quic:/a/b", "no host"),
