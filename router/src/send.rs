@@ -128,7 +128,7 @@ pub fn run(args: SendArgs) -> ExitCode {
 /// Where events go.
 enum Transport {
     Http {
-        client: crate::sinks::http::HttpClient,
+        client: Box<crate::sinks::http::HttpClient>,
         uri: http::Uri,
     },
     Quic {
@@ -357,7 +357,7 @@ async fn transport(args: &SendArgs) -> anyhow::Result<Transport> {
     let url = url::Url::parse(&args.to).map_err(|e| anyhow::anyhow!("--to {:?}: {e}", args.to))?;
     match url.scheme() {
         "http" | "https" => Ok(Transport::Http {
-            client: crate::sinks::http::client()?,
+            client: Box::new(crate::sinks::http::client()?),
             uri: args.to.parse()?,
         }),
         "quic" => {

@@ -194,9 +194,17 @@ impl QuicIngress {
         let started = Instant::now();
         match self.handle(&mut recv).await {
             Ok(handled) => {
-                // The client may have gone; nothing to do about it.
-                let _ = send.write_all(&handled.ack.encode()).await;
-                let _ = send.finish();
+                // The client may have gone; nothing to do about it. Bounded in time: a client
+                // that never reads its ack must not hold the task.
+                let ack = handled.ack.encode();
+                match tokio::time::timeout(self.limits.frame_timeout, send.write_all(&ack)).await {
+                    Ok(_) => {
+                        let _ = send.finish();
+                    }
+                    Err(_) => {
+                        let _ = send.reset(StreamCode::Timeout.as_u32().into());
+                    }
+                }
                 let labels = IngressLabels {
                     broker: handled.broker.unwrap_or_else(|| "unknown".to_owned()),
                     outcome: handled.outcome,

@@ -58,6 +58,9 @@ pub enum PublishError {
     /// The ack could not be read.
     #[error("invalid ack: {0}")]
     Ack(#[from] AckDecodeError),
+    /// The answer is longer than any ack of this frame can be.
+    #[error("invalid ack: longer than an ack of this frame can be")]
+    AckTooLong,
     /// The frame could not be built (an invalid target, a body over 4 GiB).
     #[error("cannot build the frame: {0}")]
     Frame(#[from] FrameError),
@@ -66,7 +69,10 @@ pub enum PublishError {
 impl PublishError {
     /// Whether the server may have queued the frame's events even though no ack came back.
     pub fn may_have_published(&self) -> bool {
-        matches!(self, PublishError::ConnectionLost(_) | PublishError::Ack(_))
+        matches!(
+            self,
+            PublishError::ConnectionLost(_) | PublishError::Ack(_) | PublishError::AckTooLong
+        )
     }
 
     /// The delivery policy's view of the failure.
@@ -75,9 +81,10 @@ impl PublishError {
             PublishError::Connect { .. } => TransportError::Connect,
             PublishError::Tls { .. } => TransportError::Tls,
             PublishError::ConnectionLost(_) => TransportError::Reset,
-            PublishError::Reset { .. } | PublishError::Ack(_) | PublishError::Frame(_) => {
-                TransportError::Protocol
-            }
+            PublishError::Reset { .. }
+            | PublishError::Ack(_)
+            | PublishError::AckTooLong
+            | PublishError::Frame(_) => TransportError::Protocol,
         }
     }
 }
@@ -241,29 +248,30 @@ pub async fn publish(
     let lost = |e: &dyn std::fmt::Display| PublishError::ConnectionLost(e.to_string());
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
     let mut chunks = [Bytes::from(head), body];
-    let written = send.write_all_chunks(&mut chunks).await;
-    match written {
-        Ok(()) => {}
-        // Stopped by the server: it refused the frame; the reset code comes with the answer.
-        Err(quinn::WriteError::Stopped(code)) => {
-            return Err(PublishError::Reset {
-                code: StreamCode::from_wire(code.into_inner()),
-            });
+    let stopped = match send.write_all_chunks(&mut chunks).await {
+        Ok(()) => {
+            // Fails only if the stream was reset meanwhile; the read below says how.
+            let _ = send.finish();
+            None
         }
+        // The server stopped reading: it answered early (404, 503: an ack follows) or refused
+        // the frame (a reset follows). The read below tells which.
+        Err(quinn::WriteError::Stopped(code)) => Some(code),
         Err(e) => return Err(lost(&e)),
-    }
-    // Already finished only if the stream was reset meanwhile; the read below says how.
-    let _ = send.finish();
+    };
     match recv.read_to_end(Ack::max_len(events as usize)).await {
         Ok(bytes) => Ok(Ack::decode(&bytes, events)?),
-        Err(quinn::ReadToEndError::TooLong) => {
-            Err(PublishError::Ack(AckDecodeError::TrailingData(0)))
-        }
+        Err(quinn::ReadToEndError::TooLong) => Err(PublishError::AckTooLong),
         Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
             Err(PublishError::Reset {
                 code: StreamCode::from_wire(code.into_inner()),
             })
         }
-        Err(quinn::ReadToEndError::Read(e)) => Err(lost(&e)),
+        Err(quinn::ReadToEndError::Read(e)) => match stopped {
+            Some(code) => Err(PublishError::Reset {
+                code: StreamCode::from_wire(code.into_inner()),
+            }),
+            None => Err(lost(&e)),
+        },
     }
 }

@@ -29,6 +29,7 @@
 use bytes::{BufMut as _, Bytes, BytesMut};
 use http::StatusCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use triggerfish_core::config::{Batching, QuicDestination};
 use triggerfish_core::delivery::{InternalError, TransportError};
@@ -40,6 +41,10 @@ use crate::quic::client::Peer;
 
 /// Frames in flight per sink at once.
 const MAX_FRAMES_IN_FLIGHT: usize = 16;
+
+/// The longest a frame may wait for its ack, so that a server that never answers cannot hold
+/// a frame slot for ever (each attempt has its own, usually shorter, timeout as well).
+const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A frame stops growing at this many body bytes (a server's default `maxRequestBytes` is
 /// 4 MiB); an event larger than this still goes, alone.
@@ -158,9 +163,15 @@ async fn send_frame(peer: &Peer, target: &str, items: Vec<Pending>) {
     }
     body.put_u8(b']');
     let n = items.len() as u32;
-    match peer.publish(target, body.freeze(), n).await {
-        Ok(ack) => complete(items, &ack),
-        Err(e) => {
+    let answer = tokio::time::timeout(FRAME_TIMEOUT, peer.publish(target, body.freeze(), n)).await;
+    match answer {
+        Err(_) => {
+            for p in items {
+                let _ = p.done.send(Attempt::Transport(TransportError::Timeout));
+            }
+        }
+        Ok(Ok(ack)) => complete(items, &ack),
+        Ok(Err(e)) => {
             tracing::debug!(peer = %peer.address(), target, events = n, error = %e, "QUIC frame not acknowledged");
             let t = e.transport();
             for p in items {
@@ -204,5 +215,92 @@ fn complete(items: Vec<Pending>, ack: &Ack) {
             Attempt::Transport(TransportError::Protocol)
         };
         let _ = p.done.send(attempt);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use triggerfish_core::quic::EventRejection;
+
+    use super::*;
+
+    fn pending(n: usize) -> (Vec<Pending>, Vec<oneshot::Receiver<Attempt>>) {
+        (0..n)
+            .map(|_| {
+                let (done, rx) = oneshot::channel();
+                (
+                    Pending {
+                        event: Bytes::new(),
+                        done,
+                    },
+                    rx,
+                )
+            })
+            .unzip()
+    }
+
+    fn status(a: Attempt) -> (u16, Option<String>, String) {
+        match a {
+            Attempt::Response(r) => (
+                r.status.as_u16(),
+                r.retry_after,
+                String::from_utf8_lossy(&r.body_excerpt).into_owned(),
+            ),
+            Attempt::Transport(t) => (0, None, t.to_string()),
+            _ => (1, None, String::new()),
+        }
+    }
+
+    #[test]
+    fn each_event_gets_its_own_outcome_from_the_ack() {
+        let (items, mut rx) = pending(4);
+        let ack = Ack::accepted(
+            2,
+            vec![
+                EventRejection {
+                    index: 1,
+                    status: 400,
+                    error: "missing required attribute \"id\"".into(),
+                },
+                EventRejection {
+                    index: 3,
+                    status: 413,
+                    error: "too big".into(),
+                },
+            ],
+        );
+        complete(items, &ack);
+        let got: Vec<_> = rx
+            .iter_mut()
+            .map(|r| status(r.try_recv().unwrap()))
+            .collect();
+        assert_eq!(got[0].0, 202);
+        assert_eq!(
+            got[1],
+            (400, None, "missing required attribute \"id\"".into())
+        );
+        assert_eq!(got[2].0, 202);
+        assert_eq!(got[3], (413, None, "too big".into()));
+    }
+
+    #[test]
+    fn a_frame_refused_whole_refuses_every_event_with_its_retry_after() {
+        let (items, mut rx) = pending(3);
+        complete(items, &Ack::retry_later(429, "queues are full", 1500));
+        for r in &mut rx {
+            assert_eq!(
+                status(r.try_recv().unwrap()),
+                (429, Some("2".into()), "queues are full".into())
+            );
+        }
+    }
+
+    #[test]
+    fn an_ack_that_does_not_add_up_is_never_a_success() {
+        let (items, mut rx) = pending(3);
+        complete(items, &Ack::accepted(1, vec![]));
+        for r in &mut rx {
+            assert_eq!(status(r.try_recv().unwrap()).2, "invalid HTTP response");
+        }
     }
 }
