@@ -1,4 +1,4 @@
-//! The `triggerfish` command line: `serve`, `validate` and `test-filter`.
+//! The `triggerfish` command line: `serve`, `send`, `validate` and `test-filter`.
 #![allow(
     clippy::print_stderr,
     reason = "the command line reports errors to its user on stderr"
@@ -61,7 +61,13 @@ pub enum Command {
         /// Number of shards (default: the number of cores).
         #[arg(long, env = "TRIGGERFISH_SHARDS")]
         shards: Option<usize>,
+        /// QUIC ingress UDP address, or `off` (overrides the Server document).
+        #[arg(long, env = "TRIGGERFISH_QUIC", value_parser = parse_quic_listen)]
+        quic: Option<QuicListenArg>,
     },
+    /// Publish events over HTTP or QUIC: one from flags, a JSON Lines file, or generated
+    /// load; prints what was accepted, rejected and not acknowledged.
+    Send(Box<crate::send::SendArgs>),
     /// Check a config file and exit: 0 when valid, 2 with the errors otherwise.
     Validate {
         /// The config file.
@@ -128,6 +134,7 @@ pub fn run(cli: Cli) -> ExitCode {
             http,
             admin,
             shards,
+            quic,
         } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -145,6 +152,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     http,
                     admin,
                     shards,
+                    quic: quic.map(|q| q.0),
                 },
             )) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -205,7 +213,21 @@ pub fn run(cli: Cli) -> ExitCode {
                     interval,
                 },
         } => crate::media::run_command(pipeline, &file, out, interval),
+        Command::Send(args) => crate::send::run(*args),
     }
+}
+
+/// `--quic ADDR|off`.
+#[derive(Clone, Copy, Debug)]
+pub struct QuicListenArg(pub Option<SocketAddr>);
+
+fn parse_quic_listen(s: &str) -> Result<QuicListenArg, String> {
+    if s == "off" {
+        return Ok(QuicListenArg(None));
+    }
+    s.parse()
+        .map(|a| QuicListenArg(Some(a)))
+        .map_err(|_| format!("{s:?} is not a UDP address such as 127.0.0.1:8443, or off"))
 }
 
 /// `triggerfish test-filter`: exit 0 when every line decoded, 1 when a line failed, 2 when the

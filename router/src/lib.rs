@@ -9,6 +9,8 @@
 //! - [`runtime`]: the running router, snapshots and reload; [`reload`]: the file watcher.
 //! - [`auth`]: sender authentication, event policies, rate limits, outbound tokens.
 //! - [`ingress`]: HTTP ingress; [`admin`]: health, readiness, metrics, config.
+//! - [`ingress`]: HTTP and QUIC ingress; [`admin`]: health, readiness, metrics, config.
+//! - [`quic`]: TLS and the client side of the QUIC protocol; [`send`]: `triggerfish send`.
 //! - [`store`]: the seam between ingress and dispatch (memory today).
 //! - [`scheduler`]: PingSources, run-time schedules and delayed events.
 //! - [`sources`]: event sources (OSS via MNS, S3, GitHub, registries, a watched directory).
@@ -28,9 +30,11 @@ pub mod ingress;
 pub mod media;
 pub mod metrics;
 pub mod plan;
+pub mod quic;
 pub mod reload;
 pub mod runtime;
 pub mod scheduler;
+pub mod send;
 pub mod serve;
 pub mod shard;
 pub mod sinks;

@@ -8,6 +8,7 @@
 //! - [`subscriber`]: a hyper HTTP subscriber that records every request and answers as
 //!   scripted (statuses, `Retry-After`, delays, held answers, reply events).
 //! - [`client`]: sends events (binary, structured, batched) and admin requests.
+//! - [`quic`]: a raw QUIC client, frames as bytes, for the protocol tests.
 //! - [`event`]: CloudEvents as tests write them; [`config`]: Knative YAML builders;
 //!   [`metrics`]: reads Prometheus text; [`tls`]: a throwaway PKI and an HTTPS client.
 //!
@@ -27,6 +28,7 @@ pub mod client;
 pub mod config;
 pub mod event;
 pub mod metrics;
+pub mod quic;
 pub mod router;
 pub mod subscriber;
 pub mod tls;

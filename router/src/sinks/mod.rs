@@ -1,5 +1,5 @@
-//! Destinations of deliveries: HTTP(S) subscribers, the built-in display and file sinks, and
-//! other brokers of the same process.
+//! Destinations of deliveries: HTTP(S) subscribers, QUIC subscribers (another Triggerfish),
+//! the built-in display and file sinks, and other brokers of the same process.
 //!
 //! A sink makes one attempt and reports what happened as an [`Attempt`]. Retries, timeouts'
 //! policy, dead-lettering and replies are the dispatcher's business ([`crate::dispatch`]), so
@@ -9,6 +9,7 @@ pub mod display;
 pub mod exec;
 pub mod file;
 pub mod http;
+pub mod quic;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ use crate::store::{BrokerKey, Store};
 pub enum Sink {
     /// An HTTP or HTTPS endpoint.
     Http(Box<http::HttpSink>),
+    /// Another Triggerfish's QUIC ingress, in batches.
+    Quic(quic::QuicSink),
     /// Prints events to standard output.
     Display(Arc<display::DisplaySink>),
     /// Appends events to a JSON Lines file.
@@ -51,6 +54,7 @@ impl Sink {
     pub fn describe(&self) -> String {
         match self {
             Sink::Http(h) => h.url().to_string(),
+            Sink::Quic(q) => q.url().to_owned(),
             Sink::Display(_) => "display:".to_owned(),
             Sink::File(f) => format!("file://{}", f.path().display()),
             Sink::Exec(e) => format!("exec:{}", e.name()),
@@ -66,6 +70,7 @@ impl Sink {
         let view = &event.view();
         match self {
             Sink::Http(h) => h.send(view, opts, req).await,
+            Sink::Quic(q) => q.send(view, opts, req).await,
             Sink::Display(d) => d.send(view, opts).await,
             Sink::File(f) => f.send(view, opts).await,
             Sink::Exec(e) => e.send(view, opts).await,

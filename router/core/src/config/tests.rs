@@ -319,7 +319,7 @@ fn unknown_fields_are_rejected_with_a_suggestion() {
         error(&with_trigger(
             "  broker: default\n  subscriber: {uri: \"display:\"}\n  sink: x\n"
         )),
-        r#"c.yaml:13:3: Trigger "t" in namespace "default": spec: unknown field "sink"; expected one of: broker, filter, filters, subscriber, delivery, maxInFlight, rateLimit"#
+        r#"c.yaml:13:3: Trigger "t" in namespace "default": spec: unknown field "sink"; expected one of: broker, filter, filters, subscriber, delivery, maxInFlight, rateLimit, batch"#
     );
     assert_eq!(
         error(
