@@ -130,6 +130,7 @@ impl Sink {
         let (r, s) = (Arc::clone(&received), Arc::clone(&status));
         tokio::spawn(serve(
             listener,
+            None,
             move |req: http::Request<hyper::body::Incoming>| {
                 let (r, s) = (Arc::clone(&r), Arc::clone(&s));
                 async move {

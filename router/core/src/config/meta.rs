@@ -47,6 +47,8 @@ pub enum Kind {
     RegistrySource,
     /// `triggerfish.dev/v1alpha1` `BucketWatch`: a local directory as a bucket.
     BucketWatch,
+    /// `triggerfish.dev/v1alpha1` `WorkerPool`: media pipelines on OS threads.
+    WorkerPool,
 }
 
 impl Kind {
@@ -64,6 +66,7 @@ impl Kind {
         Kind::GitHubSource,
         Kind::RegistrySource,
         Kind::BucketWatch,
+        Kind::WorkerPool,
     ];
 
     /// The `kind` field's value.
@@ -81,6 +84,7 @@ impl Kind {
             Kind::GitHubSource => "GitHubSource",
             Kind::RegistrySource => "RegistrySource",
             Kind::BucketWatch => "BucketWatch",
+            Kind::WorkerPool => "WorkerPool",
         }
     }
 
@@ -95,7 +99,8 @@ impl Kind {
             | Kind::S3Source
             | Kind::GitHubSource
             | Kind::RegistrySource
-            | Kind::BucketWatch => TRIGGERFISH_V1ALPHA1,
+            | Kind::BucketWatch
+            | Kind::WorkerPool => TRIGGERFISH_V1ALPHA1,
             Kind::PingSource => KNATIVE_SOURCES_V1,
             Kind::EventPolicy => KNATIVE_EVENTING_V1ALPHA1,
         }
