@@ -120,8 +120,12 @@ pub fn is_json_media_type(content_type: &str) -> bool {
     let Some((_, subtype)) = essence.split_once('/') else {
         return false;
     };
-    subtype.eq_ignore_ascii_case("json")
-        || (subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
+    // On bytes: slicing the `str` five bytes from its end panicked when that cut a multibyte
+    // character (a `config_load` fuzz finding, reachable from any structured event's
+    // `datacontenttype`; see docs/fuzzing.md).
+    let subtype = subtype.as_bytes();
+    subtype.eq_ignore_ascii_case(b"json")
+        || (subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
 
 #[cfg(test)]
@@ -164,5 +168,9 @@ mod tests {
         assert!(!is_json_media_type("text/plain"));
         assert!(!is_json_media_type("application/xml"));
         assert!(!is_json_media_type("json"));
+        // A multibyte character across the cut five bytes from the end (a fuzz finding).
+        assert!(!is_json_media_type("text/sonbévker"));
+        assert!(!is_json_media_type("a/ééé"));
+        assert!(is_json_media_type("a/é+json"));
     }
 }
