@@ -1,5 +1,5 @@
-//! Fuzz target: mns_documents; the invariants are in `checks/mns_documents.rs`, which the regular test suite
-//! (`router/core/tests/fuzz_corpus.rs`) replays over the committed corpus.
+//! Fuzz target; its invariants are in `checks/mns_documents.rs`, which the regular test suite
+//! (`router/core/tests/fuzz_corpus.rs`) also replays over the committed corpus.
 #![no_main]
 
 #[path = "../checks/mns_documents.rs"]
