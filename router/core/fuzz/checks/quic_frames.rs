@@ -1,8 +1,11 @@
-//! The QUIC codec (`triggerfish/1`) on hostile bytes: publish-frame parsing and ack decoding
-//! never panic; whatever parses re-encodes to the same bytes; an ack decoded for a frame of
-//! N events never claims more than N.
+//! The QUIC codec (`triggerfish/1`) on hostile bytes: publish-frame parsing (with or without
+//! a credential) and ack decoding never panic; whatever parses re-encodes to the same bytes; a
+//! parsed credential is 1..=`MAX_CREDENTIAL_BYTES` long; an ack decoded for a frame of N
+//! events never claims more than N.
 
-use triggerfish_core::quic::publish::{HEADER_LEN, encode_publish};
+use triggerfish_core::quic::publish::{
+    HEADER_LEN, MAX_CREDENTIAL_BYTES, encode_publish_with_credential,
+};
 use triggerfish_core::quic::{Ack, FrameLimits, PublishHeader, decode_publish};
 
 /// Runs every invariant on one input.
@@ -11,8 +14,11 @@ pub fn check(data: &[u8]) {
         max_body_bytes: 1 << 16,
     };
     if let Ok(p) = decode_publish(data, &limits) {
+        if let Some(credential) = p.credential {
+            assert!((1..=MAX_CREDENTIAL_BYTES).contains(&credential.len()));
+        }
         assert_eq!(
-            encode_publish(p.target.key, p.body).expect("re-encodes"),
+            encode_publish_with_credential(p.target.key, p.credential, p.body).expect("re-encodes"),
             data
         );
     }
