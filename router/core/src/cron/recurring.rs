@@ -12,8 +12,8 @@ use serde::Deserialize;
 use crate::config::{FieldPath, IsoDuration, PingSourceSpec};
 use crate::cron::{Schedule, parse_zone};
 use crate::event::{
-    AttrValue, DecodeLimits, EventBatch, EventView, decode_structured, is_json_media_type,
-    is_valid_attribute_name,
+    AttrValue, DecodeLimits, EventBatch, EventView, check_chars, decode_structured,
+    is_json_media_type, is_valid_attribute_name,
 };
 
 /// The event type of PingSource events.
@@ -112,6 +112,17 @@ impl Recurring {
                 })
                 .ok(),
         };
+        // The decoder refuses control characters and noncharacters in attribute values; a
+        // `contentType` holding one made every tick's event fail to decode, so each tick was
+        // lost (a `config_load` fuzz finding, see docs/fuzzing.md).
+        if let Some(ct) = &spec.content_type
+            && let Err(e) = check_chars("datacontenttype", ct)
+        {
+            errors.push(Invalid {
+                path: root.key("contentType"),
+                message: e.to_string(),
+            });
+        }
         let data = match (&spec.data, &spec.data_base64) {
             (Some(_), Some(_)) => {
                 errors.push(Invalid {
@@ -261,6 +272,12 @@ fn check_extensions<'a>(
             errors.push(Invalid {
                 path: path.key(name.as_str()),
                 message: format!("{name:?} is not a valid extension name (lower-case letters and digits, not a context attribute)"),
+            });
+        } else if let Err(e) = check_chars(name, value) {
+            // As for `contentType`: the event would not decode.
+            errors.push(Invalid {
+                path: path.key(name.as_str()),
+                message: e.to_string(),
             });
         } else {
             out.push((name.clone(), value.clone()));
@@ -587,6 +604,30 @@ mod tests {
         s.content_type = Some("text/plain".into());
         s.data = Some("not json".into());
         assert!(Recurring::from_ping_source("d", "p", &s).is_ok());
+    }
+
+    /// A control character in `contentType` or an extension value made every tick's event
+    /// fail to decode, losing each tick (a `config_load` fuzz finding); both are refused.
+    #[test]
+    fn ping_source_attribute_values_are_event_strings() {
+        let errs = |s: &PingSourceSpec| Recurring::from_ping_source("d", "p", s).unwrap_err();
+        let mut s = spec("* * * * *");
+        s.content_type = Some("text/\tplain".into());
+        let e = &errs(&s)[0];
+        assert_eq!(e.path.to_string(), "spec.contentType");
+        assert!(e.message.contains("U+0009"), "{}", e.message);
+        let mut s = spec("* * * * *");
+        s.ce_overrides = Some(CeOverrides {
+            extensions: [("team".to_owned(), "bl\u{1}ue".to_owned())].into(),
+        });
+        assert_eq!(
+            errs(&s)[0].path.to_string(),
+            "spec.ceOverrides.extensions.team"
+        );
+        let mut s = spec("* * * * *");
+        s.content_type = Some("text/plain; charset=\"é\"".into());
+        let r = Recurring::from_ping_source("d", "p", &s).unwrap();
+        assert_eq!(r.event(utc("2026-01-01T10:00:00Z"), "x", false).len(), 1);
     }
 
     #[test]

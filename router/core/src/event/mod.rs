@@ -34,6 +34,7 @@ pub use encode::{
 };
 pub use error::{DecodeError, DecodeErrorKind};
 pub use json::{BatchDecode, decode_batched, decode_structured};
+pub(crate) use validate::check_chars;
 
 /// Limits applied while decoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
