@@ -616,6 +616,29 @@ impl Loader<'_> {
                 },
             );
         }
+        // Zero is a valid duration, and a disastrous wait here.
+        let store = root.key("store");
+        for (field, value, why) in [
+            (
+                "ackWait",
+                spec.store.ack_wait,
+                "JetStream would hand every event to another replica at once",
+            ),
+            (
+                "publishTimeout",
+                spec.store.publish_timeout,
+                "every publish would time out",
+            ),
+        ] {
+            if value.get().is_zero() {
+                self.error(
+                    parsed.document,
+                    Some(&parsed.id),
+                    store.key(field),
+                    ErrorKind::Invalid(format!("must be more than zero: {why}")),
+                );
+            }
+        }
     }
 
     /// Resolves a custom resource's `sink` and `delivery`, the parts every source shares.
