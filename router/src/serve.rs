@@ -194,6 +194,10 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
         d.abort();
     }
     router.scheduler_stopped().await;
+    if let Store::JetStream(js) = &store {
+        // The last deliveries' acknowledgements, so that JetStream does not redeliver them.
+        js.close(Duration::from_secs(5)).await;
+    }
     admin_stop.cancel();
     let _ = admin_task.await;
     Ok(())
