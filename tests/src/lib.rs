@@ -8,6 +8,8 @@
 //! - [`subscriber`]: a hyper HTTP subscriber that records every request and answers as
 //!   scripted (statuses, `Retry-After`, delays, held answers, reply events).
 //! - [`client`]: sends events (binary, structured, batched) and admin requests.
+//! - [`nats`]: real `nats-server` processes with JetStream (one, or a cluster), which tests
+//!   stop, kill and restart.
 //! - [`event`]: CloudEvents as tests write them; [`config`]: Knative YAML builders;
 //!   [`metrics`]: reads Prometheus text.
 //!
@@ -27,6 +29,7 @@ pub mod client;
 pub mod config;
 pub mod event;
 pub mod metrics;
+pub mod nats;
 pub mod router;
 pub mod subscriber;
 
@@ -39,6 +42,7 @@ pub use client::{Client, Response};
 pub use config::{Config, Trigger};
 pub use event::Event;
 pub use metrics::Metrics;
+pub use nats::Nats;
 pub use router::{Options, Router};
 pub use subscriber::{Reply, Request, Subscriber};
 
