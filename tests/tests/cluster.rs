@@ -49,10 +49,17 @@ const PARTITIONS: usize = 8;
 const STREAM: &str = "TF_default_default";
 
 fn store(nats: &Nats, replicas: usize) -> String {
-    format!(
-        "store:\n  kind: jetstream\n  url: \"{}\"\n  streamReplicas: {replicas}\n  partitions: {PARTITIONS}\n  ackWait: {ACK_WAIT}\n  maxAckPending: {MAX_ACK_PENDING}\n  publishTimeout: PT2S",
-        nats.url()
-    )
+    [
+        "store:".to_owned(),
+        "  kind: jetstream".to_owned(),
+        format!("  url: \"{}\"", nats.url()),
+        format!("  streamReplicas: {replicas}"),
+        format!("  partitions: {PARTITIONS}"),
+        format!("  ackWait: {ACK_WAIT}"),
+        format!("  maxAckPending: {MAX_ACK_PENDING}"),
+        "  publishTimeout: PT2S".to_owned(),
+    ]
+    .join("\n")
 }
 
 fn options() -> Options {
@@ -220,9 +227,11 @@ async fn three_replicas_deliver_every_event_when_one_is_killed() {
             .get("triggerfish_store_redelivered_total", &[]);
     }
     eprintln!(
-        "{EVENTS} events, 3 replicas, one killed at {killed_at:.1?} (it held about {held} matched, undelivered events): \
+        "{EVENTS} events, 3 replicas, one killed at {killed_at:.1?} \
+         (it held about {held} matched, undelivered events): \
          all accepted in {accepted_in:.1?}, all delivered in {delivered_in:.1?}; \
-         {dups} duplicate deliveries, {redelivered} redeliveries seen by the survivors; bound {MAX_ACK_PENDING}"
+         {dups} duplicate deliveries, {redelivered} redeliveries seen by the survivors; \
+         bound {MAX_ACK_PENDING}"
     );
     // The dead replica held at most maxAckPending events unacknowledged; only those can come
     // twice.
@@ -343,7 +352,8 @@ async fn nats_restart_under_load_answers_503_and_loses_nothing_accepted() {
     .await;
     let unavailable = log.lock().iter().filter(|&&(_, c)| c == 503).count();
     eprintln!(
-        "NATS killed for {:.1?}: {unavailable} requests answered 503; accepting again {recovered:.1?} after its restart; \
+        "NATS killed for {:.1?}: {unavailable} requests answered 503; \
+         accepting again {recovered:.1?} after its restart; \
          {} events accepted, all delivered ({} duplicates)",
         restarting - killed,
         accepted.len(),
@@ -417,7 +427,8 @@ async fn r3_stream_loses_nothing_when_its_leader_node_dies() {
     );
     eprintln!(
         "R3: node n{leader} (the stream's leader) killed with {BEFORE} events stored and held; \
-         {AFTER} more accepted {accepted_in:.1?} after, all {} delivered {delivered_in:.1?} after; {dups} duplicates",
+         {AFTER} more accepted {accepted_in:.1?} after, \
+         all {} delivered {delivered_in:.1?} after; {dups} duplicates",
         BEFORE + AFTER,
     );
 }
@@ -482,7 +493,8 @@ async fn ordered_delivery_keeps_each_keys_order_across_replicas_and_a_crash() {
         for w in positions.windows(2) {
             assert!(
                 w[1] == w[0] || w[1] == w[0] + 1,
-                "key {k}: {} followed {} (each delivery is the next event, or the same one again after a crash): {positions:?}",
+                "key {k}: {} followed {} (each delivery is the next event, \
+                 or the same one again after a crash): {positions:?}",
                 w[1],
                 w[0]
             );
@@ -495,7 +507,8 @@ async fn ordered_delivery_keeps_each_keys_order_across_replicas_and_a_crash() {
         );
     }
     eprintln!(
-        "ordered: {KEYS} keys × {PER_KEY} events over 3 replicas, one killed mid-stream: order kept, {repeats} repeats (bound {PARTITIONS})"
+        "ordered: {KEYS} keys × {PER_KEY} events over 3 replicas, one killed mid-stream: \
+         order kept, {repeats} repeats (bound {PARTITIONS})"
     );
     assert!(
         repeats <= PARTITIONS,
@@ -542,7 +555,18 @@ fn lateness(sub: &Subscriber, clock: (Instant, SystemTime)) -> Vec<f64> {
 
 fn ping_source(schedule: &str, sink: &str) -> String {
     format!(
-        "apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata:\n  name: every-second\n  namespace: default\nspec:\n  schedule: \"{schedule}\"\n  data: '{{\"hello\": \"tick\"}}'\n  contentType: application/json\n  sink:\n{}\n",
+        "apiVersion: sources.knative.dev/v1
+kind: PingSource
+metadata:
+  name: every-second
+  namespace: default
+spec:
+  schedule: \"{schedule}\"
+  data: '{{\"hello\": \"tick\"}}'
+  contentType: application/json
+  sink:
+{}
+",
         triggerfish_tests::config::indent(sink, 4)
     )
 }
@@ -654,7 +678,8 @@ async fn schedule_fires_once_per_tick_across_replicas_and_a_killed_leader() {
     // ticks are 1 s apart.
     let gap = check_ticks(&times, 12);
     eprintln!(
-        "schedule: leader killed, ticks again after {resumed:.1?}; gap between ticks {gap} s; {} ticks, each once",
+        "schedule: leader killed, ticks again after {resumed:.1?}; \
+         gap between ticks {gap} s; {} ticks, each once",
         times.len()
     );
 }
@@ -714,16 +739,20 @@ async fn replies_and_dead_letters_go_through_the_stream() {
         "/failing" => Reply::status(500),
         _ => Reply::ok(),
     });
+    let by_type = |t: &str| format!("filter:\n  attributes: {{type: com.example.{t}}}");
+    let dlq = "{apiVersion: eventing.knative.dev/v1, kind: Broker, name: dlq}";
     let config = Config::new()
         .server(&store(&nats, 1))
         .broker("default", None)
         .broker("dlq", None)
-        .trigger(Trigger::new("first", &sub.url("/first")).filter("filter:\n  attributes: {type: com.example.request}"))
-        .trigger(Trigger::new("replies", &sub.url("/replies")).filter("filter:\n  attributes: {type: com.example.reply}"))
+        .trigger(Trigger::new("first", &sub.url("/first")).filter(&by_type("request")))
+        .trigger(Trigger::new("replies", &sub.url("/replies")).filter(&by_type("reply")))
         .trigger(
             Trigger::new("failing", &sub.url("/failing"))
-                .filter("filter:\n  attributes: {type: com.example.doomed}")
-                .delivery("retry: 1\nbackoffDelay: PT0.05S\ndeadLetterSink:\n  ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: dlq}"),
+                .filter(&by_type("doomed"))
+                .delivery(&format!(
+                    "retry: 1\nbackoffDelay: PT0.05S\ndeadLetterSink:\n  ref: {dlq}"
+                )),
         )
         .trigger(Trigger::new("dead-letters", &sub.url("/dead")).broker("dlq"))
         .render();
@@ -749,4 +778,80 @@ async fn replies_and_dead_letters_go_through_the_stream() {
     let dlq = nats.stream(0, "TF_default_dlq").await.unwrap();
     assert_eq!(dlq.messages, 1, "the dead letter is stored");
     wait_idle(&nats, PATIENCE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_longer_than_ack_wait_stays_with_its_replica() {
+    let nats = Nats::start().await;
+    let sub = Subscriber::start().await;
+    // Two and a half times ackWait: JetStream would hand these events to the other replica
+    // mid-delivery if the replica holding them did not say it is still working on them.
+    sub.handle(|_| Reply::ok().delay(Duration::from_secs(5)));
+    let config = Config::new()
+        .server(&store(&nats, 1))
+        .broker("default", None)
+        .trigger(Trigger::new("slow", &sub.url("/slow")))
+        .trigger(Trigger::new("slow-ordered", &sub.url("/slow-ordered")).ordered())
+        .render();
+    let routers = replicas(2, &config).await;
+    let events: Vec<Event> = (0..8)
+        .map(|i| {
+            let key = format!("k{}", i % 4);
+            Event::new(format!("e-{i}"), "t").attr("partitionkey", key)
+        })
+        .collect();
+    let r = routers[0]
+        .client
+        .send_batch(&routers[0].broker_url("default"), &events)
+        .await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+    sub.wait_for_path("/slow", 8, Duration::from_secs(30)).await;
+    // Ordered: the first event of each key, then (5 s later) the second.
+    sub.wait_for_path("/slow-ordered", 8, Duration::from_secs(30))
+        .await;
+    wait_idle(&nats, Duration::from_secs(30)).await;
+    for path in ["/slow", "/slow-ordered"] {
+        let ids: Vec<String> = sub.requests_to(path).iter().map(|r| r.id()).collect();
+        let distinct: HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "{path}: twice: {ids:?}");
+    }
+    for r in &routers {
+        let m = r.metrics().await;
+        assert_eq!(m.get("triggerfish_store_redelivered_total", &[]), 0.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopped_gracefully_leaves_no_duplicates() {
+    const EVENTS: usize = 20_000;
+    let nats = Nats::start().await;
+    let sub = Subscriber::start_counting().await;
+    let config = Config::new()
+        .server(&store(&nats, 1))
+        .broker("default", None)
+        .trigger(Trigger::new("all", &sub.url("/all")))
+        .render();
+    let mut routers = replicas(3, &config).await;
+    let targets: Vec<String> = routers.iter().map(|r| r.broker_url("default")).collect();
+    let events: Vec<Event> = (0..EVENTS)
+        .map(|i| Event::new(format!("e-{i}"), "t"))
+        .collect();
+    let producer = tokio::spawn(produce(targets, events, 200, 2));
+    eventually("a third delivered", Duration::from_secs(60), || async {
+        (sub.distinct_ids() >= EVENTS / 3).then_some(())
+    })
+    .await;
+    // A rolling update: SIGTERM, drain, exit.
+    routers[1].sigterm();
+    let status = routers[1].wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}");
+    producer.await.unwrap();
+    eventually("every event delivered", Duration::from_secs(60), || async {
+        (sub.distinct_ids() >= EVENTS).then_some(())
+    })
+    .await;
+    wait_idle(&nats, Duration::from_secs(30)).await;
+    // What it delivered it acknowledged before exiting; what it had pulled and not delivered
+    // it handed back: nothing comes twice.
+    assert_eq!(duplicates(&sub), 0, "{}", routers[1].stderr());
 }
