@@ -65,7 +65,7 @@ fn store(nats: &Nats, replicas: usize) -> String {
 fn options() -> Options {
     Options {
         shards: 2,
-        log: "info".to_owned(),
+        log: "info,async_nats=warn".to_owned(),
     }
 }
 

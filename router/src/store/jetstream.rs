@@ -83,7 +83,7 @@ pub enum ConnectError {
         /// Why.
         reason: String,
     },
-    /// The first connection failed.
+    /// The URL is not a list of NATS server addresses.
     #[error("cannot connect to NATS at {url}: {reason}")]
     Connect {
         /// The URL.
@@ -91,7 +91,18 @@ pub enum ConnectError {
         /// Why.
         reason: String,
     },
+    /// No server of the list answered in time.
+    #[error("cannot reach NATS at {url} (tried for {waited:?}); is the server up and reachable?")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// How long the start waited.
+        waited: Duration,
+    },
 }
+
+/// How long start-up waits for a first connection to NATS.
+const CONNECT_WITHIN: Duration = Duration::from_secs(30);
 
 /// The JetStream store.
 pub struct JetStreamStore {
@@ -227,6 +238,23 @@ impl JetStreamStore {
                 url: spec.url.clone(),
                 reason: e.to_string(),
             })?;
+        // Started before NATS (a Kubernetes rollout), the process waits a while; the client
+        // keeps trying in the background meanwhile.
+        let started = Instant::now();
+        let mut warned = false;
+        while client.connection_state() != async_nats::connection::State::Connected {
+            if started.elapsed() >= CONNECT_WITHIN {
+                return Err(ConnectError::Unreachable {
+                    url: spec.url.clone(),
+                    waited: CONNECT_WITHIN,
+                });
+            }
+            if !warned && started.elapsed() >= Duration::from_secs(1) {
+                tracing::warn!(url = %spec.url, "waiting for NATS");
+                warned = true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         // The store bounds publishes itself (`window`), taking a request's places whole. The
         // client's own bound must never make a publish wait: a request waiting there would
         // hold the acks it has not awaited yet, and requests could wait on each other forever.
