@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 const STATE_BUCKET: &str = "TF_SCHEDULER";
 /// The lease bucket.
 const LEASE_BUCKET: &str = "TF_SCHEDULER_LEASE";
+/// How long start-up keeps trying to create a bucket.
+const BUCKET_WITHIN: Duration = Duration::from_secs(30);
 /// How long a lease lives without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
 /// How often the leader renews.
@@ -93,9 +95,21 @@ async fn bucket(
         storage: stream::StorageType::File,
         ..Default::default()
     };
-    js.get_or_create_stream(config)
-        .await
-        .map_err(|e| ClusterError(format!("bucket {name}: {e}")))?;
+    // A NATS cluster that has just formed may not know all its peers yet ("no suitable peers
+    // for placement") and a restarting one may time out: try for a while before giving up.
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(_) => break,
+            Err(e) if started.elapsed() < BUCKET_WITHIN => {
+                tracing::warn!(bucket = name, error = %e, retry_in = ?pause, "cannot create the scheduler bucket yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(ClusterError(format!("bucket {name}: {e}"))),
+        }
+    }
     js.get_key_value(name)
         .await
         .map_err(|e| ClusterError(format!("bucket {name}: {e}")))
