@@ -22,8 +22,8 @@
 //!   after is at most 12 s (10 s + 1 s + the 1 s between ticks), and the ticks after the
 //!   handover again arrive once each.
 //!
-//! The NATS servers use short timeouts here (`ackWait: PT2S`), so redelivery after a crash
-//! takes seconds, not the default 30.
+//! The routers use a short `ackWait` here (5 s), so redelivery after a crash takes seconds, not
+//! the default 30.
 #![allow(clippy::unwrap_used)]
 #![allow(clippy::print_stderr, reason = "the tests report their figures")]
 
@@ -39,8 +39,10 @@ use triggerfish_tests::{
     eventually,
 };
 
-/// `Server.spec.store` of every test: short waits, so that recovery takes seconds.
-const ACK_WAIT: &str = "PT2S";
+/// `Server.spec.store` of every test: short waits, so that recovery takes seconds; long
+/// enough that a replica starved of CPU on a busy machine (it says it is alive every third of
+/// this) does not lose its events to another.
+const ACK_WAIT: &str = "PT5S";
 /// The unordered in-flight window.
 const MAX_ACK_PENDING: usize = 1000;
 /// Partitions of the ordered consumers.
@@ -49,13 +51,17 @@ const PARTITIONS: usize = 8;
 const STREAM: &str = "TF_default_default";
 
 fn store(nats: &Nats, replicas: usize) -> String {
+    store_with(nats, replicas, ACK_WAIT)
+}
+
+fn store_with(nats: &Nats, replicas: usize, ack_wait: &str) -> String {
     [
         "store:".to_owned(),
         "  kind: jetstream".to_owned(),
         format!("  url: \"{}\"", nats.url()),
         format!("  streamReplicas: {replicas}"),
         format!("  partitions: {PARTITIONS}"),
-        format!("  ackWait: {ACK_WAIT}"),
+        format!("  ackWait: {ack_wait}"),
         format!("  maxAckPending: {MAX_ACK_PENDING}"),
         "  publishTimeout: PT2S".to_owned(),
     ]
@@ -788,7 +794,7 @@ async fn a_delivery_longer_than_ack_wait_stays_with_its_replica() {
     // mid-delivery if the replica holding them did not say it is still working on them.
     sub.handle(|_| Reply::ok().delay(Duration::from_secs(5)));
     let config = Config::new()
-        .server(&store(&nats, 1))
+        .server(&store_with(&nats, 1, "PT2S"))
         .broker("default", None)
         .trigger(Trigger::new("slow", &sub.url("/slow")))
         .trigger(Trigger::new("slow-ordered", &sub.url("/slow-ordered")).ordered())
