@@ -7,7 +7,9 @@
 #   1. start fresh NATS servers (none for memory; one for R1; three joined by routes for R3),
 #      each with JetStream and an empty store directory;
 #   2. write the config (tf-benchconfig --store ...): broker default/default, one trigger;
-#   3. start the router on it;
+#   3. start the router on it, and warm it up: $WARMUP of events at 1,000/s, delivered before
+#      the measurement starts (a fresh R3 stream stalls for up to a second in its first
+#      seconds while its consumers settle, which would otherwise show as the p99);
 #   4. max throughput: tf-loadgen --rate max for $DURATION (delivered events/s, first send to
 #      last arrival at the sink); at max, ingress accepts faster than delivery, so what is
 #      still queued after the drain shows as `lost` (not delivered within the drain);
@@ -23,7 +25,7 @@
 #   bench/compare-stores.sh --report DIR        # the table of an earlier run
 # Environment (defaults in brackets):
 #   TRIGGERFISH_BIN [target/release/triggerfish]  NATS_SERVER [nats-server]
-#   DURATION [10s]  DRAIN [10s]  SETTLE [2]  CONNECTIONS [8]  BATCH [100]
+#   DURATION [10s]  DRAIN [10s]  WARMUP [2s]  SETTLE [2]  CONNECTIONS [8]  BATCH [100]
 #   MODES ["batch binary"]  STORE_EXTRA [""]  extra fields of Server.spec.store, e.g.
 #                   "maxAckPending: 8192" (YAML flow-mapping entries, comma-separated)
 #   ROUTERS [1]    router replicas on the JetStream stores (the capacity check in
@@ -41,6 +43,7 @@ LOADGEN=target/release/tf-loadgen
 BENCHCONFIG=target/release/tf-benchconfig
 DURATION=${DURATION:-10s}
 DRAIN=${DRAIN:-10s}
+WARMUP=${WARMUP:-2s}
 SETTLE=${SETTLE:-2}
 CONNECTIONS=${CONNECTIONS:-8}
 BATCH=${BATCH:-100}
@@ -213,6 +216,13 @@ loadgen() { # name mode rate → JSON line in $OUT/name.json; "wall router_ticks
     echo "$(echo "$(date +%s.%N) - $start" | bc) $(( $(ticks "${ROUTER_PIDS[@]}") - r0 )) $(( $(ticks "${NATS_PIDS[@]}") - n0 ))" > "$OUT/$name.cpu"
 }
 
+warm_up() { # mode → a short run at a low rate, not measured
+    local args=(--target "http://127.0.0.1:$ROUTER_PORT/default/default" --sink "127.0.0.1:$SINK_PORT"
+        --mode "$1" --rate 1000 --duration "$WARMUP" --drain 5s --connections 2)
+    [[ $1 == batch ]] && args+=(--batch 10)
+    "$LOADGEN" "${args[@]}" > /dev/null 2>&1
+}
+
 json() { python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(eval(sys.argv[2]))' "$1" "$2"; }
 
 start_case() { # store dir → NATS (if any) and the router, fresh; 1 if either did not start
@@ -261,6 +271,7 @@ for mode in $MODES; do
             printf '{"store":"%s","mode":"%s","error":"did not start"}\n' "$store" "$mode" >> "$RESULTS"
             stop_all; continue
         fi
+        warm_up "$mode"
         loadgen "$case_name-max" "$mode" max
         stop_all
         max=$(json "$OUT/$case_name-max.json" 'int(r["delivered_per_s"])')
@@ -270,6 +281,7 @@ for mode in $MODES; do
             printf '{"store":"%s","mode":"%s","error":"did not start"}\n' "$store" "$mode" >> "$RESULTS"
             stop_all; continue
         fi
+        warm_up "$mode"
         loadgen "$case_name-half" "$mode" $(( max / 2 > 0 ? max / 2 : 1 ))
         stop_all
         echo "   at half: $(json "$OUT/$case_name-half.json" '"p50 %.0f µs, p99 %.0f µs" % (r["e2e"]["p50_us"], r["e2e"]["p99_us"])')" >&2
