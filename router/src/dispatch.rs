@@ -84,6 +84,17 @@ pub struct TriggerHandle {
 #[error("trigger dispatcher stopped")]
 pub struct Closed;
 
+/// Why [`TriggerHandle::enqueue_all`] queued nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueAllError {
+    /// The dispatcher stopped (only during shutdown).
+    #[error("trigger dispatcher stopped")]
+    Closed,
+    /// The events together exceed the queue's limits, so they can never be queued at once.
+    #[error("the events exceed the delivery queue's limits")]
+    TooLarge,
+}
+
 impl TriggerHandle {
     /// Queues an event for delivery, waiting while the trigger's queue is full.
     pub async fn enqueue(
@@ -111,6 +122,55 @@ impl TriggerHandle {
             _budget: budget,
         };
         self.tx.send(job).await.map_err(|_| Closed)
+    }
+
+    /// Queues all of `events` or none: waits until the queue has room for every one of them
+    /// (events and bytes), then queues them together. Sources use it so that a request is
+    /// accepted only once all of its events are; cancelling the future queues nothing.
+    pub async fn enqueue_all(
+        &self,
+        events: Vec<EventRef>,
+        ttl: u8,
+        accepted_at: Instant,
+    ) -> Result<(), EnqueueAllError> {
+        let sizes: Vec<usize> = events
+            .iter()
+            .map(|e| e.view().wire_size().clamp(1, self.limits.bytes))
+            .collect();
+        let total: usize = sizes.iter().sum();
+        if total > self.limits.bytes.min(Semaphore::MAX_PERMITS)
+            || events.len() > self.limits.events.min(Semaphore::MAX_PERMITS)
+        {
+            return Err(EnqueueAllError::TooLarge);
+        }
+        let too_large = |_| EnqueueAllError::TooLarge;
+        let mut places = Arc::clone(&self.places)
+            .acquire_many_owned(u32::try_from(events.len()).map_err(too_large)?)
+            .await
+            .map_err(|_| EnqueueAllError::Closed)?;
+        let mut budget = Arc::clone(&self.budget)
+            .acquire_many_owned(u32::try_from(total).map_err(too_large)?)
+            .await
+            .map_err(|_| EnqueueAllError::Closed)?;
+        let permits = self
+            .tx
+            .reserve_many(events.len())
+            .await
+            .map_err(|_| EnqueueAllError::Closed)?;
+        for ((event, size), permit) in events.into_iter().zip(sizes).zip(permits) {
+            let (Some(share), Some(place)) = (budget.split(size), places.split(1)) else {
+                return Err(EnqueueAllError::Closed);
+            };
+            permit.send(Job {
+                event,
+                ttl,
+                accepted_at,
+                completion: Completion::none(),
+                queued: Some(place),
+                _budget: share,
+            });
+        }
+        Ok(())
     }
 
     /// Events waiting in the queue (not counting those being delivered): in the channel, or
@@ -146,6 +206,8 @@ pub struct TriggerContext {
     pub in_flight: Arc<AtomicUsize>,
     /// Whether replies go back into the broker (triggers yes; sources no).
     pub replies: bool,
+    /// The trigger's delivery rate limit (`spec.rateLimit`): attempts wait for a token.
+    rate: Option<governor::DefaultDirectRateLimiter>,
     counters: Counters,
 }
 
@@ -231,6 +293,12 @@ pub fn start(
         tracker: tracker.clone(),
         in_flight,
         replies: plan.replies,
+        rate: plan.rate_limit.map(|r| {
+            governor::RateLimiter::direct(
+                governor::Quota::per_second(r.events_per_second)
+                    .allow_burst(r.burst.unwrap_or(r.events_per_second)),
+            )
+        }),
     });
     let (tx, rx) = mpsc::channel(limits.events.max(1));
     let max_in_flight = plan.max_in_flight.get() as usize;
@@ -370,6 +438,9 @@ async fn attempts(
     let view = event.view();
     let mut number = 1;
     loop {
+        if !dead_letter {
+            ctx.wait_for_rate().await;
+        }
         let attempt = sink.send(event, opts, req).await;
         if matches!(attempt, Attempt::TtlExhausted) {
             return (attempt, None);
@@ -416,6 +487,17 @@ async fn attempts(
 }
 
 impl TriggerContext {
+    /// Waits until the trigger's rate limit allows one more attempt (retries count too: they
+    /// load the subscriber like first attempts).
+    async fn wait_for_rate(&self) {
+        use governor::clock::Clock;
+        let Some(limiter) = &self.rate else { return };
+        while let Err(not_until) = limiter.check() {
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     fn request(&self, ttl: u8) -> Request {
         Request {
             format: self.format,

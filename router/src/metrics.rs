@@ -44,6 +44,12 @@ pub enum IngressOutcome {
     Unavailable,
     /// Unknown broker (404).
     NotFound,
+    /// No valid credential (401).
+    Unauthorized,
+    /// A sender no event policy allows (403).
+    Forbidden,
+    /// Over a sender's or broker's rate limit (429).
+    RateLimited,
 }
 
 /// Ingress label set.
@@ -108,6 +114,13 @@ pub struct QueueLabels {
     pub name: String,
 }
 
+/// Why a QUIC stream was reset.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuicResetLabels {
+    /// The stream code, in snake case (`malformed`, `frame_too_large`, ...).
+    pub code: &'static str,
+}
+
 /// Config reload outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -152,6 +165,17 @@ pub struct Metrics {
     /// Events a durable store handed out again, per broker (JetStream: after a replica died
     /// or lost its connection before acknowledging them).
     pub redelivered: Family<BrokerLabels, Counter>,
+    /// Media worker pools (`triggerfish_media_*`).
+    #[cfg(feature = "media")]
+    pub media: triggerfish_workers::MediaMetrics,
+    /// Open QUIC ingress connections (handshakes included).
+    pub quic_connections: Gauge,
+    /// QUIC connections refused at the connection limit.
+    pub quic_connections_refused: Counter,
+    /// QUIC handshakes that failed (untrusted peers, no common ALPN, timeouts).
+    pub quic_handshake_failures: Counter,
+    /// QUIC streams reset instead of answered, by code.
+    pub quic_resets: Family<QuicResetLabels, Counter>,
 }
 
 impl Metrics {
@@ -237,6 +261,36 @@ impl Metrics {
             "Events the durable store handed out again (a replica died or lost NATS before acknowledging them)",
             redelivered.clone(),
         );
+        #[cfg(feature = "media")]
+        let media = {
+            let media = triggerfish_workers::MediaMetrics::new();
+            media.register(&mut registry);
+            media
+        };
+        let quic_connections = Gauge::default();
+        let quic_connections_refused = Counter::default();
+        let quic_handshake_failures = Counter::default();
+        let quic_resets = Family::default();
+        registry.register(
+            "quic_connections",
+            "Open QUIC ingress connections",
+            quic_connections.clone(),
+        );
+        registry.register(
+            "quic_connections_refused",
+            "QUIC connections refused at the connection limit",
+            quic_connections_refused.clone(),
+        );
+        registry.register(
+            "quic_handshake_failures",
+            "QUIC handshakes that failed",
+            quic_handshake_failures.clone(),
+        );
+        registry.register(
+            "quic_stream_resets",
+            "QUIC streams reset instead of answered, by code",
+            quic_resets.clone(),
+        );
         Metrics {
             registry,
             ingress_requests,
@@ -253,6 +307,12 @@ impl Metrics {
             delivery_latency,
             reloads,
             redelivered,
+            #[cfg(feature = "media")]
+            media,
+            quic_connections,
+            quic_connections_refused,
+            quic_handshake_failures,
+            quic_resets,
         }
     }
 

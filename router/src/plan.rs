@@ -4,18 +4,22 @@
 //! A [`Plan`] cannot be invalid, and building one starts nothing, so `triggerfish validate`,
 //! `triggerfish test-filter` and config reloads share exactly the checks `serve` applies.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use triggerfish_core::config::{
     Config, ConfigError, ConfigErrors, CustomResource, CustomSpec, Delivery, DeliveryOrder,
-    Destination, FieldPath, Kind, ResourceId,
+    Destination, FieldPath, Kind, OidcSpec, RateLimitsSpec, RateSpec, ResourceId, Trigger,
 };
 use triggerfish_core::cron::recurring::Recurring;
 use triggerfish_core::event::DecodeLimits;
 use triggerfish_core::filter::Filter;
 use triggerfish_core::index::TriggerIndex;
+use triggerfish_core::policy::Policies;
 
+use crate::auth::outbound::{Credential, Minter};
+use crate::auth::{Secret, read_secret};
 use crate::store::BrokerKey;
 
 /// A validated config, ready to run.
@@ -28,6 +32,35 @@ pub struct Plan {
     pub sources: Vec<SourcePlan>,
     /// Limits of the scheduler sink.
     pub scheduler: crate::scheduler::Limits,
+    /// Sender authentication, event policies and ingress rate limits.
+    pub auth: AuthPlan,
+    /// TLS of the HTTP listeners, loaded (so that bad files fail the load). Used at start;
+    /// a reload keeps the listeners' TLS as it is (the files themselves are watched).
+    pub tls: Option<Arc<crate::tls::ReloadingTls>>,
+    /// Event sources (OSS, S3, GitHub, registries, watched directories) in config order.
+    pub event_sources: Vec<crate::sources::EventSourcePlan>,
+}
+
+/// What the ingress gate needs, with every secret and key file already read.
+pub struct AuthPlan {
+    /// Static tokens and their identities.
+    pub tokens: Vec<(Secret, Arc<str>)>,
+    /// JWT verification.
+    pub oidc: Option<OidcPlan>,
+    /// The compiled `EventPolicy` resources and the default policy.
+    pub policies: Policies,
+    /// Ingress token buckets.
+    pub rate_limits: RateLimitsSpec,
+}
+
+/// JWT verification settings.
+pub struct OidcPlan {
+    /// The spec (compared across reloads to keep fetched keys).
+    pub spec: OidcSpec,
+    /// The keys of `jwksFile`, read now so that a bad file fails the load.
+    pub initial_keys: Option<jsonwebtoken::jwk::JwkSet>,
+    /// The audience of each broker `namespace/name`.
+    pub audiences: HashMap<String, String>,
 }
 
 /// A schedule of the config and the delivery of its events.
@@ -76,12 +109,32 @@ pub struct TriggerPlan {
     /// Whether replies from the subscriber re-enter the broker (triggers: yes; the delivery
     /// of a source's events: no, as in Knative).
     pub replies: bool,
+    /// The bearer token requests to the subscriber carry.
+    pub credential: Option<Credential>,
+    /// Deliveries per second toward the subscriber, if limited.
+    pub rate_limit: Option<RateSpec>,
 }
 
 impl Plan {
     /// Builds the plan of a loaded config.
     pub fn build(config: Config) -> Result<Plan, ConfigErrors> {
         let mut errors = Vec::new();
+        let auth = build_auth(&config, &mut errors);
+        let tls =
+            config.server().tls.as_ref().and_then(|spec| {
+                match crate::tls::ReloadingTls::load(spec) {
+                    Ok(t) => Some(Arc::new(t)),
+                    Err(e) => {
+                        let path = FieldPath::root().key("spec").key("tls");
+                        match config.server_id() {
+                            Some(id) => errors.push(config.error_at(id, path, e.to_string())),
+                            None => tracing::error!(error = %e, "Server.spec.tls"),
+                        }
+                        None
+                    }
+                }
+            });
+        let minter = auth_minter(&config, &mut errors);
         let mut brokers = Vec::new();
         for broker in config.brokers() {
             let (ns, name) = (broker.meta.namespace.as_str(), broker.meta.name.as_str());
@@ -120,6 +173,8 @@ impl Plan {
                     order: trigger.delivery_order,
                     max_in_flight: trigger.max_in_flight,
                     replies: true,
+                    credential: credential(&config, trigger, minter.as_ref(), &mut errors),
+                    rate_limit: trigger.rate_limit,
                 }));
             }
             brokers.push(BrokerPlan {
@@ -173,6 +228,8 @@ impl Plan {
                             order: DeliveryOrder::Unordered,
                             max_in_flight: NonZeroU32::MIN,
                             replies: false,
+                            credential: None,
+                            rate_limit: None,
                         }),
                     });
                 }
@@ -195,6 +252,7 @@ impl Plan {
                 _ => {}
             }
         }
+        let event_sources = crate::sources::plan(&config, &mut errors);
         match ConfigErrors::from_vec(errors) {
             Some(errors) => Err(errors),
             None => Ok(Plan {
@@ -202,6 +260,9 @@ impl Plan {
                 brokers,
                 sources,
                 scheduler,
+                auth,
+                tls,
+                event_sources,
             }),
         }
     }
@@ -212,10 +273,152 @@ impl Plan {
     }
 }
 
+/// Reads the secrets and key files of `Server.spec.auth` and compiles the event policies.
+fn build_auth(config: &Config, errors: &mut Vec<ConfigError>) -> AuthPlan {
+    let spec = &config.server().auth;
+    let at = FieldPath::root().key("spec").key("auth");
+    let mut fail = |path: FieldPath, message: String| match config.server_id() {
+        Some(id) => errors.push(config.error_at(id, path, message)),
+        // Without a Server document every field has its default, and defaults do not fail.
+        None => tracing::error!(%message, "Server.spec.auth"),
+    };
+    let mut tokens = Vec::with_capacity(spec.tokens.len());
+    let mut seen = HashMap::new();
+    for (i, t) in spec.tokens.iter().enumerate() {
+        match read_secret(t.token_file.as_deref(), t.token_env.as_deref()) {
+            Ok(secret) => {
+                if let Some(other) = seen.insert(secret.clone(), i) {
+                    fail(
+                        at.key("tokens").index(i),
+                        format!(
+                            "the same token as tokens[{other}]: each token must name one identity"
+                        ),
+                    );
+                }
+                tokens.push((secret, Arc::from(t.identity.as_str())));
+            }
+            Err(e) => fail(at.key("tokens").index(i), e),
+        }
+    }
+    let oidc = spec.oidc.as_ref().and_then(|oidc| {
+        let path = at.key("oidc");
+        let initial_keys = match (&oidc.jwks_file, &oidc.jwks_url) {
+            (Some(file), None) => match crate::auth::jwks::read_jwks_file(file) {
+                Ok(set) => Some(set),
+                Err(e) => {
+                    fail(path.key("jwksFile"), e);
+                    return None;
+                }
+            },
+            (None, Some(url)) => {
+                if let Err(e) = url.parse::<http::Uri>() {
+                    fail(path.key("jwksUrl"), format!("not a URL: {e}"));
+                    return None;
+                }
+                None
+            }
+            _ => {
+                fail(path, "give exactly one of jwksFile and jwksUrl".into());
+                return None;
+            }
+        };
+        let template = oidc
+            .audience
+            .as_deref()
+            .unwrap_or("eventing.knative.dev/broker/{namespace}/{name}");
+        let audiences = config
+            .brokers()
+            .iter()
+            .map(|b| {
+                (
+                    format!("{}/{}", b.meta.namespace, b.meta.name),
+                    template
+                        .replace("{namespace}", &b.meta.namespace)
+                        .replace("{name}", &b.meta.name),
+                )
+            })
+            .collect();
+        Some(OidcPlan {
+            spec: oidc.clone(),
+            initial_keys,
+            audiences,
+        })
+    });
+    let policies = match Policies::build(config) {
+        Ok(p) => p,
+        Err(e) => {
+            errors.extend(e);
+            Policies::allow_all()
+        }
+    };
+    AuthPlan {
+        tokens,
+        oidc,
+        policies,
+        rate_limits: spec.rate_limits.clone(),
+    }
+}
+
+/// The minter of `Server.spec.auth.outbound`, if configured.
+fn auth_minter(config: &Config, errors: &mut Vec<ConfigError>) -> Option<Arc<Minter>> {
+    let outbound = config.server().auth.outbound.as_ref()?;
+    match Minter::from_spec(outbound) {
+        Ok(m) => Some(Arc::new(m)),
+        Err(e) => {
+            let path = FieldPath::root()
+                .key("spec")
+                .key("auth")
+                .key("outbound")
+                .key("signingKeyFile");
+            match config.server_id() {
+                Some(id) => errors.push(config.error_at(id, path, e)),
+                None => tracing::error!(error = %e, "Server.spec.auth.outbound"),
+            }
+            None
+        }
+    }
+}
+
+/// The credential of a trigger's subscriber.
+fn credential(
+    config: &Config,
+    trigger: &Trigger,
+    minter: Option<&Arc<Minter>>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Credential> {
+    let path = FieldPath::root().key("spec").key("subscriber");
+    if let Some(token) = &trigger.subscriber_token {
+        return match read_secret(token.file.as_deref(), token.env.as_deref()) {
+            Ok(secret) => Some(Credential::Static(secret)),
+            Err(e) => {
+                errors.push(config.error_at(&trigger.id, path.key("token"), e));
+                None
+            }
+        };
+    }
+    let audience = trigger.subscriber_audience.as_ref()?;
+    match minter {
+        Some(minter) => Some(Credential::Minted {
+            audience: audience.clone(),
+            minter: Arc::clone(minter),
+        }),
+        None => {
+            if config.server().auth.outbound.is_none() {
+                errors.push(config.error_at(
+                    &trigger.id,
+                    path.key("audience"),
+                    "minting a token for this audience needs Server.spec.auth.outbound (an issuer and a signing key)",
+                ));
+            }
+            None
+        }
+    }
+}
+
 /// Checks that an in-process destination exists and can run; returns the resource it names.
 /// Destinations this build cannot deliver to are rejected, so that a config never loads with
 /// a trigger whose events would all fail.
-fn check_destination(
+pub(crate) fn check_destination(
     config: &Config,
     id: &ResourceId,
     dest: &Destination,
@@ -232,6 +435,8 @@ fn check_destination(
     };
     let kind = match *kind {
         "Exec" => Kind::Exec,
+        #[cfg(feature = "media")]
+        "WorkerPool" => Kind::WorkerPool,
         "Scheduler" if name == "default" => return None,
         "Scheduler" => {
             errors.push(config.error_at(
@@ -245,7 +450,7 @@ fn check_destination(
             errors.push(config.error_at(
                 id,
                 path.key("ref"),
-                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File, Exec or Scheduler"),
+                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File, Exec, Scheduler or (with the media feature) WorkerPool"),
             ));
             return None;
         }
@@ -268,6 +473,14 @@ fn check_destination(
             FieldPath::root().key("spec").key("command"),
             e,
         ));
+        return None;
+    }
+    // Check that ONNX Runtime and the models are there; the runtime starts the pool.
+    #[cfg(feature = "media")]
+    if let CustomSpec::WorkerPool(spec) = &resource.spec
+        && let Err(e) = crate::media::check(spec)
+    {
+        errors.push(config.error_at(&resource.id, FieldPath::root().key("spec"), e));
         return None;
     }
     Some(resource.clone())

@@ -24,6 +24,7 @@ use crate::dispatch::{self, QueueLimits, TriggerHandle};
 use crate::ingress::http::IngressLimits;
 use crate::metrics::Metrics;
 use crate::plan::{Plan, TriggerPlan};
+use crate::quic::client::{Peer, QuicClient};
 use crate::scheduler::{Scheduler, SchedulerHandle, SchedulerMetrics, TargetFactory};
 use crate::shard::{BrokerRoute, Snapshot};
 use crate::sinks::Sink;
@@ -31,6 +32,7 @@ use crate::sinks::display::DisplaySink;
 use crate::sinks::exec::ExecSink;
 use crate::sinks::file::FileSink;
 use crate::sinks::http::{HttpClient, HttpSink};
+use crate::sinks::quic::QuicSink;
 use crate::store::Store;
 
 /// Settings fixed for the life of the process (a reload cannot change them).
@@ -48,6 +50,12 @@ pub struct Settings {
     pub trigger_limits: QueueLimits,
     /// How long shutdown waits for queues to drain.
     pub grace: Duration,
+    /// The QUIC ingress address, if on.
+    pub quic: Option<SocketAddr>,
+    /// The QUIC ingress's limits.
+    pub quic_limits: crate::ingress::quic::QuicLimits,
+    /// How QUIC subscribers verify servers.
+    pub quic_trust: crate::quic::tls::Trust,
 }
 
 impl Settings {
@@ -67,6 +75,19 @@ impl Settings {
                 bytes: spec.queues.trigger.bytes.as_usize(),
             },
             grace: spec.shutdown_grace_period.get(),
+            quic: spec.listen.quic.0,
+            quic_limits: crate::ingress::quic::QuicLimits {
+                max_connections: spec.quic.max_connections.get() as usize,
+                max_streams_per_connection: spec.quic.max_streams_per_connection.get(),
+                max_buffered_bytes: spec.quic.max_buffered_bytes.as_usize(),
+                idle_timeout: spec.quic.idle_timeout.get(),
+                frame_timeout: spec.quic.frame_timeout.get(),
+            },
+            quic_trust: crate::quic::tls::Trust {
+                ca_file: spec.quic.client.ca_file.clone(),
+                pinned_sha256: spec.quic.client.pinned_sha256.clone(),
+                danger_accept_invalid_certs: spec.quic.client.danger_accept_invalid_certs,
+            },
         }
     }
 }
@@ -111,16 +132,27 @@ pub struct Dispatchers {
     display: Arc<DisplaySink>,
     files: parking_lot::Mutex<HashMap<PathBuf, Arc<FileSink>>>,
     scheduler: std::sync::OnceLock<SchedulerHandle>,
+    #[cfg(feature = "media")]
+    media: crate::media::MediaPools,
+    quic: Arc<QuicClient>,
+    /// One connection per QUIC server, shared by every trigger delivering there and kept
+    /// across reloads.
+    peers: parking_lot::Mutex<HashMap<(String, u16), Arc<Peer>>>,
 }
 
 impl Dispatchers {
     /// Starts a dispatcher for `plan`.
     pub fn start(&self, plan: Arc<TriggerPlan>, reply_limits: DecodeLimits) -> TriggerHandle {
-        let sink = self.sink(
+        let sink = match self.sink(
             &plan.subscriber,
             plan.subscriber_resource.as_ref(),
             reply_limits,
-        );
+        ) {
+            Sink::Http(http) => {
+                Sink::Http(Box::new((*http).with_credential(plan.credential.clone())))
+            }
+            other => other,
+        };
         let dead_letter = plan
             .delivery
             .as_ref()
@@ -157,6 +189,15 @@ impl Dispatchers {
                     }
                 }
             }
+            Destination::Quic(q) => {
+                let peer = {
+                    let mut peers = self.peers.lock();
+                    Arc::clone(peers.entry((q.host.clone(), q.port)).or_insert_with(|| {
+                        Arc::new(Peer::new(Arc::clone(&self.quic), &q.host, q.port))
+                    }))
+                };
+                Sink::Quic(QuicSink::new(q, peer))
+            }
             Destination::Display => Sink::Display(Arc::clone(&self.display)),
             Destination::File { path } => {
                 let mut files = self.files.lock();
@@ -186,6 +227,10 @@ impl Dispatchers {
                             Sink::Display(Arc::clone(&self.display))
                         }
                     }
+                }
+                #[cfg(feature = "media")]
+                Some((CustomSpec::WorkerPool(spec), r)) => {
+                    Sink::WorkerPool(Arc::new(self.media.sink(r, spec)))
                 }
                 // `Plan::build` rejects in-process kinds this build does not have.
                 _ => Sink::Display(Arc::clone(&self.display)),
@@ -224,6 +269,9 @@ pub struct Router {
     pub consumers: std::sync::OnceLock<crate::store::jetstream::Consumers>,
     scheduler_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     sources: parking_lot::Mutex<HashMap<Arc<str>, SourceDispatcher>>,
+    gate_state: parking_lot::Mutex<crate::auth::GateState>,
+    /// Event sources (webhooks, MNS pollers, watched directories).
+    pub event_sources: crate::sources::SourceSet,
 }
 
 /// The delivery plan of a schedule and the dispatcher running it.
@@ -239,7 +287,17 @@ impl Router {
     ) -> anyhow::Result<Router> {
         let client = crate::sinks::http::client()
             .map_err(|e| anyhow::anyhow!("loading the system's trusted TLS roots: {e}"))?;
+        if settings.quic_trust.danger_accept_invalid_certs {
+            tracing::warn!(
+                "quic.client.dangerAcceptInvalidCerts is set: QUIC subscribers accept any server certificate; anyone on the path can read and change their events"
+            );
+        }
+        let quic =
+            Arc::new(QuicClient::new(&settings.quic_trust).map_err(|e| {
+                anyhow::anyhow!("setting up the QUIC client (spec.quic.client): {e}")
+            })?);
         let scheduler_metrics = SchedulerMetrics::register(metrics.registry_mut());
+        let source_metrics = crate::sources::SourceMetrics::register(metrics.registry_mut());
         let metrics = Arc::new(metrics);
         let empty = Snapshot {
             brokers: HashMap::new(),
@@ -247,10 +305,17 @@ impl Router {
                 max_request_bytes: 0,
                 decode: DecodeLimits::default(),
             },
+            gate: Arc::new(crate::auth::Gate::open()),
         };
         let in_flight = Arc::new(AtomicUsize::new(0));
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
+        let event_sources = crate::sources::SourceSet::new(
+            store.clone(),
+            client.clone(),
+            source_metrics,
+            stop.clone(),
+        );
         let dispatchers = Arc::new(Dispatchers {
             store: store.clone(),
             metrics: Arc::clone(&metrics),
@@ -261,6 +326,10 @@ impl Router {
             display: Arc::new(DisplaySink::new()),
             files: parking_lot::Mutex::new(HashMap::new()),
             scheduler: std::sync::OnceLock::new(),
+            #[cfg(feature = "media")]
+            media: crate::media::MediaPools::new(metrics.media.clone()),
+            quic,
+            peers: parking_lot::Mutex::new(HashMap::new()),
         });
         let config: Arc<ArcSwap<Option<Config>>> = Arc::new(ArcSwap::from_pointee(None));
         let factory = schedule_factory(Arc::clone(&dispatchers), Arc::clone(&config));
@@ -302,6 +371,8 @@ impl Router {
             consumers: std::sync::OnceLock::new(),
             scheduler_task: parking_lot::Mutex::new(Some(scheduler_task)),
             sources: parking_lot::Mutex::new(HashMap::new()),
+            gate_state: parking_lot::Mutex::new(crate::auth::GateState::default()),
+            event_sources,
         })
     }
 
@@ -366,7 +437,16 @@ impl Router {
                 )
             })
             .collect();
-        self.snapshot.store(Arc::new(Snapshot { brokers, limits }));
+        let gate = crate::auth::Gate::build(
+            plan.auth,
+            &mut self.gate_state.lock(),
+            &self.dispatchers.client,
+        );
+        self.snapshot.store(Arc::new(Snapshot {
+            brokers,
+            limits,
+            gate: Arc::new(gate),
+        }));
         if let Some(consumers) = self.consumers.get() {
             consumers.sync(&consumed);
         }
@@ -397,6 +477,12 @@ impl Router {
         drop(sources);
         self.scheduler.limits.store(Arc::new(plan.scheduler));
         self.scheduler.apply(set);
+        self.event_sources.apply(
+            plan.event_sources,
+            &self.dispatchers,
+            limits,
+            spec.listen.webhooks,
+        );
 
         let loaded_at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -495,6 +581,8 @@ fn schedule_factory(
             order: triggerfish_core::config::DeliveryOrder::Unordered,
             max_in_flight: std::num::NonZeroU32::MIN,
             replies: false,
+            credential: None,
+            rate_limit: None,
         });
         Ok((recurring, Arc::new(dispatchers.start(plan, reply_limits))))
     })

@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub brokers: HashMap<BrokerKey, Arc<BrokerRoute>>,
     /// Ingress limits.
     pub limits: IngressLimits,
+    /// Authentication, event policies and rate limits of the ingress.
+    pub gate: Arc<crate::auth::Gate>,
 }
 
 /// One broker's routing state.

@@ -10,8 +10,9 @@
 //! - [`client`]: sends events (binary, structured, batched) and admin requests.
 //! - [`nats`]: real `nats-server` processes with JetStream (one, or a cluster), which tests
 //!   stop, kill and restart.
+//! - [`quic`]: a raw QUIC client, frames as bytes, for the protocol tests.
 //! - [`event`]: CloudEvents as tests write them; [`config`]: Knative YAML builders;
-//!   [`metrics`]: reads Prometheus text.
+//!   [`metrics`]: reads Prometheus text; [`tls`]: a throwaway PKI and an HTTPS client.
 //!
 //! Everything listens on `127.0.0.1` on ports picked at runtime and lives in temporary
 //! directories, so tests run in parallel. Waits poll with deadlines; nothing sleeps a fixed
@@ -30,8 +31,10 @@ pub mod config;
 pub mod event;
 pub mod metrics;
 pub mod nats;
+pub mod quic;
 pub mod router;
 pub mod subscriber;
+pub mod tls;
 
 use std::future::Future;
 use std::path::Path;

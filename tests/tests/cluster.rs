@@ -72,6 +72,7 @@ fn options() -> Options {
     Options {
         shards: 2,
         log: "info,async_nats=warn".to_owned(),
+        ..Options::default()
     }
 }
 

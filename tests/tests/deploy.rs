@@ -89,7 +89,6 @@ fn manifests_match_the_kubernetes_schemas_and_the_configs_are_valid() {
 }
 
 #[test]
-#[ignore = "the WorkerPool kind and `triggerfish worker` come with the media branch; run with --ignored once merged"]
 fn the_worker_config_is_valid() {
     let out = tempfile::tempdir().unwrap();
     let o = validate(&workspace().join("deploy/kubernetes"), out.path());

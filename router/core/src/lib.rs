@@ -8,9 +8,12 @@
 //! - [`cesql`]: the CloudEvents SQL expression language (v1.0.0), compiled once per filter.
 //! - [`filter`]: Knative trigger filters (attributes and the SubscriptionsAPI dialects), compiled.
 //! - [`index`]: all triggers of a broker compiled into one matcher.
+//! - [`policy`]: event policies (who may send what to which brokers).
 //! - [`config`]: the resource model (Knative's YAML plus our kinds), parsed and validated.
 //! - [`cron`]: cron schedules and next fire times across daylight-saving changes.
 //! - [`delivery`]: the delivery policy: which failures are retried, and when the next attempt is.
+//! - [`sources`]: event sources' payloads (OSS, S3, GitHub, registries) and the MNS wire format.
+//! - [`quic`]: the QUIC wire protocol (`triggerfish/1`): publish and ack frames, error codes.
 //!
 //! What it does not do: network, disk, threads, timers. Those belong to the router.
 #![warn(missing_docs)]
@@ -22,3 +25,6 @@ pub mod delivery;
 pub mod event;
 pub mod filter;
 pub mod index;
+pub mod policy;
+pub mod quic;
+pub mod sources;

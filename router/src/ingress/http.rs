@@ -5,10 +5,14 @@
 //! - `400` with a JSON body naming each bad event's index and problem (a batch is all or
 //!   nothing, so a producer can fix and resend it);
 //! - `404` for an unknown broker or path; `405` for a method other than POST;
+//! - `401` with `WWW-Authenticate` when authentication is configured and the request has no
+//!   valid bearer token (checked before the body is read); `403` when no event policy allows
+//!   the sender to send one of the events (the whole batch is refused);
 //! - `413` when the body or one event is over its limit (the body limit is enforced while
 //!   reading);
 //! - `415` for a CloudEvents format other than JSON;
-//! - `429` with `Retry-After` when the queues are full; `503` with `Retry-After` while shutting
+//! - `429` with `Retry-After` when the queues are full or the sender or broker is over its
+//!   rate limit; `503` with `Retry-After` while shutting
 //!   down or when the store is unavailable.
 //!
 //! Error bodies are `{"error": "...", "events": [{"index": N, "error": "..."}]}`.
@@ -81,6 +85,21 @@ fn error(status: StatusCode, message: &str, events: &[DecodeError]) -> http::Res
     };
     let json = serde_json::to_vec(&body).unwrap_or_default();
     response(status, "application/json", json)
+}
+
+fn forbidden(denied: &[usize]) -> http::Response<Full<Bytes>> {
+    let body = ErrorBody {
+        error: "forbidden",
+        events: denied
+            .iter()
+            .map(|&index| EventError {
+                index,
+                error: "not allowed by any EventPolicy".into(),
+            })
+            .collect(),
+    };
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    response(StatusCode::FORBIDDEN, "application/json", json)
 }
 
 fn retry_later(status: StatusCode, message: &str) -> http::Response<Full<Bytes>> {
@@ -165,6 +184,35 @@ impl Ingress {
                 0,
             );
         }
+        let gate = Arc::clone(&snapshot.gate);
+        drop(snapshot);
+        let identity = match gate
+            .authenticate(
+                &broker,
+                req.headers()
+                    .get(header::AUTHORIZATION)
+                    .map(HeaderValue::as_bytes),
+            )
+            .await
+        {
+            Ok(identity) => identity,
+            Err(crate::auth::Unauthenticated::KeysUnavailable) => {
+                return (
+                    retry_later(StatusCode::SERVICE_UNAVAILABLE, "keys_unavailable"),
+                    label,
+                    Unavailable,
+                    0,
+                );
+            }
+            Err(e) => {
+                let mut r = error(StatusCode::UNAUTHORIZED, &e.to_string(), &[]);
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(e.challenge()),
+                );
+                return (r, label, Unauthorized, 0);
+            }
+        };
         let mode = ContentMode::detect(
             req.headers()
                 .get(header::CONTENT_TYPE)
@@ -225,6 +273,17 @@ impl Ingress {
         let n = batch.len();
         if n == 0 {
             return (empty(StatusCode::ACCEPTED), label, Accepted, 0);
+        }
+        let denied = gate.authorize(&broker, &identity, &batch);
+        if !denied.is_empty() {
+            tracing::debug!(broker = %broker, sender = %identity, events = denied.len(), "events refused by event policy");
+            return (forbidden(&denied), label, Forbidden, 0);
+        }
+        if let Err(e) = gate.admit(&broker, &identity, n) {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, &e.to_string(), &[]);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(e.retry_after_secs()));
+            return (r, label, RateLimited, n);
         }
         match self.store.publish(&broker, Arc::new(batch), None).await {
             Ok(()) => (empty(StatusCode::ACCEPTED), label, Accepted, n),

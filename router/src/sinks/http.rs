@@ -54,6 +54,7 @@ pub struct HttpSink {
     url: Arc<Url>,
     uri: http::Uri,
     client: HttpClient,
+    credential: Option<crate::auth::outbound::Credential>,
 }
 
 impl HttpSink {
@@ -63,7 +64,17 @@ impl HttpSink {
             url: Arc::new(url.clone()),
             uri: url.as_str().parse()?,
             client,
+            credential: None,
         })
+    }
+
+    /// Requests carry `Authorization: Bearer` with this credential.
+    pub fn with_credential(
+        mut self,
+        credential: Option<crate::auth::outbound::Credential>,
+    ) -> HttpSink {
+        self.credential = credential;
+        self
     }
 
     /// The destination URL.
@@ -90,6 +101,19 @@ impl HttpSink {
             _ => encode_binary(view, opts),
         };
         headers.insert("prefer", HeaderValue::from_static("reply"));
+        if let Some(credential) = &self.credential {
+            match credential.authorization() {
+                Ok(value) => {
+                    headers.insert(header::AUTHORIZATION, value);
+                }
+                Err(e) => {
+                    tracing::error!(destination = %self.url, error = %e, "no bearer token for the subscriber");
+                    return Attempt::Internal(
+                        triggerfish_core::delivery::InternalError::Unavailable,
+                    );
+                }
+            }
+        }
         let mut request = http::Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri.clone();

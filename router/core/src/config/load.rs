@@ -17,7 +17,10 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_norway::Value;
 
 use crate::config::broker::{Broker, BrokerSpec};
-use crate::config::custom::{CustomResource, CustomSpec, ExecSpec, PingSourceSpec, SchedulerSpec};
+use crate::config::custom::WorkerPoolSpec;
+use crate::config::custom::{
+    CustomResource, CustomSpec, EventPolicySpec, ExecSpec, PingSourceSpec, SchedulerSpec,
+};
 use crate::config::delivery::{Delivery, DeliverySpec};
 use crate::config::destination::{Destination, DestinationSpec, Resolver};
 use crate::config::error::{ConfigError, ConfigErrors, ErrorKind, suggest};
@@ -29,7 +32,7 @@ use crate::config::server::ServerSpec;
 use crate::config::source_map::{Location, SourceMap};
 use crate::config::trigger::{
     DEFAULT_MAX_IN_FLIGHT, DELIVERY_ORDER_ANNOTATION, DeliveryOrder, Filter, FilterExpr,
-    FilterSpec, Trigger, TriggerSpec, is_valid_filter_attribute,
+    FilterSpec, MAX_BATCH_EVENTS, MAX_LINGER, Trigger, TriggerSpec, is_valid_filter_attribute,
 };
 use crate::config::{Config, ResourceIndex};
 use crate::delivery::DeliveryPolicy;
@@ -69,6 +72,10 @@ struct Parsed<S> {
     spec: S,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "documents live only while a config loads, one at a time"
+)]
 enum Document {
     Broker(Parsed<BrokerSpec>),
     Trigger(Parsed<TriggerSpec>),
@@ -273,6 +280,13 @@ impl Loader<'_> {
                     CustomSpec::PingSource(Box::new(spec))
                 })
             }
+            Kind::EventPolicy => self.custom::<EventPolicySpec>(
+                document,
+                kind,
+                id.as_ref(),
+                value,
+                CustomSpec::EventPolicy,
+            ),
             Kind::Scheduler => self.custom::<SchedulerSpec>(
                 document,
                 kind,
@@ -280,6 +294,26 @@ impl Loader<'_> {
                 value,
                 CustomSpec::Scheduler,
             ),
+            Kind::OssSource => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::OssSource(Box::new(s))
+            }),
+            Kind::S3Source => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::S3Source(Box::new(s))
+            }),
+            Kind::GitHubSource => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::GitHubSource(Box::new(s))
+            }),
+            Kind::RegistrySource => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::RegistrySource(Box::new(s))
+            }),
+            Kind::BucketWatch => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::BucketWatch(Box::new(s))
+            }),
+            Kind::WorkerPool => {
+                self.custom::<WorkerPoolSpec>(document, kind, id.as_ref(), value, |spec| {
+                    CustomSpec::WorkerPool(Box::new(spec))
+                })
+            }
             Kind::Server => {
                 let envelope = self.typed::<Envelope<ServerSpec>>(document, id.as_ref(), value)?;
                 // A Server needs no metadata; its name only appears in messages.
@@ -639,6 +673,29 @@ impl Loader<'_> {
                 );
             }
         }
+        // QUIC: a frame body is buffered whole before it is decoded.
+        let quic = root.key("quic");
+        if spec.quic.max_buffered_bytes < limits.max_request_bytes {
+            self.error(
+                parsed.document,
+                Some(&parsed.id),
+                quic.key("maxBufferedBytes"),
+                ErrorKind::Invalid(format!(
+                    "{} is below limits.maxRequestBytes ({}): a frame of that size could never be read",
+                    spec.quic.max_buffered_bytes, limits.max_request_bytes
+                )),
+            );
+        }
+        for (i, pin) in spec.quic.client.pinned_sha256.iter().enumerate() {
+            if let Err(reason) = crate::quic::parse_fingerprint(pin) {
+                self.error(
+                    parsed.document,
+                    Some(&parsed.id),
+                    quic.key("client").key("pinnedSha256").index(i),
+                    ErrorKind::Invalid(format!("{pin:?} is not a SHA-256 fingerprint: {reason}")),
+                );
+            }
+        }
     }
 
     /// Resolves a custom resource's `sink` and `delivery`, the parts every source shares.
@@ -663,6 +720,66 @@ impl Loader<'_> {
             Some(spec) => Some(check.delivery(spec, &spec_path.key("delivery"), &resolver)?),
             None => None,
         };
+        let filters_path = spec_path.key("filters");
+        let filters: Vec<Option<Filter>> = parsed
+            .spec
+            .filter_specs()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| check.filter(f, filters_path.index(i)))
+            .collect();
+        if let CustomSpec::EventPolicy(policy) = &parsed.spec {
+            if policy.from.is_empty() {
+                check.error(
+                    spec_path.clone(),
+                    ErrorKind::MissingField {
+                        field: "from".into(),
+                    },
+                );
+            }
+            for (i, sender) in policy.from.iter().enumerate() {
+                let path = spec_path.key("from").index(i);
+                match (&sender.sub, &sender.reference) {
+                    (Some(sub), None) if !sub.is_empty() && !sub[..sub.len() - 1].contains('*') => {}
+                    (Some(_), None) => check.error(
+                        path.key("sub"),
+                        ErrorKind::Invalid("a sender is an identity, with at most one `*`, at its end".into()),
+                    ),
+                    (_, Some(_)) => check.error(
+                        path.key("ref"),
+                        ErrorKind::Invalid(
+                            "from.ref is not supported: sources run in-process and never pass ingress; use sub".into(),
+                        ),
+                    ),
+                    (None, None) => check.error(path, ErrorKind::MissingField { field: "sub".into() }),
+                }
+            }
+            for (i, target) in policy.to.iter().enumerate() {
+                let path = spec_path.key("to").index(i);
+                let (api, kind) = match (&target.reference, &target.selector) {
+                    (Some(r), None) => (&r.api_version, &r.kind),
+                    (None, Some(s)) => (&s.api_version, &s.kind),
+                    _ => {
+                        check.error(
+                            path,
+                            ErrorKind::Invalid(
+                                "each `to` element has exactly one of ref and selector".into(),
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                if api != crate::config::meta::KNATIVE_EVENTING_V1 || kind != "Broker" {
+                    check.error(
+                        path,
+                        ErrorKind::Invalid(format!("policies apply to brokers (eventing.knative.dev/v1 Broker), not {api} {kind}")),
+                    );
+                }
+            }
+        }
+        if check.failed {
+            return None;
+        }
         Some(CustomResource {
             id: parsed.id,
             meta: parsed.meta,
@@ -670,6 +787,7 @@ impl Loader<'_> {
             document: parsed.document,
             sink,
             delivery,
+            filters: filters.into_iter().flatten().collect(),
         })
     }
 
@@ -768,7 +886,44 @@ impl Loader<'_> {
             .map(|(i, filter)| check.filter(filter, filters_path.index(i)))
             .collect();
 
-        let subscriber = check.resolve(&resolver, &spec.subscriber, &spec_path.key("subscriber"));
+        let mut subscriber =
+            check.resolve(&resolver, &spec.subscriber, &spec_path.key("subscriber"));
+        if let Some(batch) = &spec.batch {
+            let path = spec_path.key("batch");
+            match subscriber.as_mut() {
+                Some(Destination::Quic(q)) => {
+                    if let Some(n) = batch.max_events {
+                        if n.get() > MAX_BATCH_EVENTS {
+                            check.error(
+                                path.key("maxEvents"),
+                                ErrorKind::Invalid(format!(
+                                    "{n} is over the limit of {MAX_BATCH_EVENTS} events"
+                                )),
+                            );
+                        }
+                        q.batch.max_events = n;
+                    }
+                    if let Some(linger) = batch.linger {
+                        if linger.get() > MAX_LINGER {
+                            check.error(
+                                path.key("linger"),
+                                ErrorKind::Invalid(format!(
+                                    "{linger} is longer than the limit of PT1S"
+                                )),
+                            );
+                        }
+                        q.batch.linger = linger.get();
+                    }
+                }
+                Some(_) => check.error(
+                    path,
+                    ErrorKind::Invalid(
+                        "batch applies only to quic:// subscribers; HTTP subscribers get one event per request".into(),
+                    ),
+                ),
+                None => {}
+            }
+        }
         // `delivery: {}` sets nothing: the broker's applies.
         let delivery = spec
             .delivery
@@ -805,6 +960,9 @@ impl Loader<'_> {
             delivery: delivery.flatten(),
             delivery_order,
             max_in_flight: parsed.spec.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            rate_limit: parsed.spec.rate_limit,
+            subscriber_audience: parsed.spec.subscriber.audience.clone(),
+            subscriber_token: parsed.spec.subscriber.token.clone(),
             document: parsed.document,
             meta: parsed.meta,
         })

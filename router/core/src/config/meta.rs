@@ -7,6 +7,8 @@ use serde::{Deserialize, Deserializer};
 
 /// `apiVersion` of Knative Eventing's `Broker` and `Trigger`.
 pub const KNATIVE_EVENTING_V1: &str = "eventing.knative.dev/v1";
+/// `apiVersion` of Knative's `EventPolicy`.
+pub const KNATIVE_EVENTING_V1ALPHA1: &str = "eventing.knative.dev/v1alpha1";
 /// `apiVersion` of Knative's `PingSource`.
 pub const KNATIVE_SOURCES_V1: &str = "sources.knative.dev/v1";
 /// `apiVersion` of Triggerfish's own kinds.
@@ -33,6 +35,20 @@ pub enum Kind {
     PingSource,
     /// `triggerfish.dev/v1alpha1` `Scheduler`: the delayed-event and schedule sink.
     Scheduler,
+    /// `eventing.knative.dev/v1alpha1` `EventPolicy`: who may send what to which brokers.
+    EventPolicy,
+    /// `triggerfish.dev/v1alpha1` `OssSource`: OSS event notifications through MNS.
+    OssSource,
+    /// `triggerfish.dev/v1alpha1` `S3Source`: S3-style event notifications.
+    S3Source,
+    /// `triggerfish.dev/v1alpha1` `GitHubSource`: GitHub webhooks.
+    GitHubSource,
+    /// `triggerfish.dev/v1alpha1` `RegistrySource`: container-registry webhooks.
+    RegistrySource,
+    /// `triggerfish.dev/v1alpha1` `BucketWatch`: a local directory as a bucket.
+    BucketWatch,
+    /// `triggerfish.dev/v1alpha1` `WorkerPool`: media pipelines on OS threads.
+    WorkerPool,
 }
 
 impl Kind {
@@ -44,6 +60,13 @@ impl Kind {
         Kind::Exec,
         Kind::PingSource,
         Kind::Scheduler,
+        Kind::EventPolicy,
+        Kind::OssSource,
+        Kind::S3Source,
+        Kind::GitHubSource,
+        Kind::RegistrySource,
+        Kind::BucketWatch,
+        Kind::WorkerPool,
     ];
 
     /// The `kind` field's value.
@@ -55,6 +78,13 @@ impl Kind {
             Kind::Exec => "Exec",
             Kind::PingSource => "PingSource",
             Kind::Scheduler => "Scheduler",
+            Kind::EventPolicy => "EventPolicy",
+            Kind::OssSource => "OssSource",
+            Kind::S3Source => "S3Source",
+            Kind::GitHubSource => "GitHubSource",
+            Kind::RegistrySource => "RegistrySource",
+            Kind::BucketWatch => "BucketWatch",
+            Kind::WorkerPool => "WorkerPool",
         }
     }
 
@@ -62,8 +92,17 @@ impl Kind {
     pub const fn api_version(self) -> &'static str {
         match self {
             Kind::Broker | Kind::Trigger => KNATIVE_EVENTING_V1,
-            Kind::Server | Kind::Exec | Kind::Scheduler => TRIGGERFISH_V1ALPHA1,
+            Kind::Server
+            | Kind::Exec
+            | Kind::Scheduler
+            | Kind::OssSource
+            | Kind::S3Source
+            | Kind::GitHubSource
+            | Kind::RegistrySource
+            | Kind::BucketWatch
+            | Kind::WorkerPool => TRIGGERFISH_V1ALPHA1,
             Kind::PingSource => KNATIVE_SOURCES_V1,
+            Kind::EventPolicy => KNATIVE_EVENTING_V1ALPHA1,
         }
     }
 

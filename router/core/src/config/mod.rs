@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Kinds read: `eventing.knative.dev/v1` [`Broker`](BrokerSpec) and [`Trigger`](TriggerSpec),
-//! and `triggerfish.dev/v1alpha1` [`Server`](ServerSpec). Knative's rules are enforced as
+//! `triggerfish.dev/v1alpha1` [`Server`](ServerSpec), and the custom kinds of
+//! [`CustomSpec`]: sinks (`Exec`, `Scheduler`) and sources (`PingSource`, [`OssSourceSpec`],
+//! [`S3SourceSpec`], [`GitHubSourceSpec`], [`RegistrySourceSpec`], [`BucketWatchSpec`]). Knative's rules are enforced as
 //! Knative's webhook does (attribute names `^[a-z][a-z0-9]*$`, one dialect per `filters`
 //! element, one attribute per `exact`/`prefix`/`suffix`, a required `spec.broker`, URIs
 //! absolute unless relative to a `ref`), and duplicates and triggers whose broker is not in
@@ -67,6 +69,7 @@ mod path;
 mod server;
 mod size;
 mod source_map;
+mod sources;
 mod trigger;
 
 use std::collections::HashMap;
@@ -76,24 +79,39 @@ use sha2::{Digest, Sha256};
 
 pub use broker::{Broker, BrokerSpec, IgnoredConfig};
 pub use custom::{
-    CatchUpSpec, CeOverrides, CustomResource, CustomSpec, ExecSpec, PingSourceSpec, SchedulerSpec,
+    CatchUpSpec, CeOverrides, CustomResource, CustomSpec, EventPolicySpec, ExecSpec,
+    ExecutionProviderKind, LocalStoreSpec, MediaPipeline, ModelPaths, ObjectStoreSpec,
+    PingSourceSpec, PolicyRef, PolicySelector, PolicySenderSpec, PolicyTargetSpec, S3Credentials,
+    S3StoreSpec, SchedulerSpec, WorkerLimits, WorkerPoolSpec,
 };
 pub use delivery::{BackoffPolicy, Delivery, DeliveryFormat, DeliverySpec, Jitter};
-pub use destination::{Destination, DestinationError, DestinationSpec, KReference};
+pub use destination::{
+    Batching, DEFAULT_QUIC_PORT, Destination, DestinationError, DestinationSpec, KReference,
+    QuicDestination,
+};
 pub use duration::{DurationError, IsoDuration};
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
 pub use meta::{
     DEFAULT_NAMESPACE, KNATIVE_EVENTING_V1, Kind, ObjectMeta, ResourceId, TRIGGERFISH_V1ALPHA1,
 };
+pub(crate) use meta::{check_name, check_namespace};
 pub use path::{FieldPath, FieldPathError, Segment};
 pub use server::{
-    LimitsSpec, ListenSpec, QueueLimits, QueuesSpec, ServerSpec, StoreKind, StoreSpec,
+    AuthSpec, ClientAuth, DefaultPolicy, LimitsSpec, ListenSpec, OidcSpec, OutboundSpec,
+    QueueLimits, QueuesSpec, QuicClientSpec, QuicListen, QuicSpec, RateLimitsSpec, RateSpec,
+    SecretSource, ServerSpec, StaticTokenSpec, StoreKind, StoreSpec, TlsFiles, TlsListener,
+    TlsSpec,
 };
 pub use size::{ByteSize, ByteSizeError};
 pub use source_map::{Location, NodeLocation};
+pub use sources::{
+    BucketWatchSpec, GitHubSourceSpec, MnsPushSpec, MnsQueueSpec, OssSourceSpec, RegistryFormat,
+    RegistrySourceSpec, S3SourceSpec, SecretRef,
+};
 pub use trigger::{
-    AttributesFilterSpec, DEFAULT_MAX_IN_FLIGHT, DELIVERY_ORDER_ANNOTATION, DeliveryOrder, Filter,
-    FilterExpr, FilterSpec, Trigger, TriggerSpec, is_valid_filter_attribute,
+    AttributesFilterSpec, BatchSpec, DEFAULT_MAX_IN_FLIGHT, DELIVERY_ORDER_ANNOTATION,
+    DeliveryOrder, Filter, FilterExpr, FilterSpec, MAX_BATCH_EVENTS, MAX_LINGER, Trigger,
+    TriggerSpec, is_valid_filter_attribute,
 };
 
 use source_map::SourceMap;

@@ -31,7 +31,7 @@
 //! [`crate::index`]'s job; it calls [`Filter::matches`] only for candidates.
 
 use crate::cesql::{Expression, Type};
-use crate::config::{self, Config, ConfigError, FilterExpr, Trigger};
+use crate::config::{self, Config, ConfigError, FilterExpr, ResourceId, Trigger};
 use crate::event::{AttrValue, EventView, KnownAttr};
 
 /// An attribute a filter reads: a spec-defined one (fixed slot) or an extension (by name).
@@ -158,12 +158,7 @@ impl Filter {
     /// reported with the file, line, trigger and field path, like every config error.
     pub fn from_trigger(config: &Config, trigger: &Trigger) -> Result<Filter, Box<ConfigError>> {
         if !trigger.filters.is_empty() {
-            let compiled = trigger
-                .filters
-                .iter()
-                .map(|f| Filter::from_config(config, trigger, f))
-                .collect::<Result<Vec<_>, _>>()?;
-            return Ok(Filter::all(compiled));
+            return Filter::from_filters(config, &trigger.id, &trigger.filters);
         }
         let mut constraints = Vec::new();
         let mut present = Vec::new();
@@ -188,9 +183,23 @@ impl Filter {
         Ok(Filter::all(parts))
     }
 
+    /// Compiles a validated `filters` list (an implicit `all`) of resource `id`: a trigger's,
+    /// or an `EventPolicy`'s.
+    pub fn from_filters(
+        config: &Config,
+        id: &ResourceId,
+        filters: &[config::Filter],
+    ) -> Result<Filter, Box<ConfigError>> {
+        let compiled = filters
+            .iter()
+            .map(|f| Filter::from_config(config, id, f))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Filter::all(compiled))
+    }
+
     fn from_config(
         config: &Config,
-        trigger: &Trigger,
+        trigger: &ResourceId,
         filter: &config::Filter,
     ) -> Result<Filter, Box<ConfigError>> {
         let constraint = |attribute: &str, kind, value: &str| {
@@ -220,7 +229,7 @@ impl Filter {
             FilterExpr::Not(f) => Filter::Not(Box::new(Filter::from_config(config, trigger, f)?)),
             FilterExpr::Cesql(src) => {
                 let fail = |e: CesqlFilterError| {
-                    Box::new(config.error_at(&trigger.id, filter.path.key("cesql"), e))
+                    Box::new(config.error_at(trigger, filter.path.key("cesql"), e))
                 };
                 let expr = Expression::compile(src).map_err(|e| fail(e.into()))?;
                 match expr.static_type() {
