@@ -32,7 +32,8 @@
 #                  bench/README.md); replica i listens on ROUTER_PORT+i and ADMIN_PORT+i; the
 #                  load goes to replica 0's ingress, and every replica pulls from the shared
 #                  consumers
-#   ROUTER_PORT [18080]  ADMIN_PORT [19090]  SINK_PORT [18090]  NATS_PORT [14222]
+#   ROUTER_PORT [18080]  ADMIN_PORT [19090]  QUIC_PORT [18443, UDP, unused by the load]
+#   SINK_PORT [18090]  NATS_PORT [14222]
 #   NICE [-10 as root, else 0]   SKIP_BUILD=1 (use the binaries as they are)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,7 @@ MODES=${MODES:-"batch binary"}
 STORE_EXTRA=${STORE_EXTRA:-}
 ROUTER_PORT=${ROUTER_PORT:-18080}
 ADMIN_PORT=${ADMIN_PORT:-19090}
+QUIC_PORT=${QUIC_PORT:-18443}
 ROUTERS=${ROUTERS:-1}
 SINK_PORT=${SINK_PORT:-18090}
 NATS_PORT=${NATS_PORT:-14222}
@@ -122,6 +124,7 @@ fi
 for bin in "$TRIGGERFISH_BIN" "$LOADGEN" "$BENCHCONFIG"; do
     [[ -x $bin ]] || { echo "$bin not found (build it)" >&2; exit 1; }
 done
+TRIGGERFISH_ABS=$(realpath "$TRIGGERFISH_BIN")  # the routers run in directories of their own
 command -v "$NATS_SERVER" >/dev/null || { echo "$NATS_SERVER not found (scripts/dev setup installs it)" >&2; exit 1; }
 
 OUT=target/bench-stores/$(date +%Y%m%d-%H%M%S)
@@ -241,8 +244,12 @@ start_case() { # store dir → NATS (if any) and the router, fresh; 1 if either 
         "$BENCHCONFIG" --triggers 1 --subscriber "http://127.0.0.1:$SINK_PORT/" \
             --listen "127.0.0.1:$((ROUTER_PORT + i))" --admin "127.0.0.1:$((ADMIN_PORT + i))" \
             ${store_yaml:+--store "$store_yaml"} -o "$dir/config-$i.yaml"
+        # Each replica in a directory of its own: its dataDir (the QUIC development certificate,
+        # the scheduler's state) is relative to it.
+        mkdir -p "$dir/router-$i"
         # shellcheck disable=SC2046
-        $(pin) "$TRIGGERFISH_BIN" serve --config "$dir/config-$i.yaml" > "$dir/router-$i.log" 2>&1 &
+        (cd "$dir/router-$i" && exec $(pin) "$TRIGGERFISH_ABS" serve --config ../config-$i.yaml \
+            --quic "127.0.0.1:$((QUIC_PORT + i))") > "$dir/router-$i.log" 2>&1 &
         ROUTER_PIDS+=($!)
     done
     for i in $(seq 0 $((ROUTERS - 1))); do
