@@ -20,6 +20,7 @@ use triggerfish_core::config::{Config, CustomResource, CustomSpec, Destination, 
 use triggerfish_core::cron::recurring::ScheduleRequest;
 use triggerfish_core::event::DecodeLimits;
 
+use crate::auth::outbound::Credential;
 use crate::dispatch::{self, QueueLimits, TriggerHandle};
 use crate::ingress::http::IngressLimits;
 use crate::metrics::Metrics;
@@ -143,21 +144,17 @@ pub struct Dispatchers {
 impl Dispatchers {
     /// Starts a dispatcher for `plan`.
     pub fn start(&self, plan: Arc<TriggerPlan>, reply_limits: DecodeLimits) -> TriggerHandle {
-        let sink = match self.sink(
+        let sink = self.sink(
             &plan.subscriber,
             plan.subscriber_resource.as_ref(),
+            plan.credential.as_ref(),
             reply_limits,
-        ) {
-            Sink::Http(http) => {
-                Sink::Http(Box::new((*http).with_credential(plan.credential.clone())))
-            }
-            other => other,
-        };
+        );
         let dead_letter = plan
             .delivery
             .as_ref()
             .and_then(|d| d.dead_letter_sink.as_ref())
-            .map(|d| self.sink(d, plan.dead_letter_resource.as_ref(), reply_limits));
+            .map(|d| self.sink(d, plan.dead_letter_resource.as_ref(), None, reply_limits));
         dispatch::start(
             plan,
             sink,
@@ -171,16 +168,18 @@ impl Dispatchers {
         )
     }
 
+    /// The sink for `dest`; `credential` is the bearer token HTTP and QUIC requests carry.
     fn sink(
         &self,
         dest: &Destination,
         resource: Option<&CustomResource>,
+        credential: Option<&Credential>,
         reply_limits: DecodeLimits,
     ) -> Sink {
         match dest {
             Destination::Uri(url) | Destination::Service { url, .. } => {
                 match HttpSink::new(url, self.client.clone()) {
-                    Ok(h) => Sink::Http(Box::new(h)),
+                    Ok(h) => Sink::Http(Box::new(h.with_credential(credential.cloned()))),
                     // The config validated the URL; an http::Uri it cannot become is a bug, and the
                     // display sink at least shows the events instead of losing them.
                     Err(e) => {
@@ -196,7 +195,7 @@ impl Dispatchers {
                         Arc::new(Peer::new(Arc::clone(&self.quic), &q.host, q.port))
                     }))
                 };
-                Sink::Quic(QuicSink::new(q, peer))
+                Sink::Quic(QuicSink::new(q, peer, credential.cloned()))
             }
             Destination::Display => Sink::Display(Arc::clone(&self.display)),
             Destination::File { path } => {

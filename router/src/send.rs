@@ -85,6 +85,18 @@ pub struct SendArgs {
     /// events; for experiments only.
     #[arg(long)]
     pub danger_accept_invalid_certs: bool,
+    /// A bearer token, for brokers that authenticate senders: sent as `Authorization: Bearer`
+    /// over HTTP and as the frame credential over QUIC.
+    #[arg(
+        long,
+        env = "TRIGGERFISH_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// A file holding the bearer token (a trailing newline is ignored).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// Print the summary as one JSON object on standard output.
     #[arg(long)]
     pub json: bool,
@@ -161,6 +173,7 @@ enum Outcome {
 }
 
 async fn send(args: SendArgs) -> anyhow::Result<(Summary, bool)> {
+    let authorization = authorization(&args)?;
     let transport = transport(&args).await?;
     let source = Source::new(&args)?;
     let total = source.total();
@@ -170,6 +183,7 @@ async fn send(args: SendArgs) -> anyhow::Result<(Summary, bool)> {
         source: parking_lot::Mutex::new(source),
         summary: parking_lot::Mutex::new(Summary::default()),
         transport,
+        authorization,
         batch,
         rate: args.rate.filter(|r| r.is_finite() && *r > 0.0),
         started: Instant::now(),
@@ -200,6 +214,8 @@ struct Shared {
     source: parking_lot::Mutex<Source>,
     summary: parking_lot::Mutex<Summary>,
     transport: Transport,
+    /// `Bearer <token>`, when a token was given.
+    authorization: Option<HeaderValue>,
     batch: usize,
     rate: Option<f64>,
     started: Instant,
@@ -225,15 +241,19 @@ async fn worker(shared: Arc<Shared>) {
             tokio::time::sleep_until(due.into()).await;
         }
         let started = Instant::now();
-        let outcome =
-            match tokio::time::timeout(shared.timeout, request(&shared.transport, &events)).await {
-                Ok(o) => o,
-                Err(_) => Outcome::Failed {
-                    error: "timed out".into(),
-                    maybe: true,
-                    fatal: false,
-                },
-            };
+        let outcome = match tokio::time::timeout(
+            shared.timeout,
+            request(&shared.transport, shared.authorization.as_ref(), &events),
+        )
+        .await
+        {
+            Ok(o) => o,
+            Err(_) => Outcome::Failed {
+                error: "timed out".into(),
+                maybe: true,
+                fatal: false,
+            },
+        };
         if let Outcome::Failed { fatal: true, .. } = &outcome {
             shared.stopped.store(true, Ordering::Relaxed);
         }
@@ -243,11 +263,19 @@ async fn worker(shared: Arc<Shared>) {
     }
 }
 
-async fn request(transport: &Transport, events: &[Event]) -> Outcome {
+async fn request(
+    transport: &Transport,
+    authorization: Option<&HeaderValue>,
+    events: &[Event],
+) -> Outcome {
     let body = body(events);
     match transport {
         Transport::Quic { peer, target, .. } => {
-            match peer.publish(target, body, events.len() as u32).await {
+            let credential = authorization.map(HeaderValue::as_bytes);
+            match peer
+                .publish(target, credential, body, events.len() as u32)
+                .await
+            {
                 Ok(ack) if ack.status == 202 => Outcome::Answered {
                     accepted: u64::from(ack.accepted),
                     rejected: ack
@@ -288,6 +316,10 @@ async fn request(transport: &Transport, events: &[Event]) -> Outcome {
             *req.uri_mut() = uri.clone();
             req.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            if let Some(value) = authorization {
+                req.headers_mut()
+                    .insert(header::AUTHORIZATION, value.clone());
+            }
             let response = match client.request(req).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -351,6 +383,26 @@ fn body(events: &[Event]) -> Bytes {
     }
     out.push(b']');
     Bytes::from(out)
+}
+
+/// `Bearer <token>` from `--token`, `TRIGGERFISH_TOKEN` or `--token-file`; marked sensitive.
+fn authorization(args: &SendArgs) -> anyhow::Result<Option<HeaderValue>> {
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.trim().to_owned(),
+        (None, Some(path)) => crate::auth::read_secret(Some(path), None)
+            .map_err(|e| anyhow::anyhow!("--token-file: {e}"))?
+            .expose()
+            .trim()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if token.is_empty() {
+        anyhow::bail!("the token is empty");
+    }
+    let mut value = HeaderValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| anyhow::anyhow!("the token holds characters a header cannot carry"))?;
+    value.set_sensitive(true);
+    Ok(Some(value))
 }
 
 async fn transport(args: &SendArgs) -> anyhow::Result<Transport> {

@@ -250,7 +250,16 @@ fn bind_quic(
     quic: &QuicIngress,
 ) -> Result<quinn::Endpoint, StartError> {
     use crate::quic::tls;
-    let identity = tls::server_identity(spec.quic.tls.as_ref(), &spec.data_dir, addr)
+    // `quic.tls`, else the HTTP listeners' `tls` certificate, else the development one.
+    let files = spec.quic.tls.clone().or_else(|| {
+        spec.tls
+            .as_ref()
+            .map(|t| triggerfish_core::config::TlsFiles {
+                cert_file: t.cert_file.clone(),
+                key_file: t.key_file.clone(),
+            })
+    });
+    let identity = tls::server_identity(files.as_ref(), &spec.data_dir, addr)
         .map_err(|e| StartError::Other(anyhow::anyhow!("QUIC ingress TLS: {e}")))?;
     let cert = identity.cert_path.display().to_string();
     let fingerprint = format!("sha256:{}", identity.fingerprint);

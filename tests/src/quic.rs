@@ -11,7 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
-use triggerfish_core::quic::{ALPN, Ack, publish::encode_publish};
+use triggerfish_core::quic::publish::{encode_publish, encode_publish_with_credential};
+use triggerfish_core::quic::{ALPN, Ack};
 
 use crate::event::{Event, batch};
 
@@ -124,6 +125,19 @@ impl QuicClient {
     pub async fn publish_body(&self, target: &str, body: &Bytes, events: u32) -> Answer {
         let frame = encode_publish(target, body).expect("a valid frame");
         self.exchange(&frame, true, events).await
+    }
+
+    /// Publishes `events` in one frame carrying `credential` (`Bearer <token>`).
+    pub async fn publish_with_credential(
+        &self,
+        target: &str,
+        credential: &str,
+        events: &[Event],
+    ) -> Answer {
+        let frame =
+            encode_publish_with_credential(target, Some(credential.as_bytes()), &batch(events))
+                .expect("a valid frame");
+        self.exchange(&frame, true, events.len() as u32).await
     }
 
     /// Closes the connection at once (no graceful wait).

@@ -344,7 +344,7 @@ async fn worker(shared: Arc<Shared>) -> SenderReport {
         r.sent += n64;
         if let Some((_, peer, target)) = &shared.quic {
             let body = cfg.encoder.encode_array(first, n, due_ns);
-            match peer.publish(target, body, n).await {
+            match peer.publish(target, None, body, n).await {
                 Ok(ack) => {
                     r.ack.record(saturating_nanos(due.elapsed()));
                     *r.statuses.entry(ack.status).or_default() += 1;

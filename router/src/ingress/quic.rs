@@ -18,6 +18,12 @@
 //! (429 in the ack, with a retry-after). A frame the server cannot read resets its stream with
 //! a code; the connection and the other streams carry on.
 //!
+//! Senders are checked by the same [`crate::auth::Gate`] as HTTP ingress, in the same order: a
+//! frame's credential (flag `0x01`, the bytes HTTP would carry in `Authorization`) before its
+//! body is read (401, or 503 while the keys cannot be fetched), event policies on the decoded
+//! events (403: the whole frame is refused, as over HTTP), then the rate limits (429 with a
+//! retry-after).
+//!
 //! What this module does not do: TLS material (see [`crate::quic::tls`]), or anything after
 //! the store (shards and delivery are shared with HTTP ingress).
 
@@ -31,7 +37,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use triggerfish_core::event::decode_batched;
-use triggerfish_core::quic::publish::HEADER_LEN;
+use triggerfish_core::quic::publish::{CREDENTIAL_LEN_BYTES, HEADER_LEN, parse_credential_len};
 use triggerfish_core::quic::{
     Ack, ConnectionCode, EventRejection, FrameError, FrameLimits, PublishHeader, StreamCode, Target,
 };
@@ -264,6 +270,16 @@ impl QuicIngress {
         let mut target = vec![0u8; header.target_len()];
         within(deadline, read_exact(recv, &mut target)).await??;
         let target = Target::parse(&target).map_err(StreamFailure::Frame)?;
+        let credential = if header.has_credential() {
+            let mut len = [0u8; CREDENTIAL_LEN_BYTES];
+            within(deadline, read_exact(recv, &mut len)).await??;
+            let len = parse_credential_len(len).map_err(StreamFailure::Frame)?;
+            let mut credential = vec![0u8; len];
+            within(deadline, read_exact(recv, &mut credential)).await??;
+            Some(credential)
+        } else {
+            None
+        };
 
         let refuse = |ack: Ack, broker: Option<String>, outcome| Handled {
             ack,
@@ -288,6 +304,23 @@ impl QuicIngress {
             let ack = Ack::retry_later(503, "shutting down", RETRY_AFTER_MS);
             return Ok(refuse(ack, label, Unavailable));
         }
+        // Who is sending, before a byte of the body is read (or buffered).
+        let gate = Arc::clone(&snapshot.gate);
+        drop(snapshot);
+        let identity = match gate.authenticate(&broker, credential.as_deref()).await {
+            Ok(identity) => identity,
+            Err(e) => {
+                let _ = recv.stop(StreamCode::NoError.as_u32().into());
+                let (ack, outcome) = match e {
+                    crate::auth::Unauthenticated::KeysUnavailable => (
+                        Ack::retry_later(503, e.to_string(), RETRY_AFTER_MS),
+                        Unavailable,
+                    ),
+                    _ => (Ack::refused(401, e.to_string()), Unauthorized),
+                };
+                return Ok(refuse(ack, label, outcome));
+            }
+        };
 
         // Bounded memory: wait for room before reading. Not reading is what makes QUIC flow
         // control hold the sender meanwhile. Not under the frame deadline: the wait is ours.
@@ -321,6 +354,26 @@ impl QuicIngress {
             })
             .collect();
         let n = decoded.batch.len();
+        let denied = gate.authorize(&broker, &identity, &decoded.batch);
+        if !denied.is_empty() {
+            tracing::debug!(broker = %broker, sender = %identity, events = denied.len(), "events refused by event policy");
+            let message = format!(
+                "forbidden: {} of {n} events are not allowed by any EventPolicy; nothing was queued",
+                denied.len()
+            );
+            return Ok(refuse(Ack::refused(403, message), label, Forbidden));
+        }
+        if n > 0
+            && let Err(e) = gate.admit(&broker, &identity, n)
+        {
+            let retry_ms =
+                u32::try_from(e.retry_after_secs().saturating_mul(1000)).unwrap_or(u32::MAX);
+            return Ok(refuse(
+                Ack::retry_later(429, e.to_string(), retry_ms),
+                label,
+                RateLimited,
+            ));
+        }
         let outcome = if n == 0 {
             Ok(())
         } else {

@@ -228,23 +228,26 @@ impl Peer {
     pub async fn publish(
         &self,
         target: &str,
+        credential: Option<&[u8]>,
         body: Bytes,
         events: u32,
     ) -> Result<Ack, PublishError> {
         let connection = self.connection().await?;
-        publish(&connection, target, body, events).await
+        publish(&connection, target, credential, body, events).await
     }
 }
 
 /// Sends one frame on a new stream of `connection` and reads its ack. The body is written
-/// from its own buffer, never copied.
+/// from its own buffer, never copied. `credential` is what HTTP would send in
+/// `Authorization` (`Bearer <token>`).
 pub async fn publish(
     connection: &quinn::Connection,
     target: &str,
+    credential: Option<&[u8]>,
     body: Bytes,
     events: u32,
 ) -> Result<Ack, PublishError> {
-    let head = encode_publish_head(target, body.len())?;
+    let head = encode_publish_head(target, credential, body.len())?;
     let lost = |e: &dyn std::fmt::Display| PublishError::ConnectionLost(e.to_string());
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
     let mut chunks = [Bytes::from(head), body];

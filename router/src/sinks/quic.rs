@@ -37,6 +37,7 @@ use triggerfish_core::event::{EncodeOptions, EventView, encode_structured};
 use triggerfish_core::quic::Ack;
 
 use super::{Attempt, Request, Response};
+use crate::auth::outbound::Credential;
 use crate::quic::client::Peer;
 
 /// Frames in flight per sink at once.
@@ -66,10 +67,20 @@ struct Pending {
 impl QuicSink {
     /// A sink for `dest` over `peer`'s connection; starts its batching task, which ends when
     /// the last clone of the sink is dropped.
-    pub fn new(dest: &QuicDestination, peer: Arc<Peer>) -> QuicSink {
+    /// Frames carry `credential` (a bearer token) when given.
+    pub fn new(
+        dest: &QuicDestination,
+        peer: Arc<Peer>,
+        credential: Option<Credential>,
+    ) -> QuicSink {
         let max = dest.batch.max_events.get() as usize;
         let (tx, rx) = mpsc::channel(max.saturating_mul(2).max(16));
-        tokio::spawn(batch(rx, peer, Arc::from(dest.target.as_str()), dest.batch));
+        let frames = Frames {
+            peer,
+            target: Arc::from(dest.target.as_str()),
+            credential: credential.map(Arc::new),
+        };
+        tokio::spawn(batch(rx, frames, dest.batch));
         QuicSink {
             url: Arc::from(dest.url.as_str()),
             tx,
@@ -108,13 +119,16 @@ impl QuicSink {
     }
 }
 
-/// The batching task: gathers waiting attempts into frames.
-async fn batch(
-    mut rx: mpsc::Receiver<Pending>,
+/// Where a sink's frames go, and with which credential.
+#[derive(Clone)]
+struct Frames {
     peer: Arc<Peer>,
     target: Arc<str>,
-    batching: Batching,
-) {
+    credential: Option<Arc<Credential>>,
+}
+
+/// The batching task: gathers waiting attempts into frames.
+async fn batch(mut rx: mpsc::Receiver<Pending>, frames_to: Frames, batching: Batching) {
     let max = batching.max_events.get() as usize;
     let frames = Arc::new(Semaphore::new(MAX_FRAMES_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
@@ -141,17 +155,28 @@ async fn batch(
             bytes += p.event.len() + 1;
             items.push(p);
         }
-        let peer = Arc::clone(&peer);
-        let target = Arc::clone(&target);
+        let to = frames_to.clone();
         tokio::spawn(async move {
-            send_frame(&peer, &target, items).await;
+            send_frame(&to, items).await;
             drop(slot);
         });
     }
 }
 
 /// Sends one frame and completes each attempt from the ack.
-async fn send_frame(peer: &Peer, target: &str, items: Vec<Pending>) {
+async fn send_frame(to: &Frames, items: Vec<Pending>) {
+    let (peer, target) = (&to.peer, &*to.target);
+    let credential = match to.credential.as_deref().map(Credential::authorization) {
+        None => None,
+        Some(Ok(value)) => Some(Bytes::copy_from_slice(value.as_bytes())),
+        Some(Err(e)) => {
+            tracing::error!(peer = %peer.address(), target, error = %e, "no bearer token for the subscriber");
+            for p in items {
+                let _ = p.done.send(Attempt::Internal(InternalError::Unavailable));
+            }
+            return;
+        }
+    };
     let size = items.iter().map(|p| p.event.len() + 1).sum::<usize>() + 2;
     let mut body = BytesMut::with_capacity(size);
     body.put_u8(b'[');
@@ -163,7 +188,11 @@ async fn send_frame(peer: &Peer, target: &str, items: Vec<Pending>) {
     }
     body.put_u8(b']');
     let n = items.len() as u32;
-    let answer = tokio::time::timeout(FRAME_TIMEOUT, peer.publish(target, body.freeze(), n)).await;
+    let answer = tokio::time::timeout(
+        FRAME_TIMEOUT,
+        peer.publish(target, credential.as_deref(), body.freeze(), n),
+    )
+    .await;
     match answer {
         Err(_) => {
             for p in items {

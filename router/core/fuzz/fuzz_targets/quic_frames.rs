@@ -4,13 +4,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use triggerfish_core::quic::publish::{HEADER_LEN, encode_publish};
+use triggerfish_core::quic::publish::{HEADER_LEN, encode_publish_with_credential};
 use triggerfish_core::quic::{Ack, FrameLimits, PublishHeader, decode_publish};
 
 fuzz_target!(|data: &[u8]| {
     let limits = FrameLimits { max_body_bytes: 1 << 16 };
     if let Ok(p) = decode_publish(data, &limits) {
-        assert_eq!(encode_publish(p.target.key, p.body).expect("re-encodes"), data);
+        assert_eq!(
+            encode_publish_with_credential(p.target.key, p.credential, p.body).expect("re-encodes"),
+            data
+        );
     }
     if let Some(head) = data.first_chunk::<HEADER_LEN>()
         && let Ok(h) = PublishHeader::parse(head, &limits)

@@ -425,9 +425,10 @@ impl<'de> Deserialize<'de> for QuicListen {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct QuicSpec {
-    /// The server's certificate. Without one, a self-signed development certificate is
-    /// generated into `{dataDir}/quic/` on first start and reused after; its SHA-256
-    /// fingerprint is logged at every start, for clients to pin.
+    /// The server's certificate. Without one, `spec.tls`'s certificate and key are used (read
+    /// at start); without either, a self-signed development certificate is generated into
+    /// `{dataDir}/quic/` on first start and reused after; its SHA-256 fingerprint is logged at
+    /// every start, for clients to pin.
     pub tls: Option<TlsFiles>,
     /// The most client connections at once; more are refused. Defaults to 1024.
     pub max_connections: NonZeroU32,

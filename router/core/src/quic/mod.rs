@@ -248,7 +248,7 @@ mod tests {
                 let _ = Ack::decode(&bytes, sent);
                 let limits = FrameLimits { max_body_bytes: 32 };
                 if let Ok(p) = decode_publish(&bytes, &limits) {
-                    let again = publish::encode_publish(p.target.key, p.body).unwrap();
+                    let again = publish::encode_publish_with_credential(p.target.key, p.credential, p.body).unwrap();
                     prop_assert_eq!(again, bytes);
                 }
             }

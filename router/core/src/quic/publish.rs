@@ -4,9 +4,12 @@
 //! 0        1        2                 4                                 8
 //! +--------+--------+--------+--------+--------+--------+--------+--------+
 //! | type   | flags  | target length   | body length                       |
-//! | 0x01   | 0x00   | u16, big-endian | u32, big-endian                   |
+//! | 0x01   | 0x00/1 | u16, big-endian | u32, big-endian                   |
 //! +--------+--------+--------+--------+--------+--------+--------+--------+
 //! | target: `{namespace}/{broker}`, UTF-8, `target length` bytes          |
+//! +-----------------------------------------------------------------------+
+//! | only with flag 0x01 (CREDENTIAL): credential length C, u16, then C    |
+//! | bytes: what HTTP would carry in `Authorization` (`Bearer <token>`)    |
 //! +-----------------------------------------------------------------------+
 //! | body: a JSON array of CloudEvents (batched mode), `body length` bytes |
 //! +-----------------------------------------------------------------------+
@@ -29,6 +32,15 @@ pub const HEADER_LEN: usize = 8;
 /// limits for a namespace and an object name).
 pub const MAX_TARGET_BYTES: usize = 63 + 1 + 253;
 
+/// Flag: a credential follows the target.
+pub const FLAG_CREDENTIAL: u8 = 0x01;
+
+/// The longest credential (what HTTP servers commonly allow for one header line).
+pub const MAX_CREDENTIAL_BYTES: usize = 8192;
+
+/// Length of the credential's length field.
+pub const CREDENTIAL_LEN_BYTES: usize = 2;
+
 /// Limits a server applies to publish frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameLimits {
@@ -43,8 +55,14 @@ pub enum FrameError {
     #[error("unknown frame type 0x{0:02x}; a stream must start with a publish frame (0x01)")]
     UnknownType(u8),
     /// Flags this version does not define.
-    #[error("unsupported flags 0x{0:02x}; protocol triggerfish/1 defines none")]
+    #[error("unsupported flags 0x{0:02x}; protocol triggerfish/1 defines only 0x01 (credential)")]
     UnsupportedFlags(u8),
+    /// The credential is empty or longer than [`MAX_CREDENTIAL_BYTES`].
+    #[error("credential length {len} is outside 1..={MAX_CREDENTIAL_BYTES}")]
+    CredentialLength {
+        /// The declared length.
+        len: usize,
+    },
     /// The target is empty or longer than [`MAX_TARGET_BYTES`].
     #[error("target length {len} is outside 1..={MAX_TARGET_BYTES}")]
     TargetLength {
@@ -84,7 +102,8 @@ impl FrameError {
         match self {
             FrameError::UnknownType(_)
             | FrameError::TargetLength { .. }
-            | FrameError::InvalidTarget(_) => StreamCode::Malformed,
+            | FrameError::InvalidTarget(_)
+            | FrameError::CredentialLength { .. } => StreamCode::Malformed,
             FrameError::UnsupportedFlags(_) => StreamCode::UnsupportedFlags,
             FrameError::TooLarge { .. } => StreamCode::FrameTooLarge,
             FrameError::Truncated { .. } => StreamCode::Truncated,
@@ -96,6 +115,7 @@ impl FrameError {
 /// The fixed header of a publish frame, checked against the limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PublishHeader {
+    credential: bool,
     target_len: u16,
     body_len: u32,
 }
@@ -112,6 +132,7 @@ impl PublishHeader {
             limit: u32::MAX as usize,
         })?;
         Ok(PublishHeader {
+            credential: false,
             // MAX_TARGET_BYTES < u16::MAX.
             target_len: target_len as u16,
             body_len: body,
@@ -127,7 +148,7 @@ impl PublishHeader {
         if bytes[0] != FRAME_PUBLISH {
             return Err(FrameError::UnknownType(bytes[0]));
         }
-        if bytes[1] != 0 {
+        if bytes[1] & !FLAG_CREDENTIAL != 0 {
             return Err(FrameError::UnsupportedFlags(bytes[1]));
         }
         let target_len = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
@@ -142,16 +163,31 @@ impl PublishHeader {
             });
         }
         Ok(PublishHeader {
+            credential: bytes[1] & FLAG_CREDENTIAL != 0,
             target_len: target_len as u16,
             body_len,
         })
+    }
+
+    /// The same header, announcing a credential after the target.
+    pub fn with_credential(self) -> PublishHeader {
+        PublishHeader {
+            credential: true,
+            ..self
+        }
+    }
+
+    /// Whether a credential (its length, then its bytes) follows the target.
+    pub fn has_credential(self) -> bool {
+        self.credential
     }
 
     /// The header's bytes.
     pub fn to_bytes(self) -> [u8; HEADER_LEN] {
         let t = self.target_len.to_be_bytes();
         let b = self.body_len.to_be_bytes();
-        [FRAME_PUBLISH, 0, t[0], t[1], b[0], b[1], b[2], b[3]]
+        let flags = if self.credential { FLAG_CREDENTIAL } else { 0 };
+        [FRAME_PUBLISH, flags, t[0], t[1], b[0], b[1], b[2], b[3]]
     }
 
     /// Length of the target.
@@ -164,10 +200,25 @@ impl PublishHeader {
         self.body_len as usize
     }
 
-    /// Length of the whole frame.
-    pub fn frame_len(self) -> usize {
-        HEADER_LEN + self.target_len() + self.body_len()
+    /// Length of the whole frame with a credential of `credential_len` bytes (0 when the
+    /// header announces none).
+    pub fn frame_len(self, credential_len: usize) -> usize {
+        let credential = if self.credential {
+            CREDENTIAL_LEN_BYTES + credential_len
+        } else {
+            0
+        };
+        HEADER_LEN + self.target_len() + credential + self.body_len()
     }
+}
+
+/// Reads a credential's length field: 1..=[`MAX_CREDENTIAL_BYTES`].
+pub fn parse_credential_len(bytes: [u8; CREDENTIAL_LEN_BYTES]) -> Result<usize, FrameError> {
+    let len = usize::from(u16::from_be_bytes(bytes));
+    if len == 0 || len > MAX_CREDENTIAL_BYTES {
+        return Err(FrameError::CredentialLength { len });
+    }
+    Ok(len)
 }
 
 /// A frame's target: `{namespace}/{broker}`.
@@ -212,6 +263,8 @@ impl<'a> Target<'a> {
 pub struct Publish<'a> {
     /// The target.
     pub target: Target<'a>,
+    /// The credential, as HTTP would carry it in `Authorization`.
+    pub credential: Option<&'a [u8]>,
     /// The body: batched-mode JSON, not yet decoded.
     pub body: &'a [u8],
 }
@@ -229,7 +282,16 @@ pub fn decode_publish<'a>(
         });
     };
     let header = PublishHeader::parse(head, limits)?;
-    let expected = header.frame_len();
+    let target_end = HEADER_LEN + header.target_len();
+    let mut credential_len = 0;
+    if header.has_credential()
+        && let Some(len) = frame
+            .get(target_end..)
+            .and_then(|rest| rest.first_chunk::<CREDENTIAL_LEN_BYTES>())
+    {
+        credential_len = parse_credential_len(*len)?;
+    }
+    let expected = header.frame_len(credential_len);
     if frame.len() < expected {
         return Err(FrameError::Truncated {
             expected,
@@ -241,28 +303,63 @@ pub fn decode_publish<'a>(
             extra: frame.len() - expected,
         });
     }
-    let target_end = HEADER_LEN + header.target_len();
     let target = Target::parse(&frame[HEADER_LEN..target_end])?;
+    let (credential, body_start) = if header.has_credential() {
+        let start = target_end + CREDENTIAL_LEN_BYTES;
+        (
+            Some(&frame[start..start + credential_len]),
+            start + credential_len,
+        )
+    } else {
+        (None, target_end)
+    };
     Ok(Publish {
         target,
-        body: &frame[target_end..],
+        credential,
+        body: &frame[body_start..],
     })
 }
 
-/// The header and target of a publish frame, to be followed by a body of `body_len` bytes.
-/// Clients write the body from its own buffer after this, so it is never copied.
-pub fn encode_publish_head(target: &str, body_len: usize) -> Result<Vec<u8>, FrameError> {
+/// The header, target and credential of a publish frame, to be followed by a body of
+/// `body_len` bytes. Clients write the body from its own buffer after this, so it is never
+/// copied.
+pub fn encode_publish_head(
+    target: &str,
+    credential: Option<&[u8]>,
+    body_len: usize,
+) -> Result<Vec<u8>, FrameError> {
     Target::parse(target.as_bytes())?;
-    let header = PublishHeader::new(target.len(), body_len)?;
-    let mut out = Vec::with_capacity(HEADER_LEN + target.len());
+    let mut header = PublishHeader::new(target.len(), body_len)?;
+    let cred_len = credential.map_or(0, <[u8]>::len);
+    if credential.is_some() {
+        if cred_len == 0 || cred_len > MAX_CREDENTIAL_BYTES {
+            return Err(FrameError::CredentialLength { len: cred_len });
+        }
+        header = header.with_credential();
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + target.len() + CREDENTIAL_LEN_BYTES + cred_len);
     out.extend_from_slice(&header.to_bytes());
     out.extend_from_slice(target.as_bytes());
+    if let Some(c) = credential {
+        // At most MAX_CREDENTIAL_BYTES, checked above.
+        out.extend_from_slice(&(c.len() as u16).to_be_bytes());
+        out.extend_from_slice(c);
+    }
     Ok(out)
 }
 
-/// A whole publish frame.
+/// A whole publish frame without a credential.
 pub fn encode_publish(target: &str, body: &[u8]) -> Result<Vec<u8>, FrameError> {
-    let mut out = encode_publish_head(target, body.len())?;
+    encode_publish_with_credential(target, None, body)
+}
+
+/// A whole publish frame, with a credential when given.
+pub fn encode_publish_with_credential(
+    target: &str,
+    credential: Option<&[u8]>,
+    body: &[u8],
+) -> Result<Vec<u8>, FrameError> {
+    let mut out = encode_publish_head(target, credential, body.len())?;
     out.extend_from_slice(body);
     Ok(out)
 }
@@ -287,7 +384,7 @@ mod tests {
 
     #[test]
     fn the_header_alone_refuses_an_oversized_body() {
-        let head = encode_publish_head("a/b", 1025).unwrap();
+        let head = encode_publish_head("a/b", None, 1025).unwrap();
         let header: &[u8; 8] = head.first_chunk().unwrap();
         let err = PublishHeader::parse(header, &LIMITS).unwrap_err();
         assert_eq!(
@@ -299,7 +396,7 @@ mod tests {
         );
         assert_eq!(err.code(), StreamCode::FrameTooLarge);
         let ok = PublishHeader::parse(
-            encode_publish_head("a/b", 1024)
+            encode_publish_head("a/b", None, 1024)
                 .unwrap()
                 .first_chunk()
                 .unwrap(),
@@ -307,7 +404,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (ok.target_len(), ok.body_len(), ok.frame_len()),
+            (ok.target_len(), ok.body_len(), ok.frame_len(0)),
             (3, 1024, 1035)
         );
     }
@@ -390,5 +487,47 @@ mod tests {
         let long = format!("{}/{}", "n".repeat(63), "b".repeat(253));
         assert_eq!(long.len(), MAX_TARGET_BYTES);
         assert!(encode_publish(&long, b"[]").is_ok());
+    }
+
+    #[test]
+    fn a_credential_rides_between_target_and_body() {
+        let frame = encode_publish_with_credential("ns/b", Some(b"Bearer abc"), b"[]").unwrap();
+        assert_eq!(&frame[..8], &[1, FLAG_CREDENTIAL, 0, 4, 0, 0, 0, 2]);
+        assert_eq!(&frame[12..14], &[0, 10]);
+        let p = decode_publish(&frame, &LIMITS).unwrap();
+        assert_eq!(p.credential, Some(&b"Bearer abc"[..]));
+        assert_eq!((p.target.key, p.body), ("ns/b", &b"[]"[..]));
+        let header = PublishHeader::parse(frame.first_chunk().unwrap(), &LIMITS).unwrap();
+        assert!(header.has_credential());
+        assert_eq!(header.frame_len(10), frame.len());
+        // Without the flag there is no credential.
+        let plain = encode_publish("ns/b", b"[]").unwrap();
+        assert_eq!(decode_publish(&plain, &LIMITS).unwrap().credential, None);
+    }
+
+    #[test]
+    fn credential_lengths_are_checked() {
+        let frame = encode_publish_with_credential("ns/b", Some(b"x"), b"[]").unwrap();
+        // Length 0, and one over the limit.
+        for len in [0u16, MAX_CREDENTIAL_BYTES as u16 + 1] {
+            let mut bad = frame.clone();
+            bad[12..14].copy_from_slice(&len.to_be_bytes());
+            let err = decode_publish(&bad, &LIMITS).unwrap_err();
+            assert_eq!(
+                err,
+                FrameError::CredentialLength {
+                    len: usize::from(len)
+                }
+            );
+            assert_eq!(err.code(), StreamCode::Malformed);
+        }
+        // The flag, then the frame ends inside the length field.
+        let err = decode_publish(&frame[..13], &LIMITS).unwrap_err();
+        assert!(matches!(err, FrameError::Truncated { .. }), "{err}");
+        assert!(encode_publish_with_credential("ns/b", Some(b""), b"[]").is_err());
+        let long = vec![b'a'; MAX_CREDENTIAL_BYTES + 1];
+        assert!(encode_publish_with_credential("ns/b", Some(&long), b"[]").is_err());
+        let max = vec![b'a'; MAX_CREDENTIAL_BYTES];
+        assert!(encode_publish_with_credential("ns/b", Some(&max), b"[]").is_ok());
     }
 }
