@@ -46,7 +46,7 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
     [[ $BIN != target/release/triggerfish ]] || cargo build --release --locked -p triggerfish-router --bin triggerfish
 fi
 
-OUT=target/soak/$(date +%Y%m%d-%H%M%S)
+OUT=$PWD/target/soak/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 ROUTER_PID=""
 cleanup() { [[ -z $ROUTER_PID ]] || kill "$ROUTER_PID" 2>/dev/null || true; }

@@ -231,6 +231,12 @@ impl SchedulerMetrics {
             prometheus_client::registry::Unit::Seconds,
             m.lateness.clone(),
         );
+        registry.register_with_unit(
+            "scheduler_tick_lateness_max",
+            "The latest any tick has been handed to its delivery queue since the start",
+            prometheus_client::registry::Unit::Seconds,
+            m.lateness_max.clone(),
+        );
         registry.register(
             "scheduler_delayed_pending",
             "Delayed events waiting",
