@@ -417,6 +417,7 @@ pub(crate) fn check_destination(
     };
     let kind = match *kind {
         "Exec" => Kind::Exec,
+        "KafkaSink" => Kind::KafkaSink,
         "Scheduler" if name == "default" => return None,
         "Scheduler" => {
             errors.push(config.error_at(
@@ -430,7 +431,7 @@ pub(crate) fn check_destination(
             errors.push(config.error_at(
                 id,
                 path.key("ref"),
-                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File, Exec or Scheduler"),
+                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File, Exec, Scheduler or KafkaSink"),
             ));
             return None;
         }
@@ -443,7 +444,20 @@ pub(crate) fn check_destination(
         ));
         return None;
     };
-    // Build it once to check it (templates, program); the runtime builds its own.
+    // Build it once to check it (templates, program, secrets, client settings); the runtime
+    // builds its own.
+    let mut sink_errors = Vec::new();
+    let checked = {
+        let mut check = crate::sources::BuildErrors::new(config, resource, &mut sink_errors);
+        if let CustomSpec::KafkaSink(spec) = &resource.spec {
+            crate::sinks::kafka::KafkaSinkConfig::build(spec, resource, &mut check);
+        }
+        !check.failed()
+    };
+    if !checked {
+        errors.extend(sink_errors);
+        return None;
+    }
     if let CustomSpec::Exec(spec) = &resource.spec
         && let Err(e) =
             crate::sinks::exec::ExecSink::new(String::new(), spec, DecodeLimits::default())

@@ -1,5 +1,5 @@
-//! Destinations of deliveries: HTTP(S) subscribers, the built-in display and file sinks, and
-//! other brokers of the same process.
+//! Destinations of deliveries: HTTP(S) subscribers, the built-in display and file sinks,
+//! Kafka topics, and other brokers of the same process.
 //!
 //! A sink makes one attempt and reports what happened as an [`Attempt`]. Retries, timeouts'
 //! policy, dead-lettering and replies are the dispatcher's business ([`crate::dispatch`]), so
@@ -9,6 +9,7 @@ pub mod display;
 pub mod exec;
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub enum Sink {
     Exec(Arc<exec::ExecSink>),
     /// Delays events and manages run-time schedules.
     Scheduler(crate::scheduler::SchedulerHandle),
+    /// Produces events to a Kafka topic.
+    Kafka(Arc<kafka::KafkaSink>),
     /// Publishes events to a broker of this process.
     Broker {
         /// The broker.
@@ -52,6 +55,7 @@ impl Sink {
             Sink::File(f) => format!("file://{}", f.path().display()),
             Sink::Exec(e) => format!("exec:{}", e.name()),
             Sink::Scheduler(_) => "scheduler:default".to_owned(),
+            Sink::Kafka(k) => k.describe(),
             Sink::Broker { key, .. } => format!("broker:{key}"),
         }
     }
@@ -65,6 +69,7 @@ impl Sink {
             Sink::File(f) => f.send(view, opts).await,
             Sink::Exec(e) => e.send(view, opts).await,
             Sink::Scheduler(h) => scheduler::send(h, view, req).await,
+            Sink::Kafka(k) => k.send(view, opts, req.timeout).await,
             Sink::Broker { key, store } => {
                 let Some(ttl) = req.ttl.checked_sub(1).filter(|t| *t > 0) else {
                     return Attempt::TtlExhausted;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::config::delivery::{Delivery, DeliverySpec};
 use crate::config::destination::{Destination, DestinationSpec};
 use crate::config::duration::IsoDuration;
+use crate::config::messaging::{KafkaSinkSpec, KafkaSourceSpec};
 use crate::config::meta::{ObjectMeta, ResourceId};
 use crate::config::sources::{
     BucketWatchSpec, GitHubSourceSpec, OssSourceSpec, RegistrySourceSpec, S3SourceSpec,
@@ -57,6 +58,11 @@ pub enum CustomSpec {
     RegistrySource(Box<RegistrySourceSpec>),
     /// `BucketWatch`: a local directory treated as a bucket.
     BucketWatch(Box<BucketWatchSpec>),
+    /// `KafkaSource`: Kafka topics as events (Knative's `sources.knative.dev/v1beta1`).
+    KafkaSource(Box<KafkaSourceSpec>),
+    /// `KafkaSink`: events produced to a Kafka topic (Knative's
+    /// `eventing.knative.dev/v1alpha1`).
+    KafkaSink(Box<KafkaSinkSpec>),
 }
 
 impl CustomSpec {
@@ -69,7 +75,11 @@ impl CustomSpec {
             CustomSpec::GitHubSource(s) => Some(&s.sink),
             CustomSpec::RegistrySource(s) => Some(&s.sink),
             CustomSpec::BucketWatch(s) => Some(&s.sink),
-            CustomSpec::Exec(_) | CustomSpec::Scheduler(_) | CustomSpec::EventPolicy(_) => None,
+            CustomSpec::KafkaSource(s) => Some(&s.sink),
+            CustomSpec::Exec(_)
+            | CustomSpec::Scheduler(_)
+            | CustomSpec::EventPolicy(_)
+            | CustomSpec::KafkaSink(_) => None,
         }
     }
 
@@ -82,7 +92,11 @@ impl CustomSpec {
             CustomSpec::GitHubSource(s) => s.delivery.as_ref(),
             CustomSpec::RegistrySource(s) => s.delivery.as_ref(),
             CustomSpec::BucketWatch(s) => s.delivery.as_ref(),
-            CustomSpec::Exec(_) | CustomSpec::Scheduler(_) | CustomSpec::EventPolicy(_) => None,
+            CustomSpec::KafkaSource(s) => s.delivery.as_ref(),
+            CustomSpec::Exec(_)
+            | CustomSpec::Scheduler(_)
+            | CustomSpec::EventPolicy(_)
+            | CustomSpec::KafkaSink(_) => None,
         }
     }
 

@@ -9,7 +9,10 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::config::error::{ErrorKind, suggest};
-use crate::config::meta::{KNATIVE_EVENTING_V1, TRIGGERFISH_V1ALPHA1, check_name, check_namespace};
+use crate::config::meta::{
+    KNATIVE_EVENTING_V1, KNATIVE_EVENTING_V1ALPHA1, TRIGGERFISH_V1ALPHA1, check_name,
+    check_namespace,
+};
 use crate::config::path::FieldPath;
 
 /// A destination as written: Knative's `Destination` (`uri` and/or `ref`).
@@ -61,6 +64,7 @@ impl DestinationSpec {
 /// | `triggerfish.dev/v1alpha1` | `Display` | the built-in display sink (the name is only a label) |
 /// | `triggerfish.dev/v1alpha1` | `File` | the built-in JSON Lines sink, writing `{dataDir}/sinks/{namespace}/{name}.jsonl` |
 /// | `triggerfish.dev/v1alpha1` | `WorkerPool`, `Scheduler`, `Exec` | that in-process component |
+/// | `eventing.knative.dev/v1alpha1` | `KafkaSink` | that in-process Kafka producer |
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KReference {
@@ -270,6 +274,11 @@ const REF_KINDS: &[RefKind] = &[
     RefKind {
         kind: "Exec",
         api_versions: &[TRIGGERFISH_V1ALPHA1],
+        target: Target::InProcess,
+    },
+    RefKind {
+        kind: "KafkaSink",
+        api_versions: &[KNATIVE_EVENTING_V1ALPHA1],
         target: Target::InProcess,
     },
 ];

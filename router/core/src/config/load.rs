@@ -304,6 +304,12 @@ impl Loader<'_> {
             Kind::BucketWatch => self.custom(document, kind, id.as_ref(), value, |s| {
                 CustomSpec::BucketWatch(Box::new(s))
             }),
+            Kind::KafkaSource => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::KafkaSource(Box::new(s))
+            }),
+            Kind::KafkaSink => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::KafkaSink(Box::new(s))
+            }),
             Kind::Server => {
                 let envelope = self.typed::<Envelope<ServerSpec>>(document, id.as_ref(), value)?;
                 // A Server needs no metadata; its name only appears in messages.

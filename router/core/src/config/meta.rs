@@ -11,6 +11,8 @@ pub const KNATIVE_EVENTING_V1: &str = "eventing.knative.dev/v1";
 pub const KNATIVE_EVENTING_V1ALPHA1: &str = "eventing.knative.dev/v1alpha1";
 /// `apiVersion` of Knative's `PingSource`.
 pub const KNATIVE_SOURCES_V1: &str = "sources.knative.dev/v1";
+/// `apiVersion` of Knative's `KafkaSource`.
+pub const KNATIVE_SOURCES_V1BETA1: &str = "sources.knative.dev/v1beta1";
 /// `apiVersion` of Triggerfish's own kinds.
 pub const TRIGGERFISH_V1ALPHA1: &str = "triggerfish.dev/v1alpha1";
 /// The namespace of a resource whose `metadata.namespace` is not set, as in Kubernetes.
@@ -47,6 +49,10 @@ pub enum Kind {
     RegistrySource,
     /// `triggerfish.dev/v1alpha1` `BucketWatch`: a local directory as a bucket.
     BucketWatch,
+    /// `sources.knative.dev/v1beta1` `KafkaSource`: Kafka topics as events.
+    KafkaSource,
+    /// `eventing.knative.dev/v1alpha1` `KafkaSink`: events produced to a Kafka topic.
+    KafkaSink,
 }
 
 impl Kind {
@@ -64,6 +70,8 @@ impl Kind {
         Kind::GitHubSource,
         Kind::RegistrySource,
         Kind::BucketWatch,
+        Kind::KafkaSource,
+        Kind::KafkaSink,
     ];
 
     /// The `kind` field's value.
@@ -81,6 +89,8 @@ impl Kind {
             Kind::GitHubSource => "GitHubSource",
             Kind::RegistrySource => "RegistrySource",
             Kind::BucketWatch => "BucketWatch",
+            Kind::KafkaSource => "KafkaSource",
+            Kind::KafkaSink => "KafkaSink",
         }
     }
 
@@ -97,7 +107,8 @@ impl Kind {
             | Kind::RegistrySource
             | Kind::BucketWatch => TRIGGERFISH_V1ALPHA1,
             Kind::PingSource => KNATIVE_SOURCES_V1,
-            Kind::EventPolicy => KNATIVE_EVENTING_V1ALPHA1,
+            Kind::KafkaSource => KNATIVE_SOURCES_V1BETA1,
+            Kind::EventPolicy | Kind::KafkaSink => KNATIVE_EVENTING_V1ALPHA1,
         }
     }
 
