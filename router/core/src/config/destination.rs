@@ -672,7 +672,7 @@ mod tests {
             ),
             (
                 "ref: {apiVersion: v1, kind: Servce, name: x}",
-                r#"spec.subscriber.ref.kind: unsupported ref kind "Servce", did you mean "Service"?; supported: Service (v1 or serving.knative.dev/v1), Broker (eventing.knative.dev/v1), Display (triggerfish.dev/v1alpha1), File (triggerfish.dev/v1alpha1), WorkerPool (triggerfish.dev/v1alpha1), Scheduler (triggerfish.dev/v1alpha1), Exec (triggerfish.dev/v1alpha1)"#,
+                r#"spec.subscriber.ref.kind: unsupported ref kind "Servce", did you mean "Service"?; supported: Service (v1 or serving.knative.dev/v1), Broker (eventing.knative.dev/v1), Display (triggerfish.dev/v1alpha1), File (triggerfish.dev/v1alpha1), WorkerPool (triggerfish.dev/v1alpha1), Scheduler (triggerfish.dev/v1alpha1), Exec (triggerfish.dev/v1alpha1), KafkaSink (eventing.knative.dev/v1alpha1)"#,
             ),
             (
                 "ref: {apiVersion: apps/v1, kind: Service, name: x}",
