@@ -22,11 +22,16 @@
 #   bench/compare-broker.sh --only none          # no router: tf-loadgen sends straight to its
 #                                                # own sink, the ceiling of the tooling itself
 #   bench/compare-broker.sh --report DIR         # the tables of an earlier run, from DIR
+#   TRANSPORTS="http quic" TRIGGERS=1 bench/compare-broker.sh --only triggerfish
+#                                                # HTTP ingress against QUIC ingress, same run
 # Environment (defaults in brackets):
 #   TRIGGERFISH_BIN [target/release/triggerfish]   run as `$TRIGGERFISH_BIN serve --config F`
 #   NAIVE_BIN [bench/peers/naive-router/target/release/naive-router]
 #   DURATION [10s]  DRAIN [5s]  SETTLE [2]  CONNECTIONS [8]  BATCH [100]
 #   TRIGGERS ["1 1000"]  MODES ["binary batch"]  FILTERS [attributes]
+#   TRANSPORTS [http]  "http quic" adds Triggerfish's QUIC ingress (frames on one connection,
+#                   CONNECTIONS frames in flight; single events are frames of one event)
+#   QUIC_PORT [18443]  QUIC_CA [data/quic/dev-cert.pem, the router's development certificate]
 #   ROUTER_PORT [18080]  ADMIN_PORT [19090]  SINK_PORT [18090]
 #   ROUTER_CPUS / LOADGEN_CPUS (taskset lists, e.g. 1 and 0; unset: share every core)
 #   NICE [-10 as root, else 0]  niceness of the router and tf-loadgen, so that other work on
@@ -52,6 +57,9 @@ FILTERS=${FILTERS:-attributes}
 ROUTER_PORT=${ROUTER_PORT:-18080}
 ADMIN_PORT=${ADMIN_PORT:-19090}
 SINK_PORT=${SINK_PORT:-18090}
+TRANSPORTS=${TRANSPORTS:-http}
+QUIC_PORT=${QUIC_PORT:-18443}
+QUIC_CA=${QUIC_CA:-data/quic/dev-cert.pem}
 # On a machine shared with builds, run the benchmark ahead of them (root only).
 NICE=${NICE:-$([[ $EUID == 0 ]] && echo -10 || echo 0)}
 
@@ -68,8 +76,11 @@ def case(r):
     t = f'{r["triggers"]} trigger{"s" if r["triggers"] != 1 else ""}, '
     if r["router"] == "none":
         t = ""
-    return t + ("single binary events" if r["mode"] == "binary" else
+    quic = r.get("transport") == "quic"
+    return t + (("single events (QUIC frames of 1)" if quic else "single binary events") if r["mode"] == "binary" else
                        f"batches of {batch}" if r["mode"] == "batch" else r["mode"])
+def name(r):
+    return r["router"] + (" QUIC" if r.get("transport") == "quic" else " HTTP" if r["router"] == "triggerfish" else "")
 print(f"Loadgen, sink and router share {cores} cores; {duration} per run, {connections} connections.")
 print("Max: `--rate max`, delivered events/s (first send to last arrival). Latency: open loop at")
 print("half of max, from each request's due time to the event's arrival at the sink. Send lag:")
@@ -81,14 +92,32 @@ print("| router | case | max events/s | p50 µs | p99 µs | p99.9 µs | peak RSS
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
     if "error" in r:
-        print(f'| {r["router"]} | {case(r)} | {r["error"]} | | | | | | | | |')
+        print(f'| {name(r)} | {case(r)} | {r["error"]} | | | | | | | | |')
         continue
     m, h, c = r["max"], r["half"], r["cpu"]
-    print(f'| {r["router"]} | {case(r)} | {m["delivered_per_s"]:,.0f} | {h["e2e"]["p50_us"]:,.0f} | '
+    print(f'| {name(r)} | {case(r)} | {m["delivered_per_s"]:,.0f} | {h["e2e"]["p50_us"]:,.0f} | '
           f'{h["e2e"]["p99_us"]:,.0f} | {h["e2e"]["p999_us"]:,.0f} | {mib(r["rss_kb"])} | '
           f'{used(c["max"]["router_s"], c["max"]) if r["router"] != "none" else "n/a"} | {m["lost"]} / {h["lost"]} | '
           f'{h["send_lag"]["p99_us"]:,.0f} | '
           f'{max(used(c[k]["other_s"], c[k]) for k in ("max", "half"))} |')
+quic = {(r["triggers"], r["mode"]): r for r in rows if "error" not in r and r.get("transport") == "quic"}
+http = {(r["triggers"], r["mode"]): r for r in rows
+        if "error" not in r and r["router"] == "triggerfish" and r.get("transport", "http") == "http"}
+both = [(quic[k], http[k]) for k in quic if k in http]
+if both:
+    print("\nTriggerfish QUIC ingress / HTTP ingress (max events/s and ack rate: higher is better;")
+    print("latency: lower is better). Ack: the producer's view, from each request's due time to its")
+    print("answer, in the half-max run.\n")
+    print("| case | max events/s | e2e p50 | e2e p99 | ack p50 | ack p99 | router CPU |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    ratio = lambda a, b: f"{a / b:.2f}×" if b else "n/a"
+    for q, h in both:
+        qh, hh = q["half"], h["half"]
+        print(f'| {case(h)} | {ratio(q["max"]["delivered_per_s"], h["max"]["delivered_per_s"])} | '
+              f'{ratio(qh["e2e"]["p50_us"], hh["e2e"]["p50_us"])} | {ratio(qh["e2e"]["p99_us"], hh["e2e"]["p99_us"])} | '
+              f'{ratio(qh["ack"]["p50_us"], hh["ack"]["p50_us"])} | {ratio(qh["ack"]["p99_us"], hh["ack"]["p99_us"])} | '
+              f'{ratio(q["cpu"]["max"]["router_s"], h["cpu"]["max"]["router_s"])} |')
+rows = [r for r in rows if r.get("transport", "http") == "http"]
 by = {(r["router"], r["triggers"], r["mode"]): r for r in rows if "error" not in r}
 pairs = [(k, by.get(("naive",) + k[1:])) for k in by if k[0] == "triggerfish"]
 pairs = [(by[k], n) for k, n in pairs if n]
@@ -123,7 +152,7 @@ router_cmd() { # name config → the command line, with {config} and {listen} fi
     for c in "${CUSTOM[@]}"; do if [[ ${c%%=*} == "$name" ]]; then cmd=${c#*=}; fi; done
     if [[ -z $cmd ]]; then
         case $name in
-            triggerfish) cmd="$TRIGGERFISH_BIN serve --config {config}" ;;
+            triggerfish) cmd="$TRIGGERFISH_BIN serve --config {config} --quic 127.0.0.1:$QUIC_PORT" ;;
             naive) cmd="$NAIVE_BIN --config {config} --listen {listen}" ;;
         esac
     fi
@@ -216,10 +245,10 @@ proc_ticks() { # pid → CPU time of that process so far, in ticks
     fi
 }
 
-loadgen() { # name mode rate target → runs tf-loadgen: JSON line in $OUT/name.json, and CPU
+loadgen() { # name mode rate target [args] → runs tf-loadgen: JSON line in $OUT/name.json, and CPU
             # use in $OUT/name.cpu ("wall loadgen_user loadgen_sys machine_ticks router_ticks")
     local name=$1 mode=$2 rate=$3 target=$4 b0 r0 TIMEFORMAT='%R %U %S'
-    local args=(--target "$target" --sink "127.0.0.1:$SINK_PORT"
+    local args=("${@:5}" --target "$target" --sink "127.0.0.1:$SINK_PORT"
         --mode "$mode" --rate "$rate" --duration "$DURATION" --drain "$DRAIN" --connections "$CONNECTIONS")
     [[ $mode == batch ]] && args+=(--batch "$BATCH")
     b0=$(busy_ticks); r0=$(proc_ticks "$ROUTER_PID")
@@ -242,28 +271,38 @@ for triggers in $TRIGGERS; do
         --subscriber "http://127.0.0.1:$SINK_PORT/" \
         --listen "127.0.0.1:$ROUTER_PORT" --admin "127.0.0.1:$ADMIN_PORT" -o "$config"
     for mode in $MODES; do
+      for transport in $TRANSPORTS; do
         for router in "${ROUTERS[@]}"; do
-            case_name=$router-$triggers-$mode
-            target=http://127.0.0.1:$ROUTER_PORT/default/default
+            extra=()
+            if [[ $transport == quic ]]; then
+                # Only Triggerfish has a QUIC ingress.
+                [[ $router == triggerfish ]] || continue
+                case_name=$router-quic-$triggers-$mode
+                target=quic://127.0.0.1:$QUIC_PORT/default/default
+                extra=(--quic-ca-file "$QUIC_CA")
+            else
+                case_name=$router-$triggers-$mode
+                target=http://127.0.0.1:$ROUTER_PORT/default/default
+            fi
             if [[ $router == none ]]; then
                 # The tooling alone: the sink accepts what is sent to it; once per mode.
                 [[ $triggers == "${TRIGGERS%% *}" ]] || continue
                 echo "## no router (tf-loadgen → its own sink), $mode" >&2
                 target=http://127.0.0.1:$SINK_PORT/
             else
-                echo "## $router, $triggers trigger(s), $mode" >&2
+                echo "## $router ($transport), $triggers trigger(s), $mode" >&2
                 if ! start_router "$router" "$config" "$OUT/$case_name.router.log"; then
                     printf '{"router":"%s","triggers":%s,"mode":"%s","error":"did not start"}\n' \
                         "$router" "$triggers" "$mode" >> "$RESULTS"
                     continue
                 fi
             fi
-            loadgen "$case_name-max" "$mode" max "$target"
+            loadgen "$case_name-max" "$mode" max "$target" "${extra[@]}"
             max=$(json "$OUT/$case_name-max.json" 'int(r["delivered_per_s"])')
             echo "   max: $max events/s delivered ($(json "$OUT/$case_name-max.json" 'r["lost"]') lost)" >&2
             sleep "$SETTLE"
             half=$(( max / 2 > 0 ? max / 2 : 1 ))
-            loadgen "$case_name-half" "$mode" "$half" "$target"
+            loadgen "$case_name-half" "$mode" "$half" "$target" "${extra[@]}"
             echo "   at $half events/s: $(json "$OUT/$case_name-half.json" '"p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs" % (r["e2e"]["p50_us"], r["e2e"]["p99_us"], r["e2e"]["p999_us"])')" >&2
             rss_kb=0
             if [[ -n $ROUTER_PID ]]; then
@@ -272,9 +311,9 @@ for triggers in $TRIGGERS; do
                 wait "$ROUTER_PID" 2>/dev/null || true
                 ROUTER_PID=""
             fi
-            python3 - "$router" "$triggers" "$mode" "$rss_kb" "$OUT/$case_name" >> "$RESULTS" <<'PY'
+            python3 - "$router" "$triggers" "$mode" "$rss_kb" "$OUT/$case_name" "$transport" >> "$RESULTS" <<'PY'
 import json, sys
-router, triggers, mode, rss, base = sys.argv[1:]
+router, triggers, mode, rss, base, transport = sys.argv[1:]
 last = lambda f: json.loads(open(f).read().strip().splitlines()[-1])
 def cpu(f):
     # Seconds of CPU: tf-loadgen's, the router's, and everyone else's, over the run's wall time.
@@ -282,13 +321,14 @@ def cpu(f):
     loadgen = user + sys_
     return {"wall_s": wall, "loadgen_s": loadgen, "router_s": router / 100,
             "other_s": max(0.0, machine / 100 - loadgen - router / 100)}
-print(json.dumps({"router": router, "triggers": int(triggers), "mode": mode,
+print(json.dumps({"router": router, "transport": transport, "triggers": int(triggers), "mode": mode,
                   "rss_kb": int(rss or 0), "max": last(base + "-max.json"),
                   "half": last(base + "-half.json"),
                   "cpu": {"max": cpu(base + "-max.cpu"), "half": cpu(base + "-half.cpu")}}))
 PY
             sleep "$SETTLE"
         done
+      done
     done
 done
 

@@ -1,4 +1,4 @@
-//! The `triggerfish` command line: `serve`, `validate` and `test-filter`.
+//! The `triggerfish` command line: `serve`, `send`, `validate` and `test-filter`.
 #![allow(
     clippy::print_stderr,
     reason = "the command line reports errors to its user on stderr"
@@ -61,7 +61,13 @@ pub enum Command {
         /// Number of shards (default: the number of cores).
         #[arg(long, env = "TRIGGERFISH_SHARDS")]
         shards: Option<usize>,
+        /// QUIC ingress UDP address, or `off` (overrides the Server document).
+        #[arg(long, env = "TRIGGERFISH_QUIC", value_parser = parse_quic_listen)]
+        quic: Option<QuicListenArg>,
     },
+    /// Publish events over HTTP or QUIC: one from flags, a JSON Lines file, or generated
+    /// load; prints what was accepted, rejected and not acknowledged.
+    Send(Box<crate::send::SendArgs>),
     /// Check a config file and exit: 0 when valid, 2 with the errors otherwise.
     Validate {
         /// The config file.
@@ -78,6 +84,46 @@ pub enum Command {
         #[arg(long, short)]
         events: PathBuf,
     },
+    /// Run the config's media worker pools behind a CloudEvents HTTP endpoint: POST an event
+    /// to /{namespace}/{name} (or / with one pool); the answer is the job's reply event.
+    #[cfg(feature = "media")]
+    Worker {
+        /// Config file holding `WorkerPool` documents (and optionally a `Server` document,
+        /// whose HTTP address and limits are used).
+        #[arg(long, short, env = "TRIGGERFISH_CONFIG")]
+        config: PathBuf,
+        /// Listen address (overrides the Server document).
+        #[arg(long, env = "TRIGGERFISH_HTTP")]
+        listen: Option<SocketAddr>,
+    },
+    /// Media pipelines on local files.
+    #[cfg(feature = "media")]
+    Media {
+        /// What to do.
+        #[command(subcommand)]
+        command: MediaCommand,
+    },
+}
+
+/// `triggerfish media` subcommands.
+#[cfg(feature = "media")]
+#[derive(Debug, Subcommand)]
+pub enum MediaCommand {
+    /// Run a pipeline on a file with a progress bar; print the summary and where the
+    /// artifacts went.
+    Run {
+        /// `probe`, `audio` or `video`.
+        #[arg(long, short, default_value = "video")]
+        pipeline: triggerfish_workers::Pipeline,
+        /// The media file.
+        file: PathBuf,
+        /// Directory for the artifacts (default: FILE's name plus `.triggerfish`, here).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Video: seconds between sampled frames (default 1).
+        #[arg(long)]
+        interval: Option<f64>,
+    },
 }
 
 /// Runs a parsed command line.
@@ -88,6 +134,7 @@ pub fn run(cli: Cli) -> ExitCode {
             http,
             admin,
             shards,
+            quic,
         } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -105,6 +152,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     http,
                     admin,
                     shards,
+                    quic: quic.map(|q| q.0),
                 },
             )) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -135,7 +183,51 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::TestFilter { config, events } => test_filter(&config, &events),
+        #[cfg(feature = "media")]
+        Command::Worker { config, listen } => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(crate::media::worker(config, listen)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        #[cfg(feature = "media")]
+        Command::Media {
+            command:
+                MediaCommand::Run {
+                    pipeline,
+                    file,
+                    out,
+                    interval,
+                },
+        } => crate::media::run_command(pipeline, &file, out, interval),
+        Command::Send(args) => crate::send::run(*args),
     }
+}
+
+/// `--quic ADDR|off`.
+#[derive(Clone, Copy, Debug)]
+pub struct QuicListenArg(pub Option<SocketAddr>);
+
+fn parse_quic_listen(s: &str) -> Result<QuicListenArg, String> {
+    if s == "off" {
+        return Ok(QuicListenArg(None));
+    }
+    s.parse()
+        .map(|a| QuicListenArg(Some(a)))
+        .map_err(|_| format!("{s:?} is not a UDP address such as 127.0.0.1:8443, or off"))
 }
 
 /// `triggerfish test-filter`: exit 0 when every line decoded, 1 when a line failed, 2 when the

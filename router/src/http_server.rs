@@ -1,8 +1,13 @@
 //! The accept loop shared by the HTTP listeners (ingress, admin, webhooks): HTTP/1.1 and h2c
-//! through hyper-util, `TCP_NODELAY`, and graceful shutdown that lets in-flight requests finish.
+//! through hyper-util (or HTTP/1.1 and h2 over TLS, see [`crate::tls`]), `TCP_NODELAY`, and
+//! graceful shutdown that lets in-flight requests finish.
+//!
+//! TLS handshakes run in the connection's own task, with a timeout, so a slow or silent client
+//! never holds up the accept loop.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,10 +20,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Serves `handler` on `listener` until `stop` is cancelled, then waits up to `grace` for open
-/// requests to finish.
+use crate::tls::ReloadingTls;
+
+/// Serves `handler` on `listener` (over TLS when `tls` is given) until `stop` is cancelled,
+/// then waits up to `grace` for open requests to finish.
 pub async fn serve<H, F>(
     listener: TcpListener,
+    tls: Option<Arc<ReloadingTls>>,
     handler: H,
     stop: CancellationToken,
     grace: Duration,
@@ -48,12 +56,41 @@ pub async fn serve<H, F>(
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(req).await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let watched = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
+            let ended = match acceptor {
+                None => {
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(connection).await
+                }
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(
+                        crate::tls::HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(connection).await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -9,10 +9,13 @@
 //! - [`runtime`]: the running router, snapshots and reload; [`reload`]: the file watcher.
 //! - [`auth`]: sender authentication, event policies, rate limits, outbound tokens.
 //! - [`ingress`]: HTTP ingress; [`admin`]: health, readiness, metrics, config.
+//! - [`ingress`]: HTTP and QUIC ingress; [`admin`]: health, readiness, metrics, config.
+//! - [`quic`]: TLS and the client side of the QUIC protocol; [`send`]: `triggerfish send`.
 //! - [`store`]: the seam between ingress and dispatch (memory today).
 //! - [`scheduler`]: PingSources, run-time schedules and delayed events.
 //! - [`sources`]: event sources (OSS via MNS, S3, GitHub, registries, a watched directory).
 //! - [`shard`]: shard drivers; [`dispatch`]: delivery semantics; [`sinks`]: destinations.
+//! - [`tls`]: TLS for the HTTP listeners, reloaded when the files change.
 //! - [`body`]: size-limited body reading; [`http_server`]: the shared accept loop;
 //!   [`metrics`]: Prometheus metrics.
 
@@ -23,13 +26,18 @@ pub mod cli;
 pub mod dispatch;
 pub mod http_server;
 pub mod ingress;
+#[cfg(feature = "media")]
+pub mod media;
 pub mod metrics;
 pub mod plan;
+pub mod quic;
 pub mod reload;
 pub mod runtime;
 pub mod scheduler;
+pub mod send;
 pub mod serve;
 pub mod shard;
 pub mod sinks;
 pub mod sources;
 pub mod store;
+pub mod tls;

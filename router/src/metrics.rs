@@ -114,6 +114,13 @@ pub struct QueueLabels {
     pub name: String,
 }
 
+/// Why a QUIC stream was reset.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuicResetLabels {
+    /// The stream code, in snake case (`malformed`, `frame_too_large`, ...).
+    pub code: &'static str,
+}
+
 /// Config reload outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -155,6 +162,17 @@ pub struct Metrics {
     pub delivery_latency: Family<TriggerLabels, Histogram>,
     /// Config reloads by outcome.
     pub reloads: Family<ReloadLabels, Counter>,
+    /// Media worker pools (`triggerfish_media_*`).
+    #[cfg(feature = "media")]
+    pub media: triggerfish_workers::MediaMetrics,
+    /// Open QUIC ingress connections (handshakes included).
+    pub quic_connections: Gauge,
+    /// QUIC connections refused at the connection limit.
+    pub quic_connections_refused: Counter,
+    /// QUIC handshakes that failed (untrusted peers, no common ALPN, timeouts).
+    pub quic_handshake_failures: Counter,
+    /// QUIC streams reset instead of answered, by code.
+    pub quic_resets: Family<QuicResetLabels, Counter>,
 }
 
 impl Metrics {
@@ -234,6 +252,36 @@ impl Metrics {
             delivery_latency.clone(),
         );
         registry.register("config_reloads", "Config reloads", reloads.clone());
+        #[cfg(feature = "media")]
+        let media = {
+            let media = triggerfish_workers::MediaMetrics::new();
+            media.register(&mut registry);
+            media
+        };
+        let quic_connections = Gauge::default();
+        let quic_connections_refused = Counter::default();
+        let quic_handshake_failures = Counter::default();
+        let quic_resets = Family::default();
+        registry.register(
+            "quic_connections",
+            "Open QUIC ingress connections",
+            quic_connections.clone(),
+        );
+        registry.register(
+            "quic_connections_refused",
+            "QUIC connections refused at the connection limit",
+            quic_connections_refused.clone(),
+        );
+        registry.register(
+            "quic_handshake_failures",
+            "QUIC handshakes that failed",
+            quic_handshake_failures.clone(),
+        );
+        registry.register(
+            "quic_stream_resets",
+            "QUIC streams reset instead of answered, by code",
+            quic_resets.clone(),
+        );
         Metrics {
             registry,
             ingress_requests,
@@ -249,6 +297,12 @@ impl Metrics {
             queue_depth,
             delivery_latency,
             reloads,
+            #[cfg(feature = "media")]
+            media,
+            quic_connections,
+            quic_connections_refused,
+            quic_handshake_failures,
+            quic_resets,
         }
     }
 

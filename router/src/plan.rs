@@ -34,6 +34,9 @@ pub struct Plan {
     pub scheduler: crate::scheduler::Limits,
     /// Sender authentication, event policies and ingress rate limits.
     pub auth: AuthPlan,
+    /// TLS of the HTTP listeners, loaded (so that bad files fail the load). Used at start;
+    /// a reload keeps the listeners' TLS as it is (the files themselves are watched).
+    pub tls: Option<Arc<crate::tls::ReloadingTls>>,
     /// Event sources (OSS, S3, GitHub, registries, watched directories) in config order.
     pub event_sources: Vec<crate::sources::EventSourcePlan>,
 }
@@ -117,6 +120,20 @@ impl Plan {
     pub fn build(config: Config) -> Result<Plan, ConfigErrors> {
         let mut errors = Vec::new();
         let auth = build_auth(&config, &mut errors);
+        let tls =
+            config.server().tls.as_ref().and_then(|spec| {
+                match crate::tls::ReloadingTls::load(spec) {
+                    Ok(t) => Some(Arc::new(t)),
+                    Err(e) => {
+                        let path = FieldPath::root().key("spec").key("tls");
+                        match config.server_id() {
+                            Some(id) => errors.push(config.error_at(id, path, e.to_string())),
+                            None => tracing::error!(error = %e, "Server.spec.tls"),
+                        }
+                        None
+                    }
+                }
+            });
         let minter = auth_minter(&config, &mut errors);
         let mut brokers = Vec::new();
         for broker in config.brokers() {
@@ -244,6 +261,7 @@ impl Plan {
                 sources,
                 scheduler,
                 auth,
+                tls,
                 event_sources,
             }),
         }
@@ -418,6 +436,8 @@ pub(crate) fn check_destination(
     let kind = match *kind {
         "Exec" => Kind::Exec,
         "KafkaSink" => Kind::KafkaSink,
+        #[cfg(feature = "media")]
+        "WorkerPool" => Kind::WorkerPool,
         "Scheduler" if name == "default" => return None,
         "Scheduler" => {
             errors.push(config.error_at(
@@ -431,7 +451,7 @@ pub(crate) fn check_destination(
             errors.push(config.error_at(
                 id,
                 path.key("ref"),
-                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File, Exec, Scheduler or KafkaSink"),
+                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File, Exec, Scheduler, KafkaSink or (with the media feature) WorkerPool"),
             ));
             return None;
         }
@@ -467,6 +487,14 @@ pub(crate) fn check_destination(
             FieldPath::root().key("spec").key("command"),
             e,
         ));
+        return None;
+    }
+    // Check that ONNX Runtime and the models are there; the runtime starts the pool.
+    #[cfg(feature = "media")]
+    if let CustomSpec::WorkerPool(spec) = &resource.spec
+        && let Err(e) = crate::media::check(spec)
+    {
+        errors.push(config.error_at(&resource.id, FieldPath::root().key("spec"), e));
         return None;
     }
     Some(resource.clone())

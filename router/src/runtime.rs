@@ -22,10 +22,12 @@ use triggerfish_core::config::{
 use triggerfish_core::cron::recurring::ScheduleRequest;
 use triggerfish_core::event::DecodeLimits;
 
+use crate::auth::outbound::Credential;
 use crate::dispatch::{self, QueueLimits, TriggerHandle};
 use crate::ingress::http::IngressLimits;
 use crate::metrics::Metrics;
 use crate::plan::{Plan, TriggerPlan};
+use crate::quic::client::{Peer, QuicClient};
 use crate::scheduler::{Scheduler, SchedulerHandle, SchedulerMetrics, TargetFactory};
 use crate::shard::{BrokerRoute, Snapshot};
 use crate::sinks::Sink;
@@ -33,6 +35,7 @@ use crate::sinks::display::DisplaySink;
 use crate::sinks::exec::ExecSink;
 use crate::sinks::file::FileSink;
 use crate::sinks::http::{HttpClient, HttpSink};
+use crate::sinks::quic::QuicSink;
 use crate::store::Store;
 
 /// Settings fixed for the life of the process (a reload cannot change them).
@@ -50,6 +53,12 @@ pub struct Settings {
     pub trigger_limits: QueueLimits,
     /// How long shutdown waits for queues to drain.
     pub grace: Duration,
+    /// The QUIC ingress address, if on.
+    pub quic: Option<SocketAddr>,
+    /// The QUIC ingress's limits.
+    pub quic_limits: crate::ingress::quic::QuicLimits,
+    /// How QUIC subscribers verify servers.
+    pub quic_trust: crate::quic::tls::Trust,
 }
 
 impl Settings {
@@ -69,6 +78,19 @@ impl Settings {
                 bytes: spec.queues.trigger.bytes.as_usize(),
             },
             grace: spec.shutdown_grace_period.get(),
+            quic: spec.listen.quic.0,
+            quic_limits: crate::ingress::quic::QuicLimits {
+                max_connections: spec.quic.max_connections.get() as usize,
+                max_streams_per_connection: spec.quic.max_streams_per_connection.get(),
+                max_buffered_bytes: spec.quic.max_buffered_bytes.as_usize(),
+                idle_timeout: spec.quic.idle_timeout.get(),
+                frame_timeout: spec.quic.frame_timeout.get(),
+            },
+            quic_trust: crate::quic::tls::Trust {
+                ca_file: spec.quic.client.ca_file.clone(),
+                pinned_sha256: spec.quic.client.pinned_sha256.clone(),
+                danger_accept_invalid_certs: spec.quic.client.danger_accept_invalid_certs,
+            },
         }
     }
 }
@@ -113,6 +135,12 @@ pub struct Dispatchers {
     display: Arc<DisplaySink>,
     files: parking_lot::Mutex<HashMap<PathBuf, Arc<FileSink>>>,
     scheduler: std::sync::OnceLock<SchedulerHandle>,
+    #[cfg(feature = "media")]
+    media: crate::media::MediaPools,
+    quic: Arc<QuicClient>,
+    /// One connection per QUIC server, shared by every trigger delivering there and kept
+    /// across reloads.
+    peers: parking_lot::Mutex<HashMap<(String, u16), Arc<Peer>>>,
     /// One producer per Kafka sink resource, shared by the triggers using it;
     /// replaced when the resource changes.
     producers: parking_lot::Mutex<HashMap<ResourceId, (CustomResource, Sink)>>,
@@ -121,21 +149,17 @@ pub struct Dispatchers {
 impl Dispatchers {
     /// Starts a dispatcher for `plan`.
     pub fn start(&self, plan: Arc<TriggerPlan>, reply_limits: DecodeLimits) -> TriggerHandle {
-        let sink = match self.sink(
+        let sink = self.sink(
             &plan.subscriber,
             plan.subscriber_resource.as_ref(),
+            plan.credential.as_ref(),
             reply_limits,
-        ) {
-            Sink::Http(http) => {
-                Sink::Http(Box::new((*http).with_credential(plan.credential.clone())))
-            }
-            other => other,
-        };
+        );
         let dead_letter = plan
             .delivery
             .as_ref()
             .and_then(|d| d.dead_letter_sink.as_ref())
-            .map(|d| self.sink(d, plan.dead_letter_resource.as_ref(), reply_limits));
+            .map(|d| self.sink(d, plan.dead_letter_resource.as_ref(), None, reply_limits));
         dispatch::start(
             plan,
             sink,
@@ -149,16 +173,18 @@ impl Dispatchers {
         )
     }
 
+    /// The sink for `dest`; `credential` is the bearer token HTTP and QUIC requests carry.
     fn sink(
         &self,
         dest: &Destination,
         resource: Option<&CustomResource>,
+        credential: Option<&Credential>,
         reply_limits: DecodeLimits,
     ) -> Sink {
         match dest {
             Destination::Uri(url) | Destination::Service { url, .. } => {
                 match HttpSink::new(url, self.client.clone()) {
-                    Ok(h) => Sink::Http(Box::new(h)),
+                    Ok(h) => Sink::Http(Box::new(h.with_credential(credential.cloned()))),
                     // The config validated the URL; an http::Uri it cannot become is a bug, and the
                     // display sink at least shows the events instead of losing them.
                     Err(e) => {
@@ -166,6 +192,15 @@ impl Dispatchers {
                         Sink::Display(Arc::clone(&self.display))
                     }
                 }
+            }
+            Destination::Quic(q) => {
+                let peer = {
+                    let mut peers = self.peers.lock();
+                    Arc::clone(peers.entry((q.host.clone(), q.port)).or_insert_with(|| {
+                        Arc::new(Peer::new(Arc::clone(&self.quic), &q.host, q.port))
+                    }))
+                };
+                Sink::Quic(QuicSink::new(q, peer, credential.cloned()))
             }
             Destination::Display => Sink::Display(Arc::clone(&self.display)),
             Destination::File { path } => {
@@ -197,6 +232,10 @@ impl Dispatchers {
                             Sink::Display(Arc::clone(&self.display))
                         }
                     }
+                }
+                #[cfg(feature = "media")]
+                Some((CustomSpec::WorkerPool(spec), r)) => {
+                    Sink::WorkerPool(Arc::new(self.media.sink(r, spec)))
                 }
                 // `Plan::build` rejects in-process kinds this build does not have.
                 _ => Sink::Display(Arc::clone(&self.display)),
@@ -286,6 +325,15 @@ impl Router {
     ) -> anyhow::Result<Router> {
         let client = crate::sinks::http::client()
             .map_err(|e| anyhow::anyhow!("loading the system's trusted TLS roots: {e}"))?;
+        if settings.quic_trust.danger_accept_invalid_certs {
+            tracing::warn!(
+                "quic.client.dangerAcceptInvalidCerts is set: QUIC subscribers accept any server certificate; anyone on the path can read and change their events"
+            );
+        }
+        let quic =
+            Arc::new(QuicClient::new(&settings.quic_trust).map_err(|e| {
+                anyhow::anyhow!("setting up the QUIC client (spec.quic.client): {e}")
+            })?);
         let scheduler_metrics = SchedulerMetrics::register(metrics.registry_mut());
         let source_metrics = crate::sources::SourceMetrics::register(metrics.registry_mut());
         let metrics = Arc::new(metrics);
@@ -316,6 +364,10 @@ impl Router {
             display: Arc::new(DisplaySink::new()),
             files: parking_lot::Mutex::new(HashMap::new()),
             scheduler: std::sync::OnceLock::new(),
+            #[cfg(feature = "media")]
+            media: crate::media::MediaPools::new(metrics.media.clone()),
+            quic,
+            peers: parking_lot::Mutex::new(HashMap::new()),
             producers: parking_lot::Mutex::new(HashMap::new()),
         });
         let config: Arc<ArcSwap<Option<Config>>> = Arc::new(ArcSwap::from_pointee(None));

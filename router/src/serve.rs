@@ -22,13 +22,14 @@ use tokio::net::TcpListener;
 use triggerfish_core::config::Config;
 
 use crate::ingress::http::Ingress;
+use crate::ingress::quic::QuicIngress;
 use crate::metrics::{DropLabels, DropReason, Metrics};
 use crate::plan::Plan;
 use crate::runtime::{Router, Settings};
 use crate::store::Store;
 use crate::store::jetstream::{Consumers, JetStreamStore, Routing};
 use crate::store::memory::MemoryStore;
-use triggerfish_core::config::StoreKind;
+use triggerfish_core::config::{StoreKind, TlsListener};
 
 /// Command-line overrides of the `Server` document.
 #[derive(Clone, Debug, Default)]
@@ -39,6 +40,8 @@ pub struct Overrides {
     pub admin: Option<SocketAddr>,
     /// Number of shards.
     pub shards: Option<usize>,
+    /// QUIC ingress address; `Some(None)` turns it off.
+    pub quic: Option<Option<SocketAddr>>,
 }
 
 /// Why `serve` could not start.
@@ -73,6 +76,7 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     settings.http = overrides.http.unwrap_or(settings.http);
     settings.admin = overrides.admin.unwrap_or(settings.admin);
     settings.shards = overrides.shards.unwrap_or(settings.shards).max(1);
+    settings.quic = overrides.quic.unwrap_or(settings.quic);
 
     let spec = plan.config.server().clone();
     let (store, memory) = match spec.store.kind {
@@ -107,6 +111,20 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
             .consumers
             .set(Consumers::new(Arc::clone(js), routing, router.stop.clone()));
     }
+    let tls = plan.tls.clone();
+    let tls_spec = spec.tls.clone();
+    let tls_for = |listener: TlsListener| {
+        tls.as_ref()
+            .filter(|_| tls_spec.as_ref().is_some_and(|s| s.covers(listener)))
+            .map(Arc::clone)
+    };
+    if let Some(t) = &tls {
+        t.spawn_watch(router.stop.clone());
+        tracing::info!(sha256 = %t.fingerprint(), "TLS enabled");
+    }
+    router
+        .event_sources
+        .set_webhook_tls(tls_for(TlsListener::Webhooks));
     router.apply(plan);
 
     // Cancelled when the drain is over; see the module docs.
@@ -123,6 +141,20 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
 
     let ingress_listener = bind(settings.http, "HTTP ingress").await?;
     let admin_listener = bind(settings.admin, "admin").await?;
+    let quic_task = match settings.quic {
+        Some(addr) => {
+            let quic = Arc::new(QuicIngress::new(
+                Arc::clone(&router.snapshot),
+                store.clone(),
+                Arc::clone(&metrics),
+                router.stop.clone(),
+                settings.quic_limits,
+            ));
+            let endpoint = bind_quic(addr, &spec, &quic)?;
+            Some(tokio::spawn(quic.serve(endpoint, drained.clone())))
+        }
+        None => None,
+    };
     let ingress = Arc::new(Ingress {
         snapshot: Arc::clone(&router.snapshot),
         store: store.clone(),
@@ -131,6 +163,7 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     });
     let ingress_task = tokio::spawn(crate::http_server::serve(
         ingress_listener,
+        tls_for(TlsListener::Http),
         move |req| Arc::clone(&ingress).handle(req),
         drained.clone(),
         Duration::from_secs(5),
@@ -139,6 +172,7 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     let admin_router = Arc::clone(&router);
     let admin_task = tokio::spawn(crate::http_server::serve(
         admin_listener,
+        tls_for(TlsListener::Admin),
         move |req| crate::admin::handle(Arc::clone(&admin_router), req),
         admin_stop.clone(),
         Duration::from_secs(1),
@@ -151,7 +185,10 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     router
         .ready
         .store(true, std::sync::atomic::Ordering::Release);
-    tracing::info!(http = %settings.http, admin = %settings.admin, shards = settings.shards, "triggerfish is ready");
+    let quic_listen = settings
+        .quic
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
+    tracing::info!(http = %settings.http, quic = %quic_listen, admin = %settings.admin, shards = settings.shards, "triggerfish is ready");
 
     wait_for_signal().await;
     let started = Instant::now();
@@ -190,6 +227,9 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     router.event_sources.stopped(Duration::from_secs(10)).await;
     drained.cancel();
     let _ = ingress_task.await;
+    if let Some(task) = quic_task {
+        let _ = task.await;
+    }
     // Idle drivers return at once; one still waiting for room in a trigger queue after the
     // grace period holds events already reported as lost above.
     for d in drivers {
@@ -199,6 +239,43 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     admin_stop.cancel();
     let _ = admin_task.await;
     Ok(())
+}
+
+/// Loads (or generates) the certificate, logs its fingerprint, and binds the QUIC endpoint.
+fn bind_quic(
+    addr: SocketAddr,
+    spec: &triggerfish_core::config::ServerSpec,
+    quic: &QuicIngress,
+) -> Result<quinn::Endpoint, StartError> {
+    use crate::quic::tls;
+    // `quic.tls`, else the HTTP listeners' `tls` certificate, else the development one.
+    let files = spec.quic.tls.clone().or_else(|| {
+        spec.tls
+            .as_ref()
+            .map(|t| triggerfish_core::config::TlsFiles {
+                cert_file: t.cert_file.clone(),
+                key_file: t.key_file.clone(),
+            })
+    });
+    let identity = tls::server_identity(files.as_ref(), &spec.data_dir, addr)
+        .map_err(|e| StartError::Other(anyhow::anyhow!("QUIC ingress TLS: {e}")))?;
+    let cert = identity.cert_path.display().to_string();
+    let fingerprint = format!("sha256:{}", identity.fingerprint);
+    if identity.development {
+        tracing::info!(cert = %cert, fingerprint = %fingerprint, generated = identity.generated,
+            "QUIC ingress uses a self-signed development certificate; clients trust it with --ca-file {cert} or by pinning its fingerprint");
+    } else {
+        tracing::info!(cert = %cert, fingerprint = %fingerprint, "QUIC ingress certificate");
+    }
+    let mut config = tls::server_config(identity)
+        .map_err(|e| StartError::Other(anyhow::anyhow!("QUIC ingress TLS: {e}")))?;
+    config.transport_config(Arc::new(quic.transport_config()));
+    let endpoint = quinn::Endpoint::server(config, addr)
+        .with_context(|| format!("binding the QUIC ingress listener to {addr} (UDP)"))
+        .map_err(StartError::Other)?;
+    let bound = endpoint.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %bound, alpn = "triggerfish/1", "QUIC ingress listening");
+    Ok(endpoint)
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {

@@ -8,8 +8,9 @@
 //! - [`subscriber`]: a hyper HTTP subscriber that records every request and answers as
 //!   scripted (statuses, `Retry-After`, delays, held answers, reply events).
 //! - [`client`]: sends events (binary, structured, batched) and admin requests.
+//! - [`quic`]: a raw QUIC client, frames as bytes, for the protocol tests.
 //! - [`event`]: CloudEvents as tests write them; [`config`]: Knative YAML builders;
-//!   [`metrics`]: reads Prometheus text.
+//!   [`metrics`]: reads Prometheus text; [`tls`]: a throwaway PKI and an HTTPS client.
 //!
 //! Everything listens on `127.0.0.1` on ports picked at runtime and lives in temporary
 //! directories, so tests run in parallel. Waits poll with deadlines; nothing sleeps a fixed
@@ -27,8 +28,10 @@ pub mod client;
 pub mod config;
 pub mod event;
 pub mod metrics;
+pub mod quic;
 pub mod router;
 pub mod subscriber;
+pub mod tls;
 
 use std::future::Future;
 use std::path::Path;

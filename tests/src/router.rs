@@ -2,7 +2,7 @@
 //!
 //! [`Router::start`] writes the config into a fresh temporary directory (also the process's
 //! working directory, so `File` sinks land there), picks two free ports, starts
-//! `triggerfish serve --config … --http … --admin …`, and waits for `/readyz`. Standard output
+//! `triggerfish serve --config … --http … --admin … --quic …`, and waits for `/readyz`. Standard output
 //! and error go to files in that directory: tests read them, and a failing test prints them.
 //! Dropping a `Router` sends SIGTERM, then SIGKILL if the process has not exited after
 //! [`KILL_AFTER`].
@@ -56,6 +56,8 @@ pub struct Router {
     pub http: SocketAddr,
     /// The admin address.
     pub admin: SocketAddr,
+    /// The QUIC ingress address (UDP).
+    pub quic: SocketAddr,
     dir: TempDir,
     config: PathBuf,
     /// A client for ingress and admin requests.
@@ -80,14 +82,15 @@ impl Router {
         let client = Client::new();
         let mut last_error = String::new();
         for _ in 0..5 {
-            let (http, admin) = (free_port(), free_port());
-            let mut child = spawn(dir.path(), &config_path, http, admin, &options);
+            let (http, admin, quic) = (free_port(), free_port(), free_udp_port());
+            let mut child = spawn(dir.path(), &config_path, [http, admin, quic], &options);
             match wait_ready(&mut child, dir.path(), admin, &client).await {
                 Ok(()) => {
                     return Router {
                         child: Some(child),
                         http,
                         admin,
+                        quic,
                         dir,
                         config: config_path,
                         client,
@@ -114,6 +117,16 @@ impl Router {
     /// The ingress URL of broker `default/{name}`.
     pub fn broker_url(&self, name: &str) -> String {
         self.url(&format!("/default/{name}"))
+    }
+
+    /// The `quic://` URL of broker `default/{name}`.
+    pub fn quic_url(&self, name: &str) -> String {
+        format!("quic://{}/default/{name}", self.quic)
+    }
+
+    /// The QUIC ingress's self-signed development certificate (a client's CA file).
+    pub fn quic_cert(&self) -> PathBuf {
+        self.dir.path().join("data/quic/dev-cert.pem")
     }
 
     /// The admin URL of `path`.
@@ -308,8 +321,7 @@ impl Drop for Router {
 fn spawn(
     dir: &Path,
     config: &Path,
-    http: SocketAddr,
-    admin: SocketAddr,
+    [http, admin, quic]: [SocketAddr; 3],
     options: &Options,
 ) -> Child {
     let stdout = fs::File::create(dir.join("stdout.log")).expect("creating stdout.log");
@@ -322,6 +334,8 @@ fn spawn(
         .arg(http.to_string())
         .arg("--admin")
         .arg(admin.to_string())
+        .arg("--quic")
+        .arg(quic.to_string())
         .arg("--shards")
         .arg(options.shards.to_string())
         .current_dir(dir)
@@ -330,6 +344,7 @@ fn spawn(
         .env_remove("TRIGGERFISH_HTTP")
         .env_remove("TRIGGERFISH_ADMIN")
         .env_remove("TRIGGERFISH_SHARDS")
+        .env_remove("TRIGGERFISH_QUIC")
         .env_remove("TRIGGERFISH_LOG_FORMAT")
         .envs(options.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -339,7 +354,7 @@ fn spawn(
         .expect("starting triggerfish serve")
 }
 
-/// Waits for `/readyz` to answer 200; `Err` with the router's logs if it exits first or is
+/// Waits for `/readyz` to answer 200 (or the log to say it is ready); `Err` with the router's logs if it exits first or is
 /// not ready in time.
 async fn wait_ready(
     child: &mut Child,
@@ -361,6 +376,10 @@ async fn wait_ready(
         {
             return Ok(());
         }
+        // An admin listener behind TLS does not answer plain HTTP: the log line says the same.
+        if logs().contains("triggerfish is ready") {
+            return Ok(());
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
@@ -375,6 +394,12 @@ async fn wait_ready(
 pub fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
     listener.local_addr().expect("the ephemeral port")
+}
+
+/// A UDP port that was free a moment ago (the same caveat as [`free_port`]).
+pub fn free_udp_port() -> SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding an ephemeral UDP port");
+    socket.local_addr().expect("the ephemeral UDP port")
 }
 
 /// Sends a signal with `kill(1)` (the workspace forbids `unsafe`, so no `libc::kill`).

@@ -3,6 +3,9 @@
 //! against a JWKS file and a JWKS served over HTTP (with a key rotation), `EventPolicy`
 //! resources, token buckets, and subscribers that check the router's own token.
 //!
+//! QUIC ingress goes through the same checks (the frame's credential), and QUIC subscribers
+//! present the router's token in their frames.
+//!
 //! Keys are generated per test (EC P-256 through rcgen); tokens are signed with
 //! `jsonwebtoken`, as an OIDC issuer would.
 #![allow(clippy::unwrap_used)]
@@ -13,6 +16,7 @@ use http::Method;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+use triggerfish_tests::quic::{Answer, QuicClient};
 use triggerfish_tests::{
     Config, Event, Options, PATIENCE, Reply, Response, Router, Subscriber, Trigger, event,
 };
@@ -643,4 +647,156 @@ async fn bad_auth_configs_fail_to_load_with_a_clear_error() {
         triggerfish_tests::run_cli(dir.path(), &["validate", "--config", "config.yaml"], None);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Server.spec.auth.outbound"));
+}
+
+/// The ack's status and message; panics on a reset or a lost stream.
+fn ack(answer: Answer) -> (u16, String) {
+    let a = answer.ack();
+    (a.status, a.message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_ingress_applies_the_same_credentials_policies_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let orders = "apiVersion: eventing.knative.dev/v1alpha1\nkind: EventPolicy\nmetadata: {name: orders, namespace: default}\n\
+        spec:\n  to: [{ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}]\n  from: [{sub: \"system:serviceaccount:default:*\"}]\n  filters: [{prefix: {type: order.}}]\n";
+    let config = senders_config(dir.path(), "deny-all", &[orders]).replace(
+        "  auth:\n",
+        "  auth:\n    rateLimits:\n      perSender: {eventsPerSecond: 1, burst: 3}\n",
+    );
+    let router = Router::start(&config).await;
+    let client = QuicClient::connect(router.quic, &router.quic_cert()).await;
+    let target = "default/default";
+
+    // No credential, a wrong one, one that is not a bearer token: 401 with the short code.
+    let (status, message) = ack(client.publish(target, &[event("1")]).await);
+    assert_eq!((status, message.as_str()), (401, "missing_token"));
+    let (status, message) = ack(client
+        .publish_with_credential(target, "Bearer tok-nope", &[event("1")])
+        .await);
+    assert_eq!((status, message.as_str()), (401, "invalid_token"));
+    let (status, message) = ack(client
+        .publish_with_credential(target, "Basic dG9r", &[event("1")])
+        .await);
+    assert_eq!((status, message.as_str()), (401, "invalid_request"));
+    // A sender the policy covers, with a type it allows.
+    let (status, message) = ack(client
+        .publish_with_credential(target, "Bearer tok-checkout", &[event("a")])
+        .await);
+    assert_eq!(status, 202, "{message}");
+    // The policy refuses another type: the whole frame, as over HTTP.
+    let mixed = [event("b"), Event::new("c", "payment.made").source("/shop")];
+    let (status, message) = ack(client
+        .publish_with_credential(target, "Bearer tok-checkout", &mixed)
+        .await);
+    assert_eq!(status, 403, "{message}");
+    assert!(message.contains("1 of 2 events"), "{message}");
+    // Another namespace's sender: deny-all applies to the broker through the policy.
+    let (status, _) = ack(client
+        .publish_with_credential(target, "Bearer tok-spy", &[event("d")])
+        .await);
+    assert_eq!(status, 403);
+    // The sender's bucket holds 3: a frame of 4 can never pass; it is refused with a
+    // retry-after, nothing queued.
+    let four = [event("e"), event("f"), event("g"), event("h")];
+    let a = client
+        .publish_with_credential(target, "Bearer tok-checkout", &four)
+        .await
+        .ack();
+    assert_eq!(a.status, 429, "{}", a.message);
+    assert!(a.retry_after_ms >= 1000, "{a:?}");
+    client.close().await;
+
+    let m = router.metrics().await;
+    for (outcome, n) in [("unauthorized", 3), ("forbidden", 2), ("rate_limited", 1)] {
+        assert_eq!(
+            m.count(
+                "triggerfish_ingress_requests_total",
+                &[("outcome", outcome)]
+            ),
+            n,
+            "{outcome}"
+        );
+    }
+    assert!(!router.stderr().contains("tok-checkout"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_subscribers_and_triggerfish_send_present_tokens() {
+    // B requires a token over QUIC; A forwards to B over QUIC with a static token.
+    let sub = Subscriber::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("a-to-b.token");
+    std::fs::write(&token_file, "router-a-secret\n").unwrap();
+    let b_config = Config::new()
+        .server(&format!(
+            "auth:\n  tokens:\n    - {{identity: router-a, tokenFile: {}}}",
+            token_file.display()
+        ))
+        .broker("default", None)
+        .trigger(Trigger::new("all", &sub.url("/s")))
+        .render();
+    let b = Router::start(&b_config).await;
+    let a_config = Config::new()
+        .server(&format!(
+            "quic:\n  client: {{caFile: {}}}",
+            b.quic_cert().display()
+        ))
+        .broker("default", None)
+        .trigger(Trigger::new("forward", "x").subscriber(&format!(
+            "uri: {}\ntoken: {{file: {}}}",
+            b.quic_url("default"),
+            token_file.display()
+        )))
+        .render();
+    let a = Router::start(&a_config).await;
+    a.publish(&event("via-a")).await;
+    let got = sub.wait_for(1, PATIENCE).await;
+    assert_eq!(got[0].id(), "via-a");
+
+    // `triggerfish send` over QUIC: refused without the token, accepted with it.
+    let quic_url = b.quic_url("default");
+    let ca = b.quic_cert().display().to_string();
+    let base = vec![
+        "send".to_owned(),
+        "--json".to_owned(),
+        "--quiet".to_owned(),
+        "--to".to_owned(),
+        quic_url,
+        "--ca-file".to_owned(),
+        ca,
+        "--type".to_owned(),
+        "order.created".to_owned(),
+    ];
+    let run = |extra: Vec<String>| {
+        let dir = dir.path().to_owned();
+        let mut args = base.clone();
+        args.extend(extra);
+        tokio::task::spawn_blocking(move || {
+            let all: Vec<&str> = args.iter().map(String::as_str).collect();
+            triggerfish_tests::run_cli(&dir, &all, None)
+        })
+    };
+    let refused = run(vec![]).await.unwrap();
+    assert!(!refused.status.success());
+    let summary: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(summary["accepted"], 0, "{summary}");
+    let accepted = run(vec![
+        "--token-file".to_owned(),
+        token_file.display().to_string(),
+    ])
+    .await
+    .unwrap();
+    let summary: Value = serde_json::from_slice(&accepted.stdout).unwrap();
+    assert!(accepted.status.success(), "{summary}");
+    assert_eq!(summary["accepted"], 1, "{summary}");
+    sub.wait_for(2, PATIENCE).await;
+    let m = b.metrics().await;
+    assert_eq!(
+        m.count(
+            "triggerfish_ingress_requests_total",
+            &[("outcome", "unauthorized")]
+        ),
+        1
+    );
 }

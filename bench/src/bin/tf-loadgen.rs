@@ -7,6 +7,9 @@
 //!     --mode binary --rate 20000 --duration 10s
 //! # As fast as possible, in batches of 100.
 //! tf-loadgen --mode batch --batch 100 --rate max --duration 10s --sink 127.0.0.1:18090
+//! # QUIC ingress, frames of 100 on one connection with 8 frames in flight.
+//! tf-loadgen --target quic://127.0.0.1:8443/default/default --quic-ca-file data/quic/dev-cert.pem \
+//!     --mode batch --batch 100 --rate max --duration 10s --sink 127.0.0.1:18090
 //! # Only the sink, failing 5% of deliveries and holding 1% for 200 ms, until Ctrl-C.
 //! tf-loadgen --sink-only --sink 127.0.0.1:18090 --sink-fail 0.05 --sink-slow 0.01:200ms
 //! ```
@@ -35,7 +38,9 @@ use triggerfish_bench::loadgen::spec::{Rate, SlowSpec, parse_duration, parse_fra
 #[derive(Debug, Parser)]
 #[command(name = "tf-loadgen", version)]
 struct Args {
-    /// The broker ingress URL (`POST /{namespace}/{broker}`). Plain http only.
+    /// The broker ingress: `http://host:port/{namespace}/{broker}` (plain HTTP), or
+    /// `quic://host:port/{namespace}/{broker}` (frames on one QUIC connection; `--connections`
+    /// frames in flight).
     #[arg(long, default_value = "http://127.0.0.1:8080/default/default")]
     target: String,
     /// How events are put on the wire.
@@ -84,6 +89,13 @@ struct Args {
     /// router pushing back is not flooded with retries that take its CPU.
     #[arg(long, value_parser = parse_duration, default_value = "1ms")]
     pushback_pause: Duration,
+    /// QUIC: a PEM file of CA certificates to trust (a Triggerfish development certificate is
+    /// its own CA: `{dataDir}/quic/dev-cert.pem`).
+    #[arg(long)]
+    quic_ca_file: Option<std::path::PathBuf>,
+    /// QUIC: trust the server certificate with this SHA-256 fingerprint.
+    #[arg(long)]
+    quic_pin_sha256: Vec<String>,
     /// Tokio worker threads (default: one per core).
     #[arg(long)]
     threads: Option<NonZeroUsize>,
@@ -190,6 +202,11 @@ fn run_config(args: &Args, run_id: u32) -> anyhow::Result<RunConfig> {
             connections: args.connections.get(),
             pacer_tick: args.pacer_tick,
             pushback_pause: args.pushback_pause,
+            trust: triggerfish_router::quic::tls::Trust {
+                ca_file: args.quic_ca_file.clone(),
+                pinned_sha256: args.quic_pin_sha256.clone(),
+                danger_accept_invalid_certs: false,
+            },
         }),
         drain: args.drain,
         sink_only_for: None,

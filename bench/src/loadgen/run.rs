@@ -169,6 +169,7 @@ mod tests {
                 connections: 4,
                 pacer_tick: Duration::from_micros(200),
                 pushback_pause: Duration::from_millis(1),
+                trust: Default::default(),
             }),
             drain: Duration::from_secs(5),
             sink_only_for: None,

@@ -17,7 +17,13 @@
 //!
 //! A response is read to the end (bounded) so the connection can be reused. A transport error
 //! counts the request's events as failed and the connection is re-established.
-//! It does not retry, follow redirects, or speak TLS.
+//! It does not retry or follow redirects, and speaks TLS only for QUIC.
+//!
+//! **QUIC** (`--target quic://host:port/{namespace}/{broker}`): every worker sends frames on
+//! one shared QUIC connection (each frame its own stream), so `--connections` is the number of
+//! frames in flight. A frame carries a batched-mode array whatever `--mode` says (one event per
+//! frame in the single-event modes). The ack's status stands for the HTTP status in the
+//! figures; events an ack rejects count as rejected.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +38,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
+use triggerfish_router::quic::client::{Peer, QuicClient};
+
 use crate::loadgen::body::discard_limited;
 use crate::loadgen::clock::{Clock, saturating_nanos};
 use crate::loadgen::latency::Latencies;
@@ -41,9 +49,11 @@ use crate::loadgen::schedule::{Plan, Schedule};
 /// The largest response body read from the target.
 const MAX_RESPONSE_BODY: usize = 1 << 20;
 
-/// Where events are sent: an `http://host:port/path` URL.
+/// Where events are sent: an `http://host:port/path` or `quic://host:port/ns/broker` URL.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// For a `quic://` URL: the broker, `namespace/name`.
+    pub quic_target: Option<String>,
     /// `host:port`, to connect to.
     pub authority: String,
     /// The `Host` header.
@@ -65,8 +75,8 @@ pub enum TargetError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A scheme other than `http` (the load generator does not speak TLS).
-    #[error("target URL {0:?}: only http:// is supported")]
+    /// A scheme other than `http` and `quic`.
+    #[error("target URL {0:?}: only http:// and quic:// are supported")]
     Scheme(String),
 }
 
@@ -80,11 +90,19 @@ impl Target {
         let uri: Uri = url
             .parse()
             .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(TargetError::Scheme(url.to_owned()));
-        }
+        let quic = match uri.scheme_str() {
+            Some("http") => false,
+            Some("quic") => true,
+            _ => return Err(TargetError::Scheme(url.to_owned())),
+        };
         let auth = uri.authority().ok_or_else(|| invalid("no host"))?;
-        let authority = format!("{}:{}", auth.host(), auth.port_u16().unwrap_or(80));
+        let default_port = if quic { 8443 } else { 80 };
+        let authority = format!(
+            "{}:{}",
+            auth.host(),
+            auth.port_u16().unwrap_or(default_port)
+        );
+        let quic_target = quic.then(|| uri.path().trim_start_matches('/').to_owned());
         let host = HeaderValue::from_str(auth.as_str()).map_err(|_| invalid("bad host"))?;
         let path: Uri = uri
             .path_and_query()
@@ -92,6 +110,7 @@ impl Target {
             .parse()
             .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
         Ok(Target {
+            quic_target,
             authority,
             host,
             path,
@@ -131,6 +150,8 @@ pub struct SenderConfig {
     pub pacer_tick: Duration,
     /// Closed loop: how long a connection pauses after a 429 or 503 answer.
     pub pushback_pause: Duration,
+    /// QUIC: which server certificates to trust.
+    pub trust: triggerfish_router::quic::tls::Trust,
 }
 
 /// What the sender did.
@@ -166,8 +187,28 @@ pub struct SenderReport {
 
 /// Runs the sender to the end of its plan, its deadline, or `stop`.
 pub async fn run(config: SenderConfig, clock: Clock, stop: Arc<AtomicBool>) -> SenderReport {
+    let quic = match quic_peer(&config).await {
+        Ok(q) => q,
+        Err(e) => {
+            // No connection at all: every planned event is unsent; the error says why.
+            #[allow(clippy::print_stderr, reason = "a tool's one-line diagnosis")]
+            {
+                eprintln!("tf-loadgen: {e}");
+            }
+            return SenderReport {
+                connect_errors: 1,
+                unsent: if config.plan.events == u64::MAX {
+                    0
+                } else {
+                    config.plan.events
+                },
+                ..SenderReport::default()
+            };
+        }
+    };
     let start = Instant::now();
     let shared = Arc::new(Shared {
+        quic,
         config,
         clock,
         start,
@@ -195,6 +236,9 @@ pub async fn run(config: SenderConfig, clock: Clock, stop: Arc<AtomicBool>) -> S
             report.absorb(w);
         }
     }
+    if let Some((client, _, _)) = &shared.quic {
+        client.close().await;
+    }
     if let Some(pacer) = pacer {
         // The pacer ends once it has released every permit or is told the workers are done.
         shared.done.store(true, Ordering::Relaxed);
@@ -209,6 +253,8 @@ pub async fn run(config: SenderConfig, clock: Clock, stop: Arc<AtomicBool>) -> S
 }
 
 struct Shared {
+    /// For a `quic://` target: the client, the shared connection and the broker.
+    quic: Option<(Arc<QuicClient>, Peer, String)>,
     config: SenderConfig,
     clock: Clock,
     start: Instant,
@@ -284,9 +330,6 @@ async fn worker(shared: Arc<Shared>) -> SenderReport {
         };
         let n64 = u64::from(n);
 
-        if conn.as_ref().is_none_or(|c| !c.is_usable()) {
-            conn = connect(&cfg.target, &mut r).await;
-        }
         let now = Instant::now();
         let (due_ns, due) = match cfg.pace {
             Pace::Open(schedule) => {
@@ -299,6 +342,26 @@ async fn worker(shared: Arc<Shared>) -> SenderReport {
         };
         r.requests += 1;
         r.sent += n64;
+        if let Some((_, peer, target)) = &shared.quic {
+            let body = cfg.encoder.encode_array(first, n, due_ns);
+            match peer.publish(target, None, body, n).await {
+                Ok(ack) => {
+                    r.ack.record(saturating_nanos(due.elapsed()));
+                    *r.statuses.entry(ack.status).or_default() += 1;
+                    let accepted = u64::from(ack.accepted).min(n64);
+                    r.accepted += accepted;
+                    r.rejected += n64 - accepted;
+                    if matches!(cfg.pace, Pace::Max) && matches!(ack.status, 429 | 503) {
+                        tokio::time::sleep(cfg.pushback_pause).await;
+                    }
+                }
+                Err(_) => r.failed += n64,
+            }
+            continue;
+        }
+        if conn.as_ref().is_none_or(|c| !c.is_usable()) {
+            conn = connect(&cfg.target, &mut r).await;
+        }
         let Some(c) = conn.as_mut() else {
             r.failed += n64;
             continue;
@@ -351,6 +414,25 @@ impl SenderReport {
         self.ack.merge(&w.ack);
         self.send_lag.merge(&w.send_lag);
     }
+}
+
+/// For a `quic://` target: a client trusting `config.trust`, connected once up front.
+async fn quic_peer(
+    config: &SenderConfig,
+) -> Result<Option<(Arc<QuicClient>, Peer, String)>, String> {
+    let Some(target) = &config.target.quic_target else {
+        return Ok(None);
+    };
+    let (host, port) = config
+        .target
+        .authority
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("bad QUIC address {:?}", config.target.authority))?;
+    let client = Arc::new(QuicClient::new(&config.trust).map_err(|e| e.to_string())?);
+    let peer = Peer::new(Arc::clone(&client), host, port);
+    peer.connection().await.map_err(|e| e.to_string())?;
+    Ok(Some((client, peer, target.clone())))
 }
 
 /// One keep-alive client connection and the task that drives it.

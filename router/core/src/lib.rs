@@ -13,6 +13,7 @@
 //! - [`cron`]: cron schedules and next fire times across daylight-saving changes.
 //! - [`delivery`]: the delivery policy: which failures are retried, and when the next attempt is.
 //! - [`sources`]: event sources' payloads (OSS, S3, GitHub, registries) and the MNS wire format.
+//! - [`quic`]: the QUIC wire protocol (`triggerfish/1`): publish and ack frames, error codes.
 //!
 //! What it does not do: network, disk, threads, timers. Those belong to the router.
 #![warn(missing_docs)]
@@ -25,4 +26,5 @@ pub mod event;
 pub mod filter;
 pub mod index;
 pub mod policy;
+pub mod quic;
 pub mod sources;

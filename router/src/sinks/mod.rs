@@ -1,5 +1,5 @@
-//! Destinations of deliveries: HTTP(S) subscribers, the built-in display and file sinks,
-//! Kafka topics, and other brokers of the same process.
+//! Destinations of deliveries: HTTP(S) subscribers, QUIC subscribers (another Triggerfish),
+//! the built-in display and file sinks, Kafka topics, and other brokers of the same process.
 //!
 //! A sink makes one attempt and reports what happened as an [`Attempt`]. Retries, timeouts'
 //! policy, dead-lettering and replies are the dispatcher's business ([`crate::dispatch`]), so
@@ -10,6 +10,7 @@ pub mod exec;
 pub mod file;
 pub mod http;
 pub mod kafka;
+pub mod quic;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ use crate::store::{BrokerKey, Store};
 pub enum Sink {
     /// An HTTP or HTTPS endpoint.
     Http(Box<http::HttpSink>),
+    /// Another Triggerfish's QUIC ingress, in batches.
+    Quic(quic::QuicSink),
     /// Prints events to standard output.
     Display(Arc<display::DisplaySink>),
     /// Appends events to a JSON Lines file.
@@ -35,6 +38,9 @@ pub enum Sink {
     Exec(Arc<exec::ExecSink>),
     /// Delays events and manages run-time schedules.
     Scheduler(crate::scheduler::SchedulerHandle),
+    /// Runs a media job per event on a worker pool of this process.
+    #[cfg(feature = "media")]
+    WorkerPool(Arc<crate::media::WorkerPoolSink>),
     /// Produces events to a Kafka topic.
     Kafka(Arc<kafka::KafkaSink>),
     /// Publishes events to a broker of this process.
@@ -51,10 +57,13 @@ impl Sink {
     pub fn describe(&self) -> String {
         match self {
             Sink::Http(h) => h.url().to_string(),
+            Sink::Quic(q) => q.url().to_owned(),
             Sink::Display(_) => "display:".to_owned(),
             Sink::File(f) => format!("file://{}", f.path().display()),
             Sink::Exec(e) => format!("exec:{}", e.name()),
             Sink::Scheduler(_) => "scheduler:default".to_owned(),
+            #[cfg(feature = "media")]
+            Sink::WorkerPool(w) => format!("workerpool:{}", w.name()),
             Sink::Kafka(k) => k.describe(),
             Sink::Broker { key, .. } => format!("broker:{key}"),
         }
@@ -65,10 +74,13 @@ impl Sink {
         let view = &event.view();
         match self {
             Sink::Http(h) => h.send(view, opts, req).await,
+            Sink::Quic(q) => q.send(view, opts, req).await,
             Sink::Display(d) => d.send(view, opts).await,
             Sink::File(f) => f.send(view, opts).await,
             Sink::Exec(e) => e.send(view, opts).await,
             Sink::Scheduler(h) => scheduler::send(h, view, req).await,
+            #[cfg(feature = "media")]
+            Sink::WorkerPool(w) => w.send(view).await,
             Sink::Kafka(k) => k.send(view, opts, req.timeout).await,
             Sink::Broker { key, store } => {
                 let Some(ttl) = req.ttl.checked_sub(1).filter(|t| *t > 0) else {

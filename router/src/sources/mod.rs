@@ -744,6 +744,11 @@ impl SourceSet {
         let _ = tokio::time::timeout(timeout, self.tasks.wait()).await;
     }
 
+    /// TLS for the webhook listener; see [`webhook::Listener::set_tls`].
+    pub fn set_webhook_tls(&self, tls: Option<Arc<crate::tls::ReloadingTls>>) {
+        self.webhooks.set_tls(tls);
+    }
+
     /// The webhook listener's address, once it is bound.
     pub fn webhook_addr(&self) -> Option<SocketAddr> {
         self.webhooks.local_addr()

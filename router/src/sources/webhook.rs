@@ -141,6 +141,7 @@ struct Table {
 pub struct Listener {
     table: Arc<ArcSwap<Table>>,
     bound: parking_lot::Mutex<Option<SocketAddr>>,
+    tls: parking_lot::Mutex<Option<Arc<crate::tls::ReloadingTls>>>,
     stop: CancellationToken,
 }
 
@@ -153,8 +154,15 @@ impl Listener {
                 max_request_bytes: 0,
             })),
             bound: parking_lot::Mutex::new(None),
+            tls: parking_lot::Mutex::new(None),
             stop,
         }
+    }
+
+    /// Serves over TLS once bound (`Server.spec.tls` covering `webhooks`); set before the
+    /// first config is applied.
+    pub fn set_tls(&self, tls: Option<Arc<crate::tls::ReloadingTls>>) {
+        *self.tls.lock() = tls;
     }
 
     /// The bound address.
@@ -199,6 +207,7 @@ impl Listener {
         let stop = self.stop.clone();
         tokio::spawn(crate::http_server::serve(
             listener,
+            self.tls.lock().clone(),
             move |req| handle(Arc::clone(&table), stop.clone(), req),
             self.stop.clone(),
             Duration::from_secs(5),

@@ -148,6 +148,7 @@ impl Sink {
         );
         tokio::spawn(serve(
             listener,
+            None,
             move |req: http::Request<hyper::body::Incoming>| {
                 let (r, s) = (Arc::clone(&r), Arc::clone(&s));
                 a.fetch_add(1, Ordering::SeqCst);

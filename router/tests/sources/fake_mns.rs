@@ -119,6 +119,7 @@ impl FakeMns {
         );
         tokio::spawn(serve(
             listener,
+            None,
             move |req: http::Request<hyper::body::Incoming>| {
                 let (s, f, q) = (Arc::clone(&s), Arc::clone(&f), q.clone());
                 async move {

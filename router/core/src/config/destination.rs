@@ -18,7 +18,8 @@ use crate::config::path::FieldPath;
 /// A destination as written: Knative's `Destination` (`uri` and/or `ref`).
 ///
 /// - `uri` alone is used as given. It must be absolute: `http://host/path`, `https://...`,
-///   or one of Triggerfish's built-in sinks, `display:` (print events to standard output) and
+///   `quic://host:port/{namespace}/{broker}` (another Triggerfish's QUIC ingress, see
+///   `docs/quic-protocol.md`; the port defaults to 8443), or one of Triggerfish's built-in sinks, `display:` (print events to standard output) and
 ///   `file:///path/to/events.jsonl` (append events as JSON Lines).
 /// - `ref` alone names an object; see [`KReference`] for the kinds understood.
 /// - Both: `uri` is a path relative to the `ref`'s URL, as in Knative
@@ -103,6 +104,9 @@ pub enum Destination {
         /// The broker's name.
         name: String,
     },
+    /// Another Triggerfish's QUIC ingress (`quic://host:port/{namespace}/{broker}`): events
+    /// go in batches over reused connections.
+    Quic(QuicDestination),
     /// The built-in display sink: prints each event to standard output.
     Display,
     /// The built-in file sink: appends each event as one JSON line.
@@ -136,6 +140,7 @@ impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Destination::Uri(url) | Destination::Service { url, .. } => write!(f, "{url}"),
+            Destination::Quic(q) => write!(f, "{}", q.url),
             Destination::Broker { namespace, name } => write!(f, "broker {namespace}/{name}"),
             Destination::Display => f.write_str("display:"),
             Destination::File { path } => write!(f, "file {}", path.display()),
@@ -147,6 +152,44 @@ impl fmt::Display for Destination {
         }
     }
 }
+
+/// A `quic://host:port/{namespace}/{broker}` destination, and how events are batched to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuicDestination {
+    /// The URI as written (normalised by the URL parser).
+    pub url: Url,
+    /// The host: a name (checked against the certificate) or an IP address.
+    pub host: String,
+    /// The UDP port; 8443 when the URI has none.
+    pub port: u16,
+    /// The target broker on the other side, `namespace/broker`.
+    pub target: String,
+    /// How events are gathered into frames: the trigger's `spec.batch`, else the defaults.
+    pub batch: Batching,
+}
+
+/// How a QUIC subscriber's events are gathered into frames (a trigger's `spec.batch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batching {
+    /// The most events in one frame.
+    pub max_events: std::num::NonZeroU32,
+    /// How long the first event of a frame may wait for others before the frame is sent.
+    /// Zero sends at once whatever has gathered while earlier frames were in flight.
+    pub linger: std::time::Duration,
+}
+
+impl Default for Batching {
+    /// 100 events, no lingering.
+    fn default() -> Batching {
+        Batching {
+            max_events: std::num::NonZeroU32::new(100).unwrap_or(std::num::NonZeroU32::MIN),
+            linger: std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// The UDP port of a `quic://` URI without one.
+pub const DEFAULT_QUIC_PORT: u16 = 8443;
 
 /// Why a destination does not resolve.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -175,8 +218,18 @@ pub enum DestinationError {
         /// The URI as written.
         uri: String,
     },
-    /// A scheme other than `http`, `https`, `display` and `file`.
-    #[error("URI scheme {scheme:?} is not supported; use http, https, display: or file:///path")]
+    /// A `quic:` URI that is not `quic://host[:port]/{namespace}/{broker}`.
+    #[error("{uri:?} is not a QUIC destination: {reason}; write quic://host:port/namespace/broker")]
+    QuicUri {
+        /// The URI as written.
+        uri: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A scheme other than `http`, `https`, `quic`, `display` and `file`.
+    #[error(
+        "URI scheme {scheme:?} is not supported; use http, https, quic, display: or file:///path"
+    )]
     UnsupportedScheme {
         /// The scheme.
         scheme: String,
@@ -517,6 +570,7 @@ fn resolve_uri(uri: &str) -> Result<Destination, DestinationError> {
     match url.scheme() {
         // The url crate refuses http(s) URLs without a host, so a parsed one has one.
         "http" | "https" => Ok(Destination::Uri(url)),
+        "quic" => quic_destination(uri, url).map(Destination::Quic),
         "display" => {
             if url.path().is_empty() && url.query().is_none() && url.fragment().is_none() {
                 Ok(Destination::Display)
@@ -538,6 +592,39 @@ fn resolve_uri(uri: &str) -> Result<Destination, DestinationError> {
             scheme: scheme.to_owned(),
         }),
     }
+}
+
+fn quic_destination(uri: &str, url: Url) -> Result<QuicDestination, DestinationError> {
+    let err = |reason: &str| DestinationError::QuicUri {
+        uri: uri.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        _ => return Err(err("no host")),
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(err("credentials are not allowed in the URI"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(err("a query or fragment is not allowed"));
+    }
+    let target = url.path().trim_start_matches('/').to_owned();
+    crate::quic::Target::parse(target.as_bytes()).map_err(|e| match e {
+        crate::quic::FrameError::TargetLength { len: 0 } => {
+            err("the path must be /{namespace}/{broker}")
+        }
+        e => err(&e.to_string()),
+    })?;
+    Ok(QuicDestination {
+        port: url.port().unwrap_or(DEFAULT_QUIC_PORT),
+        host,
+        target,
+        batch: Batching::default(),
+        url,
+    })
 }
 
 #[cfg(test)]
@@ -631,6 +718,45 @@ mod tests {
     }
 
     #[test]
+    fn quic_destinations() {
+        let Destination::Quic(q) = resolve("uri: quic://10.0.0.7:9443/media/default").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (q.host.as_str(), q.port, q.target.as_str()),
+            ("10.0.0.7", 9443, "media/default")
+        );
+        assert_eq!(q.batch, Batching::default());
+        let Destination::Quic(q) = resolve("uri: quic://edge.example/default/default").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (q.host.as_str(), q.port),
+            ("edge.example", DEFAULT_QUIC_PORT)
+        );
+        let Destination::Quic(q) = resolve("uri: \"quic://[::1]:1/a/b\"").unwrap() else {
+            panic!()
+        };
+        assert_eq!(q.host, "::1");
+        for (bad, reason) in [
+            ("quic://h:1/default", "invalid target"),
+            ("quic://h:1/a/b/c", "invalid target"),
+            ("quic://h:1/", "the path must be"),
+            ("quic://h:1/a/b?x=1", "a query or fragment is not allowed"),
+            ("quic://u:p@h:1/a/b", "credentials"),
+            ("quic:/a/b", "no host"),
+        ] {
+            let err = resolve(&format!("uri: \"{bad}\"")).unwrap_err();
+            assert!(
+                err.contains(reason) && err.contains("quic://host:port/namespace/broker"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn broker_refs_must_exist() {
         assert_eq!(
             resolve("ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}")
@@ -660,7 +786,7 @@ mod tests {
             ),
             (
                 "uri: ftp://x/y",
-                r#"spec.subscriber.uri: URI scheme "ftp" is not supported; use http, https, display: or file:///path"#,
+                r#"spec.subscriber.uri: URI scheme "ftp" is not supported; use http, https, quic, display: or file:///path"#,
             ),
             (
                 "uri: \"display:x\"",

@@ -17,6 +17,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_norway::Value;
 
 use crate::config::broker::{Broker, BrokerSpec};
+use crate::config::custom::WorkerPoolSpec;
 use crate::config::custom::{
     CustomResource, CustomSpec, EventPolicySpec, ExecSpec, PingSourceSpec, SchedulerSpec,
 };
@@ -31,7 +32,7 @@ use crate::config::server::ServerSpec;
 use crate::config::source_map::{Location, SourceMap};
 use crate::config::trigger::{
     DEFAULT_MAX_IN_FLIGHT, DELIVERY_ORDER_ANNOTATION, DeliveryOrder, Filter, FilterExpr,
-    FilterSpec, Trigger, TriggerSpec, is_valid_filter_attribute,
+    FilterSpec, MAX_BATCH_EVENTS, MAX_LINGER, Trigger, TriggerSpec, is_valid_filter_attribute,
 };
 use crate::config::{Config, ResourceIndex};
 use crate::delivery::DeliveryPolicy;
@@ -71,6 +72,10 @@ struct Parsed<S> {
     spec: S,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "documents live only while a config loads, one at a time"
+)]
 enum Document {
     Broker(Parsed<BrokerSpec>),
     Trigger(Parsed<TriggerSpec>),
@@ -304,6 +309,11 @@ impl Loader<'_> {
             Kind::BucketWatch => self.custom(document, kind, id.as_ref(), value, |s| {
                 CustomSpec::BucketWatch(Box::new(s))
             }),
+            Kind::WorkerPool => {
+                self.custom::<WorkerPoolSpec>(document, kind, id.as_ref(), value, |spec| {
+                    CustomSpec::WorkerPool(Box::new(spec))
+                })
+            }
             Kind::KafkaSource => self.custom(document, kind, id.as_ref(), value, |s| {
                 CustomSpec::KafkaSource(Box::new(s))
             }),
@@ -646,6 +656,29 @@ impl Loader<'_> {
                 },
             );
         }
+        // QUIC: a frame body is buffered whole before it is decoded.
+        let quic = root.key("quic");
+        if spec.quic.max_buffered_bytes < limits.max_request_bytes {
+            self.error(
+                parsed.document,
+                Some(&parsed.id),
+                quic.key("maxBufferedBytes"),
+                ErrorKind::Invalid(format!(
+                    "{} is below limits.maxRequestBytes ({}): a frame of that size could never be read",
+                    spec.quic.max_buffered_bytes, limits.max_request_bytes
+                )),
+            );
+        }
+        for (i, pin) in spec.quic.client.pinned_sha256.iter().enumerate() {
+            if let Err(reason) = crate::quic::parse_fingerprint(pin) {
+                self.error(
+                    parsed.document,
+                    Some(&parsed.id),
+                    quic.key("client").key("pinnedSha256").index(i),
+                    ErrorKind::Invalid(format!("{pin:?} is not a SHA-256 fingerprint: {reason}")),
+                );
+            }
+        }
     }
 
     /// Resolves a custom resource's `sink` and `delivery`, the parts every source shares.
@@ -836,7 +869,44 @@ impl Loader<'_> {
             .map(|(i, filter)| check.filter(filter, filters_path.index(i)))
             .collect();
 
-        let subscriber = check.resolve(&resolver, &spec.subscriber, &spec_path.key("subscriber"));
+        let mut subscriber =
+            check.resolve(&resolver, &spec.subscriber, &spec_path.key("subscriber"));
+        if let Some(batch) = &spec.batch {
+            let path = spec_path.key("batch");
+            match subscriber.as_mut() {
+                Some(Destination::Quic(q)) => {
+                    if let Some(n) = batch.max_events {
+                        if n.get() > MAX_BATCH_EVENTS {
+                            check.error(
+                                path.key("maxEvents"),
+                                ErrorKind::Invalid(format!(
+                                    "{n} is over the limit of {MAX_BATCH_EVENTS} events"
+                                )),
+                            );
+                        }
+                        q.batch.max_events = n;
+                    }
+                    if let Some(linger) = batch.linger {
+                        if linger.get() > MAX_LINGER {
+                            check.error(
+                                path.key("linger"),
+                                ErrorKind::Invalid(format!(
+                                    "{linger} is longer than the limit of PT1S"
+                                )),
+                            );
+                        }
+                        q.batch.linger = linger.get();
+                    }
+                }
+                Some(_) => check.error(
+                    path,
+                    ErrorKind::Invalid(
+                        "batch applies only to quic:// subscribers; HTTP subscribers get one event per request".into(),
+                    ),
+                ),
+                None => {}
+            }
+        }
         // `delivery: {}` sets nothing: the broker's applies.
         let delivery = spec
             .delivery

@@ -49,6 +49,8 @@ pub enum Kind {
     RegistrySource,
     /// `triggerfish.dev/v1alpha1` `BucketWatch`: a local directory as a bucket.
     BucketWatch,
+    /// `triggerfish.dev/v1alpha1` `WorkerPool`: media pipelines on OS threads.
+    WorkerPool,
     /// `sources.knative.dev/v1beta1` `KafkaSource`: Kafka topics as events.
     KafkaSource,
     /// `eventing.knative.dev/v1alpha1` `KafkaSink`: events produced to a Kafka topic.
@@ -70,6 +72,7 @@ impl Kind {
         Kind::GitHubSource,
         Kind::RegistrySource,
         Kind::BucketWatch,
+        Kind::WorkerPool,
         Kind::KafkaSource,
         Kind::KafkaSink,
     ];
@@ -89,6 +92,7 @@ impl Kind {
             Kind::GitHubSource => "GitHubSource",
             Kind::RegistrySource => "RegistrySource",
             Kind::BucketWatch => "BucketWatch",
+            Kind::WorkerPool => "WorkerPool",
             Kind::KafkaSource => "KafkaSource",
             Kind::KafkaSink => "KafkaSink",
         }
@@ -105,7 +109,8 @@ impl Kind {
             | Kind::S3Source
             | Kind::GitHubSource
             | Kind::RegistrySource
-            | Kind::BucketWatch => TRIGGERFISH_V1ALPHA1,
+            | Kind::BucketWatch
+            | Kind::WorkerPool => TRIGGERFISH_V1ALPHA1,
             Kind::PingSource => KNATIVE_SOURCES_V1,
             Kind::KafkaSource => KNATIVE_SOURCES_V1BETA1,
             Kind::EventPolicy | Kind::KafkaSink => KNATIVE_EVENTING_V1ALPHA1,

@@ -82,10 +82,15 @@ use sha2::{Digest, Sha256};
 pub use broker::{Broker, BrokerSpec, IgnoredConfig};
 pub use custom::{
     CatchUpSpec, CeOverrides, CustomResource, CustomSpec, EventPolicySpec, ExecSpec,
-    PingSourceSpec, PolicyRef, PolicySelector, PolicySenderSpec, PolicyTargetSpec, SchedulerSpec,
+    ExecutionProviderKind, LocalStoreSpec, MediaPipeline, ModelPaths, ObjectStoreSpec,
+    PingSourceSpec, PolicyRef, PolicySelector, PolicySenderSpec, PolicyTargetSpec, S3Credentials,
+    S3StoreSpec, SchedulerSpec, WorkerLimits, WorkerPoolSpec,
 };
 pub use delivery::{BackoffPolicy, Delivery, DeliveryFormat, DeliverySpec, Jitter};
-pub use destination::{Destination, DestinationError, DestinationSpec, KReference};
+pub use destination::{
+    Batching, DEFAULT_QUIC_PORT, Destination, DestinationError, DestinationSpec, KReference,
+    QuicDestination,
+};
 pub use duration::{DurationError, IsoDuration};
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
 pub use messaging::{
@@ -96,11 +101,13 @@ pub use meta::{
     DEFAULT_NAMESPACE, KNATIVE_EVENTING_V1, KNATIVE_SOURCES_V1BETA1, Kind, ObjectMeta, ResourceId,
     TRIGGERFISH_V1ALPHA1,
 };
+pub(crate) use meta::{check_name, check_namespace};
 pub use path::{FieldPath, FieldPathError, Segment};
 pub use server::{
-    AuthSpec, DefaultPolicy, LimitsSpec, ListenSpec, OidcSpec, OutboundSpec, QueueLimits,
-    QueuesSpec, RateLimitsSpec, RateSpec, SecretSource, ServerSpec, StaticTokenSpec, StoreKind,
-    StoreSpec,
+    AuthSpec, ClientAuth, DefaultPolicy, LimitsSpec, ListenSpec, OidcSpec, OutboundSpec,
+    QueueLimits, QueuesSpec, QuicClientSpec, QuicListen, QuicSpec, RateLimitsSpec, RateSpec,
+    SecretSource, ServerSpec, StaticTokenSpec, StoreKind, StoreSpec, TlsFiles, TlsListener,
+    TlsSpec,
 };
 pub use size::{ByteSize, ByteSizeError};
 pub use source_map::{Location, NodeLocation};
@@ -109,8 +116,9 @@ pub use sources::{
     RegistrySourceSpec, S3SourceSpec, SecretRef,
 };
 pub use trigger::{
-    AttributesFilterSpec, DEFAULT_MAX_IN_FLIGHT, DELIVERY_ORDER_ANNOTATION, DeliveryOrder, Filter,
-    FilterExpr, FilterSpec, Trigger, TriggerSpec, is_valid_filter_attribute,
+    AttributesFilterSpec, BatchSpec, DEFAULT_MAX_IN_FLIGHT, DELIVERY_ORDER_ANNOTATION,
+    DeliveryOrder, Filter, FilterExpr, FilterSpec, MAX_BATCH_EVENTS, MAX_LINGER, Trigger,
+    TriggerSpec, is_valid_filter_attribute,
 };
 
 use source_map::SourceMap;

@@ -16,7 +16,7 @@ use crate::config::size::ByteSize;
 /// apiVersion: triggerfish.dev/v1alpha1
 /// kind: Server
 /// spec:
-///   listen: {http: 0.0.0.0:8080, admin: 127.0.0.1:9090}
+///   listen: {http: 0.0.0.0:8080, admin: 127.0.0.1:9090, quic: 0.0.0.0:8443}
 ///   shards: 4
 ///   queues:
 ///     shard: {events: 65536, bytes: 64MiB}
@@ -24,6 +24,10 @@ use crate::config::size::ByteSize;
 ///   limits: {maxRequestBytes: 4MiB, maxEventBytes: 256KiB, maxBatchEvents: 10000}
 ///   shutdownGracePeriod: PT30S
 ///   dataDir: /var/lib/triggerfish
+///   quic:
+///     tls: {certFile: /etc/triggerfish/tls.crt, keyFile: /etc/triggerfish/tls.key}
+///     maxConnections: 1024
+///     maxStreamsPerConnection: 64
 /// ```
 ///
 /// New sections (the store, TLS, QUIC, authentication) are added as further fields with
@@ -50,6 +54,11 @@ pub struct ServerSpec {
     /// Sender authentication, the default event policy, rate limits and the router's own
     /// identity toward subscribers.
     pub auth: AuthSpec,
+    /// TLS for the HTTP listeners (and the QUIC listener's certificate when `quic.tls` is
+    /// unset). Without it, the HTTP listeners speak plain HTTP.
+    pub tls: Option<TlsSpec>,
+    /// The QUIC ingress's TLS and limits, and how QUIC subscribers trust their peers.
+    pub quic: QuicSpec,
 }
 
 impl Default for ServerSpec {
@@ -63,6 +72,8 @@ impl Default for ServerSpec {
             data_dir: PathBuf::from("data"),
             store: StoreSpec::default(),
             auth: AuthSpec::default(),
+            tls: None,
+            quic: QuicSpec::default(),
         }
     }
 }
@@ -207,6 +218,71 @@ pub struct OutboundSpec {
     pub token_ttl: Option<IsoDuration>,
 }
 
+/// `spec.tls`: a certificate and key from PEM files, re-read when they change (checked every
+/// 5 seconds), and optional client-certificate verification (mTLS).
+///
+/// ```yaml
+/// tls:
+///   certFile: /etc/triggerfish/tls.crt
+///   keyFile: /etc/triggerfish/tls.key
+///   clientCaFile: /etc/triggerfish/clients-ca.crt   # optional: mTLS
+///   clientAuth: require                             # or optional
+///   listeners: [http, admin, webhooks]              # the default
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// The certificate chain, leaf first (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to. Without it, clients are
+    /// not asked for a certificate.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// With `clientCaFile`: `require` (the default) refuses clients without a valid
+    /// certificate; `optional` accepts them without one, but still refuses invalid ones.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Which HTTP listeners use TLS. Defaults to all of them.
+    #[serde(default = "TlsSpec::all_listeners")]
+    pub listeners: Vec<TlsListener>,
+}
+
+impl TlsSpec {
+    fn all_listeners() -> Vec<TlsListener> {
+        vec![TlsListener::Http, TlsListener::Admin, TlsListener::Webhooks]
+    }
+
+    /// Whether `listener` uses TLS.
+    pub fn covers(&self, listener: TlsListener) -> bool {
+        self.listeners.contains(&listener)
+    }
+}
+
+/// Whether client certificates are required.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Clients must present a certificate that chains to `clientCaFile`.
+    #[default]
+    Require,
+    /// Clients may present one; if they do, it must chain to `clientCaFile`.
+    Optional,
+}
+
+/// An HTTP listener that TLS can cover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsListener {
+    /// The ingress (`listen.http`).
+    Http,
+    /// The admin endpoints (`listen.admin`).
+    Admin,
+    /// The webhook sources' listener (`listen.webhooks`).
+    Webhooks,
+}
+
 /// `spec.store`: where accepted events wait until they are delivered.
 ///
 /// ```yaml
@@ -277,6 +353,129 @@ pub struct ListenSpec {
     /// `OssSource` push), each on its own path. Bound only when the config has such a source.
     /// Defaults to `127.0.0.1:8081`.
     pub webhooks: SocketAddr,
+    /// The QUIC ingress (UDP, ALPN `triggerfish/1`, see `docs/quic-protocol.md`): an address,
+    /// or `off`. Defaults to `127.0.0.1:8443`.
+    pub quic: QuicListen,
+}
+
+/// `spec.listen.quic`: a UDP address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuicListen(pub Option<SocketAddr>);
+
+impl Default for QuicListen {
+    fn default() -> QuicListen {
+        QuicListen(Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443)))
+    }
+}
+
+impl<'de> Deserialize<'de> for QuicListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<QuicListen, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = QuicListen;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a UDP address such as 0.0.0.0:8443, or off")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<QuicListen, E> {
+                if v == "off" {
+                    return Ok(QuicListen(None));
+                }
+                v.parse().map(|a| QuicListen(Some(a))).map_err(|_| {
+                    E::custom(format!(
+                        "{v:?} is not a UDP address such as 0.0.0.0:8443, or off"
+                    ))
+                })
+            }
+            // YAML 1.1 readers turn a bare `off` into false.
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<QuicListen, E> {
+                if v {
+                    Err(E::custom(
+                        "true is not a UDP address; write an address, or off",
+                    ))
+                } else {
+                    Ok(QuicListen(None))
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `spec.quic`: TLS and limits of the QUIC ingress, and the trust of QUIC subscribers.
+///
+/// ```yaml
+/// quic:
+///   tls: {certFile: tls.crt, keyFile: tls.key}
+///   maxConnections: 1024
+///   maxStreamsPerConnection: 64
+///   maxBufferedBytes: 64MiB
+///   idleTimeout: PT30S
+///   frameTimeout: PT10S
+///   client: {caFile: peers-ca.pem, pinnedSha256: ["AB:CD:..."]}
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct QuicSpec {
+    /// The server's certificate. Without one, `spec.tls`'s certificate and key are used (read
+    /// at start); without either, a self-signed development certificate is generated into
+    /// `{dataDir}/quic/` on first start and reused after; its SHA-256 fingerprint is logged at
+    /// every start, for clients to pin.
+    pub tls: Option<TlsFiles>,
+    /// The most client connections at once; more are refused. Defaults to 1024.
+    pub max_connections: NonZeroU32,
+    /// The most streams (batches in flight) a client may open at once on one connection;
+    /// QUIC's stream limit makes the client wait for more. Defaults to 64.
+    pub max_streams_per_connection: NonZeroU32,
+    /// The most bytes of frame bodies being read or decoded, over all connections. A stream
+    /// whose frame does not fit waits without reading, so QUIC flow control holds its
+    /// sender. At least `limits.maxRequestBytes`. Defaults to 64MiB.
+    pub max_buffered_bytes: ByteSize,
+    /// A connection with no traffic for this long is closed. Defaults to `PT30S`.
+    pub idle_timeout: IsoDuration,
+    /// How long a stream may take to deliver its whole frame once opened (slow senders are
+    /// reset with `TIMEOUT`). Defaults to `PT10S`.
+    pub frame_timeout: IsoDuration,
+    /// How QUIC subscribers (`quic://` destinations) verify the servers they deliver to.
+    pub client: QuicClientSpec,
+}
+
+impl Default for QuicSpec {
+    fn default() -> QuicSpec {
+        QuicSpec {
+            tls: None,
+            max_connections: nonzero(1024),
+            max_streams_per_connection: nonzero(64),
+            max_buffered_bytes: ByteSize::mib(64),
+            idle_timeout: IsoDuration::from_secs(30),
+            frame_timeout: IsoDuration::from_secs(10),
+            client: QuicClientSpec::default(),
+        }
+    }
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// `spec.quic.client`: how QUIC subscribers verify servers. The system's trusted roots are
+/// always trusted; these add to them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct QuicClientSpec {
+    /// PEM file of further CA certificates to trust.
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprints of server certificates trusted as they are (for self-signed
+    /// development certificates): 64 hex digits, colons allowed.
+    pub pinned_sha256: Vec<String>,
+    /// Accept any server certificate. Only for experiments: anyone on the path can read and
+    /// change the events. Logged as a warning at every start.
+    pub danger_accept_invalid_certs: bool,
 }
 
 impl Default for ListenSpec {
@@ -285,6 +484,7 @@ impl Default for ListenSpec {
             http: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             admin: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090),
             webhooks: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8081),
+            quic: QuicListen::default(),
         }
     }
 }
@@ -369,6 +569,30 @@ mod tests {
         assert_eq!(spec.listen.admin.to_string(), "127.0.0.1:9090");
         assert_eq!(spec.limits.max_event_bytes, ByteSize::kib(256));
         assert_eq!(spec.shards, None);
+        assert_eq!(
+            spec.listen.quic.0.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:8443")
+        );
+        assert_eq!(spec.quic.max_streams_per_connection.get(), 64);
+    }
+
+    #[test]
+    fn quic_listen_is_an_address_or_off() {
+        let spec: ServerSpec = serde_norway::from_str("listen: {quic: off}").unwrap();
+        assert_eq!(spec.listen.quic, QuicListen(None));
+        let spec: ServerSpec = serde_norway::from_str("listen: {quic: \"off\"}").unwrap();
+        assert_eq!(spec.listen.quic, QuicListen(None));
+        let spec: ServerSpec = serde_norway::from_str("listen: {quic: \"[::]:443\"}").unwrap();
+        assert_eq!(spec.listen.quic.0.unwrap().to_string(), "[::]:443");
+        let err = serde_norway::from_str::<ServerSpec>("listen: {quic: somewhere}").unwrap_err();
+        assert!(err.to_string().contains("not a UDP address"), "{err}");
+        let spec: ServerSpec = serde_norway::from_str(
+            "quic: {tls: {certFile: c.pem, keyFile: k.pem}, maxStreamsPerConnection: 8, client: {pinnedSha256: [ab]}}",
+        )
+        .unwrap();
+        assert_eq!(spec.quic.tls.unwrap().cert_file, PathBuf::from("c.pem"));
+        assert_eq!(spec.quic.max_streams_per_connection.get(), 8);
+        assert_eq!(spec.quic.client.pinned_sha256, ["ab"]);
     }
 
     #[test]

@@ -319,7 +319,7 @@ fn unknown_fields_are_rejected_with_a_suggestion() {
         error(&with_trigger(
             "  broker: default\n  subscriber: {uri: \"display:\"}\n  sink: x\n"
         )),
-        r#"c.yaml:13:3: Trigger "t" in namespace "default": spec: unknown field "sink"; expected one of: broker, filter, filters, subscriber, delivery, maxInFlight, rateLimit"#
+        r#"c.yaml:13:3: Trigger "t" in namespace "default": spec: unknown field "sink"; expected one of: broker, filter, filters, subscriber, delivery, maxInFlight, rateLimit, batch"#
     );
     assert_eq!(
         error(
@@ -371,11 +371,11 @@ fn required_fields() {
 fn kinds_and_api_versions() {
     assert_eq!(
         error("apiVersion: eventing.knative.dev/v1\nkind: Triger\nmetadata: {name: t}\n"),
-        r#"c.yaml:2:1: kind: unsupported kind "Triger" in apiVersion "eventing.knative.dev/v1", did you mean "Trigger"?; supported kinds: Broker (eventing.knative.dev/v1), Trigger (eventing.knative.dev/v1), Server (triggerfish.dev/v1alpha1), Exec (triggerfish.dev/v1alpha1), PingSource (sources.knative.dev/v1), Scheduler (triggerfish.dev/v1alpha1), EventPolicy (eventing.knative.dev/v1alpha1), OssSource (triggerfish.dev/v1alpha1), S3Source (triggerfish.dev/v1alpha1), GitHubSource (triggerfish.dev/v1alpha1), RegistrySource (triggerfish.dev/v1alpha1), BucketWatch (triggerfish.dev/v1alpha1), KafkaSource (sources.knative.dev/v1beta1), KafkaSink (eventing.knative.dev/v1alpha1)"#
+        r#"c.yaml:2:1: kind: unsupported kind "Triger" in apiVersion "eventing.knative.dev/v1", did you mean "Trigger"?; supported kinds: Broker (eventing.knative.dev/v1), Trigger (eventing.knative.dev/v1), Server (triggerfish.dev/v1alpha1), Exec (triggerfish.dev/v1alpha1), PingSource (sources.knative.dev/v1), Scheduler (triggerfish.dev/v1alpha1), EventPolicy (eventing.knative.dev/v1alpha1), OssSource (triggerfish.dev/v1alpha1), S3Source (triggerfish.dev/v1alpha1), GitHubSource (triggerfish.dev/v1alpha1), RegistrySource (triggerfish.dev/v1alpha1), BucketWatch (triggerfish.dev/v1alpha1), WorkerPool (triggerfish.dev/v1alpha1), KafkaSource (sources.knative.dev/v1beta1), KafkaSink (eventing.knative.dev/v1alpha1)"#
     );
     assert_eq!(
         error("apiVersion: sources.knative.dev/v1\nkind: ContainerSource\nmetadata: {name: p}\n"),
-        r#"c.yaml:2:1: kind: unsupported kind "ContainerSource" in apiVersion "sources.knative.dev/v1"; supported kinds: Broker (eventing.knative.dev/v1), Trigger (eventing.knative.dev/v1), Server (triggerfish.dev/v1alpha1), Exec (triggerfish.dev/v1alpha1), PingSource (sources.knative.dev/v1), Scheduler (triggerfish.dev/v1alpha1), EventPolicy (eventing.knative.dev/v1alpha1), OssSource (triggerfish.dev/v1alpha1), S3Source (triggerfish.dev/v1alpha1), GitHubSource (triggerfish.dev/v1alpha1), RegistrySource (triggerfish.dev/v1alpha1), BucketWatch (triggerfish.dev/v1alpha1), KafkaSource (sources.knative.dev/v1beta1), KafkaSink (eventing.knative.dev/v1alpha1)"#
+        r#"c.yaml:2:1: kind: unsupported kind "ContainerSource" in apiVersion "sources.knative.dev/v1"; supported kinds: Broker (eventing.knative.dev/v1), Trigger (eventing.knative.dev/v1), Server (triggerfish.dev/v1alpha1), Exec (triggerfish.dev/v1alpha1), PingSource (sources.knative.dev/v1), Scheduler (triggerfish.dev/v1alpha1), EventPolicy (eventing.knative.dev/v1alpha1), OssSource (triggerfish.dev/v1alpha1), S3Source (triggerfish.dev/v1alpha1), GitHubSource (triggerfish.dev/v1alpha1), RegistrySource (triggerfish.dev/v1alpha1), BucketWatch (triggerfish.dev/v1alpha1), WorkerPool (triggerfish.dev/v1alpha1), KafkaSource (sources.knative.dev/v1beta1), KafkaSink (eventing.knative.dev/v1alpha1)"#
     );
     assert_eq!(
         error("apiVersion: eventing.knative.dev/v1beta1\nkind: Trigger\nmetadata: {name: t}\n"),

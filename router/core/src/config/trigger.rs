@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::config::delivery::{Delivery, DeliverySpec};
 use crate::config::destination::{Destination, DestinationSpec};
+use crate::config::duration::IsoDuration;
 use crate::config::meta::{ObjectMeta, ResourceId};
 use crate::config::path::FieldPath;
 
@@ -18,7 +19,7 @@ pub const DEFAULT_MAX_IN_FLIGHT: NonZeroU32 = NonZeroU32::new(256).expect("256 i
 
 /// `spec` of a `Trigger`.
 ///
-/// Knative's `TriggerSpec`, plus one Triggerfish extension, `maxInFlight`.
+/// Knative's `TriggerSpec`, plus two Triggerfish extensions, `maxInFlight` and `batch`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TriggerSpec {
@@ -49,7 +50,37 @@ pub struct TriggerSpec {
     /// smoothing bursts toward a fragile one (events wait in the trigger's queue).
     #[serde(default)]
     pub rate_limit: Option<crate::config::RateSpec>,
+    /// Triggerfish extension, for `quic://` subscribers only: how events are gathered into
+    /// frames. Events that are ready at the same time share a frame; retries, dead-lettering
+    /// and ordering stay per event.
+    ///
+    /// ```yaml
+    /// batch: {maxEvents: 100, linger: PT0.005S}
+    /// ```
+    #[serde(default)]
+    pub batch: Option<BatchSpec>,
 }
+
+/// `spec.batch` of a trigger with a `quic://` subscriber.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BatchSpec {
+    /// The most events in one frame, up to [`MAX_BATCH_EVENTS`]. Defaults to 100.
+    #[serde(default)]
+    pub max_events: Option<NonZeroU32>,
+    /// How long the first event of a frame waits for more before the frame is sent, as an
+    /// ISO-8601 duration of at most `PT1S`. Defaults to `PT0S`: a frame leaves at once with
+    /// whatever gathered while the previous frames were in flight, so batches grow with the
+    /// load and a lone event is not delayed.
+    #[serde(default)]
+    pub linger: Option<IsoDuration>,
+}
+
+/// The largest `spec.batch.maxEvents`: a server's default `limits.maxBatchEvents`.
+pub const MAX_BATCH_EVENTS: u32 = 10_000;
+
+/// The longest `spec.batch.linger`.
+pub const MAX_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `spec.filter`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]

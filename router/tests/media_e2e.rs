@@ -1,0 +1,298 @@
+//! End to end through the real binary: an OSS-style event posted to `triggerfish serve` goes
+//! through a trigger to an in-process worker pool, whose reply goes through a second trigger
+//! to a file sink, with the artifacts in the local object store; and the same job through
+//! `triggerfish worker`, whose HTTP answer is the reply event.
+//!
+//! Media is generated at test time with `ffmpeg`; the models come from the cache that
+//! `scripts/dev setup` fills.
+#![cfg(feature = "media")]
+#![allow(clippy::unwrap_used)] // Tests fail loudly on unexpected errors.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// A process that is killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A minimal HTTP/1.1 exchange: (status, body).
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .ok()?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        #[allow(clippy::disallowed_methods, reason = "a plain test thread, no runtime")]
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn text_video(path: &Path) {
+    let draw = format!(
+        "drawtext=fontfile={FONT}:text='HELLO 2026':fontsize=48:fontcolor=black:x=(w-text_w)/2:y=(h-text_h)/2"
+    );
+    let status = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=white:s=640x360:r=25:d=2",
+            "-vf",
+            &draw,
+        ])
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn oss_event(key: &str) -> String {
+    serde_json::json!({
+        "specversion": "1.0",
+        "id": format!("oss-{key}"),
+        "source": "acs.oss",
+        "type": "oss:ObjectCreated:PutObject",
+        "subject": format!("acs:oss:cn-hangzhou:1234567890:media/{key}"),
+        "datacontenttype": "application/json",
+        "data": {
+            "eventName": "ObjectCreated:PutObject",
+            "region": "cn-hangzhou",
+            "oss": {"bucket": {"name": "media"}, "object": {"key": key, "size": 1000, "eTag": "x"}}
+        }
+    })
+    .to_string()
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("buckets");
+    std::fs::create_dir_all(root.join("media/uploads")).unwrap();
+    text_video(&root.join("media/uploads/hello.mp4"));
+    Setup { dir, root }
+}
+
+fn pool_yaml(root: &Path) -> String {
+    format!(
+        "apiVersion: triggerfish.dev/v1alpha1
+kind: WorkerPool
+metadata: {{name: media}}
+spec:
+  pipeline: video
+  threads: 1
+  queueLimit: 4
+  objectStore:
+    local: {{root: {}}}
+  outputPrefix: results
+",
+        root.display()
+    )
+}
+
+#[test]
+fn serve_routes_an_oss_event_through_a_worker_pool_and_its_reply_to_a_file() {
+    let s = setup();
+    let results = s.dir.path().join("results.jsonl");
+    let config = s.dir.path().join("config.yaml");
+    let yaml = format!(
+        "apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+{pool}---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: uploads}}
+spec:
+  broker: default
+  filters: [{{prefix: {{type: 'oss:ObjectCreated:'}}}}]
+  subscriber:
+    ref: {{apiVersion: triggerfish.dev/v1alpha1, kind: WorkerPool, name: media}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: media-results}}
+spec:
+  broker: default
+  filters: [{{prefix: {{type: dev.triggerfish.media.}}}}]
+  subscriber: {{uri: 'file://{results}'}}
+",
+        pool = pool_yaml(&s.root),
+        results = results.display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let (http_addr, admin) = (free_port(), free_port());
+    let _serve = Running(
+        Command::new(env!("CARGO_BIN_EXE_triggerfish"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--http",
+                &http_addr.to_string(),
+                "--admin",
+                &admin.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("readyz", Duration::from_secs(60), || {
+        http(admin, "GET", "/readyz", "text/plain", "").is_some_and(|(s, _)| s == 200)
+    });
+    let (status, _) = http(
+        http_addr,
+        "POST",
+        "/default/default",
+        "application/cloudevents+json",
+        &oss_event("uploads/hello.mp4"),
+    )
+    .unwrap();
+    assert_eq!(status, 202);
+    let mut reply = Value::Null;
+    wait_until(
+        "the reply in the file sink",
+        Duration::from_secs(120),
+        || {
+            let text = std::fs::read_to_string(&results).unwrap_or_default();
+            match text.lines().next() {
+                Some(line) => {
+                    reply = serde_json::from_str(line).unwrap();
+                    true
+                }
+                None => false,
+            }
+        },
+    );
+    assert_eq!(reply["type"], "dev.triggerfish.media.completed", "{reply}");
+    assert_eq!(reply["subject"], "uploads/hello.mp4");
+    assert!(reply["mediajobid"].is_string());
+    assert_eq!(
+        reply["data"]["summary"]["video"]["text"][0]["text"], "HELLO 2026",
+        "{reply}"
+    );
+    let out = s.root.join("media/results/uploads/hello.mp4");
+    for name in ["probe.json", "text.json", "sprite.jpg", "thumbs/0000.jpg"] {
+        assert!(out.join(name).is_file(), "{name}");
+    }
+    let (_, metrics) = http(admin, "GET", "/metrics", "text/plain", "").unwrap();
+    assert!(
+        metrics.contains("triggerfish_media_jobs_total{pool=\"default/media\",pipeline=\"video\",outcome=\"completed\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn worker_answers_with_the_reply_event() {
+    let s = setup();
+    let config = s.dir.path().join("worker.yaml");
+    std::fs::write(&config, pool_yaml(&s.root)).unwrap();
+    let addr = free_port();
+    let _worker = Running(
+        Command::new(env!("CARGO_BIN_EXE_triggerfish"))
+            .arg("worker")
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", &addr.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("healthz", Duration::from_secs(60), || {
+        http(addr, "GET", "/healthz", "text/plain", "").is_some_and(|(s, _)| s == 200)
+    });
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/default/media",
+        "application/cloudevents+json",
+        &oss_event("uploads/hello.mp4"),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["type"], "dev.triggerfish.media.completed", "{reply}");
+    assert_eq!(
+        reply["data"]["summary"]["video"]["text"][0]["text"],
+        "HELLO 2026"
+    );
+    assert!(
+        s.root
+            .join("media/results/uploads/hello.mp4/sprite.jpg")
+            .is_file()
+    );
+
+    // With one pool, `/` reaches it too; a missing object is a failed job, not an HTTP error.
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/",
+        "application/cloudevents+json",
+        &oss_event("uploads/nope.mp4"),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["type"], "dev.triggerfish.media.failed");
+    assert_eq!(reply["data"]["reason"], "fetch_failed");
+    let (status, _) = http(
+        addr,
+        "POST",
+        "/default/other",
+        "application/cloudevents+json",
+        &oss_event("x.mp4"),
+    )
+    .unwrap();
+    assert_eq!(status, 404);
+}

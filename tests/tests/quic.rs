@@ -1,0 +1,690 @@
+//! The QUIC transport end to end: QUIC ingress → HTTP subscriber; HTTP ingress → QUIC
+//! subscriber → a second `triggerfish serve`; `triggerfish send`; malformed and oversized
+//! frames; a wrong ALPN; an untrusted certificate; backpressure; a connection dropped
+//! mid-batch. `docs/quic-protocol.md` is the protocol these tests hold the router to.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Output;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use triggerfish_core::quic::publish::{PublishHeader, encode_publish};
+use triggerfish_core::quic::{ALPN, StreamCode};
+use triggerfish_tests::quic::{Answer, QuicClient};
+use triggerfish_tests::{Config, Event, PATIENCE, Reply, Router, Subscriber, Trigger, run_cli};
+
+/// `triggerfish send ARGS --json` from `dir`, off the async workers.
+async fn send(dir: &Path, args: Vec<String>) -> (Output, Value) {
+    let dir = dir.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut all: Vec<&str> = vec!["send", "--json"];
+        all.extend(args.iter().map(String::as_str));
+        run_cli(&dir, &all, None)
+    })
+    .await
+    .unwrap();
+    let summary = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out, summary)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| (*x).to_owned()).collect()
+}
+
+async fn router_to(sub: &Subscriber, server: &str) -> Router {
+    let config = Config::new()
+        .server(server)
+        .broker("default", None)
+        .trigger(Trigger::new("all", &sub.url("/s")));
+    Router::start(&config.render()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_ingress_delivers_to_an_http_subscriber() {
+    let sub = Subscriber::start().await;
+    let router = router_to(&sub, "").await;
+    let logs = router.wait_log("QUIC ingress listening", PATIENCE).await;
+    assert!(logs.contains("fingerprint=sha256:"), "{logs}");
+    let ca = router.quic_cert();
+    let ca = ca.to_str().unwrap();
+
+    // One event from flags.
+    let (out, summary) = send(
+        router.dir(),
+        s(&[
+            "--to",
+            &router.quic_url("default"),
+            "--ca-file",
+            ca,
+            "--type",
+            "com.example.one",
+            "--id",
+            "one",
+            "--data",
+            "{\"n\": 1}",
+            "--ext",
+            "tenant=acme",
+        ]),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        (summary["sent"].as_u64(), summary["accepted"].as_u64()),
+        (Some(1), Some(1)),
+        "{summary}"
+    );
+    let got = sub.wait_for(1, PATIENCE).await;
+    assert_eq!(got[0].ce("id").as_deref(), Some("one"));
+    assert_eq!(got[0].ce("type").as_deref(), Some("com.example.one"));
+    assert_eq!(got[0].ce("tenant").as_deref(), Some("acme"));
+    assert_eq!(got[0].json(), json!({"n": 1}));
+
+    // Generated load in frames of 100, the last one short.
+    let (out, summary) = send(
+        router.dir(),
+        s(&[
+            "--to",
+            &router.quic_url("default"),
+            "--ca-file",
+            ca,
+            "--count",
+            "250",
+            "--batch",
+            "100",
+            "--type",
+            "t",
+        ]),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary["requests"], 3, "{summary}");
+    assert_eq!(summary["accepted"], 250, "{summary}");
+    assert!(
+        summary["latency_us"]["p99"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    sub.wait_for(251, PATIENCE).await;
+    let metrics = router.metrics().await;
+    assert_eq!(
+        metrics.get(
+            "triggerfish_ingress_events_total",
+            &[("broker", "default/default"), ("outcome", "accepted")]
+        ),
+        251.0
+    );
+
+    // A JSON Lines file, with one invalid event: QUIC accepts the others and names it.
+    let file = router.dir().join("events.jsonl");
+    std::fs::write(
+        &file,
+        "{\"specversion\":\"1.0\",\"id\":\"f1\",\"source\":\"/s\",\"type\":\"t\"}\n\
+         {\"specversion\":\"1.0\",\"id\":\"f2\",\"source\":\"/s\"}\n\
+         {\"specversion\":\"1.0\",\"id\":\"f3\",\"source\":\"/s\",\"type\":\"t\"}\n",
+    )
+    .unwrap();
+    let (out, summary) = send(
+        router.dir(),
+        s(&[
+            "--to",
+            &router.quic_url("default"),
+            "--ca-file",
+            ca,
+            "--file",
+            file.to_str().unwrap(),
+            "--batch",
+            "10",
+        ]),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        (summary["accepted"].as_u64(), summary["rejected"].as_u64()),
+        (Some(2), Some(1)),
+        "{summary}"
+    );
+    assert_eq!(summary["not_accepted_ids"], json!(["f2"]));
+    assert!(
+        summary["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("f2: 400 missing required attribute \"type\""),
+        "{summary}"
+    );
+    sub.wait_for(253, PATIENCE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_carry_the_http_error_texts_per_event() {
+    let sub = Subscriber::start().await;
+    let router = router_to(&sub, "limits: {maxEventBytes: 1KiB, maxBatchEvents: 5}").await;
+    let client = QuicClient::connect(router.quic, &router.quic_cert()).await;
+    let events = vec![
+        Event::new("ok-1", "t"),
+        Event::new("", "t"),
+        Event::new("big", "t").data(json!("x".repeat(2000))),
+        Event::new("ok-2", "t"),
+    ];
+    let ack = client.publish("default/default", &events).await.ack();
+    assert_eq!((ack.status, ack.accepted), (202, 2), "{ack:?}");
+    let rejected: Vec<(u32, u16)> = ack.rejected.iter().map(|r| (r.index, r.status)).collect();
+    assert_eq!(rejected, [(1, 400), (2, 413)]);
+    // The same texts as HTTP ingress gives for the same events.
+    let http = router
+        .client
+        .send_batch(&router.broker_url("default"), &events)
+        .await;
+    assert_eq!(http.code(), 413, "{}", http.text());
+    let http_errors: Vec<String> = http.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["error"].as_str().unwrap().to_owned())
+        .collect();
+    let quic_errors: Vec<String> = ack.rejected.iter().map(|r| r.error.clone()).collect();
+    assert_eq!(quic_errors, http_errors);
+    let ids: BTreeSet<String> = sub
+        .wait_for(2, PATIENCE)
+        .await
+        .iter()
+        .map(|r| r.id())
+        .collect();
+    assert_eq!(ids, BTreeSet::from(["ok-1".to_owned(), "ok-2".to_owned()]));
+
+    // Whole-frame refusals, with HTTP's texts and statuses.
+    let ack = client
+        .publish_body(
+            "default/default",
+            &Bytes::from_static(b"{\"not\": \"an array\"}"),
+            1,
+        )
+        .await
+        .ack();
+    assert_eq!(ack.status, 400);
+    assert_eq!(
+        ack.message,
+        "a batch must be a JSON array of events, found an object"
+    );
+    let six: Vec<Event> = (0..6).map(|i| Event::new(format!("s{i}"), "t")).collect();
+    let ack = client.publish("default/default", &six).await.ack();
+    assert_eq!(
+        (ack.status, ack.message.as_str()),
+        (413, "batch holds 6 events, over the limit of 5")
+    );
+    let ack = client.publish("default/nope", &events[..1]).await.ack();
+    assert_eq!(
+        (ack.status, ack.message.as_str()),
+        (404, "unknown broker default/nope")
+    );
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_reset_the_stream_not_the_connection() {
+    let sub = Subscriber::start().await;
+    let router = router_to(
+        &sub,
+        "limits: {maxRequestBytes: 64KiB, maxEventBytes: 64KiB}",
+    )
+    .await;
+    let client = QuicClient::connect(router.quic, &router.quic_cert()).await;
+    let good = encode_publish("default/default", b"[]").unwrap();
+    let cases: Vec<(&str, Vec<u8>, bool, StreamCode)> = vec![
+        (
+            "unknown frame type",
+            [&[9u8][..], &good[1..]].concat(),
+            true,
+            StreamCode::Malformed,
+        ),
+        (
+            "nonzero flags",
+            [&[1u8, 4][..], &good[2..]].concat(),
+            true,
+            StreamCode::UnsupportedFlags,
+        ),
+        (
+            "FIN inside the header",
+            good[..5].to_vec(),
+            true,
+            StreamCode::Truncated,
+        ),
+        (
+            "FIN inside the body",
+            encode_publish("default/default", b"[{}]").unwrap()[..20].to_vec(),
+            true,
+            StreamCode::Truncated,
+        ),
+        (
+            "bytes after the frame",
+            [good.as_slice(), b"[]"].concat(),
+            true,
+            StreamCode::TrailingData,
+        ),
+        (
+            "target without a slash",
+            encode_publish_raw(b"default", b"[]"),
+            true,
+            StreamCode::Malformed,
+        ),
+        (
+            "target not UTF-8",
+            encode_publish_raw(b"def\xffault/x", b"[]"),
+            true,
+            StreamCode::Malformed,
+        ),
+        (
+            "empty target",
+            vec![1, 0, 0, 0, 0, 0, 0, 0],
+            true,
+            StreamCode::Malformed,
+        ),
+        // Refused from the header alone: no body was sent, and the stream is still open.
+        (
+            "body over maxRequestBytes",
+            PublishHeader::new(15, 1 << 20).unwrap().to_bytes().to_vec(),
+            false,
+            StreamCode::FrameTooLarge,
+        ),
+    ];
+    for (what, bytes, finish, code) in cases {
+        match client.exchange(&bytes, finish, 1).await {
+            Answer::Reset(c) => assert_eq!(c, u64::from(code.as_u32()), "{what}"),
+            other => panic!("{what}: expected a reset with {code:?}, got {other:?}"),
+        }
+    }
+    // The connection still works, and so does the server.
+    let ack = client
+        .publish("default/default", &[Event::new("after", "t")])
+        .await
+        .ack();
+    assert_eq!((ack.status, ack.accepted), (202, 1));
+    sub.wait_for(1, PATIENCE).await;
+    let metrics = router.metrics().await;
+    assert_eq!(
+        metrics.get(
+            "triggerfish_quic_stream_resets_total",
+            &[("code", "malformed")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        metrics.get(
+            "triggerfish_quic_stream_resets_total",
+            &[("code", "truncated")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metrics.get(
+            "triggerfish_quic_stream_resets_total",
+            &[("code", "frame_too_large")]
+        ),
+        1.0
+    );
+    client.close().await;
+    assert_eq!(router.readyz().await.unwrap().code(), 200);
+}
+
+fn encode_publish_raw(target: &[u8], body: &[u8]) -> Vec<u8> {
+    let head = PublishHeader::new(target.len(), body.len())
+        .unwrap()
+        .to_bytes();
+    [&head[..], target, body].concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_alpn_or_an_untrusted_certificate_fails_the_handshake() {
+    let sub = Subscriber::start().await;
+    let router = router_to(&sub, "").await;
+    let ca = router.quic_cert();
+
+    let err = QuicClient::connect_with(router.quic, &ca, b"h3")
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.contains("no_application_protocol") || err.contains("120"),
+        "{err}"
+    );
+
+    // Not trusted: a clear error, no events sent.
+    let url = router.quic_url("default");
+    let (out, _) = send(router.dir(), s(&["--to", &url, "--type", "t"])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("TLS handshake") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+
+    // Pinned by the fingerprint the server logged.
+    let logs = router.stderr();
+    let pin = logs
+        .split("fingerprint=sha256:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let (out, summary) = send(
+        router.dir(),
+        s(&["--to", &url, "--type", "t", "--pin-sha256", &pin]),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary["accepted"], 1);
+    // A wrong pin is not trusted.
+    let wrong = pin.replace(&pin[..2], if &pin[..2] == "00" { "11" } else { "00" });
+    let (out, _) = send(
+        router.dir(),
+        s(&["--to", &url, "--type", "t", "--pin-sha256", &wrong]),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // Skipping verification must be asked for by name, and is announced.
+    let (out, summary) = send(
+        router.dir(),
+        s(&["--to", &url, "--type", "t", "--danger-accept-invalid-certs"]),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning: --danger-accept-invalid-certs"));
+    assert_eq!(summary["accepted"], 1);
+    sub.wait_for(2, PATIENCE).await;
+    assert!(
+        router
+            .metrics()
+            .await
+            .get("triggerfish_quic_handshake_failures_total", &[])
+            >= 2.0
+    );
+    // A trusted client is unaffected by the failures.
+    let client = QuicClient::connect(router.quic, &ca).await;
+    assert_eq!(
+        client
+            .publish("default/default", &[Event::new("x", "t")])
+            .await
+            .ack()
+            .status,
+        202
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queues_answer_429_with_a_retry_after() {
+    let sub = Subscriber::start().await;
+    sub.handle(|_| Reply::ok().held());
+    let config = Config::new()
+        .server("queues:\n  shard: {events: 4, bytes: 1MiB}\n  trigger: {events: 2, bytes: 1MiB}\nlimits: {maxBatchEvents: 4, maxRequestBytes: 1MiB}")
+        .broker("default", None)
+        .trigger(Trigger::new("stalled", &sub.url("/s")).spec("maxInFlight: 1"));
+    let router = Router::start(&config.render()).await;
+    let client = QuicClient::connect(router.quic, &router.quic_cert()).await;
+    let (mut accepted, mut in_a_row) = (BTreeSet::new(), 0);
+    for i in 0..100 {
+        if in_a_row == 5 {
+            break;
+        }
+        let event = Event::new(format!("e-{i}"), "t").attr("partitionkey", "one");
+        let ack = client
+            .publish("default/default", std::slice::from_ref(&event))
+            .await
+            .ack();
+        match ack.status {
+            202 => {
+                in_a_row = 0;
+                accepted.insert(event.id().to_owned());
+                if accepted.len() == 1 {
+                    sub.wait_for(1, PATIENCE).await;
+                }
+            }
+            429 => {
+                in_a_row += 1;
+                assert_eq!((ack.accepted, ack.retry_after_ms), (0, 1000), "{ack:?}");
+                assert_eq!(ack.message, "queues are full");
+            }
+            other => panic!("unexpected {other}: {ack:?}"),
+        }
+    }
+    assert_eq!(in_a_row, 5, "no steady 429: the queues are not bounded");
+    assert!(
+        (4..=8).contains(&accepted.len()),
+        "accepted {}",
+        accepted.len()
+    );
+    // Once the subscriber recovers, every accepted event arrives, once.
+    sub.handle(|_| Reply::ok());
+    sub.release();
+    let got = sub.wait_for(accepted.len(), PATIENCE).await;
+    let ids: BTreeSet<String> = got.iter().map(|r| r.id()).collect();
+    assert_eq!(ids, accepted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_mid_batch_loses_only_what_was_not_acked() {
+    let sub = Subscriber::start().await;
+    let router = router_to(&sub, "").await;
+    let client = QuicClient::connect(router.quic, &router.quic_cert()).await;
+    let mut acked = BTreeSet::new();
+    for f in 0..3 {
+        let events: Vec<Event> = (0..10)
+            .map(|i| Event::new(format!("f{f}-{i}"), "t"))
+            .collect();
+        let ack = client.publish("default/default", &events).await.ack();
+        assert_eq!((ack.status, ack.accepted), (202, 10));
+        acked.extend(events.iter().map(|e| e.id().to_owned()));
+    }
+    // The fourth frame: half of its body, then the connection goes away.
+    let events: Vec<Event> = (0..10)
+        .map(|i| Event::new(format!("lost-{i}"), "t"))
+        .collect();
+    let frame =
+        encode_publish("default/default", &triggerfish_tests::event::batch(&events)).unwrap();
+    let half = frame[..frame.len() / 2].to_vec();
+    let pending = {
+        let connection = client.connection.clone();
+        tokio::spawn(async move {
+            let (mut send, mut recv) = connection.open_bi().await.unwrap();
+            send.write_all(&half).await.unwrap();
+            recv.read_to_end(1 << 16).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    client.abort();
+    // The client is told: no ack for that frame.
+    let result = pending.await.unwrap();
+    assert!(result.is_err(), "{result:?}");
+    // Everything acked is delivered; nothing of the unacked frame is.
+    let got = sub.wait_for(30, PATIENCE).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let ids: BTreeSet<String> = sub.requests().iter().map(|r| r.id()).collect();
+    assert_eq!(ids, acked, "{} requests", got.len());
+    // The server carries on.
+    let again = QuicClient::connect(router.quic, &router.quic_cert()).await;
+    assert_eq!(
+        again
+            .publish("default/default", &[Event::new("next", "t")])
+            .await
+            .ack()
+            .status,
+        202
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_is_reported_by_send() {
+    // `triggerfish send` at a server that stops mid-run: acked events are counted accepted,
+    // the rest not acknowledged, and the two add up to what was sent.
+    let sub = Subscriber::start().await;
+    let mut router = router_to(&sub, "shutdownGracePeriod: PT0S").await;
+    let ca = router.quic_cert();
+    let url = router.quic_url("default");
+    let dir = router.dir().to_owned();
+    let run = tokio::task::spawn_blocking(move || {
+        run_cli(
+            &dir,
+            &[
+                "send",
+                "--json",
+                "--to",
+                &url,
+                "--ca-file",
+                ca.to_str().unwrap(),
+                "--count",
+                "20000",
+                "--batch",
+                "10",
+                "--rate",
+                "4000",
+                "--timeout",
+                "2",
+            ],
+            None,
+        )
+    });
+    sub.wait_for(200, PATIENCE).await;
+    router.sigterm();
+    router.wait_exit(PATIENCE).await;
+    let out = run.await.unwrap();
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = |k: &str| summary[k].as_u64().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        n("sent"),
+        n("accepted") + n("rejected") + n("throttled") + n("unacknowledged"),
+        "{summary}"
+    );
+    assert!(n("accepted") >= 200 && n("accepted") < 20_000, "{summary}");
+    assert!(n("throttled") + n("unacknowledged") > 0, "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_ingress_forwards_to_a_second_router_over_quic() {
+    // B: receives over QUIC, delivers over HTTP. Its events may be at most 1 KiB.
+    let sub = Subscriber::start().await;
+    let b = router_to(&sub, "limits: {maxEventBytes: 1KiB}").await;
+    // A: HTTP ingress, a trigger forwarding to B over QUIC, dead letters to an HTTP sink.
+    let dls = Subscriber::start().await;
+    let config = Config::new()
+        .server(&format!(
+            "quic:\n  client: {{caFile: {}}}",
+            b.quic_cert().display()
+        ))
+        .broker("default", None)
+        .trigger(
+            Trigger::new("forward", &b.quic_url("default"))
+                .spec("batch: {maxEvents: 20, linger: PT0.01S}")
+                .delivery(&format!(
+                    "retry: 2\nbackoffDelay: PT0.01S\ntimeout: PT1S\ndeadLetterSink:\n  uri: {}",
+                    dls.url("/dead")
+                )),
+        );
+    let a = Router::start(&config.render()).await;
+    let events: Vec<Event> = (0..50)
+        .map(|i| Event::new(format!("fw-{i}"), "t").attr("seq", i))
+        .collect();
+    let r = a.client.send_batch(&a.broker_url("default"), &events).await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+    let got = sub.wait_for(50, PATIENCE).await;
+    let ids: BTreeSet<String> = got.iter().map(|r| r.id()).collect();
+    assert_eq!(ids.len(), 50);
+    // Batched: fewer frames than events reached B.
+    let metrics = b.metrics().await;
+    let frames = metrics.get(
+        "triggerfish_ingress_requests_total",
+        &[("broker", "default/default"), ("outcome", "accepted")],
+    );
+    assert!(frames < 50.0, "{frames} frames for 50 events");
+    // Every event's attempt completed from the acks (B may deliver before A reads its ack).
+    a.wait_metric(
+        "triggerfish_delivery_attempts_total",
+        &[("trigger", "default/forward"), ("outcome", "success")],
+        50.0,
+        PATIENCE,
+    )
+    .await;
+
+    // An event B refuses (over its 1 KiB limit) is not retried: A dead-letters it with B's
+    // status and reason, and its neighbours in the frame are delivered.
+    let big = Event::new("big", "t").data(json!("x".repeat(2000)));
+    let small = Event::new("small", "t");
+    let r = a
+        .client
+        .send_batch(&a.broker_url("default"), &[big, small])
+        .await;
+    assert_eq!(r.code(), 202);
+    sub.wait_for(51, PATIENCE).await;
+    let dead = dls.wait_for(1, PATIENCE).await;
+    assert_eq!(dead[0].id(), "big");
+    assert_eq!(dead[0].ce("knativeerrorcode").as_deref(), Some("413"));
+    assert_eq!(
+        dead[0].ce("knativeerrordest").as_deref(),
+        Some(b.quic_url("default").as_str())
+    );
+    assert_eq!(
+        a.metrics().await.get(
+            "triggerfish_delivery_retries_total",
+            &[("trigger", "default/forward")]
+        ),
+        0.0
+    );
+
+    // B down: A retries (transport errors), then dead-letters.
+    drop(b);
+    let r = a
+        .client
+        .send_binary(&a.broker_url("default"), &Event::new("while-down", "t"))
+        .await;
+    assert_eq!(r.code(), 202);
+    let dead = dls.wait_for(2, PATIENCE).await;
+    assert_eq!(dead[1].id(), "while-down");
+    assert_eq!(dead[1].ce("knativeerrorcode").as_deref(), Some("500"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_errors_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::new()
+        .server("listen: {quic: nowhere}")
+        .broker("default", None)
+        .trigger(Trigger::new("a", "http://127.0.0.1:1/").spec("batch: {maxEvents: 10}"))
+        .trigger(Trigger::new("b", "quic://127.0.0.1:1/default").spec(""));
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, config.render()).unwrap();
+    let out = run_cli(
+        dir.path(),
+        &["validate", "--config", path.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("not a UDP address"), "{err}");
+
+    let config = Config::new()
+        .broker("default", None)
+        .trigger(Trigger::new("a", "http://127.0.0.1:1/").spec("batch: {maxEvents: 10}"))
+        .trigger(Trigger::new("b", "quic://127.0.0.1:1/default"))
+        .trigger(Trigger::new("c", "quic://127.0.0.1:1/default/x").spec("batch: {linger: PT5S}"));
+    std::fs::write(&path, config.render()).unwrap();
+    let out = run_cli(
+        dir.path(),
+        &["validate", "--config", path.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("spec.batch: batch applies only to quic:// subscribers"),
+        "{err}"
+    );
+    assert!(
+        err.contains("write quic://host:port/namespace/broker"),
+        "{err}"
+    );
+    assert!(err.contains("spec.batch.linger"), "{err}");
+    let _ = ALPN;
+}

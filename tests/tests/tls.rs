@@ -1,0 +1,197 @@
+//! TLS on the HTTP listeners, end to end: HTTPS ingress and admin with a certificate from
+//! files, the certificate replaced on disk and picked up without a restart, client
+//! certificates required or optional (mTLS), and plain HTTP refused on a TLS port.
+//!
+//! Certificates come from a throwaway CA made with rcgen at test time.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use triggerfish_tests::tls::{self, Ca, Issued};
+use triggerfish_tests::{Config, Event, PATIENCE, Router, Subscriber, Trigger, eventually};
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+async fn post(
+    router: &Router,
+    ca: &str,
+    client: Option<&Issued>,
+) -> Result<tls::TlsResponse, String> {
+    let event = Event::new("1", "order.created").source("/shop");
+    tls::request(
+        router.http,
+        ca,
+        client,
+        Method::POST,
+        "/default/default",
+        &[("content-type", "application/cloudevents+json")],
+        event.structured(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn https_ingress_and_admin_with_a_certificate_reloaded_from_disk() {
+    let sub = Subscriber::start().await;
+    let ca = Ca::new("test CA");
+    let first = ca.server();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "tls.crt", &first.cert_pem);
+    let key = write(dir.path(), "tls.key", &first.key_pem);
+    let config = Config::new()
+        .server(&format!("tls: {{certFile: {cert}, keyFile: {key}}}"))
+        .broker("default", None)
+        .trigger(Trigger::new("all", &sub.url("/")))
+        .render();
+    let router = Router::start(&config).await;
+
+    let r = post(&router, &ca.pem(), None).await.unwrap();
+    assert_eq!(r.response.code(), 202, "{}", r.response.text());
+    assert_eq!(r.server_cert, first.der);
+    sub.wait_for(1, PATIENCE).await;
+    // The admin listener is behind TLS too (the default covers every HTTP listener).
+    let health = tls::request(
+        router.admin,
+        &ca.pem(),
+        None,
+        Method::GET,
+        "/healthz",
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(health.response.code(), 200);
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = router
+        .client
+        .try_request(
+            Method::GET,
+            &router.admin_url("/healthz"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert!(plain.is_err() || plain.unwrap().code() != 200);
+    // A client that does not trust the CA fails the handshake.
+    let other = Ca::new("other CA");
+    assert!(post(&router, &other.pem(), None).await.is_err());
+
+    // Rotate: new files; new connections get the new certificate, without a restart.
+    let second = ca.server();
+    std::fs::write(dir.path().join("tls.key.new"), &second.key_pem).unwrap();
+    std::fs::write(dir.path().join("tls.crt.new"), &second.cert_pem).unwrap();
+    std::fs::rename(dir.path().join("tls.key.new"), dir.path().join("tls.key")).unwrap();
+    std::fs::rename(dir.path().join("tls.crt.new"), dir.path().join("tls.crt")).unwrap();
+    let pem = ca.pem();
+    let seen = eventually(
+        "the new certificate is served",
+        Duration::from_secs(30),
+        async || {
+            let r = post(&router, &pem, None).await.ok()?;
+            (r.server_cert == second.der).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(seen.response.code(), 202);
+    router.wait_log("TLS certificate reloaded", PATIENCE).await;
+
+    // A broken pair (the new certificate with the old key) is refused; the last good one stays.
+    std::fs::write(dir.path().join("tls.key"), &first.key_pem).unwrap();
+    router
+        .wait_log("TLS files changed but do not load", Duration::from_secs(30))
+        .await;
+    let r = post(&router, &ca.pem(), None).await.unwrap();
+    assert_eq!(r.server_cert, second.der);
+    assert_eq!(r.response.code(), 202);
+}
+
+#[tokio::test]
+async fn client_certificates_required_or_optional() {
+    let ca = Ca::new("server CA");
+    let clients = Ca::new("clients CA");
+    let stranger = Ca::new("stranger CA");
+    let server = ca.server();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "tls.crt", &server.cert_pem);
+    let key = write(dir.path(), "tls.key", &server.key_pem);
+    let client_ca = write(dir.path(), "clients.crt", &clients.pem());
+    let good = clients.client("checkout");
+    let bad = stranger.client("checkout");
+    for (mode, anonymous_ok) in [("require", false), ("optional", true)] {
+        let config = Config::new()
+            .server(&format!(
+                "tls: {{certFile: {cert}, keyFile: {key}, clientCaFile: {client_ca}, clientAuth: {mode}, listeners: [http]}}"
+            ))
+            .broker("default", None)
+            .trigger(Trigger::new("all", "http://127.0.0.1:9/"))
+            .render();
+        let router = Router::start(&config).await;
+        let r = post(&router, &ca.pem(), Some(&good)).await.unwrap();
+        assert_eq!(r.response.code(), 202, "{mode}: {}", r.response.text());
+        assert!(
+            post(&router, &ca.pem(), Some(&bad)).await.is_err(),
+            "{mode}: a certificate from another CA is refused"
+        );
+        let anonymous = post(&router, &ca.pem(), None).await;
+        assert_eq!(anonymous.is_ok(), anonymous_ok, "{mode}: no certificate");
+        // `listeners: [http]` leaves the admin port on plain HTTP.
+        assert_eq!(
+            router
+                .client
+                .get(&router.admin_url("/healthz"))
+                .await
+                .code(),
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_tls_files_fail_the_load() {
+    let ca = Ca::new("CA");
+    let a = ca.server();
+    let b = ca.server();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "a.crt", &a.cert_pem);
+    let key_b = write(dir.path(), "b.key", &b.key_pem);
+    let not_pem = write(dir.path(), "junk.crt", "hello");
+    let cases = [
+        (
+            format!("tls: {{certFile: {cert}, keyFile: {key_b}}}"),
+            "do not form a usable pair",
+        ),
+        (
+            format!("tls: {{certFile: {not_pem}, keyFile: {key_b}}}"),
+            "holds no PEM certificate",
+        ),
+        (
+            format!("tls: {{certFile: {cert}, keyFile: /nonexistent/key}}"),
+            "reading /nonexistent/key",
+        ),
+        (
+            format!("tls: {{certFile: {cert}, keyFile: {key_b}, clientCaFile: {not_pem}}}"),
+            "",
+        ),
+    ];
+    for (server, expected) in cases {
+        let config = Config::new()
+            .server(&server)
+            .broker("default", None)
+            .render();
+        std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+        let out =
+            triggerfish_tests::run_cli(dir.path(), &["validate", "--config", "config.yaml"], None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{server} loaded");
+        assert!(stderr.contains("spec.tls"), "{server}: {stderr}");
+        assert!(stderr.contains(expected), "{server}: {stderr}");
+    }
+}
