@@ -67,7 +67,7 @@ fn write_config(
 apiVersion: triggerfish.dev/v1alpha1
 kind: Server
 spec:
-  listen: {{http: "127.0.0.1:{http}", admin: "127.0.0.1:{admin}"}}
+  listen: {{http: "127.0.0.1:{http}", admin: "127.0.0.1:{admin}", quic: "off"}}
   dataDir: {data}
   shutdownGracePeriod: PT5S
 ---
@@ -100,6 +100,13 @@ spec:
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, config).unwrap();
     path
+}
+
+/// The last lines of a log, for failure messages.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 fn ids(sink: &Sink) -> BTreeSet<String> {
@@ -211,13 +218,15 @@ async fn two_replicas_share_and_rebalance_a_group() {
     let producer = tansu.producer();
     // Keep producing until both replicas have received records: both are in the group.
     let mut i = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while sink_a.received().is_empty() || sink_b.received().is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "both replicas should get partitions: a {} b {}",
+            "both replicas should get partitions: a {} b {}\n--- a.log\n{}\n--- b.log\n{}",
             sink_a.received().len(),
-            sink_b.received().len()
+            sink_b.received().len(),
+            log_tail(&dir.path().join("a.log")),
+            log_tail(&dir.path().join("b.log")),
         );
         produce(
             &producer,

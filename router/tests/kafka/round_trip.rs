@@ -108,7 +108,7 @@ async fn kafka_sink_produces_both_content_modes() {
 ---
 apiVersion: eventing.knative.dev/v1
 kind: Trigger
-metadata: {{name: structured, namespace: shop}}
+metadata: {{name: structured, namespace: shop, annotations: {{kafka.eventing.knative.dev/delivery.order: ordered}}}}
 spec:
   broker: default
   subscriber: {{ref: {{apiVersion: eventing.knative.dev/v1alpha1, kind: KafkaSink, name: structured}}}}
@@ -133,6 +133,10 @@ spec:
             "in",
             "{ref: {apiVersion: eventing.knative.dev/v1alpha1, kind: KafkaSink, name: binary}}",
             ""
+        )
+        .replace(
+            "metadata: {name: all, namespace: shop}",
+            "metadata: {name: all, namespace: shop, annotations: {kafka.eventing.knative.dev/delivery.order: ordered}}"
         ),
         addr = tansu.addr,
     );
@@ -181,7 +185,7 @@ spec:
             assert_eq!(*partition_of_k1.get_or_insert(r.partition), r.partition);
         }
     }
-    // One key's records are in one partition, in order.
+    // One key's records are in one partition, in order (the triggers are ordered).
     let k1: Vec<String> = binary
         .iter()
         .filter(|r| r.key.as_deref() == Some(b"k1"))
