@@ -223,6 +223,8 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     } else {
         tracing::info!(took = ?started.elapsed(), "all accepted events were handled");
     }
+    // Kafka consumers commit what was delivered before they leave their groups.
+    router.event_sources.stopped(Duration::from_secs(10)).await;
     drained.cancel();
     let _ = ingress_task.await;
     if let Some(task) = quic_task {

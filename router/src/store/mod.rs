@@ -125,6 +125,34 @@ impl Store {
         self.offer_events(broker, &refs, ttl).await
     }
 
+    /// Publishes events for a source that commits its position in an external log (Kafka)
+    /// only once the events are safe, all or nothing. `completion(index)` is called for each
+    /// event once they are taken:
+    /// - the memory store loses what it holds when the process dies, so there an event's
+    ///   completion finishes only when every trigger is done with it (delivered or
+    ///   dead-lettered);
+    /// - JetStream has stored the events when this returns, and its consumers deliver them
+    ///   at least once, so their completions are finished at once.
+    ///
+    /// Full queues are [`OfferError::Full`]: nothing was taken, try again later.
+    pub async fn publish_tracked(
+        &self,
+        broker: &BrokerKey,
+        events: &[EventRef],
+        mut completion: impl FnMut(usize) -> Completion,
+    ) -> Result<(), OfferError> {
+        match self {
+            Store::Memory(m) => m.try_offer_tracked(broker, events, None, completion),
+            Store::JetStream(js) => {
+                js.publish(broker, events, None).await?;
+                for i in 0..events.len() {
+                    completion(i).finish();
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Events waiting in each shard queue, for the depth gauges.
     pub fn shard_depths(&self) -> Vec<usize> {
         match self {

@@ -314,6 +314,12 @@ impl Loader<'_> {
                     CustomSpec::WorkerPool(Box::new(spec))
                 })
             }
+            Kind::KafkaSource => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::KafkaSource(Box::new(s))
+            }),
+            Kind::KafkaSink => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::KafkaSink(Box::new(s))
+            }),
             Kind::Server => {
                 let envelope = self.typed::<Envelope<ServerSpec>>(document, id.as_ref(), value)?;
                 // A Server needs no metadata; its name only appears in messages.
