@@ -49,6 +49,9 @@ pub struct BenchConfig {
     pub admin: Option<SocketAddr>,
     /// The broker's `delivery.retry`; no `delivery` when `None`.
     pub retry: Option<u32>,
+    /// The `Server` document's `store`, as a YAML flow mapping
+    /// (`{kind: jetstream, url: "nats://127.0.0.1:4222"}`); the memory store when `None`.
+    pub store: Option<String>,
 }
 
 impl BenchConfig {
@@ -74,13 +77,19 @@ impl BenchConfig {
             n = self.triggers,
             style = self.filters,
         )?;
-        if self.http.is_some() || self.admin.is_some() {
-            y.push_str("apiVersion: triggerfish.dev/v1alpha1\nkind: Server\nspec:\n  listen:\n");
+        if self.http.is_some() || self.admin.is_some() || self.store.is_some() {
+            y.push_str("apiVersion: triggerfish.dev/v1alpha1\nkind: Server\nspec:\n");
+            if self.http.is_some() || self.admin.is_some() {
+                y.push_str("  listen:\n");
+            }
             if let Some(http) = self.http {
                 writeln!(y, "    http: \"{http}\"")?;
             }
             if let Some(admin) = self.admin {
                 writeln!(y, "    admin: \"{admin}\"")?;
+            }
+            if let Some(store) = &self.store {
+                writeln!(y, "  store: {store}")?;
             }
             y.push_str("---\n");
         }
@@ -152,7 +161,23 @@ mod tests {
             http: Some("127.0.0.1:18080".parse().unwrap()),
             admin: Some("127.0.0.1:19090".parse().unwrap()),
             retry: Some(0),
+            store: None,
         }
+    }
+
+    #[test]
+    fn writes_the_store() {
+        let mut c = config(1, FilterStyle::Attributes);
+        c.store =
+            Some("{kind: jetstream, url: \"nats://127.0.0.1:4222\", streamReplicas: 3}".into());
+        let loaded = Config::load(&c.to_yaml(), "bench.yaml").unwrap();
+        let store = &loaded.server().store;
+        assert_eq!(store.kind, triggerfish_core::config::StoreKind::Jetstream);
+        assert_eq!(store.stream_replicas.get(), 3);
+        c.http = None;
+        c.admin = None;
+        let loaded = Config::load(&c.to_yaml(), "bench.yaml").unwrap();
+        assert_eq!(loaded.server().store.url, "nats://127.0.0.1:4222");
     }
 
     /// The triggers (by position) that pass an event of type `t{t}`, per Triggerfish's own

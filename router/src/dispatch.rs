@@ -133,6 +133,20 @@ impl TriggerHandle {
         ttl: u8,
         accepted_at: Instant,
     ) -> Result<(), EnqueueAllError> {
+        self.enqueue_all_with(events, ttl, accepted_at, |_| Completion::none())
+            .await
+    }
+
+    /// Like [`TriggerHandle::enqueue_all`], with a completion for each event, made by
+    /// `completion(index)` once all of them are certain to be queued: Kafka sources learn
+    /// this way when each event's delivery has ended.
+    pub async fn enqueue_all_with(
+        &self,
+        events: Vec<EventRef>,
+        ttl: u8,
+        accepted_at: Instant,
+        mut completion: impl FnMut(usize) -> Completion,
+    ) -> Result<(), EnqueueAllError> {
         let sizes: Vec<usize> = events
             .iter()
             .map(|e| e.view().wire_size().clamp(1, self.limits.bytes))
@@ -157,7 +171,7 @@ impl TriggerHandle {
             .reserve_many(events.len())
             .await
             .map_err(|_| EnqueueAllError::Closed)?;
-        for ((event, size), permit) in events.into_iter().zip(sizes).zip(permits) {
+        for (i, ((event, size), permit)) in events.into_iter().zip(sizes).zip(permits).enumerate() {
             let (Some(share), Some(place)) = (budget.split(size), places.split(1)) else {
                 return Err(EnqueueAllError::Closed);
             };
@@ -165,7 +179,7 @@ impl TriggerHandle {
                 event,
                 ttl,
                 accepted_at,
-                completion: Completion::none(),
+                completion: completion(i),
                 queued: Some(place),
                 _budget: share,
             });

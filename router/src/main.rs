@@ -9,7 +9,9 @@ use triggerfish_router::cli::{Cli, LogFormat};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The NATS client reports every failed reconnection attempt at info; the store logs
+        // what matters about the connection itself.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
     // Colour only for a person at a terminal: escape codes in a log file, `kubectl logs` or a
     // log shipper are noise that breaks searching.
     let builder = tracing_subscriber::fmt()

@@ -162,6 +162,9 @@ pub struct Metrics {
     pub delivery_latency: Family<TriggerLabels, Histogram>,
     /// Config reloads by outcome.
     pub reloads: Family<ReloadLabels, Counter>,
+    /// Events a durable store handed out again, per broker (JetStream: after a replica died
+    /// or lost its connection before acknowledging them).
+    pub redelivered: Family<BrokerLabels, Counter>,
     /// Media worker pools (`triggerfish_media_*`).
     #[cfg(feature = "media")]
     pub media: triggerfish_workers::MediaMetrics,
@@ -192,6 +195,7 @@ impl Metrics {
         let queue_depth = Family::default();
         let delivery_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let reloads = Family::default();
+        let redelivered = Family::default();
         registry.register(
             "ingress_requests",
             "Ingress HTTP and QUIC requests",
@@ -252,6 +256,11 @@ impl Metrics {
             delivery_latency.clone(),
         );
         registry.register("config_reloads", "Config reloads", reloads.clone());
+        registry.register(
+            "store_redelivered",
+            "Events the durable store handed out again (a replica died or lost NATS before acknowledging them)",
+            redelivered.clone(),
+        );
         #[cfg(feature = "media")]
         let media = {
             let media = triggerfish_workers::MediaMetrics::new();
@@ -297,6 +306,7 @@ impl Metrics {
             queue_depth,
             delivery_latency,
             reloads,
+            redelivered,
             #[cfg(feature = "media")]
             media,
             quic_connections,

@@ -435,6 +435,7 @@ pub(crate) fn check_destination(
     };
     let kind = match *kind {
         "Exec" => Kind::Exec,
+        "KafkaSink" => Kind::KafkaSink,
         #[cfg(feature = "media")]
         "WorkerPool" => Kind::WorkerPool,
         "Scheduler" if name == "default" => return None,
@@ -450,7 +451,7 @@ pub(crate) fn check_destination(
             errors.push(config.error_at(
                 id,
                 path.key("ref"),
-                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File, Exec, Scheduler or (with the media feature) WorkerPool"),
+                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File, Exec, Scheduler, KafkaSink or (with the media feature) WorkerPool"),
             ));
             return None;
         }
@@ -463,7 +464,20 @@ pub(crate) fn check_destination(
         ));
         return None;
     };
-    // Build it once to check it (templates, program); the runtime builds its own.
+    // Build it once to check it (templates, program, secrets, client settings); the runtime
+    // builds its own.
+    let mut sink_errors = Vec::new();
+    let checked = {
+        let mut check = crate::sources::BuildErrors::new(config, resource, &mut sink_errors);
+        if let CustomSpec::KafkaSink(spec) = &resource.spec {
+            crate::sinks::kafka::KafkaSinkConfig::build(spec, resource, &mut check);
+        }
+        !check.failed()
+    };
+    if !checked {
+        errors.extend(sink_errors);
+        return None;
+    }
     if let CustomSpec::Exec(spec) = &resource.spec
         && let Err(e) =
             crate::sinks::exec::ExecSink::new(String::new(), spec, DecodeLimits::default())

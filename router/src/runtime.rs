@@ -16,7 +16,9 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use triggerfish_core::config::{Config, CustomResource, CustomSpec, Destination, ServerSpec};
+use triggerfish_core::config::{
+    Config, CustomResource, CustomSpec, Destination, ResourceId, ServerSpec,
+};
 use triggerfish_core::cron::recurring::ScheduleRequest;
 use triggerfish_core::event::DecodeLimits;
 
@@ -139,6 +141,9 @@ pub struct Dispatchers {
     /// One connection per QUIC server, shared by every trigger delivering there and kept
     /// across reloads.
     peers: parking_lot::Mutex<HashMap<(String, u16), Arc<Peer>>>,
+    /// One producer per Kafka sink resource, shared by the triggers using it;
+    /// replaced when the resource changes.
+    producers: parking_lot::Mutex<HashMap<ResourceId, (CustomResource, Sink)>>,
 }
 
 impl Dispatchers {
@@ -216,6 +221,7 @@ impl Dispatchers {
                 None => Sink::Display(Arc::clone(&self.display)),
             },
             _ => match resource.map(|r| (&r.spec, r)) {
+                Some((CustomSpec::KafkaSink(_), r)) => self.producer(r),
                 Some((CustomSpec::Exec(spec), r)) => {
                     let name = format!("{}/{}", r.meta.namespace, r.meta.name);
                     match ExecSink::new(name.clone(), spec, reply_limits) {
@@ -234,6 +240,39 @@ impl Dispatchers {
                 // `Plan::build` rejects in-process kinds this build does not have.
                 _ => Sink::Display(Arc::clone(&self.display)),
             },
+        }
+    }
+}
+
+impl Dispatchers {
+    /// The producer of a Kafka sink resource, started once and shared.
+    fn producer(&self, resource: &CustomResource) -> Sink {
+        // The lock guards the map only; starting a producer does no I/O (clients connect in
+        // the background).
+        let mut producers = self.producers.lock();
+        if let Some((r, sink)) = producers.get(&resource.id)
+            && r == resource
+        {
+            return sink.clone();
+        }
+        let name = format!("{}/{}", resource.meta.namespace, resource.meta.name);
+        let started = match &resource.spec {
+            CustomSpec::KafkaSink(spec) => crate::sinks::kafka::KafkaSinkConfig::of(resource, spec)
+                .and_then(|c| {
+                    crate::sinks::kafka::KafkaSink::new(name.clone(), c).map_err(|e| e.to_string())
+                })
+                .map(|s| Sink::Kafka(Arc::new(s))),
+            _ => Err("not a producer kind".to_owned()),
+        };
+        match started {
+            Ok(sink) => {
+                producers.insert(resource.id.clone(), (resource.clone(), sink.clone()));
+                sink
+            }
+            Err(e) => {
+                tracing::error!(sink = %name, error = %e, "the sink cannot start; printing its events instead");
+                Sink::Display(Arc::clone(&self.display))
+            }
         }
     }
 }
@@ -329,6 +368,7 @@ impl Router {
             media: crate::media::MediaPools::new(metrics.media.clone()),
             quic,
             peers: parking_lot::Mutex::new(HashMap::new()),
+            producers: parking_lot::Mutex::new(HashMap::new()),
         });
         let config: Arc<ArcSwap<Option<Config>>> = Arc::new(ArcSwap::from_pointee(None));
         let factory = schedule_factory(Arc::clone(&dispatchers), Arc::clone(&config));

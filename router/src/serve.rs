@@ -223,6 +223,8 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     } else {
         tracing::info!(took = ?started.elapsed(), "all accepted events were handled");
     }
+    // Kafka consumers commit what was delivered before they leave their groups.
+    router.event_sources.stopped(Duration::from_secs(10)).await;
     drained.cancel();
     let _ = ingress_task.await;
     if let Some(task) = quic_task {
@@ -234,6 +236,10 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
         d.abort();
     }
     router.scheduler_stopped().await;
+    if let Store::JetStream(js) = &store {
+        // The last deliveries' acknowledgements, so that JetStream does not redeliver them.
+        js.close(Duration::from_secs(5)).await;
+    }
     admin_stop.cancel();
     let _ = admin_task.await;
     Ok(())

@@ -153,6 +153,10 @@ pub async fn route_some(
     broker
         .index
         .matches(&envelope.event.view(), scratch, matched);
+    // Counted once per event: by the only pass, or by the unordered one of the two.
+    if matched.is_empty() && only != Some(DeliveryOrder::Ordered) {
+        broker.unmatched.inc();
+    }
     if let Some(order) = only {
         matched.retain(|&id| {
             broker
@@ -160,9 +164,6 @@ pub async fn route_some(
                 .get(id as usize)
                 .is_some_and(|t| t.plan.order == order)
         });
-    }
-    if matched.is_empty() && only != Some(DeliveryOrder::Ordered) {
-        broker.unmatched.inc();
     }
     for &id in matched.iter() {
         let Some(trigger) = broker.triggers.get(id as usize) else {

@@ -8,6 +8,8 @@
 //! - [`subscriber`]: a hyper HTTP subscriber that records every request and answers as
 //!   scripted (statuses, `Retry-After`, delays, held answers, reply events).
 //! - [`client`]: sends events (binary, structured, batched) and admin requests.
+//! - [`nats`]: real `nats-server` processes with JetStream (one, or a cluster), which tests
+//!   stop, kill and restart.
 //! - [`quic`]: a raw QUIC client, frames as bytes, for the protocol tests.
 //! - [`event`]: CloudEvents as tests write them; [`config`]: Knative YAML builders;
 //!   [`metrics`]: reads Prometheus text; [`tls`]: a throwaway PKI and an HTTPS client.
@@ -28,6 +30,7 @@ pub mod client;
 pub mod config;
 pub mod event;
 pub mod metrics;
+pub mod nats;
 pub mod quic;
 pub mod router;
 pub mod subscriber;
@@ -42,6 +45,7 @@ pub use client::{Client, Response};
 pub use config::{Config, Trigger};
 pub use event::Event;
 pub use metrics::Metrics;
+pub use nats::Nats;
 pub use router::{Options, Router};
 pub use subscriber::{Reply, Request, Subscriber};
 

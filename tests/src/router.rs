@@ -254,6 +254,28 @@ impl Router {
         signal(self.pid(), "TERM");
     }
 
+    /// Kills the process with SIGKILL, as a crash would, and waits for it to be gone.
+    pub fn kill(&mut self) {
+        if self.try_exit_status().is_some() {
+            return;
+        }
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            self.exit = child.wait().ok();
+        }
+    }
+
+    /// Freezes the process (SIGSTOP), as a long pause would: it holds its connections and
+    /// leases but does nothing until [`Router::resume`].
+    pub fn pause(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.pid(), "CONT");
+    }
+
     /// Waits for the process to exit; panics after `timeout`.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;

@@ -38,6 +38,10 @@ struct Args {
     /// The broker's `delivery.retry`.
     #[arg(long)]
     retry: Option<u32>,
+    /// The `Server` document's `store`, as a YAML flow mapping, e.g.
+    /// '{kind: jetstream, url: "nats://127.0.0.1:4222"}'. Default: the memory store.
+    #[arg(long)]
+    store: Option<String>,
     /// Write here instead of stdout.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -52,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         http: args.listen,
         admin: args.admin,
         retry: args.retry,
+        store: args.store,
     }
     .to_yaml();
     match args.output {

@@ -287,7 +287,7 @@ pub struct Scheduler {
     store: Store,
     metrics: SchedulerMetrics,
     backend: Backend,
-    leader: watch::Receiver<bool>,
+    leader: watch::Receiver<cluster::Lease>,
     last_fired: HashMap<Arc<str>, DateTime<Utc>>,
     dirty: bool,
     factory: TargetFactory,
@@ -324,10 +324,10 @@ impl Scheduler {
             sources: Arc::new(sources),
             limits: Arc::new(arc_swap::ArcSwap::from_pointee(Limits::default())),
         };
-        let (leader_tx, leader) = watch::channel(false);
+        let (leader_tx, leader) = watch::channel(cluster::Lease::None);
         let (backend, changes) = match state {
             StateConfig::Dir(dir) => {
-                leader_tx.send_replace(true);
+                leader_tx.send_replace(cluster::Lease::Always);
                 (
                     Backend::File(state::StateFile::new(
                         dir.join("scheduler").join("state.json"),
@@ -372,7 +372,7 @@ impl Scheduler {
     }
 
     fn is_leader(&self) -> bool {
-        *self.leader.borrow()
+        self.leader.borrow().held(Instant::now())
     }
 
     async fn run(

@@ -1,5 +1,5 @@
 //! Destinations of deliveries: HTTP(S) subscribers, QUIC subscribers (another Triggerfish),
-//! the built-in display and file sinks, and other brokers of the same process.
+//! the built-in display and file sinks, Kafka topics, and other brokers of the same process.
 //!
 //! A sink makes one attempt and reports what happened as an [`Attempt`]. Retries, timeouts'
 //! policy, dead-lettering and replies are the dispatcher's business ([`crate::dispatch`]), so
@@ -9,6 +9,7 @@ pub mod display;
 pub mod exec;
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod quic;
 pub mod scheduler;
 
@@ -40,6 +41,8 @@ pub enum Sink {
     /// Runs a media job per event on a worker pool of this process.
     #[cfg(feature = "media")]
     WorkerPool(Arc<crate::media::WorkerPoolSink>),
+    /// Produces events to a Kafka topic.
+    Kafka(Arc<kafka::KafkaSink>),
     /// Publishes events to a broker of this process.
     Broker {
         /// The broker.
@@ -61,6 +64,7 @@ impl Sink {
             Sink::Scheduler(_) => "scheduler:default".to_owned(),
             #[cfg(feature = "media")]
             Sink::WorkerPool(w) => format!("workerpool:{}", w.name()),
+            Sink::Kafka(k) => k.describe(),
             Sink::Broker { key, .. } => format!("broker:{key}"),
         }
     }
@@ -77,6 +81,7 @@ impl Sink {
             Sink::Scheduler(h) => scheduler::send(h, view, req).await,
             #[cfg(feature = "media")]
             Sink::WorkerPool(w) => w.send(view).await,
+            Sink::Kafka(k) => k.send(view, opts, req.timeout).await,
             Sink::Broker { key, store } => {
                 let Some(ttl) = req.ttl.checked_sub(1).filter(|t| *t > 0) else {
                     return Attempt::TtlExhausted;

@@ -19,6 +19,10 @@
 //! - [`github`], [`s3`], [`registry`]: the webhook handlers.
 //! - [`oss`]: `OssSource`: the push handler and the queue poller; [`mns`]: the MNS client.
 //! - [`watch`]: the `BucketWatch` directory watcher.
+//! - [`kafka`]: `KafkaSource`, a Kafka consumer group. It commits its position only once
+//!   events are safe (see
+//!   [`crate::store::Store::publish_tracked`]) and sends bad records to a dead-letter
+//!   dispatcher when configured.
 //!
 //! [`SourceSet::apply`] runs on every config load: sources whose resource and secrets are
 //! unchanged keep running (their tasks, their dispatcher, GitHub's delivery-id memory); changed
@@ -28,6 +32,7 @@
 //! dispatchers).
 
 pub mod github;
+pub mod kafka;
 pub mod mns;
 pub mod oss;
 pub mod registry;
@@ -48,7 +53,7 @@ use prometheus_client::metrics::family::Family;
 use tokio_util::sync::CancellationToken;
 use triggerfish_core::config::{
     Config, ConfigError, CustomResource, CustomSpec, DeliveryOrder, Destination, FieldPath,
-    SecretRef,
+    InvalidRecords, SecretRef,
 };
 use triggerfish_core::event::{DecodeLimits, EventRef, decode_batched};
 use triggerfish_core::sources::{SourceEvent, encode_batch};
@@ -70,6 +75,9 @@ pub struct EventSourcePlan {
     pub built: Built,
     /// Where its events go.
     pub target: Target,
+    /// Where records that cannot become events go (Kafka sources with
+    /// `invalidRecords: deadLetter`): a dispatcher toward the dead-letter sink.
+    pub dead_letter: Option<Arc<TriggerPlan>>,
 }
 
 /// Where a source's events go.
@@ -96,6 +104,8 @@ pub enum Built {
     OssQueue(oss::QueueConfig),
     /// `BucketWatch`.
     Watch(watch::WatchConfig),
+    /// `KafkaSource`.
+    Kafka(Box<kafka::KafkaSourceConfig>),
 }
 
 impl Built {
@@ -106,7 +116,7 @@ impl Built {
             Built::S3(c) => Some(&c.path),
             Built::Registry(c) => Some(&c.path),
             Built::OssPush(c) => Some(&c.path),
-            Built::OssQueue(_) | Built::Watch(_) => None,
+            Built::OssQueue(_) | Built::Watch(_) | Built::Kafka(_) => None,
         }
     }
 }
@@ -153,6 +163,32 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Builds a component of `resource` outside a config load (a sink the runtime starts): its
+/// errors are joined into one message.
+pub(crate) fn build_detached<T>(
+    resource: &CustomResource,
+    build: impl FnOnce(&mut BuildErrors<'_>) -> Option<T>,
+) -> Result<T, String> {
+    let config = Config::embedded_default();
+    let mut errors = Vec::new();
+    let mut check = BuildErrors {
+        config: &config,
+        resource,
+        errors: &mut errors,
+        failed: false,
+    };
+    let built = build(&mut check);
+    let failed = check.failed;
+    match built {
+        Some(b) if !failed => Ok(b),
+        _ => Err(errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
+}
+
 /// Errors found while building sources, located in the config.
 pub(crate) struct BuildErrors<'a> {
     config: &'a Config,
@@ -161,7 +197,26 @@ pub(crate) struct BuildErrors<'a> {
     failed: bool,
 }
 
-impl BuildErrors<'_> {
+impl<'a> BuildErrors<'a> {
+    /// A collector of errors about `resource` of `config`.
+    pub(crate) fn new(
+        config: &'a Config,
+        resource: &'a CustomResource,
+        errors: &'a mut Vec<ConfigError>,
+    ) -> BuildErrors<'a> {
+        BuildErrors {
+            config,
+            resource,
+            errors,
+            failed: false,
+        }
+    }
+
+    /// Whether an error was recorded.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed
+    }
+
     /// Records an error about `path` (below `spec`).
     pub(crate) fn at(&mut self, path: &str, message: impl Into<String>) {
         let mut field = FieldPath::root().key("spec");
@@ -239,6 +294,11 @@ pub fn plan(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<EventSourcePl
                     watch::WatchConfig::build(spec, &resource.meta.name, &mut check)
                         .map(Built::Watch),
                 ),
+                CustomSpec::KafkaSource(spec) => (
+                    "kafkasources",
+                    kafka::KafkaSourceConfig::build(spec, resource, &mut check)
+                        .map(|c| Built::Kafka(Box::new(c))),
+                ),
                 _ => continue,
             };
             (plural, built.filter(|_| !check.failed))
@@ -302,7 +362,7 @@ pub fn plan(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<EventSourcePl
                     subscriber_resource: sink_resource,
                     dead_letter_resource,
                     delivery: resource.delivery.clone(),
-                    order: DeliveryOrder::Unordered,
+                    order: ordering(resource),
                     max_in_flight: SOURCE_MAX_IN_FLIGHT,
                     replies: false,
                     credential: None,
@@ -310,14 +370,63 @@ pub fn plan(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<EventSourcePl
                 }))
             }
         };
+        let dead_letter = match &built {
+            Built::Kafka(c) if c.invalid == InvalidRecords::DeadLetter => {
+                dead_letter_plan(config, resource, &key, errors)
+            }
+            _ => None,
+        };
         plans.push(EventSourcePlan {
             key,
             resource: resource.clone(),
             built,
             target,
+            dead_letter,
         });
     }
     plans
+}
+
+/// The delivery order toward a non-Broker sink: Kafka's `ordering`, else
+/// unordered.
+fn ordering(resource: &CustomResource) -> DeliveryOrder {
+    match &resource.spec {
+        CustomSpec::KafkaSource(s) => s.ordering.unwrap_or_default(),
+        _ => DeliveryOrder::Unordered,
+    }
+}
+
+/// The delivery of bad records' descriptions to a source's dead-letter sink: the source's
+/// retries, and nowhere further to go.
+fn dead_letter_plan(
+    config: &Config,
+    resource: &CustomResource,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Arc<TriggerPlan>> {
+    let delivery = resource.delivery.as_ref()?;
+    let dls = delivery.dead_letter_sink.clone()?;
+    let path = FieldPath::root()
+        .key("spec")
+        .key("delivery")
+        .key("deadLetterSink");
+    let dls_resource = crate::plan::check_destination(config, &resource.id, &dls, path, errors);
+    let mut retries = delivery.clone();
+    retries.dead_letter_sink = None;
+    Some(Arc::new(TriggerPlan {
+        key: format!("{key}/invalid-records"),
+        name: resource.meta.name.clone(),
+        broker: format!("{}/-", resource.meta.namespace),
+        subscriber: dls,
+        subscriber_resource: dls_resource,
+        dead_letter_resource: None,
+        delivery: Some(retries),
+        order: DeliveryOrder::Unordered,
+        max_in_flight: SOURCE_MAX_IN_FLIGHT,
+        replies: false,
+        credential: None,
+        rate_limit: None,
+    }))
 }
 
 /// Deliveries in flight at once from one source to its sink (when the sink is not a Broker).
@@ -348,6 +457,10 @@ pub enum PublishError {
     /// The router is stopping (HTTP 503).
     #[error("the router is stopping")]
     Closed,
+    /// The store cannot take events for the whole wait: JetStream is unreachable (HTTP 503
+    /// with `Retry-After`).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// An event, or the batch, exceeds the limits (HTTP 413).
     #[error("{0}")]
     TooLarge(String),
@@ -395,14 +508,20 @@ impl Publisher {
             Publisher::Broker { key, store } => {
                 let mut pause = Duration::from_millis(2);
                 loop {
-                    match store.try_offer(key, Arc::clone(&batch), None) {
+                    // The memory store answers at once; JetStream once it stored every event,
+                    // or failed to within its publishTimeout (NATS unreachable).
+                    match store.publish(key, Arc::clone(&batch), None).await {
                         Ok(()) => return Ok(n),
-                        Err(OfferError::Full) if Instant::now() + pause < deadline => {
+                        Err(OfferError::Full | OfferError::Unavailable(_))
+                            if Instant::now() + pause < deadline =>
+                        {
                             tokio::time::sleep(pause).await;
                             pause = (pause * 2).min(Duration::from_millis(200));
                         }
                         Err(OfferError::Full) => return Err(PublishError::Full),
-                        Err(OfferError::Unavailable(_)) => return Err(PublishError::Closed),
+                        Err(OfferError::Unavailable(e)) => {
+                            return Err(PublishError::Unavailable(e));
+                        }
                     }
                 }
             }
@@ -426,14 +545,35 @@ impl Publisher {
     }
 }
 
-/// Source metrics: `triggerfish_source_requests_total{source, outcome}` (webhook requests by
-/// status code; MNS messages and watched files by `published`, `invalid` or `failed`) and
-/// `triggerfish_source_events_total{source}` (events published). `source` is the source's
-/// key from the config, so the cardinality is bounded.
+/// Source metrics:
+/// - `triggerfish_source_requests_total{source, outcome}`: webhook requests by status code;
+///   MNS messages and watched files by `published`, `invalid` or `failed`; Kafka records
+///   that could not become events by `invalid_dead_lettered`,
+///   `invalid_skipped`, `too_large_dead_lettered` or `too_large_skipped`;
+/// - `triggerfish_source_events_total{source}`: events published;
+/// - `triggerfish_source_consumer_lag_records{source, topic, partition}`: Kafka
+///   records not yet consumed and committed, per partition (queue);
+/// - `triggerfish_source_commits_total{source, outcome}`: offset commits, `ok` or `failed`.
+///
+/// `source` is the source's key from the config and `partition` a partition of its topics,
+/// so the cardinality is bounded.
 #[derive(Clone, Default)]
 pub struct SourceMetrics {
     requests: Family<SourceOutcomeLabels, Counter>,
     events: Family<SourceLabels, Counter>,
+    lag: Family<PartitionLabels, prometheus_client::metrics::gauge::Gauge>,
+    commits: Family<SourceOutcomeLabels, Counter>,
+}
+
+/// Label set naming a partition of a source.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// `namespace/<kind>s/name`.
+    pub source: String,
+    /// The topic.
+    pub topic: String,
+    /// The partition or queue id.
+    pub partition: String,
 }
 
 /// Label set naming a source.
@@ -466,7 +606,65 @@ impl SourceMetrics {
             "Events published by sources",
             m.events.clone(),
         );
+        registry.register(
+            "source_consumer_lag_records",
+            "Records of a Kafka partition not yet consumed and committed",
+            m.lag.clone(),
+        );
+        registry.register(
+            "source_commits",
+            "Offset commits of Kafka sources, by outcome",
+            m.commits.clone(),
+        );
         m
+    }
+
+    /// Sets the lag of a partition.
+    pub fn set_lag(&self, source: &str, topic: &str, partition: i32, lag: i64) {
+        self.lag
+            .get_or_create(&PartitionLabels {
+                source: source.to_owned(),
+                topic: topic.to_owned(),
+                partition: partition.to_string(),
+            })
+            .set(lag);
+    }
+
+    /// Forgets the lag of a partition that is not this consumer's any more.
+    pub fn remove_lag(&self, source: &str, topic: &str, partition: i32) {
+        self.lag.remove(&PartitionLabels {
+            source: source.to_owned(),
+            topic: topic.to_owned(),
+            partition: partition.to_string(),
+        });
+    }
+
+    /// Counts a commit.
+    pub fn record_commit(&self, source: &str, ok: bool) {
+        self.commits
+            .get_or_create(&SourceOutcomeLabels {
+                source: source.to_owned(),
+                outcome: if ok { "ok" } else { "failed" }.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts `n` records or messages of `source` with one outcome, each one event.
+    pub fn record_many(&self, source: &str, outcome: &str, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.requests
+            .get_or_create(&SourceOutcomeLabels {
+                source: source.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc_by(n as u64);
+        self.events
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .inc_by(n as u64);
     }
 
     /// Counts one request, message or file of `source`, and the events it published.
@@ -507,6 +705,7 @@ struct Running {
     target: Target,
     /// Keeps the dispatcher alive as long as the source runs.
     _publisher: Arc<Publisher>,
+    dead_letter: Option<Arc<TriggerPlan>>,
     stop: CancellationToken,
     route: Option<Arc<webhook::Route>>,
 }
@@ -525,6 +724,8 @@ pub struct SourceSet {
     client: HttpClient,
     metrics: SourceMetrics,
     stop: CancellationToken,
+    /// Consumer tasks (Kafka), which commit their position when they stop.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl SourceSet {
@@ -542,7 +743,15 @@ impl SourceSet {
             client,
             metrics,
             stop,
+            tasks: tokio_util::task::TaskTracker::new(),
         }
+    }
+
+    /// Waits, up to `timeout`, for the consumer tasks to commit and stop after the router's
+    /// stop token was cancelled.
+    pub async fn stopped(&self, timeout: Duration) {
+        self.tasks.close();
+        let _ = tokio::time::timeout(timeout, self.tasks.wait()).await;
     }
 
     /// TLS for the webhook listener; see [`webhook::Listener::set_tls`].
@@ -579,7 +788,10 @@ impl SourceSet {
         for plan in plans {
             let key = Arc::clone(&plan.key);
             let unchanged = running.get(&plan.key).is_some_and(|r| {
-                r.resource == plan.resource && r.built == plan.built && r.target == plan.target
+                r.resource == plan.resource
+                    && r.built == plan.built
+                    && r.target == plan.target
+                    && r.dead_letter == plan.dead_letter
             });
             let entry = if unchanged {
                 kept += 1;
@@ -624,6 +836,10 @@ impl SourceSet {
             )),
         });
         let stop = self.stop.child_token();
+        let dead_letter = plan
+            .dead_letter
+            .as_ref()
+            .map(|p| Arc::new(dispatchers.start(Arc::clone(p), context.limits)));
         let route = match &plan.built {
             Built::GitHub(c) => Some(webhook::Handler::GitHub(github::GitHubHook::new(c.clone()))),
             Built::S3(c) => Some(webhook::Handler::S3(c.clone())),
@@ -640,6 +856,21 @@ impl SourceSet {
                     context.clone(),
                     stop.clone(),
                 ));
+                None
+            }
+            Built::Kafka(c) => {
+                if let Err(e) = kafka::spawn(
+                    Arc::clone(&key),
+                    (**c).clone(),
+                    Arc::clone(&publisher),
+                    dead_letter,
+                    context.clone(),
+                    stop.clone(),
+                    &self.tasks,
+                ) {
+                    tracing::error!(source = %key, error = %e, "the Kafka consumer cannot start; the source is not running");
+                    return None;
+                }
                 None
             }
             Built::Watch(c) => {
@@ -671,6 +902,7 @@ impl SourceSet {
             built: plan.built,
             target: plan.target,
             _publisher: publisher,
+            dead_letter: plan.dead_letter,
             stop,
             route,
         })
@@ -741,6 +973,67 @@ mod tests {
                 "{BROKER}apiVersion: triggerfish.dev/v1alpha1\nkind: BucketWatch\nmetadata: {{name: m}}\nspec:\n  directory: /tmp/m\n  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}\n"
             )),
             ""
+        );
+    }
+
+    #[test]
+    fn kafka_config_errors_name_the_field() {
+        let kafka = |extra: &str| {
+            errors(&format!(
+                "{BROKER}apiVersion: sources.knative.dev/v1beta1\nkind: KafkaSource\nmetadata: {{name: k}}\nspec:\n  bootstrapServers: [\"127.0.0.1:9\"]\n  topics: [t]\n  sink: {{uri: \"display:\"}}\n{extra}"
+            ))
+        };
+        assert_eq!(kafka(""), "");
+        let reserved = kafka("  clientConfig: {group.id: other, enable.auto.commit: \"true\"}\n");
+        assert!(
+            reserved.contains("KafkaSource \"k\" in namespace \"default\": spec.clientConfig.group.id: Triggerfish sets this property itself"),
+            "{reserved}"
+        );
+        assert!(
+            reserved.contains("spec.clientConfig.enable.auto.commit"),
+            "{reserved}"
+        );
+        let unknown = kafka("  clientConfig: {no.such.property: x}\n");
+        assert!(
+            unknown.contains("spec.clientConfig: librdkafka refuses the client's settings"),
+            "{unknown}"
+        );
+        let dead = kafka("  invalidRecords: deadLetter\n");
+        assert!(
+            dead.contains("spec.invalidRecords: deadLetter needs delivery.deadLetterSink"),
+            "{dead}"
+        );
+        let sasl = kafka(
+            "  net: {sasl: {type: GSSAPI, user: {env: TRIGGERFISH_TEST_SURELY_UNSET}, password: {file: /nonexistent/p}}}\n",
+        );
+        assert!(
+            sasl.contains("spec.net.sasl.type: \"GSSAPI\" is not supported"),
+            "{sasl}"
+        );
+        assert!(
+            sasl.contains(
+                "spec.net.sasl.user: environment variable TRIGGERFISH_TEST_SURELY_UNSET is not set"
+            ),
+            "{sasl}"
+        );
+        let empty = errors(&format!(
+            "{BROKER}apiVersion: sources.knative.dev/v1beta1\nkind: KafkaSource\nmetadata: {{name: k}}\nspec:\n  bootstrapServers: []\n  topics: []\n  sink: {{uri: \"display:\"}}\n"
+        ));
+        assert!(
+            empty.contains("spec.bootstrapServers: list at least one broker"),
+            "{empty}"
+        );
+        assert!(
+            empty.contains("spec.topics: list at least one topic"),
+            "{empty}"
+        );
+
+        let sink = errors(&format!(
+            "{BROKER}apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: t}}\nspec:\n  broker: default\n  subscriber: {{ref: {{apiVersion: eventing.knative.dev/v1alpha1, kind: KafkaSink, name: out}}}}\n---\napiVersion: eventing.knative.dev/v1alpha1\nkind: KafkaSink\nmetadata: {{name: out}}\nspec:\n  topic: \"\"\n  bootstrapServers: [\"127.0.0.1:9\"]\n"
+        ));
+        assert!(
+            sink.contains("KafkaSink \"out\" in namespace \"default\": spec.topic: name the topic"),
+            "{sink}"
         );
     }
 }

@@ -110,7 +110,7 @@ pub async fn publish(route: &Route, events: &[SourceEvent]) -> Reply {
     {
         Ok(n) => Reply::accepted(n),
         Err(e @ PublishError::Full) => Reply::refuse(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
-        Err(e @ PublishError::Closed) => {
+        Err(e @ (PublishError::Closed | PublishError::Unavailable(_))) => {
             Reply::refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
         Err(e @ PublishError::TooLarge(_)) => {

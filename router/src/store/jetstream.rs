@@ -5,11 +5,15 @@
 //!   `tf.<ns>.<name>.<partition>`; an event's partition is its partition key's hash (the
 //!   `partitionkey` extension, else `source`) modulo `partitions`. Each message is one event in
 //!   structured JSON, with its TTL in the `Tf-Ttl` header and `Nats-Msg-Id` set to a hash of
-//!   its `source` and `id`, so a producer retrying after a timeout does not create a duplicate
-//!   within JetStream's duplicate window (2 minutes).
+//!   its `source`, `id` and TTL, so a producer retrying after a timeout (or a scheduler tick
+//!   fired by two leaders) does not create a duplicate within JetStream's duplicate window
+//!   (2 minutes). Both hashes are FNV-1a, fixed forever: replicas of different versions agree
+//!   on partitions and message ids during a rolling upgrade.
 //! - **Ingress** publishes every event of a request asynchronously and answers only after
 //!   JetStream acknowledged storing all of them; any failure (NATS down, timeout) is a `503`
-//!   with `Retry-After`, never a `202`.
+//!   with `Retry-After`, never a `202`. Publishes awaiting their acknowledgement are bounded
+//!   per process ([`PUBLISH_WINDOW`] events); a request takes its share of the window whole
+//!   before it sends, so requests waiting for room never hold part of it.
 //! - **Dispatch.** Every replica pulls from the same durable consumers, so the work spreads:
 //!   - `tf-unordered` reads the whole stream for the unordered triggers (up to
 //!     `maxAckPending` events in flight across replicas);
@@ -19,21 +23,34 @@
 //!     replicas and across a replica's death.
 //!
 //!   An event is acknowledged when every matched trigger's delivery has ended (delivered,
-//!   dead-lettered, or dropped and counted). A replica that dies mid-delivery leaves it
-//!   unacknowledged; after `ackWait` JetStream gives it to another replica. Delivery is
-//!   therefore **at-least-once**: subscribers may see an event twice after a crash.
+//!   dead-lettered, or dropped and counted). While a replica holds an event (queued for a
+//!   trigger, being delivered, or waiting between retries) it tells JetStream it is still
+//!   working on it (`+WPI`) every third of `ackWait`, so a long delivery is never handed to a
+//!   second replica. A replica that dies leaves its events unacknowledged; `ackWait` after its
+//!   last word JetStream gives them to another replica. Delivery is therefore
+//!   **at-least-once**: after a crash, subscribers may see again the events the dead replica
+//!   held, at most `maxAckPending` events (unordered) plus one per partition (ordered).
+//! - **Shutdown.** Consumers stop pulling when the drain starts and hand back (`-NAK`) what
+//!   they pulled but had not routed; [`JetStreamStore::close`] waits for the last
+//!   acknowledgements and flushes them to the server.
 //!
 //! What this module does not do: match or deliver (the shard route and the dispatchers do, as
 //! for the memory store).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use async_nats::Subject;
+use async_nats::jetstream::context::ContextBuilder;
+use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use triggerfish_core::config::{DeliveryOrder, StoreSpec};
 use triggerfish_core::event::{
     DecodeLimits, EncodeOptions, EventRef, decode_structured, encode_structured,
@@ -41,11 +58,19 @@ use triggerfish_core::event::{
 use triggerfish_core::index::MatchScratch;
 
 use super::{Ack, BrokerKey, Completion, Envelope, OfferError, TTL_EXTENSION, event_ttl};
-use crate::metrics::Metrics;
+use crate::metrics::{BrokerLabels, Metrics};
 use crate::shard::Snapshot;
 
 /// The header carrying an event's TTL.
 const TTL_HEADER: &str = "Tf-Ttl";
+
+/// Events published and not yet acknowledged by JetStream, per process. Enough to keep the
+/// server busy (a request of 100 events, from 160 producers at once); small enough that a
+/// stalled server costs little memory.
+pub const PUBLISH_WINDOW: usize = 16_384;
+
+/// Events one pull request of the unordered consumer asks for.
+const PULL_BATCH: u32 = 256;
 
 /// Why the store could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +83,7 @@ pub enum ConnectError {
         /// Why.
         reason: String,
     },
-    /// The first connection failed.
+    /// The URL is not a list of NATS server addresses.
     #[error("cannot connect to NATS at {url}: {reason}")]
     Connect {
         /// The URL.
@@ -66,15 +91,38 @@ pub enum ConnectError {
         /// Why.
         reason: String,
     },
+    /// No server of the list answered in time.
+    #[error("cannot reach NATS at {url} (tried for {waited:?}); is the server up and reachable?")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// How long the start waited.
+        waited: Duration,
+    },
 }
+
+/// How long start-up waits for a first connection to NATS.
+const CONNECT_WITHIN: Duration = Duration::from_secs(30);
 
 /// The JetStream store.
 pub struct JetStreamStore {
     js: jetstream::Context,
     client: async_nats::Client,
     spec: StoreSpec,
-    hasher: ahash::RandomState,
-    streams: tokio::sync::Mutex<HashMap<BrokerKey, stream::Stream>>,
+    /// Brokers whose stream is known to exist, with their partitions' subjects.
+    streams: parking_lot::RwLock<HashMap<BrokerKey, Arc<BrokerStream>>>,
+    /// Held while a stream is looked up or created, so that it happens once.
+    creating: tokio::sync::Mutex<()>,
+    /// Places in the publish window ([`PUBLISH_WINDOW`]).
+    window: Arc<Semaphore>,
+    /// The consumers' acknowledgement tasks, waited for by [`JetStreamStore::close`].
+    ackers: TaskTracker,
+}
+
+/// A broker's stream and the subject of each of its partitions.
+struct BrokerStream {
+    stream: stream::Stream,
+    subjects: Vec<Subject>,
 }
 
 /// The stream of broker `ns/name`.
@@ -85,8 +133,12 @@ pub fn stream_name(broker: &str) -> String {
 
 /// The subject of partition `p` of broker `ns/name`.
 pub fn subject(broker: &str, partition: u32) -> String {
+    format!("{}.{partition}", subject_prefix(broker))
+}
+
+fn subject_prefix(broker: &str) -> String {
     let (ns, name) = broker.split_once('/').unwrap_or(("default", broker));
-    format!("tf.{}.{}.{partition}", token(ns), token(name))
+    format!("tf.{}.{}", token(ns), token(name))
 }
 
 /// Kubernetes names use lower-case letters, digits, `-` and `.`; `.` separates NATS subject
@@ -96,6 +148,49 @@ fn token(s: &str) -> String {
     s.replace('.', "_")
 }
 
+/// The partition of a partition key: FNV-1a (64 bits) modulo `partitions`.
+pub fn partition_of(key: &str, partitions: u32) -> u32 {
+    (fnv1a_64(key.as_bytes()) % u64::from(partitions.max(1))) as u32
+}
+
+/// `Nats-Msg-Id` of an event: FNV-1a (128 bits) of its source, id and TTL, in hex. The TTL is
+/// part of it so that an event re-published on purpose (a delayed event, one hop further) is
+/// not taken for a duplicate of itself.
+pub fn message_id(source: &str, id: &str, ttl: u8) -> String {
+    let mut h = Fnv128::new();
+    h.write(source.as_bytes());
+    h.write(&[0]);
+    h.write(id.as_bytes());
+    h.write(&[0, ttl]);
+    format!("{:032x}", h.0)
+}
+
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+struct Fnv128(u128);
+
+impl Fnv128 {
+    fn new() -> Fnv128 {
+        Fnv128(0x6c62_272e_07bb_0142_62b8_2175_6295_c58d)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u128::from(b);
+            self.0 = self
+                .0
+                .wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+        }
+    }
+}
+
 impl JetStreamStore {
     /// Connects to NATS. The client reconnects by itself afterwards.
     pub async fn connect(spec: &StoreSpec) -> Result<JetStreamStore, ConnectError> {
@@ -103,8 +198,20 @@ impl JetStreamStore {
             .name("triggerfish")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
+            // Linear up to a second (the client's default grows to several seconds): a NATS
+            // server back from a restart takes traffic again within a second.
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((attempts as u64 * 100).min(1000))
+            })
             .event_callback(|event| async move {
-                tracing::info!(%event, "NATS connection event");
+                match event {
+                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("disconnected from NATS; reconnecting")
+                    }
+                    // Repeated on every failed reconnection attempt: details for debugging.
+                    other => tracing::debug!(event = %other, "NATS connection event"),
+                }
             });
         if let Some(path) = &spec.credentials_file {
             options =
@@ -116,27 +223,54 @@ impl JetStreamStore {
                         reason: e.to_string(),
                     })?;
         }
-        let client =
-            options
-                .connect(spec.url.as_str())
-                .await
-                .map_err(|e| ConnectError::Connect {
+        // `url` may list several servers of a cluster, comma-separated; the client picks one
+        // and fails over to the others.
+        let servers: Vec<&str> = spec
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let client = options
+            .connect(servers)
+            .await
+            .map_err(|e| ConnectError::Connect {
+                url: spec.url.clone(),
+                reason: e.to_string(),
+            })?;
+        // Started before NATS (a Kubernetes rollout), the process waits a while; the client
+        // keeps trying in the background meanwhile.
+        let started = Instant::now();
+        let mut warned = false;
+        while client.connection_state() != async_nats::connection::State::Connected {
+            if started.elapsed() >= CONNECT_WITHIN {
+                return Err(ConnectError::Unreachable {
                     url: spec.url.clone(),
-                    reason: e.to_string(),
-                })?;
-        let mut js = jetstream::new(client.clone());
-        js.set_timeout(spec.publish_timeout.get());
+                    waited: CONNECT_WITHIN,
+                });
+            }
+            if !warned && started.elapsed() >= Duration::from_secs(1) {
+                tracing::warn!(url = %spec.url, "waiting for NATS");
+                warned = true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The store bounds publishes itself (`window`), taking a request's places whole. The
+        // client's own bound must never make a publish wait: a request waiting there would
+        // hold the acks it has not awaited yet, and requests could wait on each other forever.
+        let js = ContextBuilder::new()
+            .timeout(spec.publish_timeout.get())
+            .max_ack_inflight(PUBLISH_WINDOW * 4)
+            .backpressure_on_inflight(false)
+            .build(client.clone());
         Ok(JetStreamStore {
             js,
             client,
             spec: spec.clone(),
-            hasher: ahash::RandomState::with_seeds(
-                0x7472_6967,
-                0x6765_7266,
-                0x6973_6821,
-                0x5348_4152,
-            ),
-            streams: tokio::sync::Mutex::new(HashMap::new()),
+            streams: parking_lot::RwLock::new(HashMap::new()),
+            creating: tokio::sync::Mutex::new(()),
+            window: Arc::new(Semaphore::new(PUBLISH_WINDOW)),
+            ackers: TaskTracker::new(),
         })
     }
 
@@ -156,14 +290,18 @@ impl JetStreamStore {
     }
 
     /// The broker's stream, created on first use.
-    pub async fn stream(&self, broker: &BrokerKey) -> Result<stream::Stream, OfferError> {
-        let mut streams = self.streams.lock().await;
-        if let Some(s) = streams.get(broker) {
-            return Ok(s.clone());
+    async fn stream(&self, broker: &BrokerKey) -> Result<Arc<BrokerStream>, OfferError> {
+        if let Some(s) = self.streams.read().get(broker) {
+            return Ok(Arc::clone(s));
         }
+        let _creating = self.creating.lock().await;
+        if let Some(s) = self.streams.read().get(broker) {
+            return Ok(Arc::clone(s));
+        }
+        let prefix = subject_prefix(broker);
         let config = stream::Config {
             name: stream_name(broker),
-            subjects: vec![format!("{}.*", subject(broker, 0).trim_end_matches(".0"))],
+            subjects: vec![format!("{prefix}.*")],
             retention: stream::RetentionPolicy::Limits,
             max_age: self.spec.max_age.get(),
             storage: stream::StorageType::File,
@@ -172,11 +310,17 @@ impl JetStreamStore {
             description: Some(format!("Triggerfish broker {broker}")),
             ..Default::default()
         };
-        let s =
+        let stream =
             self.js.get_or_create_stream(config).await.map_err(|e| {
                 OfferError::Unavailable(format!("JetStream stream for {broker}: {e}"))
             })?;
-        streams.insert(Arc::clone(broker), s.clone());
+        let subjects = (0..self.spec.partitions.get())
+            .map(|p| Subject::from(format!("{prefix}.{p}")))
+            .collect();
+        let s = Arc::new(BrokerStream { stream, subjects });
+        self.streams
+            .write()
+            .insert(Arc::clone(broker), Arc::clone(&s));
         Ok(s)
     }
 
@@ -190,13 +334,29 @@ impl JetStreamStore {
         if !self.connected() {
             return Err(OfferError::Unavailable("not connected to NATS".into()));
         }
-        self.stream(broker).await?;
+        let stream = self.stream(broker).await?;
+        for chunk in events.chunks(PUBLISH_WINDOW) {
+            // All the chunk's places at once, before sending anything: see the module docs.
+            let _places = Arc::clone(&self.window)
+                .acquire_many_owned(chunk.len() as u32)
+                .await
+                .map_err(|_| OfferError::Unavailable("the store is closed".into()))?;
+            self.publish_chunk(&stream, chunk, ttl).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish_chunk(
+        &self,
+        stream: &BrokerStream,
+        events: &[EventRef],
+        ttl: Option<u8>,
+    ) -> Result<(), OfferError> {
         let partitions = self.spec.partitions.get();
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
             let view = event.view();
-            let partition =
-                view.with_partition_key(|k| self.hasher.hash_one(k)) % u64::from(partitions);
+            let partition = view.with_partition_key(|k| partition_of(k, partitions));
             let body = encode_structured(
                 &view,
                 &EncodeOptions {
@@ -205,19 +365,15 @@ impl JetStreamStore {
                 },
             );
             let ttl = ttl.unwrap_or_else(|| event_ttl(event));
-            let msg_id = format!(
-                "{:016x}",
-                self.hasher.hash_one((view.source(), view.id(), ttl))
-            );
             let publish = jetstream::message::PublishMessage::build()
                 .payload(body)
                 .header(TTL_HEADER, ttl.to_string().as_str())
-                .message_id(msg_id);
-            let ack = self
-                .js
-                .send_publish(subject(broker, partition as u32), publish)
-                .await
-                .map_err(|e| OfferError::Unavailable(format!("publishing to JetStream: {e}")))?;
+                .message_id(message_id(view.source(), view.id(), ttl));
+            let subject = stream.subjects[partition as usize].clone();
+            let ack =
+                self.js.send_publish(subject, publish).await.map_err(|e| {
+                    OfferError::Unavailable(format!("publishing to JetStream: {e}"))
+                })?;
             acks.push(ack);
         }
         for ack in acks {
@@ -237,9 +393,15 @@ impl JetStreamStore {
         routing: Routing,
         stop: CancellationToken,
     ) {
+        // Outlives the connection attempts: events held from an earlier one are acknowledged
+        // (or kept alive) through it until their deliveries end.
+        let holding = Holding::start(&self.ackers, self.spec.ack_wait.get() / 3);
         let mut pause = Duration::from_millis(200);
         while !stop.is_cancelled() {
-            match self.consume_once(&broker, partition, &routing, &stop).await {
+            match self
+                .consume_once(&broker, partition, &routing, &holding, &stop)
+                .await
+            {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(broker = %broker, error = %e, retry_in = ?pause, "JetStream consumer failed; retrying");
@@ -258,6 +420,7 @@ impl JetStreamStore {
         broker: &BrokerKey,
         partition: Option<u32>,
         routing: &Routing,
+        holding: &Holding,
         stop: &CancellationToken,
     ) -> Result<(), String> {
         let stream = self.stream(broker).await.map_err(|e| e.to_string())?;
@@ -271,7 +434,7 @@ impl JetStreamStore {
             None => (
                 "tf-unordered".to_owned(),
                 String::new(),
-                4096,
+                self.spec.max_ack_pending.get(),
                 DeliveryOrder::Unordered,
             ),
         };
@@ -280,17 +443,20 @@ impl JetStreamStore {
             filter_subject: filter,
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: self.spec.ack_wait.get(),
-            max_ack_pending,
+            max_ack_pending: i64::from(max_ack_pending),
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         };
+        // Creating an existing durable consumer updates it, so a changed ackWait or
+        // maxAckPending applies at the next start.
         let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(&name, config)
+            .stream
+            .create_consumer(config)
             .await
             .map_err(|e| format!("consumer {name}: {e}"))?;
         let mut messages = consumer
             .stream()
-            .max_messages_per_batch(if max_ack_pending == 1 { 1 } else { 256 })
+            .max_messages_per_batch(max_ack_pending.min(PULL_BATCH) as usize)
             .heartbeat(Duration::from_secs(5))
             .messages()
             .await
@@ -299,18 +465,35 @@ impl JetStreamStore {
             max_event_bytes: usize::MAX,
             ..DecodeLimits::default()
         };
+        let redelivered = routing
+            .metrics
+            .redelivered
+            .get_or_create(&BrokerLabels {
+                broker: broker.to_string(),
+            })
+            .clone();
         let mut scratch = MatchScratch::new();
         let mut matched = Vec::new();
         loop {
             let next = tokio::select! {
                 next = messages.next() => next,
-                () = stop.cancelled() => return Ok(()),
+                () = stop.cancelled() => {
+                    // Pulled but not routed: another replica may have them now rather than
+                    // after ackWait.
+                    while let Some(Some(Ok(m))) = messages.next().now_or_never() {
+                        let _ = m.ack_with(AckKind::Nak(None)).await;
+                    }
+                    return Ok(());
+                }
             };
             let message = match next {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => return Err(format!("consumer {name}: {e}")),
                 None => return Err(format!("consumer {name}: stream ended")),
             };
+            if message.info().is_ok_and(|i| i.delivered > 1) {
+                redelivered.inc();
+            }
             let (message, acker) = message.split();
             let ttl = message
                 .headers
@@ -328,6 +511,7 @@ impl JetStreamStore {
                 }
             };
             let Some(event) = EventRef::new(Arc::new(batch), 0) else {
+                let _ = acker.ack().await;
                 continue;
             };
             let envelope = Envelope {
@@ -335,7 +519,7 @@ impl JetStreamStore {
                 broker: Arc::clone(broker),
                 ttl,
                 accepted_at: Instant::now(),
-                completion: Completion::new(Box::new(JsAck(Arc::new(acker)))),
+                completion: Completion::new(Box::new(holding.hold(acker))),
             };
             let snapshot = routing.snapshot.load_full();
             crate::shard::route_some(
@@ -347,6 +531,22 @@ impl JetStreamStore {
                 Some(order),
             )
             .await;
+        }
+    }
+
+    /// Waits (up to `timeout`) until every event this replica held is acknowledged or handed
+    /// back, then flushes those words to the server. Call it after the consumers stopped and
+    /// the deliveries ended, before the process exits.
+    pub async fn close(&self, timeout: Duration) {
+        self.ackers.close();
+        if tokio::time::timeout(timeout, self.ackers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("events still held at exit; JetStream redelivers them after ackWait");
+        }
+        if let Err(e) = tokio::time::timeout(timeout, self.client.flush()).await {
+            tracing::warn!(error = %e, "could not flush the last acknowledgements to NATS");
         }
     }
 }
@@ -415,23 +615,156 @@ impl Consumers {
     }
 }
 
+/// The events one consumer of this replica holds (routed, not yet acknowledged), and the task
+/// that acknowledges them and keeps them alive.
+///
+/// One task per consumer rather than one per event: a delivery's end costs a map removal and
+/// a channel send, and keeping thousands of events alive costs one timer.
+struct Holding {
+    held: Arc<parking_lot::Mutex<HashMap<u64, HeldEvent>>>,
+    next: AtomicU64,
+    verdicts: mpsc::UnboundedSender<(Arc<Acker>, AckKind)>,
+}
+
+struct HeldEvent {
+    acker: Arc<Acker>,
+    since: Instant,
+}
+
+impl Holding {
+    /// Starts the acknowledging task; it ends once the `Holding` and every event it handed
+    /// out are gone.
+    fn start(tracker: &TaskTracker, keep_alive: Duration) -> Holding {
+        let held: Arc<parking_lot::Mutex<HashMap<u64, HeldEvent>>> = Arc::default();
+        let (verdicts, rx) = mpsc::unbounded_channel();
+        tracker.spawn(acknowledge(rx, Arc::clone(&held), keep_alive));
+        Holding {
+            held,
+            next: AtomicU64::new(0),
+            verdicts,
+        }
+    }
+
+    /// Holds one event until its completion says how it ended.
+    fn hold(&self, acker: Acker) -> JsAck {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let acker = Arc::new(acker);
+        self.held.lock().insert(
+            id,
+            HeldEvent {
+                acker: Arc::clone(&acker),
+                since: Instant::now(),
+            },
+        );
+        JsAck {
+            id,
+            held: Arc::clone(&self.held),
+            verdicts: self.verdicts.clone(),
+        }
+    }
+}
+
+/// Sends the verdicts (`+ACK`, `-NAK`) in order as they come, and every `keep_alive` a
+/// `+WPI` for each event held longer than that.
+async fn acknowledge(
+    mut verdicts: mpsc::UnboundedReceiver<(Arc<Acker>, AckKind)>,
+    held: Arc<parking_lot::Mutex<HashMap<u64, HeldEvent>>>,
+    keep_alive: Duration,
+) {
+    let keep_alive = keep_alive.max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(keep_alive);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        tokio::select! {
+            n = verdicts.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    return;
+                }
+                for (acker, kind) in batch.drain(..) {
+                    if let Err(e) = acker.ack_with(kind).await {
+                        tracing::warn!(error = %e, "JetStream acknowledgement failed; the event will be redelivered");
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let due: Vec<Arc<Acker>> = held
+                    .lock()
+                    .values()
+                    .filter(|h| now.duration_since(h.since) >= keep_alive)
+                    .map(|h| Arc::clone(&h.acker))
+                    .collect();
+                for acker in due {
+                    let _ = acker.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    }
+}
+
 /// Acknowledges a JetStream message when its completion finishes.
-struct JsAck(Arc<async_nats::jetstream::message::Acker>);
+struct JsAck {
+    id: u64,
+    held: Arc<parking_lot::Mutex<HashMap<u64, HeldEvent>>>,
+    verdicts: mpsc::UnboundedSender<(Arc<Acker>, AckKind)>,
+}
+
+impl JsAck {
+    fn end(&self, kind: AckKind) {
+        let Some(held) = self.held.lock().remove(&self.id) else {
+            return;
+        };
+        // The task ends only once every sender is gone, and this one is alive.
+        let _ = self.verdicts.send((held.acker, kind));
+    }
+}
 
 impl Ack for JsAck {
     fn ack(&self) {
-        let acker = Arc::clone(&self.0);
-        tokio::spawn(async move {
-            if let Err(e) = acker.ack().await {
-                tracing::warn!(error = %e, "JetStream ack failed; the event will be redelivered");
-            }
-        });
+        self.end(AckKind::Ack);
     }
 
     fn nak(&self) {
-        let acker = Arc::clone(&self.0);
-        tokio::spawn(async move {
-            let _ = acker.ack_with(AckKind::Nak(None)).await;
-        });
+        self.end(AckKind::Nak(None));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_subjects() {
+        assert_eq!(stream_name("default/my.broker"), "TF_default_my_broker");
+        assert_eq!(subject("media/uploads", 7), "tf.media.uploads.7");
+    }
+
+    #[test]
+    fn hashes_are_fixed_forever() {
+        // Replicas of different versions must agree: these values may never change.
+        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(partition_of("order-42", 16), partition_of("order-42", 16));
+        assert_eq!(
+            message_id("/shop", "order-1", 255),
+            message_id("/shop", "order-1", 255)
+        );
+        assert_ne!(
+            message_id("/shop", "order-1", 255),
+            message_id("/shop", "order-1", 254)
+        );
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(message_id("ab", "c", 1), message_id("a", "bc", 1));
+        assert_eq!(message_id("", "", 0).len(), 32);
+    }
+
+    #[test]
+    fn partitions_spread_keys() {
+        let mut counts = [0u32; 16];
+        for i in 0..16_000 {
+            counts[partition_of(&format!("key-{i}"), 16) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 700 && c < 1300), "{counts:?}");
     }
 }

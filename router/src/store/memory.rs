@@ -138,7 +138,13 @@ impl MemoryStore {
         ttl: Option<u8>,
     ) -> Result<(), OfferError> {
         let n = batch.len();
-        self.offer_indexed(broker, n, |i| EventRef::new(Arc::clone(&batch), i), ttl)
+        self.offer_indexed(
+            broker,
+            n,
+            |i| EventRef::new(Arc::clone(&batch), i),
+            ttl,
+            |_| Completion::none(),
+        )
     }
 
     /// Admits every event of `events` or none, sharing their batches (no copy).
@@ -148,7 +154,32 @@ impl MemoryStore {
         events: &[EventRef],
         ttl: Option<u8>,
     ) -> Result<(), OfferError> {
-        self.offer_indexed(broker, events.len(), |i| events.get(i).cloned(), ttl)
+        self.offer_indexed(
+            broker,
+            events.len(),
+            |i| events.get(i).cloned(),
+            ttl,
+            |_| Completion::none(),
+        )
+    }
+
+    /// Like [`MemoryStore::try_offer_events`], with a completion for each admitted event, made
+    /// by `completion(index)` only once the events are admitted: it hears when every trigger
+    /// is done with the event.
+    pub fn try_offer_tracked(
+        &self,
+        broker: &BrokerKey,
+        events: &[EventRef],
+        ttl: Option<u8>,
+        completion: impl FnMut(usize) -> Completion,
+    ) -> Result<(), OfferError> {
+        self.offer_indexed(
+            broker,
+            events.len(),
+            |i| events.get(i).cloned(),
+            ttl,
+            completion,
+        )
     }
 
     fn offer_indexed(
@@ -157,10 +188,11 @@ impl MemoryStore {
         count: usize,
         event_at: impl Fn(usize) -> Option<EventRef>,
         ttl: Option<u8>,
+        mut completion: impl FnMut(usize) -> Completion,
     ) -> Result<(), OfferError> {
         let n = self.shards.len();
         let mut shares: SmallVec<[(usize, usize); 16]> = SmallVec::from_elem((0, 0), n);
-        let mut placed: SmallVec<[(EventRef, u16); 64]> = SmallVec::with_capacity(count);
+        let mut placed: SmallVec<[(EventRef, u16, usize); 64]> = SmallVec::with_capacity(count);
         for i in 0..count {
             let Some(event) = event_at(i) else { continue };
             let view = event.view();
@@ -168,7 +200,7 @@ impl MemoryStore {
             let shard = (hash % n as u64) as usize;
             shares[shard].0 += 1;
             shares[shard].1 += view.wire_size();
-            placed.push((event, shard as u16));
+            placed.push((event, shard as u16, i));
         }
         for (i, &(items, bytes)) in shares.iter().enumerate() {
             if items > 0 && !self.shards[i].reserve(items, bytes) {
@@ -181,14 +213,14 @@ impl MemoryStore {
             }
         }
         let accepted_at = Instant::now();
-        for (event, shard) in placed {
+        for (event, shard, index) in placed {
             let ttl = ttl.unwrap_or_else(|| event_ttl(&event));
             let envelope = Envelope {
                 event,
                 broker: Arc::clone(broker),
                 ttl,
                 accepted_at,
-                completion: Completion::none(),
+                completion: completion(index),
             };
             let queue = &self.shards[shard as usize];
             // Room was reserved above, and the queue's capacity equals the event budget.

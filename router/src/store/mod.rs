@@ -8,6 +8,9 @@
 //!
 //! - [`memory`]: bounded lock-free queues, one per shard. Fast, and like Knative's
 //!   InMemoryChannel it loses what is queued when the process dies.
+//! - [`jetstream`]: a NATS JetStream stream per broker, shared by every replica: ingress
+//!   answers once JetStream stored the events, and an event is acknowledged once its
+//!   deliveries ended, so delivery is at-least-once across crashes.
 //!
 //! What this module does not do: match or deliver. See [`crate::shard`] and
 //! [`crate::dispatch`].
@@ -68,7 +71,8 @@ pub enum Store {
 impl Store {
     /// Takes a producer's events, all or nothing: the memory store answers at once (full
     /// queues are [`OfferError::Full`], HTTP 429); JetStream answers once every event is
-    /// stored (a failure is [`OfferError::Unavailable`], HTTP 503).
+    /// stored (a failure is [`OfferError::Unavailable`], HTTP 503). `ttl` overrides the TTL of
+    /// every event (replies); `None` reads each event's `knativebrokerttl`, defaulting to 255.
     pub async fn publish(
         &self,
         broker: &BrokerKey,
@@ -81,37 +85,6 @@ impl Store {
                 let refs: Vec<EventRef> = batch.into_refs().collect();
                 js.publish(broker, &refs, ttl).await
             }
-        }
-    }
-
-    /// Offers every event of `batch` to `broker`, all or nothing. `ttl` overrides the TTL of
-    /// every event (replies); `None` reads each event's `knativebrokerttl`, defaulting to 255.
-    pub fn try_offer(
-        &self,
-        broker: &BrokerKey,
-        batch: Arc<EventBatch>,
-        ttl: Option<u8>,
-    ) -> Result<(), OfferError> {
-        match self {
-            Store::Memory(m) => m.try_offer(broker, batch, ttl),
-            Store::JetStream(_) => Err(OfferError::Unavailable(
-                "JetStream takes events asynchronously".into(),
-            )),
-        }
-    }
-
-    /// Offers single events of existing batches, all or nothing, without copying them.
-    pub fn try_offer_events(
-        &self,
-        broker: &BrokerKey,
-        events: &[EventRef],
-        ttl: Option<u8>,
-    ) -> Result<(), OfferError> {
-        match self {
-            Store::Memory(m) => m.try_offer_events(broker, events, ttl),
-            Store::JetStream(_) => Err(OfferError::Unavailable(
-                "JetStream takes events asynchronously".into(),
-            )),
         }
     }
 
@@ -150,6 +123,34 @@ impl Store {
     ) -> Result<(), OfferError> {
         let refs: Vec<EventRef> = batch.into_refs().collect();
         self.offer_events(broker, &refs, ttl).await
+    }
+
+    /// Publishes events for a source that commits its position in an external log (Kafka)
+    /// only once the events are safe, all or nothing. `completion(index)` is called for each
+    /// event once they are taken:
+    /// - the memory store loses what it holds when the process dies, so there an event's
+    ///   completion finishes only when every trigger is done with it (delivered or
+    ///   dead-lettered);
+    /// - JetStream has stored the events when this returns, and its consumers deliver them
+    ///   at least once, so their completions are finished at once.
+    ///
+    /// Full queues are [`OfferError::Full`]: nothing was taken, try again later.
+    pub async fn publish_tracked(
+        &self,
+        broker: &BrokerKey,
+        events: &[EventRef],
+        mut completion: impl FnMut(usize) -> Completion,
+    ) -> Result<(), OfferError> {
+        match self {
+            Store::Memory(m) => m.try_offer_tracked(broker, events, None, completion),
+            Store::JetStream(js) => {
+                js.publish(broker, events, None).await?;
+                for i in 0..events.len() {
+                    completion(i).finish();
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Events waiting in each shard queue, for the depth gauges.

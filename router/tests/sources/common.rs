@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -74,6 +74,17 @@ impl Harness {
             .apply(Plan::build(config).unwrap_or_else(|e| panic!("{e}")));
     }
 
+    /// Stops the router and waits (up to 10 s) for its Kafka consumers to commit and leave
+    /// their groups, so that they do not outlive the broker the test started.
+    #[allow(dead_code)] // Used by the Kafka tests, which share this harness.
+    pub async fn shutdown(self) {
+        self.router.stop.cancel();
+        self.router
+            .event_sources
+            .stopped(Duration::from_secs(10))
+            .await;
+    }
+
     /// `http://<webhook address><path>`.
     pub fn url(&self, path: &str) -> String {
         let addr = self
@@ -117,6 +128,8 @@ pub struct Sink {
     pub addr: SocketAddr,
     received: Arc<parking_lot::Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
+    #[allow(dead_code)] // Read by the Kafka tests, which share this harness.
+    attempts: Arc<AtomicUsize>,
     stop: CancellationToken,
 }
 
@@ -126,13 +139,19 @@ impl Sink {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(202));
+        let attempts = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
-        let (r, s) = (Arc::clone(&received), Arc::clone(&status));
+        let (r, s, a) = (
+            Arc::clone(&received),
+            Arc::clone(&status),
+            Arc::clone(&attempts),
+        );
         tokio::spawn(serve(
             listener,
             None,
             move |req: http::Request<hyper::body::Incoming>| {
                 let (r, s) = (Arc::clone(&r), Arc::clone(&s));
+                a.fetch_add(1, Ordering::SeqCst);
                 async move {
                     let (parts, body) = req.into_parts();
                     let body = read_limited(&parts.headers, body, 1 << 20)
@@ -155,6 +174,7 @@ impl Sink {
             addr,
             received,
             status,
+            attempts,
             stop,
         }
     }
@@ -181,6 +201,12 @@ impl Sink {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Requests received so far, whatever they were answered.
+    #[allow(dead_code)] // Used by the Kafka tests, which share this harness.
+    pub fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::SeqCst)
     }
 
     /// What arrived so far.

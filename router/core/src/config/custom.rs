@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::config::delivery::{Delivery, DeliverySpec};
 use crate::config::destination::{Destination, DestinationSpec};
 use crate::config::duration::IsoDuration;
+use crate::config::messaging::{KafkaSinkSpec, KafkaSourceSpec};
 use crate::config::meta::{ObjectMeta, ResourceId};
 use crate::config::size::ByteSize;
 use crate::config::sources::{
@@ -60,6 +61,11 @@ pub enum CustomSpec {
     BucketWatch(Box<BucketWatchSpec>),
     /// `WorkerPool`: media pipelines on OS threads.
     WorkerPool(Box<WorkerPoolSpec>),
+    /// `KafkaSource`: Kafka topics as events (Knative's `sources.knative.dev/v1beta1`).
+    KafkaSource(Box<KafkaSourceSpec>),
+    /// `KafkaSink`: events produced to a Kafka topic (Knative's
+    /// `eventing.knative.dev/v1alpha1`).
+    KafkaSink(Box<KafkaSinkSpec>),
 }
 
 impl CustomSpec {
@@ -72,10 +78,12 @@ impl CustomSpec {
             CustomSpec::GitHubSource(s) => Some(&s.sink),
             CustomSpec::RegistrySource(s) => Some(&s.sink),
             CustomSpec::BucketWatch(s) => Some(&s.sink),
+            CustomSpec::KafkaSource(s) => Some(&s.sink),
             CustomSpec::Exec(_)
             | CustomSpec::Scheduler(_)
             | CustomSpec::EventPolicy(_)
-            | CustomSpec::WorkerPool(_) => None,
+            | CustomSpec::WorkerPool(_)
+            | CustomSpec::KafkaSink(_) => None,
         }
     }
 
@@ -88,10 +96,12 @@ impl CustomSpec {
             CustomSpec::GitHubSource(s) => s.delivery.as_ref(),
             CustomSpec::RegistrySource(s) => s.delivery.as_ref(),
             CustomSpec::BucketWatch(s) => s.delivery.as_ref(),
+            CustomSpec::KafkaSource(s) => s.delivery.as_ref(),
             CustomSpec::Exec(_)
             | CustomSpec::Scheduler(_)
             | CustomSpec::EventPolicy(_)
-            | CustomSpec::WorkerPool(_) => None,
+            | CustomSpec::WorkerPool(_)
+            | CustomSpec::KafkaSink(_) => None,
         }
     }
 

@@ -9,7 +9,10 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::config::error::{ErrorKind, suggest};
-use crate::config::meta::{KNATIVE_EVENTING_V1, TRIGGERFISH_V1ALPHA1, check_name, check_namespace};
+use crate::config::meta::{
+    KNATIVE_EVENTING_V1, KNATIVE_EVENTING_V1ALPHA1, TRIGGERFISH_V1ALPHA1, check_name,
+    check_namespace,
+};
 use crate::config::path::FieldPath;
 
 /// A destination as written: Knative's `Destination` (`uri` and/or `ref`).
@@ -62,6 +65,7 @@ impl DestinationSpec {
 /// | `triggerfish.dev/v1alpha1` | `Display` | the built-in display sink (the name is only a label) |
 /// | `triggerfish.dev/v1alpha1` | `File` | the built-in JSON Lines sink, writing `{dataDir}/sinks/{namespace}/{name}.jsonl` |
 /// | `triggerfish.dev/v1alpha1` | `WorkerPool`, `Scheduler`, `Exec` | that in-process component |
+/// | `eventing.knative.dev/v1alpha1` | `KafkaSink` | that in-process Kafka producer |
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KReference {
@@ -323,6 +327,11 @@ const REF_KINDS: &[RefKind] = &[
     RefKind {
         kind: "Exec",
         api_versions: &[TRIGGERFISH_V1ALPHA1],
+        target: Target::InProcess,
+    },
+    RefKind {
+        kind: "KafkaSink",
+        api_versions: &[KNATIVE_EVENTING_V1ALPHA1],
         target: Target::InProcess,
     },
 ];
@@ -789,7 +798,7 @@ mod tests {
             ),
             (
                 "ref: {apiVersion: v1, kind: Servce, name: x}",
-                r#"spec.subscriber.ref.kind: unsupported ref kind "Servce", did you mean "Service"?; supported: Service (v1 or serving.knative.dev/v1), Broker (eventing.knative.dev/v1), Display (triggerfish.dev/v1alpha1), File (triggerfish.dev/v1alpha1), WorkerPool (triggerfish.dev/v1alpha1), Scheduler (triggerfish.dev/v1alpha1), Exec (triggerfish.dev/v1alpha1)"#,
+                r#"spec.subscriber.ref.kind: unsupported ref kind "Servce", did you mean "Service"?; supported: Service (v1 or serving.knative.dev/v1), Broker (eventing.knative.dev/v1), Display (triggerfish.dev/v1alpha1), File (triggerfish.dev/v1alpha1), WorkerPool (triggerfish.dev/v1alpha1), Scheduler (triggerfish.dev/v1alpha1), Exec (triggerfish.dev/v1alpha1), KafkaSink (eventing.knative.dev/v1alpha1)"#,
             ),
             (
                 "ref: {apiVersion: apps/v1, kind: Service, name: x}",

@@ -315,6 +315,12 @@ impl Loader<'_> {
                     CustomSpec::WorkerPool(Box::new(spec))
                 })
             }
+            Kind::KafkaSource => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::KafkaSource(Box::new(s))
+            }),
+            Kind::KafkaSink => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::KafkaSink(Box::new(s))
+            }),
             Kind::Server => {
                 let envelope = self.typed::<Envelope<ServerSpec>>(document, id.as_ref(), value)?;
                 // A Server needs no metadata; its name only appears in messages.
@@ -650,6 +656,29 @@ impl Loader<'_> {
                     limit_value: limits.max_request_bytes.to_string(),
                 },
             );
+        }
+        // Zero is a valid duration, and a disastrous wait here.
+        let store = root.key("store");
+        for (field, value, why) in [
+            (
+                "ackWait",
+                spec.store.ack_wait,
+                "JetStream would hand every event to another replica at once",
+            ),
+            (
+                "publishTimeout",
+                spec.store.publish_timeout,
+                "every publish would time out",
+            ),
+        ] {
+            if value.get().is_zero() {
+                self.error(
+                    parsed.document,
+                    Some(&parsed.id),
+                    store.key(field),
+                    ErrorKind::Invalid(format!("must be more than zero: {why}")),
+                );
+            }
         }
         // QUIC: a frame body is buffered whole before it is decoded.
         let quic = root.key("quic");

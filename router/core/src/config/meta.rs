@@ -11,6 +11,8 @@ pub const KNATIVE_EVENTING_V1: &str = "eventing.knative.dev/v1";
 pub const KNATIVE_EVENTING_V1ALPHA1: &str = "eventing.knative.dev/v1alpha1";
 /// `apiVersion` of Knative's `PingSource`.
 pub const KNATIVE_SOURCES_V1: &str = "sources.knative.dev/v1";
+/// `apiVersion` of Knative's `KafkaSource`.
+pub const KNATIVE_SOURCES_V1BETA1: &str = "sources.knative.dev/v1beta1";
 /// `apiVersion` of Triggerfish's own kinds.
 pub const TRIGGERFISH_V1ALPHA1: &str = "triggerfish.dev/v1alpha1";
 /// The namespace of a resource whose `metadata.namespace` is not set, as in Kubernetes.
@@ -49,6 +51,10 @@ pub enum Kind {
     BucketWatch,
     /// `triggerfish.dev/v1alpha1` `WorkerPool`: media pipelines on OS threads.
     WorkerPool,
+    /// `sources.knative.dev/v1beta1` `KafkaSource`: Kafka topics as events.
+    KafkaSource,
+    /// `eventing.knative.dev/v1alpha1` `KafkaSink`: events produced to a Kafka topic.
+    KafkaSink,
 }
 
 impl Kind {
@@ -67,6 +73,8 @@ impl Kind {
         Kind::RegistrySource,
         Kind::BucketWatch,
         Kind::WorkerPool,
+        Kind::KafkaSource,
+        Kind::KafkaSink,
     ];
 
     /// The `kind` field's value.
@@ -85,6 +93,8 @@ impl Kind {
             Kind::RegistrySource => "RegistrySource",
             Kind::BucketWatch => "BucketWatch",
             Kind::WorkerPool => "WorkerPool",
+            Kind::KafkaSource => "KafkaSource",
+            Kind::KafkaSink => "KafkaSink",
         }
     }
 
@@ -102,7 +112,8 @@ impl Kind {
             | Kind::BucketWatch
             | Kind::WorkerPool => TRIGGERFISH_V1ALPHA1,
             Kind::PingSource => KNATIVE_SOURCES_V1,
-            Kind::EventPolicy => KNATIVE_EVENTING_V1ALPHA1,
+            Kind::KafkaSource => KNATIVE_SOURCES_V1BETA1,
+            Kind::EventPolicy | Kind::KafkaSink => KNATIVE_EVENTING_V1ALPHA1,
         }
     }
 

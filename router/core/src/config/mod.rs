@@ -13,7 +13,8 @@
 //! Kinds read: `eventing.knative.dev/v1` [`Broker`](BrokerSpec) and [`Trigger`](TriggerSpec),
 //! `triggerfish.dev/v1alpha1` [`Server`](ServerSpec), and the custom kinds of
 //! [`CustomSpec`]: sinks (`Exec`, `Scheduler`) and sources (`PingSource`, [`OssSourceSpec`],
-//! [`S3SourceSpec`], [`GitHubSourceSpec`], [`RegistrySourceSpec`], [`BucketWatchSpec`]). Knative's rules are enforced as
+//! [`S3SourceSpec`], [`GitHubSourceSpec`], [`RegistrySourceSpec`], [`BucketWatchSpec`],
+//! [`KafkaSourceSpec`]) and the Kafka sink ([`KafkaSinkSpec`]). Knative's rules are enforced as
 //! Knative's webhook does (attribute names `^[a-z][a-z0-9]*$`, one dialect per `filters`
 //! element, one attribute per `exact`/`prefix`/`suffix`, a required `spec.broker`, URIs
 //! absolute unless relative to a `ref`), and duplicates and triggers whose broker is not in
@@ -64,6 +65,7 @@ mod destination;
 mod duration;
 mod error;
 mod load;
+mod messaging;
 mod meta;
 mod path;
 mod server;
@@ -91,8 +93,13 @@ pub use destination::{
 };
 pub use duration::{DurationError, IsoDuration};
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
+pub use messaging::{
+    ContentModeSpec, InitialOffset, InvalidRecords, KafkaNetSpec, KafkaSaslSpec, KafkaSinkSpec,
+    KafkaSourceSpec, KafkaTlsSpec,
+};
 pub use meta::{
-    DEFAULT_NAMESPACE, KNATIVE_EVENTING_V1, Kind, ObjectMeta, ResourceId, TRIGGERFISH_V1ALPHA1,
+    DEFAULT_NAMESPACE, KNATIVE_EVENTING_V1, KNATIVE_SOURCES_V1BETA1, Kind, ObjectMeta, ResourceId,
+    TRIGGERFISH_V1ALPHA1,
 };
 pub(crate) use meta::{check_name, check_namespace};
 pub use path::{FieldPath, FieldPathError, Segment};

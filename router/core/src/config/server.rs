@@ -302,9 +302,17 @@ pub struct StoreSpec {
     /// Partitions per broker stream: ordered triggers keep order per partition key, and
     /// deliver up to this many keys at once across all replicas. Defaults to 16.
     pub partitions: NonZeroU32,
-    /// How long a replica may hold an event before JetStream gives it to another replica.
-    /// Defaults to `PT30S`; make it longer than a trigger's longest retry schedule.
+    /// How long JetStream waits for a replica that stopped answering before it gives the
+    /// replica's unacknowledged events to another one. A live replica keeps the events it holds
+    /// (it tells JetStream it is still working on them every third of this), so this bounds
+    /// the pause after a crash, not the length of a delivery or its retries. Defaults to
+    /// `PT30S`.
     pub ack_wait: IsoDuration,
+    /// Events of a broker's unordered triggers handed out and not yet acknowledged, across
+    /// all replicas together: the in-flight window. It bounds how many events a crash can make
+    /// JetStream deliver twice, and, with the subscribers' latency, the throughput
+    /// (`maxAckPending / latency`). Defaults to 4096.
+    pub max_ack_pending: NonZeroU32,
     /// How long streams keep events. Defaults to `P7D`.
     pub max_age: IsoDuration,
     /// How long ingress waits for JetStream to store an event before answering 503.
@@ -322,6 +330,7 @@ impl Default for StoreSpec {
             stream_replicas: NonZeroUsize::MIN,
             partitions: NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN),
             ack_wait: IsoDuration::from_secs(30),
+            max_ack_pending: nonzero(4096),
             max_age: IsoDuration::from_secs(7 * 86_400),
             publish_timeout: IsoDuration::from_secs(5),
             credentials_file: None,
@@ -609,5 +618,20 @@ mod tests {
         assert_eq!(spec.limits.max_event_bytes, ByteSize::b(1024));
         assert_eq!(spec.shutdown_grace_period, IsoDuration::from_secs(5));
         assert_eq!(spec.data_dir, PathBuf::from("/tmp/tf"));
+    }
+
+    #[test]
+    fn reads_the_store() {
+        let spec: ServerSpec = serde_norway::from_str(
+            "store: {kind: jetstream, url: \"nats://a:4222,nats://b:4222\", streamReplicas: 3, maxAckPending: 100, ackWait: PT5S}\n",
+        )
+        .unwrap();
+        assert_eq!(spec.store.kind, StoreKind::Jetstream);
+        assert_eq!(spec.store.url, "nats://a:4222,nats://b:4222");
+        assert_eq!(spec.store.stream_replicas.get(), 3);
+        assert_eq!(spec.store.max_ack_pending.get(), 100);
+        assert_eq!(spec.store.ack_wait, IsoDuration::from_secs(5));
+        assert_eq!(spec.store.partitions, StoreSpec::default().partitions);
+        assert_eq!(ServerSpec::default().store.kind, StoreKind::Memory);
     }
 }

@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 use http::HeaderMap;
+use smallvec::SmallVec;
 
 use super::DecodeLimits;
 use super::attr::{KnownAttr, SpecVersion, is_valid_attribute_name};
@@ -15,6 +16,15 @@ use super::error::{DecodeError, DecodeErrorKind};
 use super::validate::validate_event;
 
 const PREFIX: &str = "ce-";
+
+/// How header values are written on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ValueEncoding {
+    /// HTTP: an optional RFC 7230 quoted-string, then percent-encoding (HTTP binding §3.1.3.2).
+    Http,
+    /// Kafka: the value's UTF-8 bytes as they are (Kafka binding §3.2.3).
+    Raw,
+}
 
 /// Decodes a binary-mode message from its headers and body.
 ///
@@ -25,32 +35,55 @@ pub fn decode_binary(
     body: Bytes,
     limits: &DecodeLimits,
 ) -> Result<EventBatch, DecodeError> {
+    let fields: SmallVec<[(&str, &[u8]); 16]> = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let attr = name.as_str().strip_prefix(PREFIX)?;
+            Some((attr, value.as_bytes()))
+        })
+        .collect();
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.as_bytes());
+    decode_fields(
+        &fields,
+        content_type,
+        body,
+        limits,
+        ValueEncoding::Http,
+        PREFIX,
+    )
+}
+
+/// Decodes a binary-mode event from its attributes, already stripped of their header prefix
+/// (`ce-` or `ce_`), the content type and the data. Header sizes count the prefix, as they
+/// did on the wire.
+pub(crate) fn decode_fields(
+    fields: &[(&str, &[u8])],
+    content_type: Option<&[u8]>,
+    body: Bytes,
+    limits: &DecodeLimits,
+    encoding: ValueEncoding,
+    prefix: &str,
+) -> Result<EventBatch, DecodeError> {
     let err = |kind| DecodeError::body(kind);
-    let version = match headers.get("ce-specversion") {
+    let version = match fields.iter().find(|(name, _)| *name == "specversion") {
         None => return Err(err(DecodeErrorKind::NotACloudEvent)),
-        Some(v) => {
-            let v = v.as_bytes();
-            match v {
-                b"1.0" => SpecVersion::V10,
-                b"0.3" => SpecVersion::V03,
-                other => {
-                    return Err(err(DecodeErrorKind::UnsupportedSpecVersion(
-                        String::from_utf8_lossy(other).into_owned(),
-                    )));
-                }
+        Some((_, v)) => match *v {
+            b"1.0" => SpecVersion::V10,
+            b"0.3" => SpecVersion::V03,
+            other => {
+                return Err(err(DecodeErrorKind::UnsupportedSpecVersion(
+                    String::from_utf8_lossy(other).into_owned(),
+                )));
             }
-        }
+        },
     };
 
-    let mut header_bytes = 0usize;
-    let mut header_count = 0usize;
-    for (name, value) in headers {
-        if name.as_str().starts_with(PREFIX) {
-            header_bytes += name.as_str().len() + value.len();
-            header_count += 1;
-        }
-    }
-    let content_type = headers.get(http::header::CONTENT_TYPE);
+    let header_bytes: usize = fields
+        .iter()
+        .map(|(name, value)| prefix.len() + name.len() + value.len())
+        .sum();
     let size = header_bytes + body.len();
     if size > limits.max_event_bytes {
         return Err(err(DecodeErrorKind::EventTooLarge {
@@ -62,13 +95,10 @@ pub fn decode_binary(
         return Err(err(DecodeErrorKind::BodyTooLarge(size)));
     }
 
-    let mut text: Vec<u8> = Vec::with_capacity(header_bytes + content_type.map_or(0, |v| v.len()));
+    let mut text: Vec<u8> = Vec::with_capacity(header_bytes + content_type.map_or(0, <[u8]>::len));
     let mut slot = Slot::new(version, 0);
-    let mut exts: Vec<Ext> = Vec::with_capacity(header_count.saturating_sub(4));
-    for (name, value) in headers {
-        let Some(attr) = name.as_str().strip_prefix(PREFIX) else {
-            continue;
-        };
+    let mut exts: Vec<Ext> = Vec::with_capacity(fields.len().saturating_sub(4));
+    for &(attr, value) in fields {
         if attr == "specversion" {
             continue;
         }
@@ -76,8 +106,12 @@ pub fn decode_binary(
             return Err(err(DecodeErrorKind::InvalidAttributeName(attr.to_owned())));
         }
         let name_span = push(&mut text, attr.as_bytes());
-        let value_span = decode_value(&mut text, value.as_bytes()).map_err(|e| {
-            let header = name.as_str().to_owned();
+        let decoded = match encoding {
+            ValueEncoding::Http => decode_value(&mut text, value),
+            ValueEncoding::Raw => raw_value(&mut text, value),
+        };
+        let value_span = decoded.map_err(|e| {
+            let header = format!("{prefix}{attr}");
             err(match e {
                 ValueError::QuotedString => DecodeErrorKind::InvalidQuotedString { header },
                 ValueError::PercentEncoding => DecodeErrorKind::InvalidPercentEncoding { header },
@@ -110,12 +144,12 @@ pub fn decode_binary(
     if let Some(ct) = content_type {
         // Header values are visible ASCII plus obs-text; a content type must be UTF-8 to be an
         // attribute string.
-        if std::str::from_utf8(ct.as_bytes()).is_err() {
+        if std::str::from_utf8(ct).is_err() {
             return Err(err(DecodeErrorKind::InvalidUtf8 {
                 header: "content-type".into(),
             }));
         }
-        slot.known[KnownAttr::DataContentType as usize] = Some(push(&mut text, ct.as_bytes()));
+        slot.known[KnownAttr::DataContentType as usize] = Some(push(&mut text, ct));
     }
     slot.ext_len = exts.len() as u32;
     slot.wire_size = size as u32;
@@ -137,6 +171,14 @@ pub fn decode_binary(
         slots: vec![slot],
         exts,
     })
+}
+
+/// Appends a raw value to `text`, checking that it is UTF-8.
+fn raw_value(text: &mut Vec<u8>, value: &[u8]) -> Result<Span, ValueError> {
+    if std::str::from_utf8(value).is_err() {
+        return Err(ValueError::Utf8);
+    }
+    Ok(push(text, value))
 }
 
 fn push(text: &mut Vec<u8>, bytes: &[u8]) -> Span {

@@ -140,8 +140,9 @@ pub enum DecodeErrorKind {
         /// Header name.
         header: String,
     },
-    /// Percent-decoding produced bytes that are not UTF-8 (for example overlong `%C0%A0`).
-    #[error("header \"{header}\": not valid UTF-8 after percent-decoding")]
+    /// A header value that is not UTF-8 (over HTTP: after percent-decoding, for example an
+    /// overlong `%C0%A0`).
+    #[error("header \"{header}\": not valid UTF-8")]
     InvalidUtf8 {
         /// Header name.
         header: String,
@@ -168,6 +169,12 @@ pub enum DecodeErrorKind {
         /// The configured limit.
         limit: usize,
     },
+    /// A CloudEvents content type whose format the protocol binding does not carry (the
+    /// Kafka binding has no batched mode, and only the JSON format is read).
+    #[error(
+        "content type {0:?} is not a CloudEvents format this binding carries; use application/cloudevents+json or binary mode"
+    )]
+    UnsupportedFormat(String),
     /// The body is larger than our 32-bit offsets can address (4 GiB).
     #[error("body of {0} bytes is too large to decode")]
     BodyTooLarge(usize),

@@ -22,6 +22,8 @@ mod binary;
 mod encode;
 mod error;
 mod json;
+pub mod kafka;
+pub mod rocketmq;
 pub mod sdk;
 mod text;
 mod validate;

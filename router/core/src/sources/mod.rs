@@ -18,16 +18,22 @@
 //!   webhooks.
 //! - [`mns`]: Alibaba MNS: request signatures, `ReceiveMessage` and error XML, HTTP-endpoint
 //!   push notifications and their RSA-SHA1 signatures, `Date` skew.
+//! - [`kafka`]: Kafka records as CloudEvents, as Knative's KafkaSource maps them.
+//! - [`rocketmq`]: RocketMQ messages as CloudEvents, in EventBridge's event shape.
+//! - [`offsets`]: which consumed offsets may be committed (at-least-once bookkeeping).
 //! - [`check_key`]: object keys that are safe to hand to a worker (no `..`, no absolute
 //!   paths).
 //!
 //! The mappings are documented, with example payloads, in `docs/sources.md`.
 
 pub mod github;
+pub mod kafka;
 mod key;
 pub mod mns;
+pub mod offsets;
 pub mod oss;
 pub mod registry;
+pub mod rocketmq;
 pub mod s3;
 
 use bytes::Bytes;

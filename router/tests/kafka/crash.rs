@@ -1,0 +1,286 @@
+//! The real `triggerfish serve` binary with a `KafkaSource`: at-least-once across a crash
+//! (SIGKILL after records were consumed but before the subscriber accepted them), and a
+//! consumer group shared by two replicas that rebalance as one stops.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::Sink;
+use crate::tansu::{Tansu, free_port, produce};
+
+/// A `triggerfish serve` process, killed on drop.
+struct Serve(Child);
+
+impl Serve {
+    fn start(config: &Path, log: &Path) -> Serve {
+        let log = std::fs::File::create(log).unwrap();
+        Serve(
+            Command::new(env!("CARGO_BIN_EXE_triggerfish"))
+                .arg("serve")
+                .arg("--config")
+                .arg(config)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// SIGKILL: no drain, no final commit.
+    fn crash(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    /// SIGTERM, and waits for the exit.
+    fn stop(&mut self) {
+        let pid = self.0.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A config with its own ports and data directory: a KafkaSource into a Broker, a Trigger to
+/// `sink`.
+fn write_config(
+    dir: &Path,
+    name: &str,
+    tansu: &Tansu,
+    topic: &str,
+    sink: &str,
+) -> std::path::PathBuf {
+    let (http, admin) = (free_port(), free_port());
+    let data = dir.join(format!("{name}-data"));
+    let config = format!(
+        r#"
+apiVersion: triggerfish.dev/v1alpha1
+kind: Server
+spec:
+  listen: {{http: "127.0.0.1:{http}", admin: "127.0.0.1:{admin}", quic: "off"}}
+  dataDir: {data}
+  shutdownGracePeriod: PT5S
+---
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: all}}
+spec:
+  broker: default
+  subscriber: {{uri: "{sink}"}}
+  delivery: {{retry: 1000, backoffPolicy: linear, backoffDelay: PT0.2S}}
+---
+apiVersion: sources.knative.dev/v1beta1
+kind: KafkaSource
+metadata: {{name: orders}}
+spec:
+  bootstrapServers: ["{addr}"]
+  topics: ["{topic}"]
+  consumerGroup: crash-test
+  initialOffset: earliest
+  clientConfig: {{session.timeout.ms: "6000", heartbeat.interval.ms: "500"}}
+  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}
+"#,
+        data = data.display(),
+        addr = tansu.addr,
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// The last lines of a log, for failure messages.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+fn ids(sink: &Sink) -> BTreeSet<String> {
+    sink.received()
+        .iter()
+        .map(|r| r.attr("id").unwrap())
+        .collect()
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Records consumed but not accepted by the subscriber when `triggerfish serve` is killed
+/// are read again after a restart: every record arrives, none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_when_serve_is_killed() {
+    const N: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = Tansu::start().await;
+    tansu.create_topic("crash", 2).await;
+    let sink = Sink::start().await;
+    let config = write_config(dir.path(), "crash", &tansu, "crash", &sink.uri());
+    let producer = tansu.producer();
+    // The first half is accepted, so offsets are committed for it.
+    for i in 0..N / 2 {
+        produce(
+            &producer,
+            "crash",
+            Some((i % 2) as i32),
+            None,
+            &[],
+            format!("r{i}").as_bytes(),
+        )
+        .await;
+    }
+    let mut serve = Serve::start(&config, &dir.path().join("serve-1.log"));
+    sink.wait(N / 2, Duration::from_secs(60)).await;
+    // Commits run every second; let the first half's commit happen.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The second half is consumed, but the subscriber fails every attempt.
+    sink.answer(503);
+    let before = sink.attempts();
+    for i in N / 2..N {
+        produce(
+            &producer,
+            "crash",
+            Some((i % 2) as i32),
+            None,
+            &[],
+            format!("r{i}").as_bytes(),
+        )
+        .await;
+    }
+    wait_for(
+        "the second half to be attempted",
+        Duration::from_secs(60),
+        || sink.attempts() >= before + N / 2,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    serve.crash();
+    let first_run = ids(&sink);
+    assert_eq!(first_run.len(), N / 2, "only the first half was accepted");
+
+    sink.answer(202);
+    let _serve = Serve::start(&config, &dir.path().join("serve-2.log"));
+    wait_for(
+        "every record after the restart",
+        Duration::from_secs(60),
+        || ids(&sink).len() >= N,
+    )
+    .await;
+    let bodies: BTreeSet<String> = sink
+        .received()
+        .iter()
+        .map(|r| String::from_utf8(r.body.to_vec()).unwrap())
+        .collect();
+    let expected: BTreeSet<String> = (0..N).map(|i| format!("r{i}")).collect();
+    assert_eq!(bodies, expected);
+    // Records accepted before the crash were committed and are not read again.
+    let received = sink.received().len();
+    assert!(
+        received < N + N / 2,
+        "{received} deliveries: the committed first half was read again"
+    );
+}
+
+/// Two replicas in one consumer group share a topic's partitions; when one stops, the other
+/// takes its partitions over and every record is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_and_rebalance_a_group() {
+    const N: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = Tansu::start().await;
+    tansu.create_topic("shared", 4).await;
+    let (sink_a, sink_b) = (Sink::start().await, Sink::start().await);
+    let config_a = write_config(dir.path(), "a", &tansu, "shared", &sink_a.uri());
+    let config_b = write_config(dir.path(), "b", &tansu, "shared", &sink_b.uri());
+    let mut a = Serve::start(&config_a, &dir.path().join("a.log"));
+    let _b = Serve::start(&config_b, &dir.path().join("b.log"));
+    let producer = tansu.producer();
+    // Keep producing until both replicas have received records: both are in the group.
+    let mut i = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while sink_a.received().is_empty() || sink_b.received().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "both replicas should get partitions: a {} b {}\n--- a.log\n{}\n--- b.log\n{}",
+            sink_a.received().len(),
+            sink_b.received().len(),
+            log_tail(&dir.path().join("a.log")),
+            log_tail(&dir.path().join("b.log")),
+        );
+        produce(
+            &producer,
+            "shared",
+            Some(i % 4),
+            None,
+            &[],
+            format!("r{i}").as_bytes(),
+        )
+        .await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = i;
+    // Replica a leaves the group cleanly; b takes over all four partitions.
+    a.stop();
+    for j in 0..N as i32 {
+        produce(
+            &producer,
+            "shared",
+            Some(j % 4),
+            None,
+            &[],
+            format!("r{}", first + j).as_bytes(),
+        )
+        .await;
+    }
+    let total = (first + N as i32) as usize;
+    wait_for(
+        "every record, across both replicas",
+        Duration::from_secs(60),
+        || {
+            let mut all: BTreeSet<String> = BTreeSet::new();
+            for s in [&sink_a, &sink_b] {
+                all.extend(
+                    s.received()
+                        .iter()
+                        .map(|r| String::from_utf8(r.body.to_vec()).unwrap()),
+                );
+            }
+            all.len() >= total
+        },
+    )
+    .await;
+    let after: BTreeSet<String> = sink_b
+        .received()
+        .iter()
+        .map(|r| String::from_utf8(r.body.to_vec()).unwrap())
+        .collect();
+    for j in 0..N as i32 {
+        assert!(
+            after.contains(&format!("r{}", first + j)),
+            "r{} went to b",
+            first + j
+        );
+    }
+}
