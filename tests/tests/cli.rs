@@ -211,7 +211,7 @@ spec:
     assert!(lines[0].contains("column"), "{stderr}");
     assert!(
         lines[1].starts_with(&format!(
-            r#"{}:{}: Trigger "pool" in namespace "default": spec.subscriber.ref: WorkerPool is not available"#,
+            r#"{}:{}: Trigger "pool" in namespace "default": spec.subscriber.ref: there is no WorkerPool default/thumbnails in this config"#,
             path.display(),
             position(config, "ref: {apiVersion: triggerfish.dev/v1alpha1, kind: WorkerPool")
         )),
