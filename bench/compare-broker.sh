@@ -63,7 +63,7 @@ TRANSPORTS=${TRANSPORTS:-http}
 QUIC_PORT=${QUIC_PORT:-18443}
 QUIC_CA=${QUIC_CA:-data/quic/dev-cert.pem}
 # On a machine shared with builds, run the benchmark ahead of them (root only).
-NICE=${NICE:-$([[ $EUID == 0 ]] && echo -10 || echo 0)}
+source bench/priority.sh
 
 render() { # results.jsonl → the Markdown tables on stdout
     python3 - "$1" <<'PY'
@@ -193,18 +193,12 @@ mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
 ROUTER_PID=""
-AUTOGROUP_NICE=""
 cleanup() {
     if [[ -n $ROUTER_PID ]]; then kill "$ROUTER_PID" 2>/dev/null || true; fi
-    if [[ -n $AUTOGROUP_NICE ]]; then echo "$AUTOGROUP_NICE" > "/proc/$$/autogroup" 2>/dev/null || true; fi
+    restore_priority
 }
 trap cleanup EXIT
-# With autogroup scheduling (Linux's default on desktops and many VMs), niceness only counts
-# inside a session's group, and each group gets an equal share: raise this session's group.
-if [[ $NICE != 0 && -w /proc/$$/autogroup ]]; then
-    previous=$(awk '{print $NF}' "/proc/$$/autogroup")
-    if echo "$NICE" > "/proc/$$/autogroup" 2>/dev/null; then AUTOGROUP_NICE=$previous; fi
-fi
+raise_priority
 
 wait_listening() { # pid port → 0 once the port accepts, 1 if the process died or 30 s passed
     local pid=$1 port=$2
