@@ -65,10 +65,13 @@ hz=$(getconf CLK_TCK)
 kport=$(free_port)
 sport=$(free_port)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-(cd "$work" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$kport" \
+# Started from its own directory, without a subshell, so that $! is Tansu itself.
+pushd "$work" > /dev/null
+"$TANSU" broker --listener-url "tcp://127.0.0.1:$kport" \
   --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine memory://tansu/ \
-  > /dev/null 2> "$work/tansu.log") &
+  > /dev/null 2> "$work/tansu.log" &
 tansu=$!
+popd > /dev/null
 pids+=("$tansu")
 wait_port "$kport"
 "$PEER/kafka-produce" --brokers "127.0.0.1:$kport" --topic bench --partitions "$PARTITIONS" \
