@@ -23,8 +23,12 @@
 # the consumer, Tansu, the sink and every other process on the machine (others' builds skew
 # the figures; the load average is printed too). ROUNDS>1 repeats the consumers in turn, each
 # round with new groups.
+# As root, the measured processes (Tansu, the sink, the consumers) run at NICE=-10, their
+# session's autogroup too (bench/priority.sh), so that builds running alongside disturb them
+# less; NICE=0 turns that off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/priority.sh
 N=${N:-200000}
 PARTITIONS=${PARTITIONS:-4}
 ROUNDS=${ROUNDS:-1}
@@ -44,8 +48,10 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
+  restore_priority
 }
 trap cleanup EXIT
+raise_priority
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -67,7 +73,7 @@ sport=$(free_port)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 # Started from its own directory, without a subshell, so that $! is Tansu itself.
 pushd "$work" > /dev/null
-"$TANSU" broker --listener-url "tcp://127.0.0.1:$kport" \
+"${NICE_CMD[@]}" "$TANSU" broker --listener-url "tcp://127.0.0.1:$kport" \
   --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine memory://tansu/ \
   > /dev/null 2> "$work/tansu.log" &
 tansu=$!
@@ -77,7 +83,7 @@ wait_port "$kport"
 "$PEER/kafka-produce" --brokers "127.0.0.1:$kport" --topic bench --partitions "$PARTITIONS" \
   --count "$N" 2> "$work/produce.log" || { cat "$work/produce.log" >&2; exit 1; }
 produced=$(cat "$work/produce.log")
-"$PEER/kafka-sink" --listen "127.0.0.1:$sport" &
+"${NICE_CMD[@]}" "$PEER/kafka-sink" --listen "127.0.0.1:$sport" &
 sink=$!
 pids+=("$sink")
 wait_port "$sport"
@@ -133,12 +139,12 @@ measure() { # $1 = name, $2 = round
   start_ns=$(date +%s%N)
   case $name in
     baseline)
-      "$PEER/kafka-baseline" --brokers "127.0.0.1:$kport" --topic bench --group "$group" \
+      "${NICE_CMD[@]}" "$PEER/kafka-baseline" --brokers "127.0.0.1:$kport" --topic bench --group "$group" \
         --target "http://127.0.0.1:$sport/" --in-flight 16 > "$work/$group.log" 2>&1 &
       ;;
     direct | broker)
       config "$name" "$group" "$work/$group.yaml"
-      "$BIN" serve --config "$work/$group.yaml" > "$work/$group.log" 2>&1 &
+      "${NICE_CMD[@]}" "$BIN" serve --config "$work/$group.yaml" > "$work/$group.log" 2>&1 &
       ;;
   esac
   pid=$!
@@ -191,7 +197,7 @@ print(f"| {label} | {reqs:,} | **{rate:,.0f}** | {span:.2f} | {ready:.1f} | {int
 PY
 }
 
-echo "Kafka → HTTP subscriber: $N records in $PARTITIONS partitions; $(nproc) cores; load average at start $load_start"
+echo "Kafka → HTTP subscriber: $N records in $PARTITIONS partitions; $(nproc) cores; nice $NICE; load average at start $load_start"
 echo "$produced"
 echo
 echo "| consumer | delivered | records/s (first → last delivery) | span s | start → first delivery s | peak RSS MiB | consumer CPU | Tansu CPU | sink CPU | other load |"
