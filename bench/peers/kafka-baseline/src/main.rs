@@ -50,7 +50,10 @@ async fn main() -> anyhow::Result<()> {
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
         .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", args.commit_interval_ms.to_string())
+        .set(
+            "auto.commit.interval.ms",
+            args.commit_interval_ms.to_string(),
+        )
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .create()
