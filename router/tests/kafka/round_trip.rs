@@ -357,10 +357,13 @@ async fn bad_records_are_skipped_and_counted() {
     h.shutdown().await;
 }
 
+/// Reads an attribute by name.
+type AttrReader<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+
 /// A dead letter's attributes and data. Binary mode, except for the record whose
 /// `content-type` named a CloudEvents format: its dead letter keeps that `datacontenttype`,
 /// which binary mode cannot carry, so it arrives in structured mode.
-fn dead_letter(d: &crate::common::Received) -> (Box<dyn Fn(&str) -> Option<String> + '_>, Vec<u8>) {
+fn dead_letter(d: &crate::common::Received) -> (AttrReader<'_>, Vec<u8>) {
     use base64::Engine as _;
     let structured = d
         .headers
