@@ -26,6 +26,8 @@ mod decode_structured;
 mod events;
 #[path = "../fuzz/checks/github_delivery.rs"]
 mod github_delivery;
+#[path = "../fuzz/checks/kafka_record.rs"]
+mod kafka_record;
 #[path = "../fuzz/checks/mns_documents.rs"]
 mod mns_documents;
 #[path = "../fuzz/checks/oss_notification.rs"]
@@ -48,6 +50,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("decode_binary", decode_binary::check),
     ("decode_structured", decode_structured::check),
     ("github_delivery", github_delivery::check),
+    ("kafka_record", kafka_record::check),
     ("mns_documents", mns_documents::check),
     ("oss_notification", oss_notification::check),
     ("quic_frames", quic_frames::check),
@@ -162,6 +165,11 @@ fn decode_structured() {
 #[test]
 fn github_delivery() {
     replay("github_delivery");
+}
+
+#[test]
+fn kafka_record() {
+    replay("kafka_record");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use super::attr::{AttrValue, KnownAttr, SpecVersion};
 use super::batch::{Data, EventView};
-use super::is_json_media_type;
+use super::{ContentMode, is_json_media_type};
 
 /// Characters percent-encoded in binary-mode header values (HTTP binding §3.1.3.2): space,
 /// `"`, `%`, and everything outside U+0021–U+007E (controls here; non-ASCII always).
@@ -46,7 +46,20 @@ impl<'a> EncodeOptions<'a> {
 
 /// Encodes one event in binary mode: `ce-*` headers (percent-encoded), `Content-Type` from
 /// `datacontenttype`, and the data as the body.
+///
+/// An event whose `datacontenttype` names a CloudEvents format (`application/cloudevents+json`,
+/// say) cannot travel in binary mode: the receiver would take its `Content-Type` for the
+/// event's format and read the data as the event (HTTP binding §3). Such an event is encoded
+/// in structured mode instead, which carries it whole.
 pub fn encode_binary(view: &EventView<'_>, opts: &EncodeOptions<'_>) -> (HeaderMap, Bytes) {
+    if !binary_mode_carries(view) {
+        let mut headers = HeaderMap::with_capacity(1);
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/cloudevents+json"),
+        );
+        return (headers, encode_structured(view, opts));
+    }
     let mut headers = HeaderMap::with_capacity(8 + view.extensions().len());
     let version = view.spec_version();
     headers.insert(
@@ -192,7 +205,10 @@ pub fn write_structured(view: &EventView<'_>, opts: &EncodeOptions<'_>, out: &mu
                 member(out, "data");
                 out.extend_from_slice(bytes);
             } else if let (Some(ct), Ok(text)) = (ct, std::str::from_utf8(bytes)) {
-                if is_text_media_type(ct) {
+                // Not for a JSON type whose bytes are not JSON: `data` would then hold a JSON
+                // string, which a receiver reads as the data `"..."`, quotes and escapes
+                // included. Base64 keeps the bytes.
+                if is_text_media_type(ct) && !is_json_media_type(ct) {
                     member(out, "data");
                     json_string(out, text);
                 } else {
@@ -217,8 +233,14 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
+/// Whether `bytes` are JSON that our own decoder reads, so that a structured event they are
+/// copied into decodes again. Two `kafka_record` fuzz findings: `serde_json` (used here before)
+/// does not check the UTF-8 of strings it skips, and it reads integers beyond 64 bits, which
+/// the decoder's parser (simd-json) refuses, as RFC 8259 §9 allows; either way the structured
+/// event did not decode. Such data goes out as `data_base64` instead.
 fn is_json(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+    let mut copy = bytes.to_vec();
+    simd_json::to_tape(&mut copy).is_ok()
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
@@ -235,4 +257,136 @@ fn is_text_media_type(ct: &str) -> bool {
         || essence.ends_with("/xml")
         || essence.ends_with("+xml")
         || lower.contains("charset=")
+}
+
+/// Whether binary mode can carry `view`: not when its `datacontenttype` would read as a
+/// CloudEvents format (the HTTP and Kafka bindings detect the mode from the content type).
+pub(crate) fn binary_mode_carries(view: &EventView<'_>) -> bool {
+    ContentMode::detect(view.datacontenttype().map(str::as_bytes)) == ContentMode::Binary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{DecodeLimits, decode_binary, decode_structured};
+
+    /// An event whose `datacontenttype` is a CloudEvents format goes out in structured mode,
+    /// so that the receiver reads the event and not its data (found by the `kafka_record`
+    /// fuzz target: before, the receiver read the data as the event, or refused it).
+    #[test]
+    fn binary_mode_falls_back_to_structured_for_cloudevents_content_types() {
+        let limits = DecodeLimits::default();
+        for ct in [
+            "application/cloudevents+json",
+            "application/cloudevents-batch+json",
+            "Application/CloudEvents+avro",
+        ] {
+            let body = format!(
+                r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"{ct}","data_base64":"e25vdCBqc29u"}}"#
+            );
+            let batch = decode_structured(Bytes::from(body), &limits).unwrap();
+            let view = batch.get(0).unwrap();
+            let (headers, body) = encode_binary(&view, &EncodeOptions::default());
+            assert_eq!(headers["content-type"], "application/cloudevents+json");
+            assert!(headers.get("ce-id").is_none());
+            assert!(decode_binary(&headers, body.clone(), &limits).is_err());
+            let again = decode_structured(body, &limits).unwrap();
+            let view2 = again.get(0).unwrap();
+            assert_eq!(view2.id(), "1");
+            assert_eq!(view2.datacontenttype(), Some(ct));
+            assert_eq!(&*view2.data().to_bytes(), b"{not json");
+        }
+    }
+
+    /// Binary data that is not JSON under a JSON content type with a charset (which makes
+    /// the type "text") survives a structured re-encode byte for byte (found by the
+    /// `kafka_record` fuzz target, through the dead letter of a structured record that is not
+    /// JSON; the same happens to an HTTP binary-mode event delivered in structured mode).
+    #[test]
+    fn non_json_data_under_a_json_type_with_a_charset_keeps_its_bytes() {
+        let limits = DecodeLimits::default();
+        for ct in [
+            "application/json; charset=utf-8",
+            "application/cloudevents+json; charset=utf-8",
+            "text/json",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
+            headers.insert("ce-id", HeaderValue::from_static("1"));
+            headers.insert("ce-source", HeaderValue::from_static("/s"));
+            headers.insert("ce-type", HeaderValue::from_static("t"));
+            headers.insert("content-type", HeaderValue::from_str(ct).unwrap());
+            let body = Bytes::from_static(b"{not json \" \x1d");
+            let batch = decode_binary(&headers, body.clone(), &limits).unwrap();
+            let view = batch.get(0).unwrap();
+            let json = encode_structured(&view, &EncodeOptions::default());
+            let again = decode_structured(json, &limits).unwrap();
+            assert_eq!(again.get(0).unwrap().data().to_bytes(), &body[..], "{ct}");
+        }
+        // Text types and JSON that is JSON stay readable.
+        let mut headers = HeaderMap::new();
+        headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
+        headers.insert("ce-id", HeaderValue::from_static("1"));
+        headers.insert("ce-source", HeaderValue::from_static("/s"));
+        headers.insert("ce-type", HeaderValue::from_static("t"));
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        let batch = decode_binary(&headers, Bytes::from_static(b"hi"), &limits).unwrap();
+        let json = encode_structured(&batch.get(0).unwrap(), &EncodeOptions::default());
+        assert!(
+            std::str::from_utf8(&json)
+                .unwrap()
+                .contains(r#""data":"hi""#)
+        );
+    }
+
+    /// Binary data that is JSON but for invalid UTF-8 inside a string goes out as base64, and
+    /// the structured event decodes (found by the `kafka_record` fuzz target, through the dead
+    /// letter of a structured record with such a byte; the same happened to an HTTP binary-mode
+    /// `application/json` event delivered in structured mode: the subscriber got invalid JSON).
+    #[test]
+    fn json_data_with_invalid_utf8_goes_out_as_base64() {
+        let limits = DecodeLimits::default();
+        let mut headers = HeaderMap::new();
+        headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
+        headers.insert("ce-id", HeaderValue::from_static("1"));
+        headers.insert("ce-source", HeaderValue::from_static("/s"));
+        headers.insert("ce-type", HeaderValue::from_static("t"));
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let body = Bytes::from_static(b"{\"a\":\"\xff\x9a\"}");
+        let batch = decode_binary(&headers, body.clone(), &limits).unwrap();
+        let json = encode_structured(&batch.get(0).unwrap(), &EncodeOptions::default());
+        assert!(std::str::from_utf8(&json).is_ok());
+        let again = decode_structured(json, &limits).unwrap();
+        assert_eq!(again.get(0).unwrap().data().to_bytes(), &body[..]);
+    }
+
+    /// JSON data with an integer beyond 64 bits, which `serde_json` reads and the decoder does
+    /// not, goes out as base64 (a `kafka_record` fuzz finding).
+    #[test]
+    fn json_data_with_a_huge_integer_goes_out_as_base64() {
+        let limits = DecodeLimits::default();
+        let mut headers = HeaderMap::new();
+        headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
+        headers.insert("ce-id", HeaderValue::from_static("1"));
+        headers.insert("ce-source", HeaderValue::from_static("/s"));
+        headers.insert("ce-type", HeaderValue::from_static("t"));
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let body = Bytes::from_static(b"{\"n\": 77777777777777777777777}");
+        let batch = decode_binary(&headers, body.clone(), &limits).unwrap();
+        let json = encode_structured(&batch.get(0).unwrap(), &EncodeOptions::default());
+        let again = decode_structured(json, &limits).unwrap();
+        assert_eq!(again.get(0).unwrap().data().to_bytes(), &body[..]);
+        // JSON the decoder reads stays inline.
+        let body = Bytes::from_static(b"{\"n\": [1, 2.5, \"x\"]}");
+        let batch = decode_binary(&headers, body, &limits).unwrap();
+        let json = encode_structured(&batch.get(0).unwrap(), &EncodeOptions::default());
+        assert!(
+            std::str::from_utf8(&json)
+                .unwrap()
+                .contains(r#""data":{"n": [1, 2.5, "x"]}"#)
+        );
+    }
 }

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use super::attr::{AttrValue, KnownAttr};
 use super::batch::{Data, EventBatch, EventView};
 use super::binary::{ValueEncoding, decode_fields};
-use super::encode::{EncodeOptions, write_structured};
+use super::encode::{EncodeOptions, binary_mode_carries, write_structured};
 use super::error::{DecodeError, DecodeErrorKind};
 use super::json::decode_structured;
 use super::{ContentMode, DecodeLimits};
@@ -140,7 +140,14 @@ pub struct KafkaRecord {
 }
 
 /// Encodes an event as a binary-mode record.
+///
+/// An event whose `datacontenttype` names a CloudEvents format cannot travel in binary mode
+/// (a consumer would read its `content-type` header as the event's format, §3.2); it is
+/// encoded as a structured-mode record instead.
 pub fn encode_kafka_binary(view: &EventView<'_>, opts: &EncodeOptions<'_>) -> KafkaRecord {
+    if !binary_mode_carries(view) {
+        return encode_kafka_structured(view, opts);
+    }
     let version = view.spec_version();
     let mut headers = Vec::with_capacity(8 + view.extensions().len());
     headers.push((

@@ -133,6 +133,45 @@ fn claimed_cloudevents_that_are_invalid_are_errors() {
     assert_eq!(&*v.data().to_bytes(), b"{not json");
 }
 
+/// The dead letter of a record that claimed a CloudEvents format keeps that content type as
+/// its `datacontenttype`; a binary-mode Kafka sink then writes it as a structured record, which
+/// reads back as the dead letter (found by the `kafka_record` fuzz target,
+/// `fuzz/regressions/kafka_record/dead-letter-cloudevents-content-type.txt`: before, the
+/// binary record's `content-type` header made consumers read the value as the event).
+#[test]
+fn dead_letters_of_cloudevents_content_types_survive_a_binary_sink() {
+    use crate::event::EncodeOptions;
+    use crate::event::kafka::{KafkaMode, decode_kafka, encode_kafka_binary, kafka_mode};
+    for ct in [
+        "application/cloudevents+json",
+        "application/cloudevents-batch+json",
+    ] {
+        let headers = [("content-type", Some(ct.as_bytes()))];
+        let value = Bytes::from_static(b"{not json");
+        let limits = DecodeLimits::default();
+        let e = mapper()
+            .map(&record(&headers), value.clone(), &limits)
+            .unwrap_err();
+        let dl = mapper()
+            .dead_letter_event(&record(&headers), value, &e, &limits)
+            .unwrap();
+        let v = dl.get(0).unwrap();
+        let out = encode_kafka_binary(&v, &EncodeOptions::default());
+        let out_headers: Vec<(&str, Option<&[u8]>)> = out
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), Some(&v[..])))
+            .collect();
+        assert_eq!(kafka_mode(&out_headers), KafkaMode::Structured, "{ct}");
+        let back = decode_kafka(&out_headers, out.value, &limits).unwrap();
+        let b = back.get(0).unwrap();
+        assert_eq!(b.id(), "partition:3/offset:42");
+        assert_eq!(b.datacontenttype(), Some(ct));
+        assert_eq!(&*b.data().to_bytes(), b"{not json");
+        assert_eq!(b.extension("knativeerrorcode"), Some(AttrValue::Str("400")));
+    }
+}
+
 #[test]
 fn oversized_records_are_errors_and_dead_letter_without_data() {
     let limits = DecodeLimits {

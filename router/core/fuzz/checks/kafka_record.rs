@@ -1,0 +1,301 @@
+//! `KafkaSource`'s record mapping (`KafkaMapper::map`, `decode_kafka`, `kafka_mode`): never
+//! panics; what it accepts is one event within the size limit that re-encodes (structured, and
+//! both Kafka modes) to the same event; the mode the headers name decides the outcome (a plain
+//! record gets Knative's attributes, a CloudEvent passes through as `decode_kafka` reads it, an
+//! unsupported format is refused); a refused record's dead letter, when it maps, carries the
+//! error code.
+//!
+//! The input is text-like, so seeds are easy to write:
+//!
+//! ```text
+//! TOPIC PARTITION OFFSET [TIMESTAMP_MS]      first line; missing numbers are 0 / no time
+//! @key: BYTES                                the record key (the last one wins)
+//! @override: NAME=VALUE                      a ceOverrides extension (valid names only)
+//! @limit: N                                  maxEventBytes (default 2048)
+//! name: value                                a header (`name` alone: a header without value)
+//!                                            a blank line
+//! VALUE                                      the rest is the record value, byte for byte
+//! ```
+
+use bytes::Bytes;
+use triggerfish_core::event::kafka::{
+    KafkaMode, decode_kafka, encode_kafka_binary, encode_kafka_structured, kafka_mode,
+};
+use triggerfish_core::event::{
+    AttrValue, Data, DecodeLimits, EncodeOptions, EventView, KnownAttr, decode_structured,
+    encode_structured, is_json_media_type, is_valid_attribute_name,
+};
+use triggerfish_core::sources::kafka::{InvalidRecord, KAFKA_EVENT_TYPE, KafkaMapper, Record};
+
+/// Runs every invariant on one input.
+pub fn check(data: &[u8]) {
+    let split = data
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .unwrap_or(data.len());
+    let (head, value) = data.split_at(split);
+    let value = Bytes::copy_from_slice(value.get(2..).unwrap_or_default());
+    let mut lines = head.split(|&b| b == b'\n');
+    let meta = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
+    let mut words = meta.split_ascii_whitespace();
+    let topic = words.next().unwrap_or("t").to_owned();
+    let partition: i32 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    let offset: i64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    let timestamp_ms: Option<i64> = words.next().and_then(|w| w.parse().ok());
+
+    let mut key: Option<Vec<u8>> = None;
+    let mut overrides: Vec<(String, String)> = Vec::new();
+    let mut max_event_bytes = 2048;
+    let mut header_text: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    for line in lines {
+        if let Some(k) = line.strip_prefix(b"@key:") {
+            key = Some(k.trim_ascii_start().to_vec());
+        } else if let Some(o) = line.strip_prefix(b"@override:") {
+            let o = String::from_utf8_lossy(o.trim_ascii());
+            let (name, value) = o.split_once('=').unwrap_or((&o, ""));
+            // ceOverrides name extensions: lower-case alphanumeric names that are not
+            // context attributes or `data` (as `PingSource` checks them).
+            if is_valid_attribute_name(name.as_bytes())
+                && KnownAttr::from_name(name).is_none()
+                && name != "data"
+            {
+                overrides.retain(|(n, _)| n != name);
+                overrides.push((name.to_owned(), value.to_owned()));
+            }
+        } else if let Some(n) = line.strip_prefix(b"@limit:") {
+            if let Some(n) = std::str::from_utf8(n)
+                .ok()
+                .and_then(|n| n.trim().parse::<usize>().ok())
+            {
+                max_event_bytes = n % 65_536;
+            }
+        } else {
+            match line.iter().position(|&b| b == b':') {
+                Some(colon) => header_text.push((
+                    String::from_utf8_lossy(&line[..colon]).into_owned(),
+                    Some(line[colon + 1..].trim_ascii().to_vec()),
+                )),
+                None if !line.is_empty() => {
+                    header_text.push((String::from_utf8_lossy(line).into_owned(), None));
+                }
+                None => {}
+            }
+        }
+    }
+    let headers: Vec<(&str, Option<&[u8]>)> = header_text
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_deref()))
+        .collect();
+    let record = Record {
+        topic: &topic,
+        partition,
+        offset,
+        timestamp_ms,
+        key: key.as_deref(),
+        headers: &headers,
+    };
+    let limits = DecodeLimits {
+        max_event_bytes,
+        max_batch_events: 1,
+    };
+    let mapper = KafkaMapper::new("fuzz", "records", overrides.clone());
+    let mode = kafka_mode(&headers);
+
+    match mapper.map(&record, value.clone(), &limits) {
+        Ok(batch) => {
+            assert_eq!(batch.len(), 1, "a record is one event");
+            let view = batch.get(0).expect("one event");
+            assert!(
+                view.wire_size() <= limits.max_event_bytes,
+                "an accepted event is within the limit: {} > {}",
+                view.wire_size(),
+                limits.max_event_bytes
+            );
+            assert_ne!(mode, KafkaMode::Unsupported, "an unsupported format maps");
+            for (name, value) in &overrides {
+                assert_eq!(
+                    view.extension(name),
+                    Some(AttrValue::Str(value)),
+                    "ceOverrides win"
+                );
+            }
+            if mode == KafkaMode::NotCloudEvent {
+                check_plain(&view, &record);
+            } else {
+                // A CloudEvent passes through as the binding reads it (plus the overrides).
+                let direct = decode_kafka(&headers, value, &limits)
+                    .expect("the mapper accepted it, so the binding does");
+                let direct = direct.get(0).expect("one event");
+                assert_eq!(
+                    (direct.id(), direct.source(), direct.ty(), direct.subject()),
+                    (view.id(), view.source(), view.ty(), view.subject())
+                );
+                assert_eq!(data_of(&direct), data_of(&view));
+                if overrides.is_empty() {
+                    assert_eq!(ext_list(&direct), ext_list(&view));
+                }
+            }
+            check_reencodes(&view);
+        }
+        Err(error) => {
+            match (&*error, mode) {
+                (InvalidRecord::TooLarge { .. }, _) => assert_eq!(error.code(), 413),
+                (InvalidRecord::Unmappable { .. }, KafkaMode::NotCloudEvent) => {}
+                (InvalidRecord::NotACloudEvent { mode: m, .. }, KafkaMode::Binary) => {
+                    assert_eq!(*m, "binary")
+                }
+                (InvalidRecord::NotACloudEvent { mode: m, .. }, KafkaMode::Structured) => {
+                    // Overrides re-encode the event; that step reports "binary".
+                    assert!(*m == "structured" || !overrides.is_empty(), "{error}")
+                }
+                (InvalidRecord::NotACloudEvent { mode: m, .. }, KafkaMode::Unsupported) => {
+                    assert_eq!(*m, "unsupported")
+                }
+                (e, mode) => panic!("{mode:?} record refused as {e:?}"),
+            }
+            assert_eq!(error.reason() == "too_large", error.code() == 413);
+            let message = error.to_string();
+            assert!(message.starts_with(&format!("{topic}/{partition}@{offset}: ")));
+            if let Ok(dead) = mapper.dead_letter_event(&record, value, &error, &limits) {
+                let view = dead.get(0).expect("one event");
+                assert_eq!(view.ty(), KAFKA_EVENT_TYPE);
+                assert!(view.wire_size() <= limits.max_event_bytes);
+                let code = error.code().to_string();
+                assert_eq!(
+                    view.extension("knativeerrorcode"),
+                    Some(AttrValue::Str(&code))
+                );
+                check_reencodes(&view);
+            }
+        }
+    }
+}
+
+/// Knative's attributes of a plain record.
+fn check_plain(view: &EventView<'_>, record: &Record<'_>) {
+    assert_eq!(view.ty(), KAFKA_EVENT_TYPE);
+    assert_eq!(
+        view.id(),
+        format!("partition:{}/offset:{}", record.partition, record.offset)
+    );
+    assert_eq!(
+        view.source(),
+        format!(
+            "/apis/v1/namespaces/fuzz/kafkasources/records#{}",
+            record.topic
+        )
+    );
+    assert_eq!(
+        view.subject(),
+        Some(format!("partition:{}#{}", record.partition, record.offset).as_str())
+    );
+    assert_eq!(
+        view.time().is_some(),
+        record.timestamp_ms.is_some_and(|ms| {
+            chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).is_some()
+        })
+    );
+    for (name, _) in view.extensions() {
+        assert!(
+            is_valid_attribute_name(name.as_bytes()),
+            "extension {name:?}"
+        );
+    }
+}
+
+/// An event's extensions, in order, as strings.
+fn ext_list(view: &EventView<'_>) -> Vec<(String, String)> {
+    view.extensions()
+        .map(|(n, v)| (n.to_owned(), v.with_canonical_str(str::to_owned)))
+        .collect()
+}
+
+/// The event survives a structured re-encode and a round trip through both Kafka modes.
+fn check_reencodes(view: &EventView<'_>) {
+    let unlimited = DecodeLimits {
+        max_event_bytes: usize::MAX,
+        max_batch_events: usize::MAX,
+    };
+    let opts = EncodeOptions::default();
+    let same = |other: &EventView<'_>, how: &str| {
+        assert_eq!(
+            (
+                view.id(),
+                view.source(),
+                view.ty(),
+                view.subject(),
+                view.time()
+            ),
+            (
+                other.id(),
+                other.source(),
+                other.ty(),
+                other.subject(),
+                other.time()
+            ),
+            "{how}"
+        );
+        assert_eq!(ext_list(view), ext_list(other), "{how}");
+        assert_eq!(data_of(view), data_of(other), "{how}");
+    };
+    let structured = decode_structured(encode_structured(view, &opts), &unlimited)
+        .expect("our structured encoding decodes");
+    same(&structured.get(0).expect("one event"), "structured");
+
+    for (record, want) in [
+        (encode_kafka_binary(view, &opts), KafkaMode::Binary),
+        (encode_kafka_structured(view, &opts), KafkaMode::Structured),
+    ] {
+        let headers: Vec<(&str, Option<&[u8]>)> = record
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), Some(&v[..])))
+            .collect();
+        // Binary mode cannot carry a CloudEvents `datacontenttype`; it falls back to
+        // structured.
+        let want = if want == KafkaMode::Binary && is_cloudevents_format(view) {
+            KafkaMode::Structured
+        } else {
+            want
+        };
+        assert_eq!(kafka_mode(&headers), want);
+        let again =
+            decode_kafka(&headers, record.value, &unlimited).expect("our Kafka encoding decodes");
+        same(&again.get(0).expect("one event"), &format!("{want:?}"));
+        let key = view
+            .extension("partitionkey")
+            .map(|v| v.with_canonical_str(str::to_owned));
+        assert_eq!(record.key, key, "the key is the partitionkey");
+    }
+}
+
+/// An event's data as compared across encodings: its bytes, or, under a JSON content type,
+/// its JSON value when the bytes parse (whitespace around a JSON value is not kept when it is
+/// embedded in a structured event; JSON without a content type gains one in binary mode).
+#[derive(Debug, PartialEq)]
+enum DataOf {
+    Bytes(Vec<u8>),
+    Json(serde_json::Value),
+}
+
+fn data_of(view: &EventView<'_>) -> DataOf {
+    let bytes = view.data().to_bytes().into_owned();
+    // Structured JSON data without a content type is JSON, and gains `application/json` in
+    // binary mode (JSON format §3.1.2).
+    let json = view
+        .datacontenttype()
+        .map_or(matches!(view.data(), Data::Json(_)), is_json_media_type);
+    if json && let Ok(value) = serde_json::from_slice(&bytes) {
+        return DataOf::Json(value);
+    }
+    DataOf::Bytes(bytes)
+}
+
+/// Whether the event's `datacontenttype` names a CloudEvents format.
+fn is_cloudevents_format(view: &EventView<'_>) -> bool {
+    view.datacontenttype().is_some_and(|ct| {
+        ct.trim_ascii()
+            .to_ascii_lowercase()
+            .starts_with("application/cloudevents")
+    })
+}
