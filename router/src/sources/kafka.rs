@@ -55,7 +55,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use triggerfish_core::config::{
-    CustomResource, InitialOffset, InvalidRecords, KafkaNetSpec, KafkaSourceSpec,
+    CeOverrides, CustomResource, InitialOffset, InvalidRecords, KafkaNetSpec, KafkaSourceSpec,
 };
 use triggerfish_core::event::{EventBatch, EventRef};
 use triggerfish_core::sources::kafka::{KafkaMapper, Record};
@@ -267,6 +267,9 @@ impl KafkaSourceConfig {
         properties.add_net(spec.net.as_ref(), check);
         properties.add_client_config(&spec.client_config, RESERVED, check);
         properties.validate(check);
+        for (extension, problem) in spec.ce_overrides.iter().flat_map(CeOverrides::problems) {
+            check.at(&format!("ceOverrides.extensions.{extension}"), problem);
+        }
         let overrides = spec
             .ce_overrides
             .as_ref()

@@ -163,6 +163,36 @@ pub struct CeOverrides {
     pub extensions: BTreeMap<String, String>,
 }
 
+impl CeOverrides {
+    /// Checks each extension with [`CeOverrides::extension_problem`]; returns `(name, what is
+    /// wrong)` for each bad one. Every source with `ceOverrides` refuses these when the config
+    /// loads.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        self.extensions
+            .iter()
+            .filter_map(|(n, v)| Self::extension_problem(n, v).map(|p| (n.clone(), p)))
+            .collect()
+    }
+
+    /// What is wrong with setting extension `name` to `value` on an event, if anything: the
+    /// name must be a valid extension name (lower-case letters and digits, not a context
+    /// attribute), the value one an event can carry.
+    pub fn extension_problem(name: &str, value: &str) -> Option<String> {
+        if !crate::event::is_valid_attribute_name(name.as_bytes())
+            || crate::event::KnownAttr::from_name(name).is_some()
+            || name == "data"
+        {
+            Some(format!(
+                "{name:?} is not a valid extension name (lower-case letters and digits, not a context attribute)"
+            ))
+        } else {
+            crate::event::check_chars(name, value)
+                .err()
+                .map(|e| e.to_string())
+        }
+    }
+}
+
 /// `catchUp` of a `PingSource`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

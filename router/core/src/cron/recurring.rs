@@ -13,7 +13,7 @@ use crate::config::{FieldPath, IsoDuration, PingSourceSpec};
 use crate::cron::{Schedule, parse_zone};
 use crate::event::{
     AttrValue, DecodeLimits, EventBatch, EventView, check_chars, decode_structured,
-    is_json_media_type, is_valid_attribute_name,
+    is_json_media_type,
 };
 
 /// The event type of PingSource events.
@@ -265,22 +265,12 @@ fn check_extensions<'a>(
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (name, value) in pairs {
-        if !is_valid_attribute_name(name.as_bytes())
-            || crate::event::KnownAttr::from_name(name).is_some()
-            || name == "data"
-        {
-            errors.push(Invalid {
+        match crate::config::CeOverrides::extension_problem(name, value) {
+            Some(message) => errors.push(Invalid {
                 path: path.key(name.as_str()),
-                message: format!("{name:?} is not a valid extension name (lower-case letters and digits, not a context attribute)"),
-            });
-        } else if let Err(e) = check_chars(name, value) {
-            // As for `contentType`: the event would not decode.
-            errors.push(Invalid {
-                path: path.key(name.as_str()),
-                message: e.to_string(),
-            });
-        } else {
-            out.push((name.clone(), value.clone()));
+                message,
+            }),
+            None => out.push((name.clone(), value.clone())),
         }
     }
     out
