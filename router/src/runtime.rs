@@ -245,6 +245,23 @@ impl Dispatchers {
 }
 
 impl Dispatchers {
+    /// Where a schedule delivering by `plan` can offer its ticks straight into a broker: a
+    /// Broker destination on the memory store, without a rate limit (a JetStream publish is
+    /// asynchronous, and a rate limit is the dispatcher's to keep).
+    fn direct_broker(&self, plan: &TriggerPlan) -> Option<crate::scheduler::Direct> {
+        match (&plan.subscriber, &self.store) {
+            (Destination::Broker { namespace, name }, Store::Memory(store))
+                if plan.rate_limit.is_none() =>
+            {
+                Some(crate::scheduler::Direct {
+                    broker: Arc::from(format!("{namespace}/{name}")),
+                    store: Arc::clone(store),
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// The producer of a Kafka sink resource, started once and shared.
     fn producer(&self, resource: &CustomResource) -> Sink {
         // The lock guards the map only; starting a producer does no I/O (clients connect in
@@ -509,6 +526,7 @@ impl Router {
             set.push(crate::scheduler::Source {
                 key: source.key,
                 recurring: source.recurring,
+                direct: self.dispatchers.direct_broker(&source.delivery),
                 target,
             });
         }
@@ -623,7 +641,12 @@ fn schedule_factory(
             credential: None,
             rate_limit: None,
         });
-        Ok((recurring, Arc::new(dispatchers.start(plan, reply_limits))))
+        let direct = dispatchers.direct_broker(&plan);
+        Ok((
+            recurring,
+            Arc::new(dispatchers.start(plan, reply_limits)),
+            direct,
+        ))
     })
 }
 

@@ -16,6 +16,9 @@
 //!   arithmetic, UUIDv5 id, JSON). Firing then only hands the prepared event to the queue
 //!   without waiting (`try_enqueue`; a task waits only when the queue is full), so 10,000
 //!   schedules due at the same second cost a hand-off each, not a build each.
+//! - **Ticks into a broker of this process** (memory store) skip the dispatcher: a burst's
+//!   ticks for one broker are offered to it in one call ([`Direct`]), and only when it is full
+//!   do they take the dispatcher path above.
 //! - **Delayed events** (the `Scheduler` sink) are re-published to their broker at their due
 //!   time, without `deliverat`/`deliverafter`, their TTL decremented.
 //! - **Run-time schedules** come from `dev.triggerfish.schedule.create`/`.delete` events.
@@ -53,6 +56,7 @@ use triggerfish_core::cron::recurring::{Recurring, ScheduleRequest};
 use triggerfish_core::event::{EventBatch, EventRef};
 
 use crate::dispatch::{TriggerHandle, TryEnqueueError};
+use crate::store::memory::MemoryStore;
 use crate::store::{BrokerKey, Completion, Store};
 
 /// A schedule the scheduler fires, with where its events go.
@@ -64,6 +68,29 @@ pub struct Source {
     pub recurring: Recurring,
     /// Where its events go.
     pub target: Arc<TriggerHandle>,
+    /// Set when `target` delivers to a broker of this process on the memory store: ticks are
+    /// then offered to that broker directly (see [`Direct`]).
+    pub direct: Option<Direct>,
+}
+
+/// A broker of this process on the memory store, to which a schedule's ticks are offered
+/// directly: all of a burst's ticks for one broker in one offer (one queue push per event and
+/// one wake-up per shard), with no dispatcher and delivery task per tick. When the broker is
+/// full the ticks go through the schedule's dispatcher instead, which waits, retries and
+/// dead-letters as the source's `delivery` says.
+#[derive(Clone)]
+pub struct Direct {
+    /// The broker.
+    pub broker: BrokerKey,
+    /// Its store.
+    pub store: Arc<MemoryStore>,
+}
+
+/// A burst's ticks for one [`Direct`] broker.
+struct DirectBatch {
+    store: Arc<MemoryStore>,
+    events: Vec<EventRef>,
+    ticks: Vec<(DateTime<Utc>, Arc<str>)>,
 }
 
 /// A run-time schedule, as created, kept to compare repeated creates and to persist it.
@@ -75,7 +102,12 @@ struct Dynamic {
 
 /// Builds the target of a run-time schedule.
 pub type TargetFactory = Arc<
-    dyn Fn(&str, &ScheduleRequest) -> Result<(Recurring, Arc<TriggerHandle>), String> + Send + Sync,
+    dyn Fn(
+            &str,
+            &ScheduleRequest,
+        ) -> Result<(Recurring, Arc<TriggerHandle>, Option<Direct>), String>
+        + Send
+        + Sync,
 >;
 
 /// Limits of the scheduler sink.
@@ -792,11 +824,12 @@ impl Scheduler {
                 )),
             };
         }
-        let (recurring, target) = (self.factory)(&namespace, &request)?;
+        let (recurring, target, direct) = (self.factory)(&namespace, &request)?;
         let source = Source {
             key: Arc::clone(&key),
             recurring,
             target,
+            direct,
         };
         self.insert(source, Some(Dynamic { request, namespace }), Utc::now());
         self.metrics.schedules.set(self.entries.len() as i64);
@@ -816,6 +849,7 @@ impl Scheduler {
         // Hand every due tick over first; what is not on the critical path (remembering the
         // tick, the next tick and its event) comes after.
         let mut fired = Vec::new();
+        let mut direct: HashMap<BrokerKey, DirectBatch> = HashMap::new();
         while self.ticks.peek().is_some_and(|r| r.0.0 <= now) {
             let Some(Reverse((tick, generation, key))) = self.ticks.pop() else {
                 break;
@@ -828,14 +862,32 @@ impl Scheduler {
             }
             let prepared = entry.prepared.take().filter(|p| p.tick == tick);
             if leader {
-                hand_off(
-                    &self.metrics,
-                    &entry.source,
-                    &entry.busy,
-                    tick,
-                    prepared.map(|p| p.event),
-                    false,
-                );
+                let event = prepared.map(|p| p.event);
+                match &entry.source.direct {
+                    Some(d) if !entry.busy.load(Ordering::Acquire) => {
+                        if let Some(event) =
+                            event.or_else(|| build_event(&entry.source, tick, false))
+                        {
+                            let batch = direct.entry(Arc::clone(&d.broker)).or_insert_with(|| {
+                                DirectBatch {
+                                    store: Arc::clone(&d.store),
+                                    events: Vec::new(),
+                                    ticks: Vec::new(),
+                                }
+                            });
+                            batch.events.push(event);
+                            batch.ticks.push((tick, Arc::clone(&key)));
+                        }
+                    }
+                    _ => hand_off(
+                        &self.metrics,
+                        &entry.source,
+                        &entry.busy,
+                        tick,
+                        event,
+                        false,
+                    ),
+                }
                 fired.push((tick, generation, key));
             } else {
                 self.to_prepare.push_back((tick, generation, key));
@@ -843,6 +895,9 @@ impl Scheduler {
         }
         if !leader {
             return;
+        }
+        for (broker, batch) in direct {
+            self.offer_direct(&broker, batch);
         }
         if !fired.is_empty() {
             tracing::debug!(
@@ -888,6 +943,39 @@ impl Scheduler {
                     }
                 }
             });
+        }
+    }
+
+    /// Offers a burst's ticks to their broker at once; if it is full, each goes through its
+    /// schedule's dispatcher instead.
+    fn offer_direct(&self, broker: &BrokerKey, batch: DirectBatch) {
+        // As a delivery to a Broker sink: one hop.
+        let ttl = crate::store::DEFAULT_TTL.saturating_sub(1);
+        match batch
+            .store
+            .try_offer_events(broker, &batch.events, Some(ttl))
+        {
+            Ok(()) => {
+                self.metrics.ticks.inc_by(batch.events.len() as u64);
+                for (tick, _) in &batch.ticks {
+                    observe_lateness(&self.metrics, *tick);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(broker = %broker, error = %e, ticks = batch.events.len(), "ticks go through their dispatchers");
+                for (event, (tick, key)) in batch.events.into_iter().zip(batch.ticks) {
+                    if let Some(entry) = self.entries.get(&key) {
+                        hand_off(
+                            &self.metrics,
+                            &entry.source,
+                            &entry.busy,
+                            tick,
+                            Some(event),
+                            false,
+                        );
+                    }
+                }
+            }
         }
     }
 
