@@ -86,6 +86,10 @@ pub struct Direct {
     pub store: Arc<MemoryStore>,
 }
 
+/// Ticks offered to a [`Direct`] broker at once, at most: a burst is offered in chunks, so
+/// that its first ticks do not wait for the last ones.
+const DIRECT_CHUNK: usize = 1024;
+
 /// A burst's ticks for one [`Direct`] broker.
 struct DirectBatch {
     store: Arc<MemoryStore>,
@@ -850,6 +854,7 @@ impl Scheduler {
         // tick, the next tick and its event) comes after.
         let mut fired = Vec::new();
         let mut direct: HashMap<BrokerKey, DirectBatch> = HashMap::new();
+        let mut unprepared = 0usize;
         while self.ticks.peek().is_some_and(|r| r.0.0 <= now) {
             let Some(Reverse((tick, generation, key))) = self.ticks.pop() else {
                 break;
@@ -861,6 +866,7 @@ impl Scheduler {
                 continue;
             }
             let prepared = entry.prepared.take().filter(|p| p.tick == tick);
+            unprepared += usize::from(prepared.is_none());
             if leader {
                 let event = prepared.map(|p| p.event);
                 match &entry.source.direct {
@@ -877,6 +883,17 @@ impl Scheduler {
                             });
                             batch.events.push(event);
                             batch.ticks.push((tick, Arc::clone(&key)));
+                            if batch.events.len() >= DIRECT_CHUNK {
+                                let full = DirectBatch {
+                                    store: Arc::clone(&batch.store),
+                                    events: std::mem::take(&mut batch.events),
+                                    ticks: std::mem::take(&mut batch.ticks),
+                                };
+                                let broker = Arc::clone(&d.broker);
+                                fired.push((tick, generation, key));
+                                self.offer_direct(&broker, full);
+                                continue;
+                            }
                         }
                     }
                     _ => hand_off(
@@ -896,12 +913,17 @@ impl Scheduler {
         if !leader {
             return;
         }
+        let handed = started.elapsed();
         for (broker, batch) in direct {
-            self.offer_direct(&broker, batch);
+            if !batch.events.is_empty() {
+                self.offer_direct(&broker, batch);
+            }
         }
         if !fired.is_empty() {
             tracing::debug!(
                 ticks = fired.len(),
+                unprepared,
+                loop_us = handed.as_micros() as u64,
                 took_us = started.elapsed().as_micros() as u64,
                 woke_late_us = fired.first().and_then(|f| (now - f.0).num_microseconds()),
                 "ticks handed over"
