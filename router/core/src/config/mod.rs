@@ -14,7 +14,8 @@
 //! `triggerfish.dev/v1alpha1` [`Server`](ServerSpec), and the custom kinds of
 //! [`CustomSpec`]: sinks (`Exec`, `Scheduler`) and sources (`PingSource`, [`OssSourceSpec`],
 //! [`S3SourceSpec`], [`GitHubSourceSpec`], [`RegistrySourceSpec`], [`BucketWatchSpec`],
-//! [`KafkaSourceSpec`]) and the Kafka sink ([`KafkaSinkSpec`]). Knative's rules are enforced as
+//! [`KafkaSourceSpec`], [`RocketMQSourceSpec`]) and the Kafka and RocketMQ sinks ([`KafkaSinkSpec`],
+//! [`RocketMQSinkSpec`]). Knative's rules are enforced as
 //! Knative's webhook does (attribute names `^[a-z][a-z0-9]*$`, one dialect per `filters`
 //! element, one attribute per `exact`/`prefix`/`suffix`, a required `spec.broker`, URIs
 //! absolute unless relative to a `ref`), and duplicates and triggers whose broker is not in
@@ -68,6 +69,7 @@ mod load;
 mod messaging;
 mod meta;
 mod path;
+mod rocketmq;
 mod server;
 mod size;
 mod source_map;
@@ -97,6 +99,7 @@ pub use messaging::{
     ContentModeSpec, InitialOffset, InvalidRecords, KafkaNetSpec, KafkaSaslSpec, KafkaSinkSpec,
     KafkaSourceSpec, KafkaTlsSpec,
 };
+pub use rocketmq::{RocketMQSinkSpec, RocketMQSourceSpec};
 pub use meta::{
     DEFAULT_NAMESPACE, KNATIVE_EVENTING_V1, KNATIVE_SOURCES_V1BETA1, Kind, ObjectMeta, ResourceId,
     TRIGGERFISH_V1ALPHA1,
