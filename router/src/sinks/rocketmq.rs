@@ -83,7 +83,10 @@ impl RocketMqSinkConfig {
         if let Some(tag) = &spec.tag
             && (tag.trim().is_empty() || tag.contains("||") || tag == "*")
         {
-            check.at("tag", "a tag is one non-empty word; `*` and `||` belong in tag expressions");
+            check.at(
+                "tag",
+                "a tag is one non-empty word; `*` and `||` belong in tag expressions",
+            );
         }
         let access_keys =
             AccessKeys::build(spec.access_key.as_ref(), spec.secret_key.as_ref(), check);
@@ -138,7 +141,11 @@ impl RocketMqSink {
         opts: &EncodeOptions<'_>,
         timeout: Duration,
     ) -> Attempt {
-        let producer = match self.producer.get_or_try_init(|| self.start()).await {
+        let producer = match self
+            .producer
+            .get_or_try_init(|| Box::pin(self.start()))
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(sink = %self.name, error = %e, "the RocketMQ producer cannot start");
@@ -170,9 +177,11 @@ impl RocketMqSink {
             Err(e) => return refused(StatusCode::BAD_REQUEST, e.to_string()),
         };
         let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        // The client's send futures are large (16 KiB): boxed, so every delivery task does
+        // not carry them.
         let sent = match key {
             Some(key) => {
-                let send = producer.send_with_selector_timeout(
+                let send = Box::pin(producer.send_with_selector_timeout(
                     message,
                     |queues: &[MessageQueue], _: &_, key: &String| {
                         let n = i32::try_from(queues.len()).ok().filter(|n| *n > 0)?;
@@ -181,10 +190,13 @@ impl RocketMqSink {
                     },
                     key,
                     millis,
-                );
+                ));
                 tokio::time::timeout(timeout, send).await
             }
-            None => tokio::time::timeout(timeout, producer.send_with_timeout(message, millis)).await,
+            None => {
+                let send = Box::pin(producer.send_with_timeout(message, millis));
+                tokio::time::timeout(timeout, send).await
+            }
         };
         match sent {
             Ok(Ok(Some(result))) if result.send_status == SendStatus::SendOk => Attempt::accepted(),

@@ -80,10 +80,14 @@ pub const DRAIN_WAIT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum RocketMqError {
     /// The client's own runtime could not be built (threads, memory detection).
-    #[error("the RocketMQ client runtime cannot start: {0}; check the process's thread and memory limits")]
+    #[error(
+        "the RocketMQ client runtime cannot start: {0}; check the process's thread and memory limits"
+    )]
     Runtime(String),
     /// The client refused its settings or could not start.
-    #[error("the RocketMQ {what} cannot start: {source}; check nameServer, the group name and the access keys")]
+    #[error(
+        "the RocketMQ {what} cannot start: {source}; check nameServer, the group name and the access keys"
+    )]
     Start {
         /// `consumer` or `producer`.
         what: &'static str,

@@ -107,22 +107,28 @@ async fn messages_reach_an_http_subscriber_in_eventbridge_shape() {
         assert_eq!(data["topic"], topic);
         let system = &data["systemProperties"];
         assert_eq!(r.attr("id").unwrap(), system["UNIQ_KEY"].as_str().unwrap());
-        assert!(system["QUEUE_OFFSET"].as_str().unwrap().parse::<i64>().is_ok());
+        assert!(
+            system["QUEUE_OFFSET"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .is_ok()
+        );
         assert_eq!(data["userProperties"]["region"], "eu");
-        let body: serde_json::Value =
-            serde_json::from_str(data["body"].as_str().unwrap()).unwrap();
+        let body: serde_json::Value = serde_json::from_str(data["body"].as_str().unwrap()).unwrap();
         let n = body["n"].as_i64().unwrap();
         assert_eq!(system["KEYS"], format!("order-{n}"));
-        assert_eq!(
-            system["TAGS"],
-            if n % 2 == 0 { "created" } else { "paid" }
-        );
+        assert_eq!(system["TAGS"], if n % 2 == 0 { "created" } else { "paid" });
         seen.push(n);
     }
     seen.sort_unstable();
     assert_eq!(seen, [0, 1, 2, 3]);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(sink.received().len(), 5, "the `ignored` tag was filtered out");
+    assert_eq!(
+        sink.received().len(),
+        5,
+        "the `ignored` tag was filtered out"
+    );
     h.shutdown().await;
 }
 
@@ -240,7 +246,10 @@ spec:
         let id = event["id"].as_str().unwrap().to_owned();
         let i: i64 = id[1..].parse().unwrap();
         assert_eq!(event["data"]["i"], i);
-        assert_eq!(*queue_of.entry(key.clone()).or_insert(m.queue_id), m.queue_id);
+        assert_eq!(
+            *queue_of.entry(key.clone()).or_insert(m.queue_id),
+            m.queue_id
+        );
         by_key.entry(key).or_default().push((m.queue_offset, id));
     }
     for (key, expected) in [

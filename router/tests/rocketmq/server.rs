@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -77,7 +77,13 @@ fn broker_port() -> u16 {
 
 /// Runs `program args` under a watchdog that kills it when this process exits, then removes
 /// `cleanup` (when given).
-fn watched(program: &Path, args: &[&str], envs: &[(&str, &Path)], log: &Path, cleanup: Option<&Path>) -> Child {
+fn watched(
+    program: &Path,
+    args: &[&str],
+    envs: &[(&str, &Path)],
+    log: &Path,
+    cleanup: Option<&Path>,
+) -> Child {
     let script = r#"
 "$@" &
 child=$!
@@ -218,7 +224,7 @@ maxIndexNum = 200000
                 .body(&b"ready"[..])
                 .build()
                 .unwrap();
-            match producer.send_with_timeout(message, 3000).await {
+            match Box::pin(producer.send_with_timeout(message, 3000)).await {
                 Ok(Some(r)) if r.send_status == SendStatus::SendOk => break,
                 other => {
                     assert!(
@@ -293,8 +299,8 @@ pub async fn produce(
     for (k, v) in properties {
         builder = builder.raw_property(*k, *v).unwrap();
     }
-    let result = producer
-        .send_with_timeout(builder.build().unwrap(), 10_000)
+    // The client's send future is large; boxed.
+    let result = Box::pin(producer.send_with_timeout(builder.build().unwrap(), 10_000))
         .await
         .unwrap()
         .unwrap();

@@ -99,13 +99,13 @@ pub use messaging::{
     ContentModeSpec, InitialOffset, InvalidRecords, KafkaNetSpec, KafkaSaslSpec, KafkaSinkSpec,
     KafkaSourceSpec, KafkaTlsSpec,
 };
-pub use rocketmq::{RocketMQSinkSpec, RocketMQSourceSpec};
 pub use meta::{
     DEFAULT_NAMESPACE, KNATIVE_EVENTING_V1, KNATIVE_SOURCES_V1BETA1, Kind, ObjectMeta, ResourceId,
     TRIGGERFISH_V1ALPHA1,
 };
 pub(crate) use meta::{check_name, check_namespace};
 pub use path::{FieldPath, FieldPathError, Segment};
+pub use rocketmq::{RocketMQSinkSpec, RocketMQSourceSpec};
 pub use server::{
     AuthSpec, ClientAuth, DefaultPolicy, LimitsSpec, ListenSpec, OidcSpec, OutboundSpec,
     QueueLimits, QueuesSpec, QuicClientSpec, QuicListen, QuicSpec, RateLimitsSpec, RateSpec,
