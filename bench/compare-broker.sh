@@ -34,6 +34,8 @@
 #   QUIC_PORT [18443]  QUIC_CA [data/quic/dev-cert.pem, the router's development certificate]
 #   ROUTER_PORT [18080]  ADMIN_PORT [19090]  SINK_PORT [18090]
 #   ROUTER_CPUS / LOADGEN_CPUS (taskset lists, e.g. 1 and 0; unset: share every core)
+#   LATENCY_RATE [half of each case's max]  events/s of the latency runs: one rate for every
+#                   case compares latency at equal load (e.g. QUIC against HTTP)
 #   NICE [-10 as root, else 0]  niceness of the router and tf-loadgen, so that other work on
 #                   the machine (builds) disturbs the runs less; the table shows what remains
 #   CALIBRATE=1     add the `none` runs before the routers
@@ -61,7 +63,7 @@ TRANSPORTS=${TRANSPORTS:-http}
 QUIC_PORT=${QUIC_PORT:-18443}
 QUIC_CA=${QUIC_CA:-data/quic/dev-cert.pem}
 # On a machine shared with builds, run the benchmark ahead of them (root only).
-NICE=${NICE:-$([[ $EUID == 0 ]] && echo -10 || echo 0)}
+source bench/priority.sh
 
 render() { # results.jsonl → the Markdown tables on stdout
     python3 - "$1" <<'PY'
@@ -82,9 +84,10 @@ def case(r):
 def name(r):
     return r["router"] + (" QUIC" if r.get("transport") == "quic" else " HTTP" if r["router"] == "triggerfish" else "")
 print(f"Loadgen, sink and router share {cores} cores; {duration} per run, {connections} connections.")
+at = f"{run['latency_rate']:,} events/s for every case" if run.get("latency_rate") else "half of max"
 print("Max: `--rate max`, delivered events/s (first send to last arrival). Latency: open loop at")
-print("half of max, from each request's due time to the event's arrival at the sink. Send lag:")
-print("how late tf-loadgen sent requests in the half-max run (high values: the tooling, not the")
+print(f"{at}, from each request's due time to the event's arrival at the sink. Send lag:")
+print("how late tf-loadgen sent requests in the latency run (high values: the tooling, not the")
 print("router, limited the run; raise CONNECTIONS). Router CPU: cores the router used during the")
 print("max run. Other load: cores used by processes other than the router and tf-loadgen during")
 print("either run (a busy machine skews the figures). Router `none`: tf-loadgen to its own sink.\n")
@@ -107,7 +110,7 @@ both = [(quic[k], http[k]) for k in quic if k in http]
 if both:
     print("\nTriggerfish QUIC ingress / HTTP ingress (max events/s and ack rate: higher is better;")
     print("latency: lower is better). Ack: the producer's view, from each request's due time to its")
-    print("answer, in the half-max run.\n")
+    print("answer, in the latency run.\n")
     print("| case | max events/s | e2e p50 | e2e p99 | ack p50 | ack p99 | router CPU |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     ratio = lambda a, b: f"{a / b:.2f}×" if b else "n/a"
@@ -190,18 +193,12 @@ mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
 ROUTER_PID=""
-AUTOGROUP_NICE=""
 cleanup() {
     if [[ -n $ROUTER_PID ]]; then kill "$ROUTER_PID" 2>/dev/null || true; fi
-    if [[ -n $AUTOGROUP_NICE ]]; then echo "$AUTOGROUP_NICE" > "/proc/$$/autogroup" 2>/dev/null || true; fi
+    restore_priority
 }
 trap cleanup EXIT
-# With autogroup scheduling (Linux's default on desktops and many VMs), niceness only counts
-# inside a session's group, and each group gets an equal share: raise this session's group.
-if [[ $NICE != 0 && -w /proc/$$/autogroup ]]; then
-    previous=$(awk '{print $NF}' "/proc/$$/autogroup")
-    if echo "$NICE" > "/proc/$$/autogroup" 2>/dev/null; then AUTOGROUP_NICE=$previous; fi
-fi
+raise_priority
 
 wait_listening() { # pid port → 0 once the port accepts, 1 if the process died or 30 s passed
     local pid=$1 port=$2
@@ -263,8 +260,8 @@ if awk -v l="$load1" -v c="$(nproc)" 'BEGIN { exit !(l > c / 4) }'; then
     echo "# warning: load average $load1 before the run: other processes use the CPU, and" \
         "the numbers will show it" >&2
 fi
-printf '{"cores": %s, "duration": "%s", "drain": "%s", "connections": %s, "batch": %s, "nice": %s, "loadavg_before": "%s"}\n' \
-    "$(nproc)" "$DURATION" "$DRAIN" "$CONNECTIONS" "$BATCH" "$NICE" "$(cat /proc/loadavg)" > "$OUT/run.json"
+printf '{"cores": %s, "duration": "%s", "drain": "%s", "connections": %s, "batch": %s, "nice": %s, "latency_rate": %s, "loadavg_before": "%s"}\n' \
+    "$(nproc)" "$DURATION" "$DRAIN" "$CONNECTIONS" "$BATCH" "$NICE" "${LATENCY_RATE:-0}" "$(cat /proc/loadavg)" > "$OUT/run.json"
 for triggers in $TRIGGERS; do
     config=$OUT/config-$triggers.yaml
     "$BENCHCONFIG" --triggers "$triggers" --filters "$FILTERS" \
@@ -301,7 +298,7 @@ for triggers in $TRIGGERS; do
             max=$(json "$OUT/$case_name-max.json" 'int(r["delivered_per_s"])')
             echo "   max: $max events/s delivered ($(json "$OUT/$case_name-max.json" 'r["lost"]') lost)" >&2
             sleep "$SETTLE"
-            half=$(( max / 2 > 0 ? max / 2 : 1 ))
+            half=${LATENCY_RATE:-$(( max / 2 > 0 ? max / 2 : 1 ))}
             loadgen "$case_name-half" "$mode" "$half" "$target" "${extra[@]}"
             echo "   at $half events/s: $(json "$OUT/$case_name-half.json" '"p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs" % (r["e2e"]["p50_us"], r["e2e"]["p99_us"], r["e2e"]["p999_us"])')" >&2
             rss_kb=0

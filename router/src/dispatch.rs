@@ -84,6 +84,15 @@ pub struct TriggerHandle {
 #[error("trigger dispatcher stopped")]
 pub struct Closed;
 
+/// Why [`TriggerHandle::try_enqueue`] queued nothing.
+pub enum TryEnqueueError {
+    /// The queue has no room now: here are the event and its completion back; wait with
+    /// [`TriggerHandle::enqueue`].
+    Full(EventRef, Completion),
+    /// The dispatcher stopped (only during shutdown).
+    Closed,
+}
+
 /// Why [`TriggerHandle::enqueue_all`] queued nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueAllError {
@@ -122,6 +131,48 @@ impl TriggerHandle {
             _budget: budget,
         };
         self.tx.send(job).await.map_err(|_| Closed)
+    }
+
+    /// Queues an event if the trigger's queue has room now, without waiting: the scheduler
+    /// hands its ticks over this way, so a burst of ticks costs no task per tick. On a full
+    /// queue the event and completion come back, to be queued with [`TriggerHandle::enqueue`].
+    pub fn try_enqueue(
+        &self,
+        event: EventRef,
+        ttl: u8,
+        accepted_at: Instant,
+        completion: Completion,
+    ) -> Result<(), TryEnqueueError> {
+        use tokio::sync::TryAcquireError;
+        let refused = |e: TryAcquireError, event, completion| match e {
+            TryAcquireError::Closed => TryEnqueueError::Closed,
+            TryAcquireError::NoPermits => TryEnqueueError::Full(event, completion),
+        };
+        let place = match Arc::clone(&self.places).try_acquire_owned() {
+            Ok(p) => p,
+            Err(e) => return Err(refused(e, event, completion)),
+        };
+        let size = event.view().wire_size().clamp(1, self.limits.bytes) as u32;
+        let budget = match Arc::clone(&self.budget).try_acquire_many_owned(size) {
+            Ok(b) => b,
+            Err(e) => return Err(refused(e, event, completion)),
+        };
+        let permit = match self.tx.try_reserve() {
+            Ok(p) => p,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                return Err(TryEnqueueError::Full(event, completion));
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(TryEnqueueError::Closed),
+        };
+        permit.send(Job {
+            event,
+            ttl,
+            accepted_at,
+            completion,
+            queued: Some(place),
+            _budget: budget,
+        });
+        Ok(())
     }
 
     /// Queues all of `events` or none: waits until the queue has room for every one of them
