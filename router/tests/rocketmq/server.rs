@@ -137,12 +137,19 @@ pub async fn servers() -> &'static RocketMq {
 
 impl RocketMq {
     async fn start() -> RocketMq {
-        // Kept: the watchdog removes it when the test process exits.
-        let dir = tempfile::Builder::new()
-            .prefix("triggerfish-rocketmq-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        // Kept: the watchdog removes it when the test process exits. In /dev/shm when there is
+        // one: the broker refuses writes (and so refuses to start) on a disk more than 90 %
+        // full, which build machines often are.
+        let shm = Path::new("/dev/shm");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("triggerfish-rocketmq-");
+        let dir = if shm.is_dir() {
+            builder.tempdir_in(shm)
+        } else {
+            builder.tempdir()
+        }
+        .unwrap()
+        .keep();
         let ns_port = free_port();
         let name_server = format!("127.0.0.1:{ns_port}");
         let home = dir.join("home");
@@ -181,6 +188,9 @@ listenPort = {listen}
 brokerIp1 = "127.0.0.1"
 storePathRootDir = "{root}/broker"
 namesrvAddr = "{name_server}"
+
+[broker.brokerServerConfig]
+bindAddress = "127.0.0.1"
 
 [broker.brokerIdentity]
 brokerName = "broker-a"
