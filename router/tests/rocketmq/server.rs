@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rocketmq_client_rust::{DefaultLitePullConsumer, DefaultMQProducer, SendStatus};
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_builder::MessageBuilder;
+use rocketmq_model::message::MessageQueue;
 use triggerfish_router::sources::rocketmq::client_runtime;
 
 /// The version `scripts/dev setup` installs.
@@ -294,7 +295,7 @@ pub struct Msg {
     pub queue_offset: i64,
 }
 
-/// Produces one message and waits for `SEND_OK`. `properties` are user properties.
+/// Produces one message and waits for `SEND_OK`. `properties` are user properties, and `KEYS`.
 pub async fn produce(
     producer: &DefaultMQProducer,
     topic: &str,
@@ -302,19 +303,52 @@ pub async fn produce(
     properties: &[(&str, &str)],
     body: &[u8],
 ) {
+    let message = message(topic, tag, properties, body);
+    // The client's send future is large; boxed.
+    let result = Box::pin(producer.send_with_timeout(message, 10_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(result.send_status, SendStatus::SendOk);
+}
+
+/// Like [`produce`], into the topic's queue 0, so that messages keep their order.
+pub async fn produce_in_order(
+    producer: &DefaultMQProducer,
+    topic: &str,
+    properties: &[(&str, &str)],
+    body: &[u8],
+) {
+    let message = message(topic, None, properties, body);
+    let result = Box::pin(producer.send_with_selector_timeout(
+        message,
+        |queues: &[MessageQueue], _: &_, _: &()| queues.iter().find(|q| q.queue_id() == 0).cloned(),
+        (),
+        10_000,
+    ))
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(result.send_status, SendStatus::SendOk);
+}
+
+fn message(
+    topic: &str,
+    tag: Option<&str>,
+    properties: &[(&str, &str)],
+    body: &[u8],
+) -> rocketmq_model::common::message::message_single::Message {
     let mut builder = MessageBuilder::new().topic(topic).body(body.to_vec());
     if let Some(tag) = tag {
         builder = builder.tags(tag);
     }
     for (k, v) in properties {
-        builder = builder.raw_property(*k, *v).unwrap();
+        builder = match *k {
+            "KEYS" => builder.key(*v),
+            _ => builder.raw_property(*k, *v).unwrap(),
+        };
     }
-    // The client's send future is large; boxed.
-    let result = Box::pin(producer.send_with_timeout(builder.build().unwrap(), 10_000))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(result.send_status, SendStatus::SendOk);
+    builder.build().unwrap()
 }
 
 /// A consumer of the tests.
