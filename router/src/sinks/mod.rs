@@ -75,6 +75,10 @@ impl Sink {
     }
 
     /// Makes one delivery attempt of `event`, with the extension changes in `opts`.
+    ///
+    /// Every delivery task carries this future, so rarely used sinks whose futures are
+    /// large (exec, scheduler) are boxed: the task stays the size of an HTTP attempt, and
+    /// spawning it copies less.
     pub async fn send(&self, event: &EventRef, opts: &EncodeOptions<'_>, req: &Request) -> Attempt {
         let view = &event.view();
         match self {
@@ -82,8 +86,8 @@ impl Sink {
             Sink::Quic(q) => q.send(view, opts, req).await,
             Sink::Display(d) => d.send(view, opts).await,
             Sink::File(f) => f.send(view, opts).await,
-            Sink::Exec(e) => e.send(view, opts).await,
-            Sink::Scheduler(h) => scheduler::send(h, view, req).await,
+            Sink::Exec(e) => Box::pin(e.send(view, opts)).await,
+            Sink::Scheduler(h) => Box::pin(scheduler::send(h, view, req)).await,
             #[cfg(feature = "media")]
             Sink::WorkerPool(w) => w.send(view).await,
             Sink::Kafka(k) => k.send(view, opts, req.timeout).await,

@@ -83,7 +83,7 @@ impl Store {
             Store::Memory(m) => m.try_offer(broker, batch, ttl),
             Store::JetStream(js) => {
                 let refs: Vec<EventRef> = batch.into_refs().collect();
-                js.publish(broker, &refs, ttl).await
+                Box::pin(js.publish(broker, &refs, ttl)).await
             }
         }
     }
@@ -99,7 +99,9 @@ impl Store {
         loop {
             let result = match self {
                 Store::Memory(m) => m.try_offer_events(broker, events, ttl),
-                Store::JetStream(js) => js.publish(broker, events, ttl).await,
+                // Boxed: JetStream's publish future is ~5 KB, and every caller's future (each
+                // delivery task's among them) would otherwise carry it inline.
+                Store::JetStream(js) => Box::pin(js.publish(broker, events, ttl)).await,
             };
             match result {
                 // Full queues, or JetStream unreachable: the router's own events wait.
@@ -144,7 +146,7 @@ impl Store {
         match self {
             Store::Memory(m) => m.try_offer_tracked(broker, events, None, completion),
             Store::JetStream(js) => {
-                js.publish(broker, events, None).await?;
+                Box::pin(js.publish(broker, events, None)).await?;
                 for i in 0..events.len() {
                     completion(i).finish();
                 }
