@@ -77,7 +77,7 @@ impl Sink {
     /// Makes one delivery attempt of `event`, with the extension changes in `opts`.
     ///
     /// Every delivery task carries this future, so rarely used sinks whose futures are
-    /// large (exec, scheduler) are boxed: the task stays the size of an HTTP attempt, and
+    /// large (exec, scheduler, RocketMQ) are boxed: the task stays the size of an HTTP attempt, and
     /// spawning it copies less.
     pub async fn send(&self, event: &EventRef, opts: &EncodeOptions<'_>, req: &Request) -> Attempt {
         let view = &event.view();
@@ -91,7 +91,7 @@ impl Sink {
             #[cfg(feature = "media")]
             Sink::WorkerPool(w) => w.send(view).await,
             Sink::Kafka(k) => k.send(view, opts, req.timeout).await,
-            Sink::RocketMq(r) => r.send(view, opts, req.timeout).await,
+            Sink::RocketMq(r) => Box::pin(r.send(view, opts, req.timeout)).await,
             Sink::Broker { key, store } => {
                 let Some(ttl) = req.ttl.checked_sub(1).filter(|t| *t > 0) else {
                     return Attempt::TtlExhausted;
