@@ -273,7 +273,7 @@ struct Prepared {
 }
 
 /// How long before the next due tick preparing stops, so that it never delays a tick.
-const PREPARE_MARGIN: chrono::Duration = chrono::Duration::milliseconds(1);
+const PREPARE_MARGIN: chrono::Duration = chrono::Duration::milliseconds(2);
 /// The longest the timer loop prepares at a time before it looks at its inputs again.
 const PREPARE_SLICE: Duration = Duration::from_millis(2);
 
@@ -473,6 +473,7 @@ impl Scheduler {
                 .unwrap_or(Duration::from_secs(3600));
             let wait = async {
                 if prepare.is_zero() {
+                    // Tokio's timer rounds up to its next millisecond: ticks fire up to 1 ms late.
                     tokio::time::sleep(sleep).await;
                 } else {
                     tokio::task::yield_now().await;
@@ -811,6 +812,7 @@ impl Scheduler {
 
     async fn fire_due(&mut self, now: DateTime<Utc>) {
         let leader = self.is_leader();
+        let started = Instant::now();
         // Hand every due tick over first; what is not on the critical path (remembering the
         // tick, the next tick and its event) comes after.
         let mut fired = Vec::new();
@@ -841,6 +843,14 @@ impl Scheduler {
         }
         if !leader {
             return;
+        }
+        if !fired.is_empty() {
+            tracing::debug!(
+                ticks = fired.len(),
+                took_us = started.elapsed().as_micros() as u64,
+                woke_late_us = fired.first().and_then(|f| (now - f.0).num_microseconds()),
+                "ticks handed over"
+            );
         }
         for (tick, generation, key) in fired {
             self.record_fired(&key, tick).await;
