@@ -19,6 +19,10 @@
 //! - [`body`]: size-limited body reading; [`http_server`]: the shared accept loop;
 //!   [`metrics`]: Prometheus metrics.
 
+// rocketmq-client-rust's futures nest deeply enough that proving them `Send` needs more
+// than the default recursion limit (its own crate sets 256).
+#![recursion_limit = "512"]
+
 pub mod admin;
 pub mod auth;
 pub mod body;

@@ -436,6 +436,7 @@ pub(crate) fn check_destination(
     let kind = match *kind {
         "Exec" => Kind::Exec,
         "KafkaSink" => Kind::KafkaSink,
+        "RocketMQSink" => Kind::RocketMQSink,
         #[cfg(feature = "media")]
         "WorkerPool" => Kind::WorkerPool,
         "Scheduler" if name == "default" => return None,
@@ -451,7 +452,7 @@ pub(crate) fn check_destination(
             errors.push(config.error_at(
                 id,
                 path.key("ref"),
-                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File, Exec, Scheduler, KafkaSink or (with the media feature) WorkerPool"),
+                format!("{other} is not available in this build of triggerfish; use a uri, a Service, a Broker, Display, File, Exec, Scheduler, KafkaSink, RocketMQSink or (with the media feature) WorkerPool"),
             ));
             return None;
         }
@@ -469,8 +470,14 @@ pub(crate) fn check_destination(
     let mut sink_errors = Vec::new();
     let checked = {
         let mut check = crate::sources::BuildErrors::new(config, resource, &mut sink_errors);
-        if let CustomSpec::KafkaSink(spec) = &resource.spec {
-            crate::sinks::kafka::KafkaSinkConfig::build(spec, resource, &mut check);
+        match &resource.spec {
+            CustomSpec::KafkaSink(spec) => {
+                crate::sinks::kafka::KafkaSinkConfig::build(spec, resource, &mut check);
+            }
+            CustomSpec::RocketMQSink(spec) => {
+                crate::sinks::rocketmq::RocketMqSinkConfig::build(spec, resource, &mut check);
+            }
+            _ => {}
         }
         !check.failed()
     };

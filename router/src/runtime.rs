@@ -141,7 +141,7 @@ pub struct Dispatchers {
     /// One connection per QUIC server, shared by every trigger delivering there and kept
     /// across reloads.
     peers: parking_lot::Mutex<HashMap<(String, u16), Arc<Peer>>>,
-    /// One producer per Kafka sink resource, shared by the triggers using it;
+    /// One producer per Kafka or RocketMQ sink resource, shared by the triggers using it;
     /// replaced when the resource changes.
     producers: parking_lot::Mutex<HashMap<ResourceId, (CustomResource, Sink)>>,
 }
@@ -221,7 +221,9 @@ impl Dispatchers {
                 None => Sink::Display(Arc::clone(&self.display)),
             },
             _ => match resource.map(|r| (&r.spec, r)) {
-                Some((CustomSpec::KafkaSink(_), r)) => self.producer(r),
+                Some((CustomSpec::KafkaSink(_) | CustomSpec::RocketMQSink(_), r)) => {
+                    self.producer(r)
+                }
                 Some((CustomSpec::Exec(spec), r)) => {
                     let name = format!("{}/{}", r.meta.namespace, r.meta.name);
                     match ExecSink::new(name.clone(), spec, reply_limits) {
@@ -262,7 +264,7 @@ impl Dispatchers {
         }
     }
 
-    /// The producer of a Kafka sink resource, started once and shared.
+    /// The producer of a Kafka or RocketMQ sink resource, started once and shared.
     fn producer(&self, resource: &CustomResource) -> Sink {
         // The lock guards the map only; starting a producer does no I/O (clients connect in
         // the background).
@@ -279,6 +281,14 @@ impl Dispatchers {
                     crate::sinks::kafka::KafkaSink::new(name.clone(), c).map_err(|e| e.to_string())
                 })
                 .map(|s| Sink::Kafka(Arc::new(s))),
+            CustomSpec::RocketMQSink(spec) => {
+                crate::sinks::rocketmq::RocketMqSinkConfig::of(resource, spec).map(|c| {
+                    Sink::RocketMq(Arc::new(crate::sinks::rocketmq::RocketMqSink::new(
+                        name.clone(),
+                        c,
+                    )))
+                })
+            }
             _ => Err("not a producer kind".to_owned()),
         };
         match started {

@@ -1,5 +1,6 @@
 //! Destinations of deliveries: HTTP(S) subscribers, QUIC subscribers (another Triggerfish),
-//! the built-in display and file sinks, Kafka topics, and other brokers of the same process.
+//! the built-in display and file sinks, Kafka and RocketMQ topics, and other brokers of the same
+//! process.
 //!
 //! A sink makes one attempt and reports what happened as an [`Attempt`]. Retries, timeouts'
 //! policy, dead-lettering and replies are the dispatcher's business ([`crate::dispatch`]), so
@@ -11,6 +12,7 @@ pub mod file;
 pub mod http;
 pub mod kafka;
 pub mod quic;
+pub mod rocketmq;
 pub mod scheduler;
 
 use std::sync::Arc;
@@ -43,6 +45,8 @@ pub enum Sink {
     WorkerPool(Arc<crate::media::WorkerPoolSink>),
     /// Produces events to a Kafka topic.
     Kafka(Arc<kafka::KafkaSink>),
+    /// Produces events to a RocketMQ topic.
+    RocketMq(Arc<rocketmq::RocketMqSink>),
     /// Publishes events to a broker of this process.
     Broker {
         /// The broker.
@@ -65,6 +69,7 @@ impl Sink {
             #[cfg(feature = "media")]
             Sink::WorkerPool(w) => format!("workerpool:{}", w.name()),
             Sink::Kafka(k) => k.describe(),
+            Sink::RocketMq(r) => r.describe(),
             Sink::Broker { key, .. } => format!("broker:{key}"),
         }
     }
@@ -72,7 +77,7 @@ impl Sink {
     /// Makes one delivery attempt of `event`, with the extension changes in `opts`.
     ///
     /// Every delivery task carries this future, so rarely used sinks whose futures are
-    /// large (exec, scheduler) are boxed: the task stays the size of an HTTP attempt, and
+    /// large (exec, scheduler, RocketMQ) are boxed: the task stays the size of an HTTP attempt, and
     /// spawning it copies less.
     pub async fn send(&self, event: &EventRef, opts: &EncodeOptions<'_>, req: &Request) -> Attempt {
         let view = &event.view();
@@ -86,6 +91,7 @@ impl Sink {
             #[cfg(feature = "media")]
             Sink::WorkerPool(w) => w.send(view).await,
             Sink::Kafka(k) => k.send(view, opts, req.timeout).await,
+            Sink::RocketMq(r) => Box::pin(r.send(view, opts, req.timeout)).await,
             Sink::Broker { key, store } => {
                 let Some(ttl) = req.ttl.checked_sub(1).filter(|t| *t > 0) else {
                     return Attempt::TtlExhausted;

@@ -23,6 +23,8 @@
 //!   events are safe (see
 //!   [`crate::store::Store::publish_tracked`]) and sends bad records to a dead-letter
 //!   dispatcher when configured.
+//! - [`rocketmq`]: `RocketMQSource`, a RocketMQ consumer group (lite pull consumer with manual
+//!   commits), with the same at-least-once bookkeeping as the Kafka source.
 //!
 //! [`SourceSet::apply`] runs on every config load: sources whose resource and secrets are
 //! unchanged keep running (their tasks, their dispatcher, GitHub's delivery-id memory); changed
@@ -36,6 +38,7 @@ pub mod kafka;
 pub mod mns;
 pub mod oss;
 pub mod registry;
+pub mod rocketmq;
 pub mod s3;
 pub mod watch;
 pub mod webhook;
@@ -106,6 +109,8 @@ pub enum Built {
     Watch(watch::WatchConfig),
     /// `KafkaSource`.
     Kafka(Box<kafka::KafkaSourceConfig>),
+    /// `RocketMQSource`.
+    RocketMq(Box<rocketmq::RocketMqSourceConfig>),
 }
 
 impl Built {
@@ -116,7 +121,7 @@ impl Built {
             Built::S3(c) => Some(&c.path),
             Built::Registry(c) => Some(&c.path),
             Built::OssPush(c) => Some(&c.path),
-            Built::OssQueue(_) | Built::Watch(_) | Built::Kafka(_) => None,
+            Built::OssQueue(_) | Built::Watch(_) | Built::Kafka(_) | Built::RocketMq(_) => None,
         }
     }
 }
@@ -299,6 +304,11 @@ pub fn plan(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<EventSourcePl
                     kafka::KafkaSourceConfig::build(spec, resource, &mut check)
                         .map(|c| Built::Kafka(Box::new(c))),
                 ),
+                CustomSpec::RocketMQSource(spec) => (
+                    "rocketmqsources",
+                    rocketmq::RocketMqSourceConfig::build(spec, resource, &mut check)
+                        .map(|c| Built::RocketMq(Box::new(c))),
+                ),
                 _ => continue,
             };
             (plural, built.filter(|_| !check.failed))
@@ -374,6 +384,9 @@ pub fn plan(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<EventSourcePl
             Built::Kafka(c) if c.invalid == InvalidRecords::DeadLetter => {
                 dead_letter_plan(config, resource, &key, errors)
             }
+            Built::RocketMq(c) if c.invalid == InvalidRecords::DeadLetter => {
+                dead_letter_plan(config, resource, &key, errors)
+            }
             _ => None,
         };
         plans.push(EventSourcePlan {
@@ -387,11 +400,12 @@ pub fn plan(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<EventSourcePl
     plans
 }
 
-/// The delivery order toward a non-Broker sink: Kafka's `ordering`, else
+/// The delivery order toward a non-Broker sink: Kafka's or RocketMQ's `ordering`, else
 /// unordered.
 fn ordering(resource: &CustomResource) -> DeliveryOrder {
     match &resource.spec {
         CustomSpec::KafkaSource(s) => s.ordering.unwrap_or_default(),
+        CustomSpec::RocketMQSource(s) => s.ordering.unwrap_or_default(),
         _ => DeliveryOrder::Unordered,
     }
 }
@@ -724,7 +738,7 @@ pub struct SourceSet {
     client: HttpClient,
     metrics: SourceMetrics,
     stop: CancellationToken,
-    /// Consumer tasks (Kafka), which commit their position when they stop.
+    /// Consumer tasks (Kafka, RocketMQ), which commit their position when they stop.
     tasks: tokio_util::task::TaskTracker,
 }
 
@@ -869,6 +883,21 @@ impl SourceSet {
                     &self.tasks,
                 ) {
                     tracing::error!(source = %key, error = %e, "the Kafka consumer cannot start; the source is not running");
+                    return None;
+                }
+                None
+            }
+            Built::RocketMq(c) => {
+                if let Err(e) = rocketmq::spawn(
+                    Arc::clone(&key),
+                    (**c).clone(),
+                    Arc::clone(&publisher),
+                    dead_letter,
+                    context.clone(),
+                    stop.clone(),
+                    &self.tasks,
+                ) {
+                    tracing::error!(source = %key, error = %e, "the RocketMQ consumer cannot start; the source is not running");
                     return None;
                 }
                 None

@@ -12,6 +12,7 @@ use crate::config::destination::{Destination, DestinationSpec};
 use crate::config::duration::IsoDuration;
 use crate::config::messaging::{KafkaSinkSpec, KafkaSourceSpec};
 use crate::config::meta::{ObjectMeta, ResourceId};
+use crate::config::rocketmq::{RocketMQSinkSpec, RocketMQSourceSpec};
 use crate::config::size::ByteSize;
 use crate::config::sources::{
     BucketWatchSpec, GitHubSourceSpec, OssSourceSpec, RegistrySourceSpec, S3SourceSpec,
@@ -66,6 +67,10 @@ pub enum CustomSpec {
     /// `KafkaSink`: events produced to a Kafka topic (Knative's
     /// `eventing.knative.dev/v1alpha1`).
     KafkaSink(Box<KafkaSinkSpec>),
+    /// `RocketMQSource`: a RocketMQ topic as events.
+    RocketMQSource(Box<RocketMQSourceSpec>),
+    /// `RocketMQSink`: events produced to a RocketMQ topic.
+    RocketMQSink(Box<RocketMQSinkSpec>),
 }
 
 impl CustomSpec {
@@ -79,11 +84,13 @@ impl CustomSpec {
             CustomSpec::RegistrySource(s) => Some(&s.sink),
             CustomSpec::BucketWatch(s) => Some(&s.sink),
             CustomSpec::KafkaSource(s) => Some(&s.sink),
+            CustomSpec::RocketMQSource(s) => Some(&s.sink),
             CustomSpec::Exec(_)
             | CustomSpec::Scheduler(_)
             | CustomSpec::EventPolicy(_)
             | CustomSpec::WorkerPool(_)
-            | CustomSpec::KafkaSink(_) => None,
+            | CustomSpec::KafkaSink(_)
+            | CustomSpec::RocketMQSink(_) => None,
         }
     }
 
@@ -97,11 +104,13 @@ impl CustomSpec {
             CustomSpec::RegistrySource(s) => s.delivery.as_ref(),
             CustomSpec::BucketWatch(s) => s.delivery.as_ref(),
             CustomSpec::KafkaSource(s) => s.delivery.as_ref(),
+            CustomSpec::RocketMQSource(s) => s.delivery.as_ref(),
             CustomSpec::Exec(_)
             | CustomSpec::Scheduler(_)
             | CustomSpec::EventPolicy(_)
             | CustomSpec::WorkerPool(_)
-            | CustomSpec::KafkaSink(_) => None,
+            | CustomSpec::KafkaSink(_)
+            | CustomSpec::RocketMQSink(_) => None,
         }
     }
 

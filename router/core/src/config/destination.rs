@@ -66,6 +66,7 @@ impl DestinationSpec {
 /// | `triggerfish.dev/v1alpha1` | `File` | the built-in JSON Lines sink, writing `{dataDir}/sinks/{namespace}/{name}.jsonl` |
 /// | `triggerfish.dev/v1alpha1` | `WorkerPool`, `Scheduler`, `Exec` | that in-process component |
 /// | `eventing.knative.dev/v1alpha1` | `KafkaSink` | that in-process Kafka producer |
+/// | `triggerfish.dev/v1alpha1` | `RocketMQSink` | that in-process RocketMQ producer |
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KReference {
@@ -332,6 +333,11 @@ const REF_KINDS: &[RefKind] = &[
     RefKind {
         kind: "KafkaSink",
         api_versions: &[KNATIVE_EVENTING_V1ALPHA1],
+        target: Target::InProcess,
+    },
+    RefKind {
+        kind: "RocketMQSink",
+        api_versions: &[TRIGGERFISH_V1ALPHA1],
         target: Target::InProcess,
     },
 ];
@@ -798,7 +804,7 @@ mod tests {
             ),
             (
                 "ref: {apiVersion: v1, kind: Servce, name: x}",
-                r#"spec.subscriber.ref.kind: unsupported ref kind "Servce", did you mean "Service"?; supported: Service (v1 or serving.knative.dev/v1), Broker (eventing.knative.dev/v1), Display (triggerfish.dev/v1alpha1), File (triggerfish.dev/v1alpha1), WorkerPool (triggerfish.dev/v1alpha1), Scheduler (triggerfish.dev/v1alpha1), Exec (triggerfish.dev/v1alpha1), KafkaSink (eventing.knative.dev/v1alpha1)"#,
+                r#"spec.subscriber.ref.kind: unsupported ref kind "Servce", did you mean "Service"?; supported: Service (v1 or serving.knative.dev/v1), Broker (eventing.knative.dev/v1), Display (triggerfish.dev/v1alpha1), File (triggerfish.dev/v1alpha1), WorkerPool (triggerfish.dev/v1alpha1), Scheduler (triggerfish.dev/v1alpha1), Exec (triggerfish.dev/v1alpha1), KafkaSink (eventing.knative.dev/v1alpha1), RocketMQSink (triggerfish.dev/v1alpha1)"#,
             ),
             (
                 "ref: {apiVersion: apps/v1, kind: Service, name: x}",

@@ -321,6 +321,12 @@ impl Loader<'_> {
             Kind::KafkaSink => self.custom(document, kind, id.as_ref(), value, |s| {
                 CustomSpec::KafkaSink(Box::new(s))
             }),
+            Kind::RocketMQSource => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::RocketMQSource(Box::new(s))
+            }),
+            Kind::RocketMQSink => self.custom(document, kind, id.as_ref(), value, |s| {
+                CustomSpec::RocketMQSink(Box::new(s))
+            }),
             Kind::Server => {
                 let envelope = self.typed::<Envelope<ServerSpec>>(document, id.as_ref(), value)?;
                 // A Server needs no metadata; its name only appears in messages.

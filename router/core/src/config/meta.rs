@@ -55,6 +55,10 @@ pub enum Kind {
     KafkaSource,
     /// `eventing.knative.dev/v1alpha1` `KafkaSink`: events produced to a Kafka topic.
     KafkaSink,
+    /// `triggerfish.dev/v1alpha1` `RocketMQSource`: a RocketMQ topic as events.
+    RocketMQSource,
+    /// `triggerfish.dev/v1alpha1` `RocketMQSink`: events produced to a RocketMQ topic.
+    RocketMQSink,
 }
 
 impl Kind {
@@ -75,6 +79,8 @@ impl Kind {
         Kind::WorkerPool,
         Kind::KafkaSource,
         Kind::KafkaSink,
+        Kind::RocketMQSource,
+        Kind::RocketMQSink,
     ];
 
     /// The `kind` field's value.
@@ -95,6 +101,8 @@ impl Kind {
             Kind::WorkerPool => "WorkerPool",
             Kind::KafkaSource => "KafkaSource",
             Kind::KafkaSink => "KafkaSink",
+            Kind::RocketMQSource => "RocketMQSource",
+            Kind::RocketMQSink => "RocketMQSink",
         }
     }
 
@@ -110,7 +118,9 @@ impl Kind {
             | Kind::GitHubSource
             | Kind::RegistrySource
             | Kind::BucketWatch
-            | Kind::WorkerPool => TRIGGERFISH_V1ALPHA1,
+            | Kind::WorkerPool
+            | Kind::RocketMQSource
+            | Kind::RocketMQSink => TRIGGERFISH_V1ALPHA1,
             Kind::PingSource => KNATIVE_SOURCES_V1,
             Kind::KafkaSource => KNATIVE_SOURCES_V1BETA1,
             Kind::EventPolicy | Kind::KafkaSink => KNATIVE_EVENTING_V1ALPHA1,

@@ -14,7 +14,8 @@
 //! `triggerfish.dev/v1alpha1` [`Server`](ServerSpec), and the custom kinds of
 //! [`CustomSpec`]: sinks (`Exec`, `Scheduler`) and sources (`PingSource`, [`OssSourceSpec`],
 //! [`S3SourceSpec`], [`GitHubSourceSpec`], [`RegistrySourceSpec`], [`BucketWatchSpec`],
-//! [`KafkaSourceSpec`]) and the Kafka sink ([`KafkaSinkSpec`]). Knative's rules are enforced as
+//! [`KafkaSourceSpec`], [`RocketMQSourceSpec`]) and the Kafka and RocketMQ sinks ([`KafkaSinkSpec`],
+//! [`RocketMQSinkSpec`]). Knative's rules are enforced as
 //! Knative's webhook does (attribute names `^[a-z][a-z0-9]*$`, one dialect per `filters`
 //! element, one attribute per `exact`/`prefix`/`suffix`, a required `spec.broker`, URIs
 //! absolute unless relative to a `ref`), and duplicates and triggers whose broker is not in
@@ -68,6 +69,7 @@ mod load;
 mod messaging;
 mod meta;
 mod path;
+mod rocketmq;
 mod server;
 mod size;
 mod source_map;
@@ -103,6 +105,7 @@ pub use meta::{
 };
 pub(crate) use meta::{check_name, check_namespace};
 pub use path::{FieldPath, FieldPathError, Segment};
+pub use rocketmq::{RocketMQSinkSpec, RocketMQSourceSpec};
 pub use server::{
     AuthSpec, ClientAuth, DefaultPolicy, LimitsSpec, ListenSpec, OidcSpec, OutboundSpec,
     QueueLimits, QueuesSpec, QuicClientSpec, QuicListen, QuicSpec, RateLimitsSpec, RateSpec,

@@ -1,0 +1,176 @@
+//! The real `triggerfish serve` binary with a `RocketMQSource`: at-least-once across a crash
+//! (SIGKILL after messages were consumed but before the subscriber accepted them).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::Sink;
+use crate::server::{RocketMq, free_port, produce, servers};
+
+/// A `triggerfish serve` process, killed on drop.
+struct Serve(Child);
+
+impl Serve {
+    fn start(config: &Path, log: &Path) -> Serve {
+        let log = std::fs::File::create(log).unwrap();
+        Serve(
+            Command::new(env!("CARGO_BIN_EXE_triggerfish"))
+                .arg("serve")
+                .arg("--config")
+                .arg(config)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// SIGKILL: no drain, no final commit.
+    fn crash(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A config with its own ports and data directory: a RocketMQSource into a Broker, a Trigger
+/// to `sink`.
+fn write_config(dir: &Path, mq: &RocketMq, topic: &str, sink: &str) -> std::path::PathBuf {
+    let (http, admin) = (free_port(), free_port());
+    let data = dir.join("data");
+    let config = format!(
+        r#"
+apiVersion: triggerfish.dev/v1alpha1
+kind: Server
+spec:
+  listen: {{http: "127.0.0.1:{http}", admin: "127.0.0.1:{admin}", quic: "off"}}
+  dataDir: {data}
+  shutdownGracePeriod: PT5S
+---
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: all}}
+spec:
+  broker: default
+  subscriber: {{uri: "{sink}"}}
+  delivery: {{retry: 1000, backoffPolicy: linear, backoffDelay: PT0.2S}}
+---
+apiVersion: triggerfish.dev/v1alpha1
+kind: RocketMQSource
+metadata: {{name: orders}}
+spec:
+  nameServer: "{ns}"
+  topic: {topic}
+  consumerGroup: crash-test
+  initialOffset: earliest
+  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}
+"#,
+        data = data.display(),
+        ns = mq.name_server,
+    );
+    let path = dir.join("crash.yaml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// The last lines of a log, for failure messages.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+fn bodies(sink: &Sink) -> BTreeSet<String> {
+    sink.received()
+        .iter()
+        .map(|r| r.json()["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn wait_for(what: &str, timeout: Duration, log: &Path, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}\n--- serve log\n{}",
+            log_tail(log)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Messages consumed but not accepted by the subscriber when `triggerfish serve` is killed
+/// are read again after a restart: every message arrives, none is lost, and what was accepted
+/// before the crash is not read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_when_serve_is_killed() {
+    const N: usize = 40;
+    let mq = servers().await;
+    let topic = "crash";
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let config = write_config(dir.path(), mq, topic, &sink.uri());
+    let producer = mq.producer().await;
+    // The first half is accepted, so offsets are committed for it.
+    for i in 0..N / 2 {
+        produce(&producer, topic, None, &[], format!("r{i}").as_bytes()).await;
+    }
+    let log1 = dir.path().join("serve-1.log");
+    let mut serve = Serve::start(&config, &log1);
+    wait_for("the first half", Duration::from_secs(90), &log1, || {
+        bodies(&sink).len() >= N / 2
+    })
+    .await;
+    // Commits run every second; let the first half's commit happen.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The second half is consumed, but the subscriber fails every attempt.
+    sink.answer(503);
+    let before = sink.attempts();
+    for i in N / 2..N {
+        produce(&producer, topic, None, &[], format!("r{i}").as_bytes()).await;
+    }
+    wait_for(
+        "the second half to be attempted",
+        Duration::from_secs(60),
+        &log1,
+        || sink.attempts() >= before + N / 2,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    serve.crash();
+    let first_run = bodies(&sink);
+    assert_eq!(first_run.len(), N / 2, "only the first half was accepted");
+
+    sink.answer(202);
+    let log2 = dir.path().join("serve-2.log");
+    let _serve = Serve::start(&config, &log2);
+    wait_for(
+        "every message after the restart",
+        Duration::from_secs(90),
+        &log2,
+        || bodies(&sink).len() >= N,
+    )
+    .await;
+    let expected: BTreeSet<String> = (0..N).map(|i| format!("r{i}")).collect();
+    assert_eq!(bodies(&sink), expected);
+    // Messages accepted before the crash were committed and are not read again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = sink.received().len();
+    assert!(
+        received < N + N / 2,
+        "{received} deliveries: the committed first half was read again"
+    );
+}
