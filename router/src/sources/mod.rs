@@ -1027,6 +1027,18 @@ mod tests {
             unknown.contains("spec.clientConfig: librdkafka refuses the client's settings"),
             "{unknown}"
         );
+        let overrides = kafka("  ceOverrides: {extensions: {Bad-Name: x, id: y, fine: ok}}\n");
+        assert!(
+            overrides.contains(
+                "spec.ceOverrides.extensions.Bad-Name: \"Bad-Name\" is not a valid extension name"
+            ),
+            "{overrides}"
+        );
+        assert!(
+            overrides.contains("spec.ceOverrides.extensions.id:"),
+            "{overrides}"
+        );
+        assert!(!overrides.contains("fine"), "{overrides}");
         let dead = kafka("  invalidRecords: deadLetter\n");
         assert!(
             dead.contains("spec.invalidRecords: deadLetter needs delivery.deadLetterSink"),

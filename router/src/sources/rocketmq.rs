@@ -59,7 +59,7 @@ use rocketmq_model::message::MessageQueue;
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
 use tokio_util::sync::CancellationToken;
 use triggerfish_core::config::{
-    CustomResource, InitialOffset, InvalidRecords, RocketMQSourceSpec, SecretRef,
+    CeOverrides, CustomResource, InitialOffset, InvalidRecords, RocketMQSourceSpec, SecretRef,
 };
 use triggerfish_core::event::{EventBatch, EventRef};
 use triggerfish_core::sources::offsets::{OffsetTracker, Ticket};
@@ -254,6 +254,9 @@ impl RocketMqSourceConfig {
         let invalid = invalid_records(spec.invalid_records, resource, check);
         let access_keys =
             AccessKeys::build(spec.access_key.as_ref(), spec.secret_key.as_ref(), check);
+        for (extension, problem) in spec.ce_overrides.iter().flat_map(CeOverrides::problems) {
+            check.at(&format!("ceOverrides.extensions.{extension}"), problem);
+        }
         let overrides = spec
             .ce_overrides
             .as_ref()
