@@ -36,13 +36,13 @@
 //! What it does not do: decide cron times (core) or deliver (the dispatchers).
 
 pub mod cluster;
+mod firing;
 pub mod state;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -55,9 +55,10 @@ use tokio_util::sync::CancellationToken;
 use triggerfish_core::cron::recurring::{Recurring, ScheduleRequest};
 use triggerfish_core::event::{EventBatch, EventRef};
 
-use crate::dispatch::{TriggerHandle, TryEnqueueError};
+use self::firing::{Armed, Burst, Firer, FiringThread, Gate, hand_off};
+use crate::dispatch::TriggerHandle;
 use crate::store::memory::MemoryStore;
-use crate::store::{BrokerKey, Completion, Store};
+use crate::store::{BrokerKey, Store};
 
 /// A schedule the scheduler fires, with where its events go.
 #[derive(Clone)]
@@ -84,17 +85,6 @@ pub struct Direct {
     pub broker: BrokerKey,
     /// Its store.
     pub store: Arc<MemoryStore>,
-}
-
-/// Ticks offered to a [`Direct`] broker at once, at most: a burst is offered in chunks, so
-/// that its first ticks do not wait for the last ones.
-const DIRECT_CHUNK: usize = 1024;
-
-/// A burst's ticks for one [`Direct`] broker.
-struct DirectBatch {
-    store: Arc<MemoryStore>,
-    events: Vec<EventRef>,
-    ticks: Vec<(DateTime<Utc>, Arc<str>)>,
 }
 
 /// A run-time schedule, as created, kept to compare repeated creates and to persist it.
@@ -293,22 +283,26 @@ impl SchedulerMetrics {
 }
 
 struct Entry {
-    source: Source,
+    source: Arc<Source>,
     generation: u64,
-    /// A tick of this schedule is waiting for room in its target's queue.
-    busy: Arc<AtomicBool>,
+    /// Whether its armed ticks may fire, and whether one is waiting for room in the target's
+    /// queue.
+    gate: Arc<Gate>,
     dynamic: Option<Dynamic>,
-    /// The event of the next tick, built ahead of time.
-    prepared: Option<Prepared>,
+    /// The tick whose event was built ahead of time and armed on the firing thread.
+    armed: Option<DateTime<Utc>>,
 }
 
-/// A tick's event, built before the tick is due so that firing only hands it over.
-struct Prepared {
-    tick: DateTime<Utc>,
-    event: EventRef,
+impl Drop for Entry {
+    /// A removed or replaced schedule's armed tick must not fire.
+    fn drop(&mut self) {
+        self.gate.retire();
+    }
 }
 
-/// How long before the next due tick preparing stops, so that it never delays a tick.
+/// How long after an armed tick this task wakes to remember it and prepare the next one.
+const SETTLE: chrono::Duration = chrono::Duration::milliseconds(20);
+/// How long before the next due tick preparing stops, so that it never competes with a burst.
 const PREPARE_MARGIN: chrono::Duration = chrono::Duration::milliseconds(2);
 /// The longest the timer loop prepares at a time before it looks at its inputs again.
 const PREPARE_SLICE: Duration = Duration::from_millis(2);
@@ -350,6 +344,21 @@ pub struct Scheduler {
     factory: TargetFactory,
     handle: SchedulerHandle,
     first_apply: bool,
+    /// Fires armed ticks on time, from a thread of its own.
+    firing: FiringThread,
+    /// Fires ticks that could not be armed in time, from this task.
+    firer: Firer,
+}
+
+/// Why the scheduler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Its state buckets in JetStream are unusable.
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
+    /// The OS refused a thread (out of memory or at its thread limit).
+    #[error("starting the scheduler's firing thread: {0}")]
+    Thread(#[from] std::io::Error),
 }
 
 /// Where a scheduler keeps its state: a directory (one process) or JetStream (a cluster).
@@ -373,7 +382,7 @@ impl Scheduler {
         state: StateConfig,
         factory: TargetFactory,
         stop: CancellationToken,
-    ) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), cluster::ClusterError> {
+    ) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), StartError> {
         let (commands, rx) = mpsc::channel(256);
         let (sources, sources_rx) = watch::channel(Vec::new());
         let handle = SchedulerHandle {
@@ -408,6 +417,11 @@ impl Scheduler {
                 (Backend::Cluster(Box::new(cluster)), Some(changes))
             }
         };
+        let firer = Firer {
+            metrics: metrics.clone(),
+            leader: leader.clone(),
+        };
+        let firing = FiringThread::start(firer.clone(), tokio::runtime::Handle::current())?;
         let scheduler = Scheduler {
             entries: HashMap::new(),
             ticks: BinaryHeap::new(),
@@ -424,6 +438,8 @@ impl Scheduler {
             factory,
             handle: handle.clone(),
             first_apply: true,
+            firing,
+            firer,
         };
         let task = tokio::spawn(scheduler.run(rx, sources_rx, changes, stop));
         Ok((handle, task))
@@ -433,17 +449,37 @@ impl Scheduler {
         self.leader.borrow().held(Instant::now())
     }
 
-    /// When the timer loop must next look at its heaps.
-    fn next_wake(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    /// The earliest moment something is due: a tick or a delayed event.
+    fn next_due(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let tick = self.ticks.peek().map(|r| r.0.0);
-        // Followers keep their tick heap moving but fire nothing; they look again when the
-        // lease may have changed hands.
-        let other = if self.is_leader() {
+        [tick, self.next_other(now)].into_iter().flatten().min()
+    }
+
+    /// When the timer loop must next look at its heaps: when something is due, except that a
+    /// tick armed on the firing thread needs this task only afterwards, to remember it and
+    /// prepare the next one, [`SETTLE`] later, so as not to compete with the burst for a core.
+    fn next_wake(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let leader = self.is_leader();
+        let tick = self.ticks.peek().map(|Reverse((tick, generation, key))| {
+            let armed = leader
+                && self
+                    .entries
+                    .get(key)
+                    .is_some_and(|e| e.generation == *generation && e.armed == Some(*tick));
+            if armed { *tick + SETTLE } else { *tick }
+        });
+        [tick, self.next_other(now)].into_iter().flatten().min()
+    }
+
+    /// When the loop must look at something other than ticks: the next delayed event on the
+    /// leader; on a follower, a second from now, when the lease may have changed hands
+    /// (followers keep their tick heap moving but fire nothing).
+    fn next_other(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.is_leader() {
             self.due.peek().map(|r| r.0.0)
         } else {
             Some(now + chrono::Duration::seconds(1))
-        };
-        [tick, other].into_iter().flatten().min()
+        }
     }
 
     /// How long the loop may prepare ticks now: nothing when nothing waits or the next tick
@@ -462,27 +498,34 @@ impl Scheduler {
     }
 
     /// Computes the next tick of the schedules waiting in `to_prepare`, oldest first, and
-    /// (on the leader) builds its event, until `until`: the cron arithmetic, the UUIDv5 id
-    /// and the event's JSON (about 13 µs a tick) stay off the moment of firing.
+    /// (on the leader) builds its event and arms it on the firing thread, until `until`: the
+    /// cron arithmetic, the UUIDv5 id and the event's JSON (about 13 µs a tick) stay off the
+    /// moment of firing.
     fn prepare(&mut self, until: Instant) {
         let leader = self.is_leader();
+        let mut armed = Vec::new();
         while let Some((after, generation, key)) = self.to_prepare.pop_front() {
             if let Some(entry) = self.entries.get_mut(&key)
                 && entry.generation == generation
                 && let Some(next) = entry.source.recurring.next_after(after)
             {
-                entry.prepared = if leader {
-                    build_event(&entry.source, next, false)
-                        .map(|event| Prepared { tick: next, event })
-                } else {
-                    None
-                };
+                entry.armed = None;
+                if leader && let Some(event) = build_event(&entry.source, next, false) {
+                    entry.armed = Some(next);
+                    armed.push(Armed {
+                        tick: next,
+                        event,
+                        source: Arc::clone(&entry.source),
+                        gate: Arc::clone(&entry.gate),
+                    });
+                }
                 self.ticks.push(Reverse((next, generation, key)));
             }
             if Instant::now() >= until {
                 break;
             }
         }
+        self.firing.arm(armed);
     }
 
     async fn run(
@@ -503,7 +546,7 @@ impl Scheduler {
             let next = self.next_wake(now);
             // With ticks to prepare and time before the next one is due, only yield: the
             // inputs are looked at, then preparing goes on.
-            let prepare = self.prepare_window(now, next);
+            let prepare = self.prepare_window(now, self.next_due(now));
             let sleep = next
                 .map(|t| (t - now).to_std().unwrap_or_default())
                 .unwrap_or(Duration::from_secs(3600));
@@ -533,7 +576,7 @@ impl Scheduler {
             }
             self.fire_due(Utc::now()).await;
             let now = Utc::now();
-            let window = self.prepare_window(now, self.next_wake(now));
+            let window = self.prepare_window(now, self.next_due(now));
             if !window.is_zero() {
                 self.prepare(Instant::now() + window);
             }
@@ -671,7 +714,7 @@ impl Scheduler {
                     hand_off(
                         &self.metrics,
                         &source,
-                        &Arc::new(AtomicBool::new(false)),
+                        &Arc::new(Gate::default()),
                         tick,
                         None,
                         true,
@@ -692,11 +735,11 @@ impl Scheduler {
         self.entries.insert(
             key,
             Entry {
-                source,
+                source: Arc::new(source),
                 generation: self.generation,
-                busy: Arc::new(AtomicBool::new(false)),
+                gate: Arc::new(Gate::default()),
                 dynamic,
-                prepared: None,
+                armed: None,
             },
         );
     }
@@ -850,11 +893,11 @@ impl Scheduler {
     async fn fire_due(&mut self, now: DateTime<Utc>) {
         let leader = self.is_leader();
         let started = Instant::now();
-        // Hand every due tick over first; what is not on the critical path (remembering the
-        // tick, the next tick and its event) comes after.
+        // Armed ticks are the firing thread's; this only fires those that were not prepared
+        // in time, then remembers the tick and computes the next one.
         let mut fired = Vec::new();
-        let mut direct: HashMap<BrokerKey, DirectBatch> = HashMap::new();
-        let mut unprepared = 0usize;
+        let mut unprepared = Burst::default();
+        let mut unprepared_count = 0usize;
         while self.ticks.peek().is_some_and(|r| r.0.0 <= now) {
             let Some(Reverse((tick, generation, key))) = self.ticks.pop() else {
                 break;
@@ -865,68 +908,36 @@ impl Scheduler {
             if entry.generation != generation {
                 continue;
             }
-            let prepared = entry.prepared.take().filter(|p| p.tick == tick);
-            unprepared += usize::from(prepared.is_none());
-            if leader {
-                let event = prepared.map(|p| p.event);
-                match &entry.source.direct {
-                    Some(d) if !entry.busy.load(Ordering::Acquire) => {
-                        if let Some(event) =
-                            event.or_else(|| build_event(&entry.source, tick, false))
-                        {
-                            let batch = direct.entry(Arc::clone(&d.broker)).or_insert_with(|| {
-                                DirectBatch {
-                                    store: Arc::clone(&d.store),
-                                    events: Vec::new(),
-                                    ticks: Vec::new(),
-                                }
-                            });
-                            batch.events.push(event);
-                            batch.ticks.push((tick, Arc::clone(&key)));
-                            if batch.events.len() >= DIRECT_CHUNK {
-                                let full = DirectBatch {
-                                    store: Arc::clone(&batch.store),
-                                    events: std::mem::take(&mut batch.events),
-                                    ticks: std::mem::take(&mut batch.ticks),
-                                };
-                                let broker = Arc::clone(&d.broker);
-                                fired.push((tick, generation, key));
-                                self.offer_direct(&broker, full);
-                                continue;
-                            }
-                        }
-                    }
-                    _ => hand_off(
-                        &self.metrics,
-                        &entry.source,
-                        &entry.busy,
-                        tick,
-                        event,
-                        false,
-                    ),
-                }
-                fired.push((tick, generation, key));
-            } else {
+            if !leader {
                 self.to_prepare.push_back((tick, generation, key));
+                continue;
             }
+            if entry.armed.take() != Some(tick)
+                && let Some(event) = build_event(&entry.source, tick, false)
+            {
+                unprepared_count += 1;
+                unprepared.push(Armed {
+                    tick,
+                    event,
+                    source: Arc::clone(&entry.source),
+                    gate: Arc::clone(&entry.gate),
+                });
+            }
+            fired.push((tick, generation, key));
         }
         if !leader {
             return;
         }
-        let handed = started.elapsed();
-        for (broker, batch) in direct {
-            if !batch.events.is_empty() {
-                self.offer_direct(&broker, batch);
-            }
+        if !unprepared.is_empty() {
+            self.firer.fire(unprepared);
         }
         if !fired.is_empty() {
             tracing::debug!(
                 ticks = fired.len(),
-                unprepared,
-                loop_us = handed.as_micros() as u64,
+                unprepared = unprepared_count,
                 took_us = started.elapsed().as_micros() as u64,
                 woke_late_us = fired.first().and_then(|f| (now - f.0).num_microseconds()),
-                "ticks handed over"
+                "ticks done"
             );
         }
         for (tick, generation, key) in fired {
@@ -965,39 +976,6 @@ impl Scheduler {
                     }
                 }
             });
-        }
-    }
-
-    /// Offers a burst's ticks to their broker at once; if it is full, each goes through its
-    /// schedule's dispatcher instead.
-    fn offer_direct(&self, broker: &BrokerKey, batch: DirectBatch) {
-        // As a delivery to a Broker sink: one hop.
-        let ttl = crate::store::DEFAULT_TTL.saturating_sub(1);
-        match batch
-            .store
-            .try_offer_events(broker, &batch.events, Some(ttl))
-        {
-            Ok(()) => {
-                self.metrics.ticks.inc_by(batch.events.len() as u64);
-                for (tick, _) in &batch.ticks {
-                    observe_lateness(&self.metrics, *tick);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(broker = %broker, error = %e, ticks = batch.events.len(), "ticks go through their dispatchers");
-                for (event, (tick, key)) in batch.events.into_iter().zip(batch.ticks) {
-                    if let Some(entry) = self.entries.get(&key) {
-                        hand_off(
-                            &self.metrics,
-                            &entry.source,
-                            &entry.busy,
-                            tick,
-                            Some(event),
-                            false,
-                        );
-                    }
-                }
-            }
         }
     }
 
@@ -1062,68 +1040,6 @@ fn build_event(source: &Source, tick: DateTime<Utc>, late: bool) -> Option<Event
     let name = format!("{}@{}", source.key, tick.timestamp_millis());
     let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()).to_string();
     EventRef::new(Arc::new(source.recurring.event(tick, &id, late)), 0)
-}
-
-/// Hands a tick's event (`prepared`, else built now) to the schedule's target queue. When
-/// the queue is full a task waits for room, and until it got it the schedule's next ticks are
-/// skipped (`busy`), so ticks never pile up without bound.
-fn hand_off(
-    metrics: &SchedulerMetrics,
-    source: &Source,
-    busy: &Arc<AtomicBool>,
-    tick: DateTime<Utc>,
-    prepared: Option<EventRef>,
-    late: bool,
-) {
-    if busy.load(Ordering::Acquire) {
-        metrics.skipped.inc();
-        tracing::warn!(schedule = %source.key, tick = %tick, "tick skipped: the previous one is still waiting for its sink's queue");
-        return;
-    }
-    let Some(event) = prepared.or_else(|| build_event(source, tick, late)) else {
-        return;
-    };
-    metrics.ticks.inc();
-    let ttl = crate::store::DEFAULT_TTL;
-    match source
-        .target
-        .try_enqueue(event, ttl, Instant::now(), Completion::none())
-    {
-        Ok(()) => observe_lateness(metrics, tick),
-        Err(TryEnqueueError::Closed) => {}
-        Err(TryEnqueueError::Full(event, completion)) => {
-            busy.store(true, Ordering::Release);
-            let (target, busy, metrics) = (
-                Arc::clone(&source.target),
-                Arc::clone(busy),
-                metrics.clone(),
-            );
-            tokio::spawn(async move {
-                if target
-                    .enqueue(event, ttl, Instant::now(), completion)
-                    .await
-                    .is_ok()
-                {
-                    observe_lateness(&metrics, tick);
-                }
-                busy.store(false, Ordering::Release);
-            });
-        }
-    }
-}
-
-/// Records how late a tick reached its delivery queue.
-fn observe_lateness(metrics: &SchedulerMetrics, tick: DateTime<Utc>) {
-    let lateness = (Utc::now() - tick)
-        .to_std()
-        .unwrap_or_default()
-        .as_secs_f64();
-    metrics.lateness.observe(lateness);
-    // A monotonic maximum: f64 bits of non-negative numbers order like the numbers.
-    let _ = metrics
-        .lateness_max
-        .inner()
-        .fetch_max(lateness.to_bits(), Ordering::AcqRel);
 }
 
 /// A schedule key as a KV key token (KV keys allow letters, digits, `-`, `_`, `=`, `.`).
