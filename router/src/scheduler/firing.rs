@@ -27,8 +27,8 @@ use triggerfish_core::event::EventRef;
 
 use super::{Direct, SchedulerMetrics, Source, build_event, cluster};
 use crate::dispatch::TryEnqueueError;
-use crate::store::{BrokerKey, Completion};
 use crate::store::memory::MemoryStore;
+use crate::store::{BrokerKey, Completion};
 
 /// Ticks offered to a [`Direct`] broker at once, at most: a burst is offered in chunks, so
 /// that its first ticks do not wait for the last ones.
@@ -98,6 +98,7 @@ impl Burst {
         }
     }
 
+    /// Adds another burst's ticks.
     fn append(&mut self, other: Burst) {
         for group in other.direct {
             for armed in group.ticks {
@@ -235,51 +236,90 @@ impl Firer {
     }
 }
 
+/// Ticks due at one moment, as the firing thread takes them: [`Burst`], or a plain list in
+/// tests.
+pub(super) trait Pile: Default + Send + 'static {
+    /// One tick.
+    type Item: Send;
+    /// When `item` is due.
+    fn due(item: &Self::Item) -> DateTime<Utc>;
+    /// Adds a tick.
+    fn push(&mut self, item: Self::Item);
+    /// Adds another pile's ticks.
+    fn append(&mut self, other: Self);
+}
+
+impl Pile for Burst {
+    type Item = Armed;
+    fn due(item: &Armed) -> DateTime<Utc> {
+        item.tick
+    }
+    fn push(&mut self, item: Armed) {
+        Burst::push(self, item);
+    }
+    fn append(&mut self, other: Burst) {
+        Burst::append(self, other);
+    }
+}
+
 /// Armed ticks by due time, shared by the scheduler task and the firing thread.
-#[derive(Default)]
-struct Armory {
+struct Armory<P> {
     /// Locked briefly: to arm a slice of prepared ticks, or to take the due ones.
-    state: Mutex<ArmoryState>,
+    state: Mutex<ArmoryState<P>>,
     changed: Condvar,
 }
 
-#[derive(Default)]
-struct ArmoryState {
-    bursts: BTreeMap<DateTime<Utc>, Burst>,
+struct ArmoryState<P> {
+    piles: BTreeMap<DateTime<Utc>, P>,
     stopped: bool,
 }
 
 /// The scheduler task's end of the firing thread. Dropping it stops the thread.
-pub(super) struct FiringThread {
-    armory: Arc<Armory>,
+pub(super) struct FiringThread<P: Pile = Burst> {
+    armory: Arc<Armory<P>>,
 }
 
-impl FiringThread {
-    /// Starts the thread. `runtime` runs the tasks that wait for room in a full queue.
+impl FiringThread<Burst> {
+    /// Starts the thread that fires bursts with `firer`. `runtime` runs the tasks that wait
+    /// for room in a full queue.
     pub(super) fn start(firer: Firer, runtime: tokio::runtime::Handle) -> std::io::Result<Self> {
-        let armory = Arc::new(Armory::default());
+        FiringThread::spawn(move |burst| {
+            let _runtime = runtime.enter();
+            firer.fire(burst);
+        })
+    }
+}
+
+impl<P: Pile> FiringThread<P> {
+    /// Starts a thread that calls `fire` with the ticks due, at their due time.
+    fn spawn(mut fire: impl FnMut(P) + Send + 'static) -> std::io::Result<Self> {
+        let armory = Arc::new(Armory {
+            state: Mutex::new(ArmoryState {
+                piles: BTreeMap::new(),
+                stopped: false,
+            }),
+            changed: Condvar::new(),
+        });
         let shared = Arc::clone(&armory);
         std::thread::Builder::new()
             .name("tf-scheduler-fire".into())
-            .spawn(move || {
-                let _runtime = runtime.enter();
-                run(&shared, &firer);
-            })?;
+            .spawn(move || run(&shared, &mut fire))?;
         Ok(FiringThread { armory })
     }
 
     /// Arms prepared ticks; the thread wakes earlier if one of them is due before the
     /// earliest it was waiting for.
-    pub(super) fn arm(&self, ticks: Vec<Armed>) {
+    pub(super) fn arm(&self, ticks: Vec<P::Item>) {
         if ticks.is_empty() {
             return;
         }
         let mut state = self.armory.state.lock();
-        let earliest = state.bursts.first_key_value().map(|(t, _)| *t);
+        let earliest = state.piles.first_key_value().map(|(t, _)| *t);
         let mut sooner = false;
-        for armed in ticks {
-            sooner |= earliest.is_none_or(|e| armed.tick < e);
-            state.bursts.entry(armed.tick).or_default().push(armed);
+        for item in ticks {
+            let due = P::due(&item);
+            sooner |= earliest.is_none_or(|e| due < e);
+            state.piles.entry(due).or_default().push(item);
         }
         drop(state);
         if sooner {
@@ -288,20 +328,21 @@ impl FiringThread {
     }
 }
 
-impl Drop for FiringThread {
+impl<P: Pile> Drop for FiringThread<P> {
     fn drop(&mut self) {
         self.armory.state.lock().stopped = true;
         self.armory.changed.notify_one();
     }
 }
 
-fn run(armory: &Armory, firer: &Firer) {
+/// The firing thread: sleeps until the earliest pile is due, then fires every pile due.
+fn run<P: Pile>(armory: &Armory<P>, fire: &mut impl FnMut(P)) {
     let mut state = armory.state.lock();
     loop {
         if state.stopped {
             return;
         }
-        let Some(&due) = state.bursts.keys().next() else {
+        let Some(&due) = state.piles.keys().next() else {
             armory.changed.wait(&mut state);
             continue;
         };
@@ -311,17 +352,20 @@ fn run(armory: &Armory, firer: &Firer) {
             armory.changed.wait_for(&mut state, wait);
             continue;
         }
-        // Everything due now, in one burst.
-        let mut burst = state.bursts.pop_first().map(|(_, b)| b).unwrap_or_default();
-        while let Some(entry) = state.bursts.first_entry() {
+        // Everything due now, in one pile; the first (usually the only one) as it is.
+        let mut pile = state.piles.pop_first().map(|(_, p)| p).unwrap_or_default();
+        while let Some(entry) = state.piles.first_entry() {
             if *entry.key() > now {
                 break;
             }
-            burst.append(entry.remove());
+            pile.append(entry.remove());
         }
         drop(state);
-        tracing::trace!(late_us = (now - due).num_microseconds(), "firing thread woke");
-        firer.fire(burst);
+        tracing::trace!(
+            late_us = (now - due).num_microseconds(),
+            "firing thread woke"
+        );
+        fire(pile);
         state = armory.state.lock();
     }
 }
@@ -391,4 +435,100 @@ fn record_max(metrics: &SchedulerMetrics, lateness: f64) {
         .lateness_max
         .inner()
         .fetch_max(lateness.to_bits(), Ordering::AcqRel);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Ticks named by a number, fired as a list.
+    impl Pile for Vec<(DateTime<Utc>, u32)> {
+        type Item = (DateTime<Utc>, u32);
+        fn due(item: &Self::Item) -> DateTime<Utc> {
+            item.0
+        }
+        fn push(&mut self, item: Self::Item) {
+            Vec::push(self, item);
+        }
+        fn append(&mut self, other: Self) {
+            self.extend(other);
+        }
+    }
+
+    type Ticks = Vec<(DateTime<Utc>, u32)>;
+    /// When a pile was fired, and the pile.
+    type Fired = (DateTime<Utc>, Ticks);
+
+    fn thread() -> (FiringThread<Ticks>, mpsc::Receiver<Fired>) {
+        let (tx, rx) = mpsc::channel();
+        let thread = FiringThread::spawn(move |pile| {
+            let _ = tx.send((Utc::now(), pile));
+        })
+        .unwrap();
+        (thread, rx)
+    }
+
+    fn ms(n: i64) -> chrono::Duration {
+        chrono::Duration::milliseconds(n)
+    }
+
+    #[test]
+    fn ticks_fire_at_their_time_and_not_before() {
+        let (thread, fired) = thread();
+        let now = Utc::now();
+        thread.arm(vec![
+            (now + ms(300), 2),
+            (now + ms(100), 1),
+            (now + ms(100), 3),
+        ]);
+        let (at, pile) = fired.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(pile, vec![(now + ms(100), 1), (now + ms(100), 3)]);
+        assert!(at >= now + ms(100), "fired {} early", now + ms(100) - at);
+        let (at, pile) = fired.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(pile, vec![(now + ms(300), 2)]);
+        assert!(at >= now + ms(300), "fired {} early", now + ms(300) - at);
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // A plain thread: let the firing thread fall asleep.
+    fn an_earlier_tick_wakes_a_thread_waiting_for_a_later_one() {
+        let (thread, fired) = thread();
+        let now = Utc::now();
+        thread.arm(vec![(now + chrono::Duration::hours(1), 1)]);
+        std::thread::sleep(Duration::from_millis(50));
+        thread.arm(vec![(now + ms(100), 2)]);
+        let (_, pile) = fired.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(pile, vec![(now + ms(100), 2)]);
+    }
+
+    #[test]
+    fn ticks_already_due_fire_together_in_due_order() {
+        let (thread, fired) = thread();
+        let now = Utc::now();
+        thread.arm(vec![
+            (now - ms(20), 2),
+            (now - ms(30), 1),
+            (now - ms(20), 3),
+        ]);
+        let (_, pile) = fired.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            pile,
+            vec![(now - ms(30), 1), (now - ms(20), 2), (now - ms(20), 3)]
+        );
+    }
+
+    #[test]
+    fn dropping_the_handle_stops_the_thread_and_fires_nothing_more() {
+        let (thread, fired) = thread();
+        thread.arm(vec![(Utc::now() + ms(200), 1)]);
+        drop(thread);
+        // The thread dropped its closure, and with it the sender, without firing.
+        assert_eq!(
+            fired.recv_timeout(Duration::from_secs(5)),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+    }
 }

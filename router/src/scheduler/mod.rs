@@ -11,14 +11,18 @@
 //!   schedule's previous tick is still waiting for room in that dispatcher's queue, the new tick
 //!   is skipped, logged and counted (`triggerfish_scheduler_ticks_skipped_total`) rather than
 //!   piling up without bound.
-//! - **Ticks are prepared ahead.** Right after a tick fires, in the idle time before the next
-//!   one is due, the loop computes the schedule's next tick and builds its event (cron
-//!   arithmetic, UUIDv5 id, JSON). Firing then only hands the prepared event to the queue
-//!   without waiting (`try_enqueue`; a task waits only when the queue is full), so 10,000
-//!   schedules due at the same second cost a hand-off each, not a build each.
+//! - **Ticks are prepared ahead and fired by a thread of their own.** Right after a tick
+//!   fires, in the idle time before the next one is due, the task computes the schedule's next
+//!   tick, builds its event (cron arithmetic, UUIDv5 id, JSON) and arms it on the [`firing`]
+//!   thread. That thread wakes at the tick (to tens of microseconds, where Tokio's timer rounds
+//!   up to the millisecond) and only hands prepared events over without waiting
+//!   (`try_enqueue`; a task waits only when a queue is full), so 10,000 schedules due at the
+//!   same second cost a hand-off each, not a build each. The task itself wakes [`SETTLE`]
+//!   after an armed tick, to remember it and prepare the next one, so that it does not compete
+//!   with the burst for a core.
 //! - **Ticks into a broker of this process** (memory store) skip the dispatcher: a burst's
-//!   ticks for one broker are offered to it in one call ([`Direct`]), and only when it is full
-//!   do they take the dispatcher path above.
+//!   ticks for one broker are offered to it in chunks, one call each ([`Direct`]), and only
+//!   when it is full do they take the dispatcher path above.
 //! - **Delayed events** (the `Scheduler` sink) are re-published to their broker at their due
 //!   time, without `deliverat`/`deliverafter`, their TTL decremented.
 //! - **Run-time schedules** come from `dev.triggerfish.schedule.create`/`.delete` events.
