@@ -31,6 +31,7 @@
 #   TRIGGERS ["1 1000"]  MODES ["binary batch"]  FILTERS [attributes]
 #   TRANSPORTS [http]  "http quic" adds Triggerfish's QUIC ingress (frames on one connection,
 #                   CONNECTIONS frames in flight; single events are frames of one event)
+#   QUIC_SPEC [unset]  the Server document's `quic`, e.g. '{threads: 1}' (QUIC on its own thread)
 #   QUIC_PORT [18443]  QUIC_CA [data/quic/dev-cert.pem, the router's development certificate]
 #   ROUTER_PORT [18080]  ADMIN_PORT [19090]  SINK_PORT [18090]
 #   ROUTER_CPUS / LOADGEN_CPUS (taskset lists, e.g. 1 and 0; unset: share every core)
@@ -265,6 +266,7 @@ printf '{"cores": %s, "duration": "%s", "drain": "%s", "connections": %s, "batch
 for triggers in $TRIGGERS; do
     config=$OUT/config-$triggers.yaml
     "$BENCHCONFIG" --triggers "$triggers" --filters "$FILTERS" \
+        ${QUIC_SPEC:+--quic "$QUIC_SPEC"} \
         --subscriber "http://127.0.0.1:$SINK_PORT/" \
         --listen "127.0.0.1:$ROUTER_PORT" --admin "127.0.0.1:$ADMIN_PORT" -o "$config"
     for mode in $MODES; do

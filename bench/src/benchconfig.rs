@@ -52,6 +52,8 @@ pub struct BenchConfig {
     /// The `Server` document's `store`, as a YAML flow mapping
     /// (`{kind: jetstream, url: "nats://127.0.0.1:4222"}`); the memory store when `None`.
     pub store: Option<String>,
+    /// The `Server` document's `quic`, as a YAML flow mapping (`{threads: 1}`).
+    pub quic: Option<String>,
 }
 
 impl BenchConfig {
@@ -77,7 +79,11 @@ impl BenchConfig {
             n = self.triggers,
             style = self.filters,
         )?;
-        if self.http.is_some() || self.admin.is_some() || self.store.is_some() {
+        if self.http.is_some()
+            || self.admin.is_some()
+            || self.store.is_some()
+            || self.quic.is_some()
+        {
             y.push_str("apiVersion: triggerfish.dev/v1alpha1\nkind: Server\nspec:\n");
             if self.http.is_some() || self.admin.is_some() {
                 y.push_str("  listen:\n");
@@ -90,6 +96,9 @@ impl BenchConfig {
             }
             if let Some(store) = &self.store {
                 writeln!(y, "  store: {store}")?;
+            }
+            if let Some(quic) = &self.quic {
+                writeln!(y, "  quic: {quic}")?;
             }
             y.push_str("---\n");
         }
@@ -162,6 +171,7 @@ mod tests {
             admin: Some("127.0.0.1:19090".parse().unwrap()),
             retry: Some(0),
             store: None,
+            quic: None,
         }
     }
 
@@ -178,6 +188,14 @@ mod tests {
         c.admin = None;
         let loaded = Config::load(&c.to_yaml(), "bench.yaml").unwrap();
         assert_eq!(loaded.server().store.url, "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn writes_the_quic_settings() {
+        let mut c = config(1, FilterStyle::Attributes);
+        c.quic = Some("{threads: 2}".into());
+        let loaded = Config::load(&c.to_yaml(), "bench.yaml").unwrap();
+        assert_eq!(loaded.server().quic.threads.map(|n| n.get()), Some(2));
     }
 
     /// The triggers (by position) that pass an event of type `t{t}`, per Triggerfish's own

@@ -57,6 +57,8 @@ pub struct Settings {
     pub quic: Option<SocketAddr>,
     /// The QUIC ingress's limits.
     pub quic_limits: crate::ingress::quic::QuicLimits,
+    /// Threads of the QUIC ingress's own runtime; `None`: it shares the main one.
+    pub quic_threads: Option<usize>,
     /// How QUIC subscribers verify servers.
     pub quic_trust: crate::quic::tls::Trust,
 }
@@ -86,6 +88,7 @@ impl Settings {
                 idle_timeout: spec.quic.idle_timeout.get(),
                 frame_timeout: spec.quic.frame_timeout.get(),
             },
+            quic_threads: spec.quic.threads.map(|n| n.get()),
             quic_trust: crate::quic::tls::Trust {
                 ca_file: spec.quic.client.ca_file.clone(),
                 pinned_sha256: spec.quic.client.pinned_sha256.clone(),

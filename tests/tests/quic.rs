@@ -159,6 +159,46 @@ async fn quic_ingress_delivers_to_an_http_subscriber() {
     sub.wait_for(253, PATIENCE).await;
 }
 
+/// `quic.threads`: the endpoint, connections and streams on a runtime of their own. Frames are
+/// acked and delivered as on the shared runtime, and SIGTERM still shuts down cleanly (that
+/// runtime is shut down without blocking the main one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_ingress_on_its_own_threads_delivers_and_shuts_down() {
+    let sub = Subscriber::start().await;
+    let mut router = router_to(&sub, "quic: {threads: 2}").await;
+    router.wait_log("QUIC ingress listening", PATIENCE).await;
+    let ca = router.quic_cert();
+    let (out, summary) = send(
+        router.dir(),
+        s(&[
+            "--to",
+            &router.quic_url("default"),
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--count",
+            "500",
+            "--batch",
+            "100",
+            "--type",
+            "t",
+        ]),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary["accepted"], 500, "{summary}");
+    let got = sub.wait_for(500, PATIENCE).await;
+    assert_eq!(got.len(), 500);
+    let threads = std::fs::read_dir(format!("/proc/{}/task", router.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "tf-quic")
+        .count();
+    assert_eq!(threads, 2, "threads named tf-quic");
+    router.sigterm();
+    let status = router.wait_exit(PATIENCE).await;
+    assert!(status.success(), "{status:?}\n{}", router.stderr());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_carry_the_http_error_texts_per_event() {
     let sub = Subscriber::start().await;

@@ -42,6 +42,9 @@ struct Args {
     /// '{kind: jetstream, url: "nats://127.0.0.1:4222"}'. Default: the memory store.
     #[arg(long)]
     store: Option<String>,
+    /// The `Server` document's `quic`, as a YAML flow mapping, e.g. '{threads: 1}'.
+    #[arg(long)]
+    quic: Option<String>,
     /// Write here instead of stdout.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -57,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         admin: args.admin,
         retry: args.retry,
         store: args.store,
+        quic: args.quic,
     }
     .to_yaml();
     match args.output {
