@@ -448,10 +448,10 @@ pub struct QuicSpec {
     /// Gives the QUIC ingress a runtime of its own with this many threads: the endpoint (every
     /// packet of every connection), the connections and their streams then run apart from
     /// matching and delivery. It trades latency for throughput: on 2 cores, batched QUIC
-    /// ingress delivered 1.13–1.25× HTTP's events/s with its own thread instead of 0.99×, with
-    /// about 1.25× HTTP's p50 and p99 latency at a moderate load instead of 0.9–1.06×, and
-    /// single-event frames lost a sixth of their throughput (`bench/README.md`). One connection
-    /// is served by one thread at a time. Unset: QUIC shares the main runtime's workers.
+    /// ingress delivered 1.02–1.31× HTTP's events/s with one thread of its own (0.96–0.99×
+    /// shared), with higher latency at a moderate load (p99 up to 1.4× HTTP's), and frames of
+    /// one event lost latency most (`bench/README.md`). One connection is served by one thread
+    /// at a time. Unset: QUIC shares the main runtime's workers.
     pub threads: Option<NonZeroUsize>,
     /// How QUIC subscribers (`quic://` destinations) verify the servers they deliver to.
     pub client: QuicClientSpec,
