@@ -59,11 +59,11 @@ use triggerfish_core::config::{
 };
 use triggerfish_core::event::{EventBatch, EventRef};
 use triggerfish_core::sources::kafka::{KafkaMapper, Record};
-use triggerfish_core::sources::offsets::{OffsetTracker, Ticket};
+use triggerfish_core::sources::offsets::OffsetTracker;
 
-use crate::dispatch::{EnqueueAllError, TriggerHandle};
+use crate::dispatch::TriggerHandle;
+use crate::sources::tracked::{self, TrackedPublisher};
 use crate::sources::{BuildErrors, Context, Publisher, Secret, SourceMetrics};
-use crate::store::{Ack, Completion, DEFAULT_TTL, OfferError};
 
 /// Records handled per turn, at most.
 pub const MAX_BATCH: usize = 512;
@@ -318,7 +318,7 @@ type Tp = (Arc<str>, i32);
 
 /// The tracker shared by the consumer task and the rebalance callbacks. The lock is held only
 /// for map updates, never across I/O or `.await`.
-type Tracker = Arc<parking_lot::Mutex<OffsetTracker<Tp>>>;
+type Tracker = tracked::Tracker<Tp>;
 
 /// The consumer's context: rebalances, statistics, logs.
 struct SourceContext {
@@ -425,22 +425,6 @@ fn describe(list: &TopicPartitionList) -> String {
         .join(",")
 }
 
-/// Tells the tracker when an event's deliveries ended.
-struct OffsetAck {
-    tracker: Tracker,
-    ticket: Ticket<Tp>,
-}
-
-impl Ack for OffsetAck {
-    fn ack(&self) {
-        self.tracker.lock().finish(&self.ticket);
-    }
-
-    /// A delivery was cut short (shutdown): the record stays unfinished, so its offset is
-    /// never committed and it is read again.
-    fn nak(&self) {}
-}
-
 /// Starts the consumer task. Errors are the client's refusal to start.
 pub fn spawn(
     key: Arc<str>,
@@ -465,12 +449,16 @@ pub fn spawn(
     let consumer = Arc::new(consumer);
     tasks.spawn(async move {
         let task = Task {
-            key,
+            key: Arc::clone(&key),
             config,
             consumer,
-            tracker,
-            publisher,
-            dead_letter,
+            out: TrackedPublisher {
+                key,
+                publisher,
+                dead_letter,
+                tracker,
+                metrics: context.metrics.clone(),
+            },
             context,
             topics: HashMap::new(),
         };
@@ -484,19 +472,15 @@ struct Task {
     key: Arc<str>,
     config: KafkaSourceConfig,
     consumer: Arc<StreamConsumer<SourceContext>>,
-    tracker: Tracker,
-    publisher: Arc<Publisher>,
-    dead_letter: Option<Arc<TriggerHandle>>,
+    /// Where its events go; its tracker is this task's.
+    out: TrackedPublisher<Tp>,
     context: Context,
     /// Interned topic names.
     topics: HashMap<String, Arc<str>>,
 }
 
-/// One record, ready to publish.
-struct Ready {
-    ticket: Ticket<Tp>,
-    event: EventRef,
-}
+/// One record's event, ready to publish.
+type Ready = tracked::Ready<Tp>;
 
 impl Task {
     async fn run(mut self, stop: CancellationToken) {
@@ -532,7 +516,8 @@ impl Task {
                 }
                 next = consumer.recv().now_or_never();
             }
-            let ok = self.publish(events, &stop).await && self.dead_letter(dead, &stop).await;
+            let ok =
+                self.out.publish(events, &stop).await && self.out.dead_letter(dead, &stop).await;
             if !ok {
                 break;
             }
@@ -558,6 +543,7 @@ impl Task {
             }
         };
         let Some(ticket) = self
+            .out
             .tracker
             .lock()
             .begin((topic, m.partition()), m.offset())
@@ -599,7 +585,7 @@ impl Task {
                 match action {
                     InvalidRecords::Skip => {
                         tracing::warn!(source = %self.key, error = %invalid, "bad record skipped (invalidRecords: skip)");
-                        self.tracker.lock().finish(&ticket);
+                        self.out.tracker.lock().finish(&ticket);
                     }
                     InvalidRecords::DeadLetter => {
                         match self
@@ -617,99 +603,18 @@ impl Task {
                             Err(e) => {
                                 tracing::error!(source = %self.key, error = %invalid, dead_letter_error = %e,
                                     "bad record skipped: not even its description fits an event");
-                                self.tracker.lock().finish(&ticket);
+                                self.out.tracker.lock().finish(&ticket);
                             }
                         }
                     }
                 }
             }
-        }
-    }
-
-    /// Publishes the events of one turn to the target. False when stopping.
-    async fn publish(&self, ready: Vec<Ready>, stop: &CancellationToken) -> bool {
-        if ready.is_empty() {
-            return true;
-        }
-        let n = ready.len();
-        match &*self.publisher {
-            Publisher::Broker { key, store } => {
-                let refs: Vec<EventRef> = ready.iter().map(|r| r.event.clone()).collect();
-                let mut tickets: Vec<Option<Ticket<Tp>>> =
-                    ready.into_iter().map(|r| Some(r.ticket)).collect();
-                let mut pause = Duration::from_millis(2);
-                loop {
-                    let result = store
-                        .publish_tracked(key, &refs, |i| self.completion(tickets[i].take()))
-                        .await;
-                    match result {
-                        Ok(()) => break,
-                        Err(OfferError::Full | OfferError::Unavailable(_)) => {
-                            tokio::select! {
-                                () = stop.cancelled() => return false,
-                                () = tokio::time::sleep(pause) => {}
-                            }
-                            pause = (pause * 2).min(Duration::from_millis(200));
-                        }
-                    }
-                }
-            }
-            Publisher::Dispatcher(handle) => {
-                for r in ready {
-                    if !self.enqueue(handle, r, stop).await {
-                        return false;
-                    }
-                }
-            }
-        }
-        self.context.metrics.record_many(&self.key, "published", n);
-        true
-    }
-
-    /// Sends bad records' descriptions to the dead-letter dispatcher. False when stopping.
-    async fn dead_letter(&self, ready: Vec<Ready>, stop: &CancellationToken) -> bool {
-        let Some(handle) = &self.dead_letter else {
-            // Built only with a dead-letter sink; without one nothing is queued here.
-            return true;
-        };
-        for r in ready {
-            if !self.enqueue(handle, r, stop).await {
-                return false;
-            }
-        }
-        true
-    }
-
-    async fn enqueue(&self, handle: &TriggerHandle, r: Ready, stop: &CancellationToken) -> bool {
-        let mut ticket = Some(r.ticket);
-        let queued = tokio::select! {
-            () = stop.cancelled() => return false,
-            q = handle.enqueue_all_with(vec![r.event], DEFAULT_TTL, Instant::now(), |_| self.completion(ticket.take())) => q,
-        };
-        match queued {
-            Ok(()) => true,
-            Err(EnqueueAllError::Closed) => false,
-            Err(EnqueueAllError::TooLarge) => {
-                // One event larger than the sink's whole queue: it can never be delivered.
-                tracing::error!(source = %self.key, "an event is larger than the sink's delivery queue (Server.spec.queues.trigger.bytes); it is not published and its offset is not committed");
-                false
-            }
-        }
-    }
-
-    fn completion(&self, ticket: Option<Ticket<Tp>>) -> Completion {
-        match ticket {
-            Some(ticket) => Completion::new(Box::new(OffsetAck {
-                tracker: Arc::clone(&self.tracker),
-                ticket,
-            })),
-            None => Completion::none(),
         }
     }
 
     /// Commits every partition's position that moved.
     fn commit(&self, mode: CommitMode) {
-        let positions = self.tracker.lock().committable();
+        let positions = self.out.tracker.lock().committable();
         if positions.is_empty() {
             return;
         }
@@ -736,15 +641,15 @@ impl Task {
         let started = Instant::now();
         loop {
             self.commit(CommitMode::Async);
-            if self.tracker.lock().unfinished() == 0 || started.elapsed() > DRAIN_WAIT {
+            if self.out.tracker.lock().unfinished() == 0 || started.elapsed() > DRAIN_WAIT {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let left = self.tracker.lock().unfinished();
+        let left = self.out.tracker.lock().unfinished();
         let key = Arc::clone(&self.key);
         let consumer = self.consumer;
-        let tracker = self.tracker;
+        let tracker = self.out.tracker;
         // A synchronous final commit, and closing the consumer (which leaves the group), both
         // wait for the broker: off the runtime's workers.
         let _ = tokio::task::spawn_blocking(move || {

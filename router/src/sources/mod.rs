@@ -40,6 +40,7 @@ pub mod oss;
 pub mod registry;
 pub mod rocketmq;
 pub mod s3;
+mod tracked;
 pub mod watch;
 pub mod webhook;
 

@@ -62,13 +62,13 @@ use triggerfish_core::config::{
     CeOverrides, CustomResource, InitialOffset, InvalidRecords, RocketMQSourceSpec, SecretRef,
 };
 use triggerfish_core::event::{EventBatch, EventRef};
-use triggerfish_core::sources::offsets::{OffsetTracker, Ticket};
+use triggerfish_core::sources::offsets::OffsetTracker;
 use triggerfish_core::sources::rocketmq::{Message, RocketMqMapper};
 
-use crate::dispatch::{EnqueueAllError, TriggerHandle};
+use crate::dispatch::TriggerHandle;
 use crate::sources::kafka::invalid_records;
+use crate::sources::tracked::{self, TrackedPublisher};
 use crate::sources::{BuildErrors, Context, Publisher, Secret};
-use crate::store::{Ack, Completion, DEFAULT_TTL, OfferError};
 
 /// Messages the client pulls from a queue per request.
 pub const PULL_BATCH: i32 = 32;
@@ -290,7 +290,7 @@ impl RocketMqSourceConfig {
 
 /// The tracker shared by the consumer task and the rebalance listener. The lock is held only
 /// for map updates, never across I/O or `.await`.
-type Tracker = Arc<parking_lot::Mutex<OffsetTracker<MessageQueue>>>;
+type Tracker = tracked::Tracker<MessageQueue>;
 
 /// Forgets queues a rebalance took away.
 struct Rebalance {
@@ -315,22 +315,6 @@ impl MessageQueueListener for Rebalance {
             }
         }
     }
-}
-
-/// Tells the tracker when an event's deliveries ended.
-struct OffsetAck {
-    tracker: Tracker,
-    ticket: Ticket<MessageQueue>,
-}
-
-impl Ack for OffsetAck {
-    fn ack(&self) {
-        self.tracker.lock().finish(&self.ticket);
-    }
-
-    /// A delivery was cut short (shutdown): the message stays unfinished, so its offset is
-    /// never committed and it is read again.
-    fn nak(&self) {}
 }
 
 /// Starts the consumer task. The consumer itself starts in the task, retrying every few
@@ -367,12 +351,16 @@ pub fn spawn(
     let tracker: Tracker = Arc::new(parking_lot::Mutex::new(OffsetTracker::new()));
     tasks.spawn(async move {
         let task = Task {
-            key,
+            key: Arc::clone(&key),
             config,
             consumer: Arc::new(consumer),
-            tracker,
-            publisher,
-            dead_letter,
+            out: TrackedPublisher {
+                key,
+                publisher,
+                dead_letter,
+                tracker,
+                metrics: context.metrics.clone(),
+            },
             context,
         };
         task.run(stop).await;
@@ -385,17 +373,13 @@ struct Task {
     key: Arc<str>,
     config: RocketMqSourceConfig,
     consumer: Arc<DefaultLitePullConsumer>,
-    tracker: Tracker,
-    publisher: Arc<Publisher>,
-    dead_letter: Option<Arc<TriggerHandle>>,
+    /// Where its events go; its tracker is this task's.
+    out: TrackedPublisher<MessageQueue>,
     context: Context,
 }
 
-/// One message, ready to publish.
-struct Ready {
-    ticket: Ticket<MessageQueue>,
-    event: EventRef,
-}
+/// One message's event, ready to publish.
+type Ready = tracked::Ready<MessageQueue>;
 
 impl Task {
     async fn run(self, stop: CancellationToken) {
@@ -427,7 +411,8 @@ impl Task {
             for m in &messages {
                 self.take(m, &mut events, &mut dead);
             }
-            let ok = self.publish(events, &stop).await && self.dead_letter(dead, &stop).await;
+            let ok =
+                self.out.publish(events, &stop).await && self.out.dead_letter(dead, &stop).await;
             if !ok {
                 break;
             }
@@ -439,7 +424,7 @@ impl Task {
     async fn start(&self, stop: &CancellationToken) -> bool {
         let listener = Rebalance {
             key: Arc::clone(&self.key),
-            tracker: Arc::clone(&self.tracker),
+            tracker: Arc::clone(&self.out.tracker),
         };
         let subscribed = self
             .consumer
@@ -473,7 +458,7 @@ impl Task {
     fn take(&self, m: &MessageExt, events: &mut Vec<Ready>, dead: &mut Vec<Ready>) {
         let mq = MessageQueue::from_parts(m.topic().clone(), m.broker_name(), m.queue_id());
         let ticket = {
-            let mut tracker = self.tracker.lock();
+            let mut tracker = self.out.tracker.lock();
             if !tracker.is_assigned(&mq) {
                 tracker.assign(mq.clone());
             }
@@ -522,7 +507,7 @@ impl Task {
                 match action {
                     InvalidRecords::Skip => {
                         tracing::warn!(source = %self.key, error = %invalid, "bad message skipped (invalidRecords: skip)");
-                        self.tracker.lock().finish(&ticket);
+                        self.out.tracker.lock().finish(&ticket);
                     }
                     InvalidRecords::DeadLetter => {
                         match self
@@ -540,99 +525,18 @@ impl Task {
                             Err(e) => {
                                 tracing::error!(source = %self.key, error = %invalid, dead_letter_error = %e,
                                     "bad message skipped: not even its description fits an event");
-                                self.tracker.lock().finish(&ticket);
+                                self.out.tracker.lock().finish(&ticket);
                             }
                         }
                     }
                 }
             }
-        }
-    }
-
-    /// Publishes the events of one turn to the target. False when stopping.
-    async fn publish(&self, ready: Vec<Ready>, stop: &CancellationToken) -> bool {
-        if ready.is_empty() {
-            return true;
-        }
-        let n = ready.len();
-        match &*self.publisher {
-            Publisher::Broker { key, store } => {
-                let refs: Vec<EventRef> = ready.iter().map(|r| r.event.clone()).collect();
-                let mut tickets: Vec<Option<Ticket<MessageQueue>>> =
-                    ready.into_iter().map(|r| Some(r.ticket)).collect();
-                let mut pause = Duration::from_millis(2);
-                loop {
-                    let result = store
-                        .publish_tracked(key, &refs, |i| self.completion(tickets[i].take()))
-                        .await;
-                    match result {
-                        Ok(()) => break,
-                        Err(OfferError::Full | OfferError::Unavailable(_)) => {
-                            tokio::select! {
-                                () = stop.cancelled() => return false,
-                                () = tokio::time::sleep(pause) => {}
-                            }
-                            pause = (pause * 2).min(Duration::from_millis(200));
-                        }
-                    }
-                }
-            }
-            Publisher::Dispatcher(handle) => {
-                for r in ready {
-                    if !self.enqueue(handle, r, stop).await {
-                        return false;
-                    }
-                }
-            }
-        }
-        self.context.metrics.record_many(&self.key, "published", n);
-        true
-    }
-
-    /// Sends bad messages' descriptions to the dead-letter dispatcher. False when stopping.
-    async fn dead_letter(&self, ready: Vec<Ready>, stop: &CancellationToken) -> bool {
-        let Some(handle) = &self.dead_letter else {
-            // Built only with a dead-letter sink; without one nothing is queued here.
-            return true;
-        };
-        for r in ready {
-            if !self.enqueue(handle, r, stop).await {
-                return false;
-            }
-        }
-        true
-    }
-
-    async fn enqueue(&self, handle: &TriggerHandle, r: Ready, stop: &CancellationToken) -> bool {
-        let mut ticket = Some(r.ticket);
-        let queued = tokio::select! {
-            () = stop.cancelled() => return false,
-            q = handle.enqueue_all_with(vec![r.event], DEFAULT_TTL, Instant::now(), |_| self.completion(ticket.take())) => q,
-        };
-        match queued {
-            Ok(()) => true,
-            Err(EnqueueAllError::Closed) => false,
-            Err(EnqueueAllError::TooLarge) => {
-                // One event larger than the sink's whole queue: it can never be delivered.
-                tracing::error!(source = %self.key, "an event is larger than the sink's delivery queue (Server.spec.queues.trigger.bytes); it is not published and its offset is not committed");
-                false
-            }
-        }
-    }
-
-    fn completion(&self, ticket: Option<Ticket<MessageQueue>>) -> Completion {
-        match ticket {
-            Some(ticket) => Completion::new(Box::new(OffsetAck {
-                tracker: Arc::clone(&self.tracker),
-                ticket,
-            })),
-            None => Completion::none(),
         }
     }
 
     /// Commits (and persists to the broker) every queue's position that moved.
     async fn commit(&self) {
-        let positions = self.tracker.lock().committable();
+        let positions = self.out.tracker.lock().committable();
         if positions.is_empty() {
             return;
         }
@@ -655,12 +559,12 @@ impl Task {
         let started = Instant::now();
         loop {
             self.commit().await;
-            if self.tracker.lock().unfinished() == 0 || started.elapsed() > DRAIN_WAIT {
+            if self.out.tracker.lock().unfinished() == 0 || started.elapsed() > DRAIN_WAIT {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let left = self.tracker.lock().unfinished();
+        let left = self.out.tracker.lock().unfinished();
         self.consumer.shutdown().await;
         tracing::info!(source = %self.key, unfinished = left, "RocketMQ consumer stopped; unfinished messages are read again next time");
     }
