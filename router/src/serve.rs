@@ -286,7 +286,7 @@ fn bind_quic(
     let mut config = tls::server_config(identity)
         .map_err(|e| StartError::Other(anyhow::anyhow!("QUIC ingress TLS: {e}")))?;
     config.transport_config(Arc::new(quic.transport_config()));
-    let endpoint = quinn::Endpoint::server(config, addr)
+    let endpoint = crate::quic::endpoint(addr, Some(config))
         .with_context(|| format!("binding the QUIC ingress listener to {addr} (UDP)"))
         .map_err(StartError::Other)?;
     let bound = endpoint.local_addr().unwrap_or(addr);

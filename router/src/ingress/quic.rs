@@ -139,6 +139,7 @@ impl QuicIngress {
         t.max_concurrent_bidi_streams(self.limits.max_streams_per_connection.into());
         t.max_concurrent_uni_streams(0u8.into());
         t.max_idle_timeout(quinn::IdleTimeout::try_from(self.limits.idle_timeout).ok());
+        t.mtu_discovery_config(Some(crate::quic::mtu_discovery()));
         t
     }
 

@@ -105,10 +105,11 @@ impl QuicClient {
         // Acks are small; the client takes no streams from the server.
         transport.max_concurrent_uni_streams(0u8.into());
         transport.max_concurrent_bidi_streams(0u8.into());
+        transport.mtu_discovery_config(Some(super::mtu_discovery()));
         config.transport_config(Arc::new(transport));
-        let endpoint = match quinn::Endpoint::client(SocketAddr::from(([0u16; 8], 0))) {
+        let endpoint = match super::endpoint(SocketAddr::from(([0u16; 8], 0)), None) {
             Ok(e) => e,
-            Err(_) => quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
+            Err(_) => super::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), None)
                 .map_err(ClientSetupError::Bind)?,
         };
         Ok(QuicClient { endpoint, config })
