@@ -447,11 +447,11 @@ pub struct QuicSpec {
     pub frame_timeout: IsoDuration,
     /// Gives the QUIC ingress a runtime of its own with this many threads: the endpoint (every
     /// packet of every connection), the connections and their streams then run apart from
-    /// matching and delivery. It trades latency for throughput: on 2 cores, batched QUIC
-    /// ingress delivered 1.02–1.31× HTTP's events/s with one thread of its own (0.96–0.99×
-    /// shared), with higher latency at a moderate load (p99 up to 1.4× HTTP's), and frames of
-    /// one event lost latency most (`bench/README.md`). One connection is served by one thread
-    /// at a time. Unset: QUIC shares the main runtime's workers.
+    /// matching and delivery, and every frame's events cross from those threads to the shard
+    /// workers. On 2 cores it made little difference either way (`bench/README.md`); on a
+    /// machine whose workers are saturated by deliveries it keeps acks from waiting behind
+    /// them. One connection is served by one thread at a time. Unset: QUIC shares the main
+    /// runtime's workers.
     pub threads: Option<NonZeroUsize>,
     /// How QUIC subscribers (`quic://` destinations) verify the servers they deliver to.
     pub client: QuicClientSpec,
