@@ -79,22 +79,21 @@ struct DirectGroup {
 impl Burst {
     /// Adds a tick.
     pub(super) fn push(&mut self, armed: Armed) {
-        match armed.source.direct.clone() {
-            Some(Direct { broker, store }) => {
-                match self
-                    .direct
-                    .iter_mut()
-                    .find(|g| Arc::ptr_eq(&g.store, &store) && g.broker == broker)
-                {
-                    Some(group) => group.ticks.push(armed),
-                    None => self.direct.push(DirectGroup {
-                        broker,
-                        store,
-                        ticks: vec![armed],
-                    }),
-                }
-            }
-            None => self.other.push(armed),
+        let Some(Direct { broker, store }) = &armed.source.direct else {
+            self.other.push(armed);
+            return;
+        };
+        match self
+            .direct
+            .iter()
+            .position(|g| Arc::ptr_eq(&g.store, store) && g.broker == *broker)
+        {
+            Some(i) => self.direct[i].ticks.push(armed),
+            None => self.direct.push(DirectGroup {
+                broker: Arc::clone(broker),
+                store: Arc::clone(store),
+                ticks: vec![armed],
+            }),
         }
     }
 

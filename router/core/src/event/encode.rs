@@ -298,6 +298,17 @@ mod tests {
         }
     }
 
+    /// Binary-mode headers of event `1` from `/s` of type `t`, with this content type.
+    fn binary_headers(content_type: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
+        headers.insert("ce-id", HeaderValue::from_static("1"));
+        headers.insert("ce-source", HeaderValue::from_static("/s"));
+        headers.insert("ce-type", HeaderValue::from_static("t"));
+        headers.insert("content-type", HeaderValue::from_str(content_type).unwrap());
+        headers
+    }
+
     /// Binary data that is not JSON under a JSON content type with a charset (which makes
     /// the type "text") survives a structured re-encode byte for byte (found by the
     /// `kafka_record` fuzz target, through the dead letter of a structured record that is not
@@ -310,12 +321,7 @@ mod tests {
             "application/cloudevents+json; charset=utf-8",
             "text/json",
         ] {
-            let mut headers = HeaderMap::new();
-            headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
-            headers.insert("ce-id", HeaderValue::from_static("1"));
-            headers.insert("ce-source", HeaderValue::from_static("/s"));
-            headers.insert("ce-type", HeaderValue::from_static("t"));
-            headers.insert("content-type", HeaderValue::from_str(ct).unwrap());
+            let headers = binary_headers(ct);
             let body = Bytes::from_static(b"{not json \" \x1d");
             let batch = decode_binary(&headers, body.clone(), &limits).unwrap();
             let view = batch.get(0).unwrap();
@@ -324,15 +330,7 @@ mod tests {
             assert_eq!(again.get(0).unwrap().data().to_bytes(), &body[..], "{ct}");
         }
         // Text types and JSON that is JSON stay readable.
-        let mut headers = HeaderMap::new();
-        headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
-        headers.insert("ce-id", HeaderValue::from_static("1"));
-        headers.insert("ce-source", HeaderValue::from_static("/s"));
-        headers.insert("ce-type", HeaderValue::from_static("t"));
-        headers.insert(
-            "content-type",
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        let headers = binary_headers("text/plain; charset=utf-8");
         let batch = decode_binary(&headers, Bytes::from_static(b"hi"), &limits).unwrap();
         let json = encode_structured(&batch.get(0).unwrap(), &EncodeOptions::default());
         assert!(
@@ -349,12 +347,7 @@ mod tests {
     #[test]
     fn json_data_with_invalid_utf8_goes_out_as_base64() {
         let limits = DecodeLimits::default();
-        let mut headers = HeaderMap::new();
-        headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
-        headers.insert("ce-id", HeaderValue::from_static("1"));
-        headers.insert("ce-source", HeaderValue::from_static("/s"));
-        headers.insert("ce-type", HeaderValue::from_static("t"));
-        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let headers = binary_headers("application/json");
         let body = Bytes::from_static(b"{\"a\":\"\xff\x9a\"}");
         let batch = decode_binary(&headers, body.clone(), &limits).unwrap();
         let json = encode_structured(&batch.get(0).unwrap(), &EncodeOptions::default());
@@ -368,12 +361,7 @@ mod tests {
     #[test]
     fn json_data_with_a_huge_integer_goes_out_as_base64() {
         let limits = DecodeLimits::default();
-        let mut headers = HeaderMap::new();
-        headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
-        headers.insert("ce-id", HeaderValue::from_static("1"));
-        headers.insert("ce-source", HeaderValue::from_static("/s"));
-        headers.insert("ce-type", HeaderValue::from_static("t"));
-        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let headers = binary_headers("application/json");
         let body = Bytes::from_static(b"{\"n\": 77777777777777777777777}");
         let batch = decode_binary(&headers, body.clone(), &limits).unwrap();
         let json = encode_structured(&batch.get(0).unwrap(), &EncodeOptions::default());
