@@ -29,6 +29,8 @@
 #   NAIVE_BIN [bench/peers/naive-router/target/release/naive-router]
 #   DURATION [10s]  DRAIN [5s]  SETTLE [2]  CONNECTIONS [8]  BATCH [100]
 #   TRIGGERS ["1 1000"]  MODES ["binary batch"]  FILTERS [attributes]
+#                   TRIGGERS=0: ingress alone, a broker with no trigger: the figures are events
+#                   accepted per second and the producer's ack latency (nothing is delivered)
 #   TRANSPORTS [http]  "http quic" adds Triggerfish's QUIC ingress (frames on one connection,
 #                   CONNECTIONS frames in flight; single events are frames of one event)
 #   QUIC_SPEC [unset]  the Server document's `quic`, e.g. '{threads: 1}' (QUIC on its own thread)
@@ -75,8 +77,14 @@ cores, duration, connections, batch = run["cores"], run["duration"], run["connec
 rows = [json.loads(l) for l in open(path) if l.strip()]
 mib = lambda kb: f"{kb / 1024:,.1f}" if kb else "n/a"
 used = lambda s, run: f"{s / run['wall_s']:.2f}" if run["wall_s"] else "n/a"
+# With no trigger (ingress alone) nothing is delivered: throughput is what ingress accepted, and
+# latency the producer's ack.
+thru = lambda r, run: run["accepted_per_s"] if r["triggers"] == 0 else run["delivered_per_s"]
+lat = lambda r, run: run["ack"] if r["triggers"] == 0 else run["e2e"]
 def case(r):
     t = f'{r["triggers"]} trigger{"s" if r["triggers"] != 1 else ""}, '
+    if r["triggers"] == 0:
+        t = "ingress only (no trigger; accepted/s, ack latency), "
     if r["router"] == "none":
         t = ""
     quic = r.get("transport") == "quic"
@@ -99,9 +107,10 @@ for r in rows:
         print(f'| {name(r)} | {case(r)} | {r["error"]} | | | | | | | | |')
         continue
     m, h, c = r["max"], r["half"], r["cpu"]
-    print(f'| {name(r)} | {case(r)} | {m["delivered_per_s"]:,.0f} | {h["e2e"]["p50_us"]:,.0f} | '
-          f'{h["e2e"]["p99_us"]:,.0f} | {h["e2e"]["p999_us"]:,.0f} | {mib(r["rss_kb"])} | '
-          f'{used(c["max"]["router_s"], c["max"]) if r["router"] != "none" else "n/a"} | {m["lost"]} / {h["lost"]} | '
+    lost = f'{m["lost"]} / {h["lost"]}' if r["triggers"] else "n/a"
+    print(f'| {name(r)} | {case(r)} | {thru(r, m):,.0f} | {lat(r, h)["p50_us"]:,.0f} | '
+          f'{lat(r, h)["p99_us"]:,.0f} | {lat(r, h)["p999_us"]:,.0f} | {mib(r["rss_kb"])} | '
+          f'{used(c["max"]["router_s"], c["max"]) if r["router"] != "none" else "n/a"} | {lost} | '
           f'{h["send_lag"]["p99_us"]:,.0f} | '
           f'{max(used(c[k]["other_s"], c[k]) for k in ("max", "half"))} |')
 quic = {(r["triggers"], r["mode"]): r for r in rows if "error" not in r and r.get("transport") == "quic"}
@@ -117,8 +126,8 @@ if both:
     ratio = lambda a, b: f"{a / b:.2f}×" if b else "n/a"
     for q, h in both:
         qh, hh = q["half"], h["half"]
-        print(f'| {case(h)} | {ratio(q["max"]["delivered_per_s"], h["max"]["delivered_per_s"])} | '
-              f'{ratio(qh["e2e"]["p50_us"], hh["e2e"]["p50_us"])} | {ratio(qh["e2e"]["p99_us"], hh["e2e"]["p99_us"])} | '
+        print(f'| {case(h)} | {ratio(thru(q, q["max"]), thru(h, h["max"]))} | '
+              f'{ratio(lat(q, qh)["p50_us"], lat(h, hh)["p50_us"])} | {ratio(lat(q, qh)["p99_us"], lat(h, hh)["p99_us"])} | '
               f'{ratio(qh["ack"]["p50_us"], hh["ack"]["p50_us"])} | {ratio(qh["ack"]["p99_us"], hh["ack"]["p99_us"])} | '
               f'{ratio(q["cpu"]["max"]["router_s"], h["cpu"]["max"]["router_s"])} |')
 rows = [r for r in rows if r.get("transport", "http") == "http"]
@@ -131,8 +140,8 @@ if pairs:
     print("|---|---:|---:|---:|---:|---:|")
     ratio = lambda a, b: f"{a / b:.2f}×" if b else "n/a"
     for t, n in pairs:
-        th, nh = t["half"]["e2e"], n["half"]["e2e"]
-        print(f'| {case(t)} | {ratio(t["max"]["delivered_per_s"], n["max"]["delivered_per_s"])} | '
+        th, nh = lat(t, t["half"]), lat(n, n["half"])
+        print(f'| {case(t)} | {ratio(thru(t, t["max"]), thru(n, n["max"]))} | '
               f'{ratio(th["p50_us"], nh["p50_us"])} | {ratio(th["p99_us"], nh["p99_us"])} | '
               f'{ratio(th["p999_us"], nh["p999_us"])} | {ratio(t["rss_kb"], n["rss_kb"])} |')
 PY
@@ -247,7 +256,8 @@ loadgen() { # name mode rate target [args] → runs tf-loadgen: JSON line in $OU
             # use in $OUT/name.cpu ("wall loadgen_user loadgen_sys machine_ticks router_ticks")
     local name=$1 mode=$2 rate=$3 target=$4 b0 r0 TIMEFORMAT='%R %U %S'
     local args=("${@:5}" --target "$target" --sink "127.0.0.1:$SINK_PORT"
-        --mode "$mode" --rate "$rate" --duration "$DURATION" --drain "$DRAIN" --connections "$CONNECTIONS")
+        --mode "$mode" --rate "$rate" --duration "$DURATION" --drain "${CASE_DRAIN:-$DRAIN}"
+        --connections "$CONNECTIONS")
     [[ $mode == batch ]] && args+=(--batch "$BATCH")
     b0=$(busy_ticks); r0=$(proc_ticks "$ROUTER_PID")
     # shellcheck disable=SC2046
@@ -264,6 +274,9 @@ fi
 printf '{"cores": %s, "duration": "%s", "drain": "%s", "connections": %s, "batch": %s, "nice": %s, "latency_rate": %s, "loadavg_before": "%s"}\n' \
     "$(nproc)" "$DURATION" "$DRAIN" "$CONNECTIONS" "$BATCH" "$NICE" "${LATENCY_RATE:-0}" "$(cat /proc/loadavg)" > "$OUT/run.json"
 for triggers in $TRIGGERS; do
+    # With no trigger nothing reaches the sink: measure what ingress accepted, without a drain.
+    CASE_DRAIN=""; figure=delivered_per_s
+    if [[ $triggers == 0 ]]; then CASE_DRAIN=0s; figure=accepted_per_s; fi
     config=$OUT/config-$triggers.yaml
     "$BENCHCONFIG" --triggers "$triggers" --filters "$FILTERS" \
         ${QUIC_SPEC:+--quic "$QUIC_SPEC"} \
@@ -297,12 +310,12 @@ for triggers in $TRIGGERS; do
                 fi
             fi
             loadgen "$case_name-max" "$mode" max "$target" "${extra[@]}"
-            max=$(json "$OUT/$case_name-max.json" 'int(r["delivered_per_s"])')
-            echo "   max: $max events/s delivered ($(json "$OUT/$case_name-max.json" 'r["lost"]') lost)" >&2
+            max=$(json "$OUT/$case_name-max.json" "int(r[\"$figure\"])")
+            echo "   max: $max events/s ${figure%_per_s} ($(json "$OUT/$case_name-max.json" 'r["lost"]') lost)" >&2
             sleep "$SETTLE"
             half=${LATENCY_RATE:-$(( max / 2 > 0 ? max / 2 : 1 ))}
             loadgen "$case_name-half" "$mode" "$half" "$target" "${extra[@]}"
-            echo "   at $half events/s: $(json "$OUT/$case_name-half.json" '"p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs" % (r["e2e"]["p50_us"], r["e2e"]["p99_us"], r["e2e"]["p999_us"])')" >&2
+            echo "   at $half events/s: $(json "$OUT/$case_name-half.json" '"p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs" % (lambda l: (l["p50_us"], l["p99_us"], l["p999_us"]))(r["e2e"] if r["received"] else r["ack"])')" >&2
             rss_kb=0
             if [[ -n $ROUTER_PID ]]; then
                 rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$ROUTER_PID/status" 2>/dev/null || echo 0)

@@ -15,7 +15,6 @@
 
 use std::fmt::Write;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 
 use crate::loadgen::payload::TYPE_PREFIX;
 
@@ -37,8 +36,9 @@ pub enum FilterStyle {
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    /// How many triggers.
-    pub triggers: NonZeroU32,
+    /// How many triggers. With none, the broker takes events and matches them against nothing:
+    /// a benchmark of ingress alone.
+    pub triggers: u32,
     /// Where every trigger delivers (`subscriber.uri`).
     pub subscriber: String,
     /// How the filters are written.
@@ -64,7 +64,7 @@ impl BenchConfig {
 
     /// The multi-document YAML.
     pub fn to_yaml(&self) -> String {
-        let n = self.triggers.get();
+        let n = self.triggers;
         let mut y = String::with_capacity(256 + n as usize * 300);
         let _ = self.write_yaml(&mut y);
         y
@@ -113,7 +113,7 @@ impl BenchConfig {
             None => y.push_str("spec: {}\n"),
         }
         let uri = serde_json::to_string(&self.subscriber).map_err(|_| std::fmt::Error)?;
-        for i in 0..self.triggers.get() {
+        for i in 0..self.triggers {
             writeln!(
                 y,
                 "---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: bench-t{i}\n  namespace: {ns}\nspec:\n  broker: {b}",
@@ -164,7 +164,7 @@ mod tests {
 
     fn config(n: u32, filters: FilterStyle) -> BenchConfig {
         BenchConfig {
-            triggers: NonZeroU32::new(n).unwrap(),
+            triggers: n,
             subscriber: "http://127.0.0.1:18090/".into(),
             filters,
             http: Some("127.0.0.1:18080".parse().unwrap()),
@@ -196,6 +196,14 @@ mod tests {
         c.quic = Some("{threads: 2}".into());
         let loaded = Config::load(&c.to_yaml(), "bench.yaml").unwrap();
         assert_eq!(loaded.server().quic.threads.map(|n| n.get()), Some(2));
+    }
+
+    #[test]
+    fn no_triggers_is_a_broker_alone() {
+        let loaded =
+            Config::load(&config(0, FilterStyle::Attributes).to_yaml(), "bench.yaml").unwrap();
+        assert_eq!(loaded.brokers().len(), 1);
+        assert!(loaded.triggers().is_empty());
     }
 
     /// The triggers (by position) that pass an event of type `t{t}`, per Triggerfish's own

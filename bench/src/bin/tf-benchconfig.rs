@@ -8,7 +8,6 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -20,9 +19,9 @@ use triggerfish_bench::benchconfig::{BenchConfig, FilterStyle};
 #[derive(Debug, Parser)]
 #[command(name = "tf-benchconfig", version)]
 struct Args {
-    /// How many triggers.
+    /// How many triggers; 0 benchmarks ingress alone (events are taken, matched and dropped).
     #[arg(long, default_value = "1")]
-    triggers: NonZeroU32,
+    triggers: u32,
     /// The subscriber URI of every trigger (the load generator's sink).
     #[arg(long)]
     subscriber: String,

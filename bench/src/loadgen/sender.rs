@@ -236,7 +236,32 @@ pub async fn run(config: SenderConfig, clock: Clock, stop: Arc<AtomicBool>) -> S
             report.absorb(w);
         }
     }
-    if let Some((client, _, _)) = &shared.quic {
+    if let Some((client, peer, _)) = &shared.quic {
+        if let Ok(c) = peer.connection().await {
+            let (s, udp) = (c.stats().path, c.stats().udp_tx);
+            // What the transport did, to tell a slow router from lost datagrams and probe
+            // timeouts (the kernel's drops are `RcvbufErrors` in /proc/net/snmp).
+            #[allow(clippy::print_stderr, reason = "a diagnostic line of a benchmark tool")]
+            {
+                eprintln!(
+                    "  quic: rtt {:?} (min {:?}), cwnd {} B, mtu {} B, {} datagrams in {} sends, \
+                     {} packets sent, {} lost, {} congestion events, MTU probes {} sent {} lost, \
+                     {} black holes",
+                    s.rtt,
+                    s.min_rtt,
+                    s.cwnd,
+                    s.current_mtu,
+                    udp.datagrams,
+                    udp.ios,
+                    s.sent_packets,
+                    s.lost_packets,
+                    s.congestion_events,
+                    s.sent_plpmtud_probes,
+                    s.lost_plpmtud_probes,
+                    s.black_holes_detected
+                );
+            }
+        }
         client.close().await;
     }
     if let Some(pacer) = pacer {

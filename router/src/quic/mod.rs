@@ -7,26 +7,57 @@
 pub mod client;
 pub mod tls;
 
-/// The largest UDP payload an endpoint receives and path MTU discovery searches for: a
-/// jumbo frame's (9,000-byte MTU less the IPv6 and UDP headers).
+/// The largest UDP payload an endpoint receives and path MTU discovery searches for.
 ///
 /// Quinn's defaults stop at Ethernet's 1,472 / 1,452 bytes. Searching higher is safe on any
 /// path (probes that do not fit are lost and the search settles below them), and paths that
-/// carry more (jumbo-frame networks, loopback) then send a batch in a sixth of the packets:
+/// carry more (jumbo-frame networks, loopback) then send a batch in a fifth of the packets:
 /// fewer encryptions, acks and system calls per frame. The cost is the endpoint's receive
 /// buffer, which grows with it (quinn sizes it for 32 × 64 segments of this size, touched only
 /// as datagrams arrive).
-const MAX_UDP_PAYLOAD: u16 = 8_952;
+///
+/// Why 6,550 and not a jumbo frame's 8,952: quinn hands the kernel up to ten datagrams in one
+/// segmentation-offload (GSO) send, and the kernel refuses a send of more than 65,507 bytes
+/// (an IPv4 datagram's limit) with `EMSGSIZE`. With 8,952-byte datagrams a full send of ten
+/// was 89,520 bytes: quinn dropped it whole, silently, and under load the losses drove loss
+/// recovery, probe timeouts of 100–400 ms and the black-hole fallback below.
+const MAX_UDP_PAYLOAD: u16 = 6_550;
+
+/// Quinn's most datagrams per GSO send (`MAX_TRANSMIT_SEGMENTS` in `quinn`'s connection).
+const GSO_SEGMENTS: u32 = 10;
+
+// Ten full datagrams must fit in one UDP send over IPv4.
+const _: () = assert!(MAX_UDP_PAYLOAD as u32 * GSO_SEGMENTS <= 65_507);
+
+/// How long path MTU discovery waits to search again after quinn's black-hole detector drops
+/// a connection to 1,200-byte datagrams.
+///
+/// The detector reads a few lost large packets as a path that stopped carrying them, and
+/// congestion loss fires it too (quinn-rs/quinn#1855, #2791): a producer at full rate over
+/// loopback lost a handful of packets to congestion, fell to 1,200 bytes and sent seven times
+/// the packets for the rest of the connection, since quinn's default cooldown is a minute. A
+/// real black hole costs one failed search (a few probes) per cooldown.
+const BLACK_HOLE_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Path MTU discovery up to [`MAX_UDP_PAYLOAD`], for the server and the client.
 pub fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    mtu.upper_bound(MAX_UDP_PAYLOAD)
+        .black_hole_cooldown(BLACK_HOLE_COOLDOWN);
     mtu
 }
 
-/// A QUIC endpoint on `addr` that receives datagrams of up to [`MAX_UDP_PAYLOAD`]; a server
-/// when `server` is given.
+/// The UDP socket buffers an endpoint asks for, each way.
+///
+/// The kernel's default (`net.core.rmem_default`, 208 KiB on most systems) holds about twenty
+/// jumbo datagrams: a producer with eight frames of 100 events in flight overflows it, the
+/// kernel drops datagrams (`RcvbufErrors` in `/proc/net/snmp`), and each drop costs a loss
+/// recovery, up to a probe timeout of tens of milliseconds. Linux caps the request at
+/// `net.core.rmem_max` / `wmem_max`; a server warns when it got less than a quarter of it.
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// A QUIC endpoint on `addr` that receives datagrams of up to [`MAX_UDP_PAYLOAD`], with socket
+/// buffers of up to [`SOCKET_BUFFER`]; a server when `server` is given.
 pub fn endpoint(
     addr: std::net::SocketAddr,
     server: Option<quinn::ServerConfig>,
@@ -38,6 +69,7 @@ pub fn endpoint(
         let _ = socket.set_only_v6(false);
     }
     socket.bind(&addr.into())?;
+    size_buffers(&socket, server.is_some());
     let socket: std::net::UdpSocket = socket.into();
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
@@ -46,4 +78,22 @@ pub fn endpoint(
         .max_udp_payload_size(MAX_UDP_PAYLOAD)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     quinn::Endpoint::new(config, server, socket, runtime)
+}
+
+/// Asks for [`SOCKET_BUFFER`] each way; a smaller buffer works, with more drops under bursts.
+/// Only a server, which receives the events, warns when it got much less; a client receives
+/// acks.
+fn size_buffers(socket: &socket2::Socket, server: bool) {
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    let got = socket.recv_buffer_size().unwrap_or(0);
+    tracing::debug!(wanted = SOCKET_BUFFER, got, "QUIC: UDP receive buffer");
+    if server && got < SOCKET_BUFFER / 4 {
+        tracing::warn!(
+            wanted = SOCKET_BUFFER,
+            got,
+            "QUIC: the UDP receive buffer is small, so bursts of datagrams may be dropped and \
+             resent; raise it with `sysctl -w net.core.rmem_max={SOCKET_BUFFER}`"
+        );
+    }
 }
