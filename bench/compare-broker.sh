@@ -120,7 +120,7 @@ both = [(quic[k], http[k]) for k in quic if k in http]
 if both:
     print("\nTriggerfish QUIC ingress / HTTP ingress (max events/s and ack rate: higher is better;")
     print("latency: lower is better). Ack: the producer's view, from each request's due time to its")
-    print("answer, in the latency run.\n")
+    print("answer, in the latency run. Ingress only: the e2e columns are the ack's too.\n")
     print("| case | max events/s | e2e p50 | e2e p99 | ack p50 | ack p99 | router CPU |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     ratio = lambda a, b: f"{a / b:.2f}×" if b else "n/a"
