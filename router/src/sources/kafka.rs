@@ -57,12 +57,11 @@ use tokio_util::sync::CancellationToken;
 use triggerfish_core::config::{
     CeOverrides, CustomResource, InitialOffset, InvalidRecords, KafkaNetSpec, KafkaSourceSpec,
 };
-use triggerfish_core::event::{EventBatch, EventRef};
 use triggerfish_core::sources::kafka::{KafkaMapper, Record};
 use triggerfish_core::sources::offsets::OffsetTracker;
 
 use crate::dispatch::TriggerHandle;
-use crate::sources::tracked::{self, TrackedPublisher};
+use crate::sources::tracked::{self, TrackedPublisher, one};
 use crate::sources::{BuildErrors, Context, Publisher, Secret, SourceMetrics};
 
 /// Records handled per turn, at most.
@@ -571,44 +570,18 @@ impl Task {
                 ticket,
                 event: one(batch),
             }),
-            Err(invalid) => {
-                let action = self.config.invalid;
-                let outcome = format!(
-                    "{}_{}",
-                    invalid.reason(),
-                    match action {
-                        InvalidRecords::DeadLetter => "dead_lettered",
-                        InvalidRecords::Skip => "skipped",
-                    }
-                );
-                self.context.metrics.record(&self.key, &outcome, 0);
-                match action {
-                    InvalidRecords::Skip => {
-                        tracing::warn!(source = %self.key, error = %invalid, "bad record skipped (invalidRecords: skip)");
-                        self.out.tracker.lock().finish(&ticket);
-                    }
-                    InvalidRecords::DeadLetter => {
-                        match self
-                            .config
-                            .mapper
-                            .dead_letter_event(&record, value, &invalid, &limits)
-                        {
-                            Ok(batch) => {
-                                tracing::warn!(source = %self.key, error = %invalid, "bad record sent to the dead-letter sink");
-                                dead.push(Ready {
-                                    ticket,
-                                    event: one(batch),
-                                });
-                            }
-                            Err(e) => {
-                                tracing::error!(source = %self.key, error = %invalid, dead_letter_error = %e,
-                                    "bad record skipped: not even its description fits an event");
-                                self.out.tracker.lock().finish(&ticket);
-                            }
-                        }
-                    }
-                }
-            }
+            Err(invalid) => self.out.refuse(
+                ticket,
+                &*invalid,
+                self.config.invalid,
+                "record",
+                || {
+                    self.config
+                        .mapper
+                        .dead_letter_event(&record, value, &invalid, &limits)
+                },
+                dead,
+            ),
         }
     }
 
@@ -676,11 +649,4 @@ fn describe_offsets(list: &TopicPartitionList) -> String {
         .map(|e| format!("{}/{}@{:?}", e.topic(), e.partition(), e.offset()))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// The one event of a batch.
-fn one(batch: EventBatch) -> EventRef {
-    let batch = Arc::new(batch);
-    // Mapped records always hold exactly one event.
-    EventRef::new(batch, 0).unwrap_or_else(|| unreachable!("a mapped record is one event"))
 }

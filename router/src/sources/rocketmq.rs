@@ -61,13 +61,12 @@ use tokio_util::sync::CancellationToken;
 use triggerfish_core::config::{
     CeOverrides, CustomResource, InitialOffset, InvalidRecords, RocketMQSourceSpec, SecretRef,
 };
-use triggerfish_core::event::{EventBatch, EventRef};
 use triggerfish_core::sources::offsets::OffsetTracker;
 use triggerfish_core::sources::rocketmq::{Message, RocketMqMapper};
 
 use crate::dispatch::TriggerHandle;
 use crate::sources::kafka::invalid_records;
-use crate::sources::tracked::{self, TrackedPublisher};
+use crate::sources::tracked::{self, TrackedPublisher, one};
 use crate::sources::{BuildErrors, Context, Publisher, Secret};
 
 /// Messages the client pulls from a queue per request.
@@ -493,44 +492,18 @@ impl Task {
                 ticket,
                 event: one(batch),
             }),
-            Err(invalid) => {
-                let action = self.config.invalid;
-                let outcome = format!(
-                    "{}_{}",
-                    invalid.reason(),
-                    match action {
-                        InvalidRecords::DeadLetter => "dead_lettered",
-                        InvalidRecords::Skip => "skipped",
-                    }
-                );
-                self.context.metrics.record(&self.key, &outcome, 0);
-                match action {
-                    InvalidRecords::Skip => {
-                        tracing::warn!(source = %self.key, error = %invalid, "bad message skipped (invalidRecords: skip)");
-                        self.out.tracker.lock().finish(&ticket);
-                    }
-                    InvalidRecords::DeadLetter => {
-                        match self
-                            .config
-                            .mapper
-                            .dead_letter_event(&message, &body, &invalid, &limits)
-                        {
-                            Ok(batch) => {
-                                tracing::warn!(source = %self.key, error = %invalid, "bad message sent to the dead-letter sink");
-                                dead.push(Ready {
-                                    ticket,
-                                    event: one(batch),
-                                });
-                            }
-                            Err(e) => {
-                                tracing::error!(source = %self.key, error = %invalid, dead_letter_error = %e,
-                                    "bad message skipped: not even its description fits an event");
-                                self.out.tracker.lock().finish(&ticket);
-                            }
-                        }
-                    }
-                }
-            }
+            Err(invalid) => self.out.refuse(
+                ticket,
+                &*invalid,
+                self.config.invalid,
+                "message",
+                || {
+                    self.config
+                        .mapper
+                        .dead_letter_event(&message, &body, &invalid, &limits)
+                },
+                dead,
+            ),
         }
     }
 
@@ -568,13 +541,6 @@ impl Task {
         self.consumer.shutdown().await;
         tracing::info!(source = %self.key, unfinished = left, "RocketMQ consumer stopped; unfinished messages are read again next time");
     }
-}
-
-/// The one event of a batch.
-fn one(batch: EventBatch) -> EventRef {
-    let batch = Arc::new(batch);
-    // Mapped messages always hold exactly one event.
-    EventRef::new(batch, 0).unwrap_or_else(|| unreachable!("a mapped message is one event"))
 }
 
 #[cfg(test)]

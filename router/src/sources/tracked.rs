@@ -9,11 +9,13 @@
 //! What it does not do: read records, map them to events, or commit offsets (each source's
 //! task does, with its client).
 
+use std::fmt::Display;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use triggerfish_core::event::EventRef;
+use triggerfish_core::config::InvalidRecords;
+use triggerfish_core::event::{EventBatch, EventRef};
 use triggerfish_core::sources::offsets::{OffsetTracker, Ticket};
 
 use crate::dispatch::{EnqueueAllError, TriggerHandle};
@@ -30,6 +32,24 @@ pub(super) struct Ready<P> {
     pub ticket: Ticket<P>,
     /// Its event.
     pub event: EventRef,
+}
+
+/// Why a record is not an event, as a source's mapper says.
+pub(super) trait BadRecord: Display {
+    /// The metric's reason: `too_large` or `invalid`.
+    fn reason(&self) -> &'static str;
+}
+
+impl BadRecord for triggerfish_core::sources::kafka::InvalidRecord {
+    fn reason(&self) -> &'static str {
+        self.reason()
+    }
+}
+
+impl BadRecord for triggerfish_core::sources::rocketmq::InvalidMessage {
+    fn reason(&self) -> &'static str {
+        self.reason()
+    }
 }
 
 /// Where a log-based source's events go: its target, and its dead-letter sink for records
@@ -104,6 +124,46 @@ impl<P: Ord + Clone + Send + Sync + 'static> TrackedPublisher<P> {
         true
     }
 
+    /// Handles a record that is not an event (`invalid`): counts it by its reason, then, as `action` says, skips it (its offset is finished now) or queues its
+    /// description, made by `describe`, on `dead` for [`TrackedPublisher::dead_letter`]. A
+    /// description that does not fit an event either is logged and skipped. `what` names the
+    /// record in logs ("record", "message").
+    pub fn refuse<E: Display>(
+        &self,
+        ticket: Ticket<P>,
+        invalid: &dyn BadRecord,
+        action: InvalidRecords,
+        what: &str,
+        describe: impl FnOnce() -> Result<EventBatch, E>,
+        dead: &mut Vec<Ready<P>>,
+    ) {
+        let outcome = match action {
+            InvalidRecords::DeadLetter => "dead_lettered",
+            InvalidRecords::Skip => "skipped",
+        };
+        self.metrics
+            .record(&self.key, &format!("{}_{outcome}", invalid.reason()), 0);
+        if action == InvalidRecords::Skip {
+            tracing::warn!(source = %self.key, error = %invalid, "bad {what} skipped (invalidRecords: skip)");
+            self.tracker.lock().finish(&ticket);
+            return;
+        }
+        match describe() {
+            Ok(batch) => {
+                tracing::warn!(source = %self.key, error = %invalid, "bad {what} sent to the dead-letter sink");
+                dead.push(Ready {
+                    ticket,
+                    event: one(batch),
+                });
+            }
+            Err(e) => {
+                tracing::error!(source = %self.key, error = %invalid, dead_letter_error = %e,
+                    "bad {what} skipped: not even its description fits an event");
+                self.tracker.lock().finish(&ticket);
+            }
+        }
+    }
+
     /// Sends bad records' descriptions to the dead-letter dispatcher. False when stopping.
     pub async fn dead_letter(&self, ready: Vec<Ready<P>>, stop: &CancellationToken) -> bool {
         let Some(handle) = &self.dead_letter else {
@@ -144,4 +204,10 @@ impl<P: Ord + Clone + Send + Sync + 'static> TrackedPublisher<P> {
             None => Completion::none(),
         }
     }
+}
+
+/// The one event of a mapped record's batch (a mapper makes exactly one).
+pub(super) fn one(batch: EventBatch) -> EventRef {
+    EventRef::new(Arc::new(batch), 0)
+        .unwrap_or_else(|| unreachable!("a mapped record is one event"))
 }
