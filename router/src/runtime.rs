@@ -61,6 +61,8 @@ pub struct Settings {
     pub quic_threads: Option<usize>,
     /// How QUIC subscribers verify servers.
     pub quic_trust: crate::quic::tls::Trust,
+    /// The `Server` document these settings came from, to tell a reload what it cannot change.
+    pub server: ServerSpec,
 }
 
 impl Settings {
@@ -94,7 +96,34 @@ impl Settings {
                 pinned_sha256: spec.quic.client.pinned_sha256.clone(),
                 danger_accept_invalid_certs: spec.quic.client.danger_accept_invalid_certs,
             },
+            server: spec.clone(),
         }
+    }
+
+    /// The fields of the `Server` document in `new` that differ from the one the process
+    /// started with and that only a restart applies: listeners, shards, queues, the shutdown
+    /// grace period, the data directory, the store, TLS and QUIC. (The limits and `auth` are
+    /// applied by a reload; a change of `listen.webhooks` is reported by the event sources.)
+    pub fn restart_pending(&self, new: &ServerSpec) -> Vec<&'static str> {
+        let old = &self.server;
+        [
+            ("listen.http", old.listen.http != new.listen.http),
+            ("listen.admin", old.listen.admin != new.listen.admin),
+            ("listen.quic", old.listen.quic != new.listen.quic),
+            ("shards", old.shards != new.shards),
+            ("queues", old.queues != new.queues),
+            (
+                "shutdownGracePeriod",
+                old.shutdown_grace_period != new.shutdown_grace_period,
+            ),
+            ("dataDir", old.data_dir != new.data_dir),
+            ("store", old.store != new.store),
+            ("tls", old.tls != new.tls),
+            ("quic", old.quic != new.quic),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
     }
 }
 
@@ -113,6 +142,9 @@ pub struct ConfigStatus {
     /// The last rejected reload, if any, since the active config was loaded, while the file
     /// still differs from the active config.
     pub last_rejected: Option<String>,
+    /// `Server` fields the active config changes that take effect only at the next restart
+    /// (the process runs with the values it started with).
+    pub restart_pending: Vec<&'static str>,
 }
 
 /// One broker in `/config`.
@@ -428,6 +460,7 @@ impl Router {
                 loaded_at: 0,
                 brokers: Vec::new(),
                 last_rejected: None,
+                restart_pending: Vec::new(),
             }),
             config,
             ready: AtomicBool::new(false),
@@ -557,12 +590,18 @@ impl Router {
         let loaded_at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let restart_pending = self.settings.restart_pending(spec);
+        if !restart_pending.is_empty() {
+            tracing::warn!(fields = %restart_pending.join(", "),
+                "config reload: these Server fields changed and take effect only at the next restart; the process keeps the values it started with");
+        }
         self.status.store(Arc::new(ConfigStatus {
             file: plan.config.file_name().to_owned(),
             version: plan.config.version().to_owned(),
             loaded_at,
             brokers: status,
             last_rejected: None,
+            restart_pending,
         }));
         tracing::info!(version = %plan.config.version(), file = %plan.config.file_name(), triggers_started = started,
             triggers_kept = kept, "config active");

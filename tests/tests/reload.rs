@@ -348,3 +348,51 @@ async fn a_deleted_then_recreated_file_and_a_reverted_file() {
     router.publish(&Event::new("after", "t")).await;
     sub.wait_for(1, PATIENCE).await;
 }
+
+/// A reload that changes what only a restart applies (shards, queue limits) is applied for
+/// everything else, warns, and lists those fields in `/config` until the file is back to what
+/// the process started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_needs_a_restart_says_so() {
+    let sub = Subscriber::start().await;
+    let v1 = Config::new()
+        .broker("default", None)
+        .trigger(Trigger::new("a", &sub.url("/a")));
+    let router = Router::start(&v1.render()).await;
+    let status = router.config_status().await;
+    assert_eq!(status["restartPending"], serde_json::json!([]));
+    let version1 = status["version"].as_str().unwrap().to_owned();
+
+    let v2 = Config::new()
+        .server("shards: 3\nqueues:\n  trigger:\n    events: 100\n    bytes: 1MiB")
+        .broker("default", None)
+        .trigger(Trigger::new("a", &sub.url("/a")))
+        .trigger(Trigger::new("b", &sub.url("/b")));
+    router.write_config(&v2.render());
+    let version2 = wait_version_change(&router, &version1).await;
+    let status = router.config_status().await;
+    assert_eq!(
+        status["restartPending"],
+        serde_json::json!(["shards", "queues"])
+    );
+    let logs = router
+        .wait_log("take effect only at the next restart", PATIENCE)
+        .await;
+    assert!(logs.contains("shards, queues"), "{logs}");
+    // The rest of the new config is live: b gets events.
+    router.publish(&Event::new("after", "t")).await;
+    let got = sub.wait_for_path("/b", 1, PATIENCE).await;
+    assert_eq!(got[0].id(), "after");
+
+    // Back to the Server document the process started with: nothing pending.
+    let v3 = Config::new()
+        .broker("default", None)
+        .trigger(Trigger::new("a", &sub.url("/a")))
+        .trigger(Trigger::new("b", &sub.url("/b")));
+    router.write_config(&v3.render());
+    wait_version_change(&router, &version2).await;
+    assert_eq!(
+        router.config_status().await["restartPending"],
+        serde_json::json!([])
+    );
+}
