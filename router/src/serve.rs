@@ -152,11 +152,12 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
             ));
             match settings.quic_threads {
                 None => {
-                    let endpoint = bind_quic(addr, &spec, &quic)?;
+                    let endpoint = bind_quic(addr, &spec, &quic, &router.stop)?;
                     Some((None, tokio::spawn(quic.serve(endpoint, drained.clone()))))
                 }
                 Some(threads) => {
-                    let (runtime, endpoint) = quic_runtime(threads, addr, &spec, &quic)?;
+                    let (runtime, endpoint) =
+                        quic_runtime(threads, addr, &spec, &quic, &router.stop)?;
                     let task = runtime.spawn(quic.serve(endpoint, drained.clone()));
                     Some((Some(runtime), task))
                 }
@@ -262,6 +263,7 @@ fn bind_quic(
     addr: SocketAddr,
     spec: &triggerfish_core::config::ServerSpec,
     quic: &QuicIngress,
+    stop: &tokio_util::sync::CancellationToken,
 ) -> Result<quinn::Endpoint, StartError> {
     use crate::quic::tls;
     // `quic.tls`, else the HTTP listeners' `tls` certificate, else the development one.
@@ -273,6 +275,10 @@ fn bind_quic(
                 key_file: t.key_file.clone(),
             })
     });
+    // Taken before loading, so that a change while loading is seen by the watch.
+    let seen = files
+        .as_ref()
+        .and_then(|f| crate::tls::digest_files([&f.cert_file, &f.key_file]).ok());
     let identity = tls::server_identity(files.as_ref(), &spec.data_dir, addr)
         .map_err(|e| StartError::Other(anyhow::anyhow!("QUIC ingress TLS: {e}")))?;
     let cert = identity.cert_path.display().to_string();
@@ -285,10 +291,14 @@ fn bind_quic(
     }
     let mut config = tls::server_config(identity)
         .map_err(|e| StartError::Other(anyhow::anyhow!("QUIC ingress TLS: {e}")))?;
-    config.transport_config(Arc::new(quic.transport_config()));
+    let transport = Arc::new(quic.transport_config());
+    config.transport_config(Arc::clone(&transport));
     let endpoint = crate::quic::endpoint(addr, Some(config))
         .with_context(|| format!("binding the QUIC ingress listener to {addr} (UDP)"))
         .map_err(StartError::Other)?;
+    if let Some(files) = files {
+        tls::spawn_cert_watch(endpoint.clone(), files, seen, transport, stop.clone());
+    }
     let bound = endpoint.local_addr().unwrap_or(addr);
     tracing::info!(addr = %bound, alpn = "triggerfish/1", "QUIC ingress listening");
     Ok(endpoint)
@@ -304,6 +314,7 @@ fn quic_runtime(
     addr: SocketAddr,
     spec: &triggerfish_core::config::ServerSpec,
     quic: &QuicIngress,
+    stop: &tokio_util::sync::CancellationToken,
 ) -> Result<(tokio::runtime::Runtime, quinn::Endpoint), StartError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -314,7 +325,7 @@ fn quic_runtime(
         .map_err(StartError::Other)?;
     let bound = {
         let _entered = runtime.enter();
-        bind_quic(addr, spec, quic)
+        bind_quic(addr, spec, quic, stop)
     };
     match bound {
         Ok(endpoint) => Ok((runtime, endpoint)),

@@ -156,15 +156,23 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 fn files_digest(spec: &TlsSpec) -> Result<[u8; 32], TlsError> {
+    digest_files(
+        [
+            Some(&spec.cert_file),
+            Some(&spec.key_file),
+            spec.client_ca_file.as_ref(),
+        ]
+        .into_iter()
+        .flatten(),
+    )
+}
+
+/// SHA-256 over the contents of `paths`, to tell when certificate files change.
+pub(crate) fn digest_files<'a>(
+    paths: impl IntoIterator<Item = &'a PathBuf>,
+) -> Result<[u8; 32], TlsError> {
     let mut h = Sha256::new();
-    for path in [
-        Some(&spec.cert_file),
-        Some(&spec.key_file),
-        spec.client_ca_file.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for path in paths {
         let bytes = read(path)?;
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(bytes);

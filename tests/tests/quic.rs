@@ -728,3 +728,69 @@ async fn config_errors_name_the_field() {
     assert!(err.contains("spec.batch.linger"), "{err}");
     let _ = ALPN;
 }
+
+/// The QUIC ingress's certificate files (`quic.tls`), replaced on disk, are picked up without
+/// a restart: new connections get the new certificate. A broken pair is refused, and the last
+/// good certificate stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quic_certificate_is_reloaded_from_disk() {
+    use sha2::{Digest as _, Sha256};
+    use triggerfish_core::quic::format_fingerprint;
+    use triggerfish_tests::tls::Ca;
+
+    let pin = |der: &[u8]| format_fingerprint(&Sha256::digest(der).into());
+    let sub = Subscriber::start().await;
+    let ca = Ca::new("test CA");
+    let (first, second) = (ca.server(), ca.server());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, &first.cert_pem).unwrap();
+    std::fs::write(&key, &first.key_pem).unwrap();
+    let router = router_to(
+        &sub,
+        &format!(
+            "quic: {{tls: {{certFile: {}, keyFile: {}}}}}",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .await;
+    let url = router.quic_url("default");
+    let send_pinned = |der: &[u8]| {
+        let args = s(&["--to", &url, "--type", "t", "--pin-sha256", &pin(der)]);
+        send(router.dir(), args)
+    };
+    let (out, summary) = send_pinned(&first.der).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary["accepted"], 1);
+
+    // Rotate, as cert-manager does: new files moved into place.
+    std::fs::write(dir.path().join("tls.key.new"), &second.key_pem).unwrap();
+    std::fs::write(dir.path().join("tls.crt.new"), &second.cert_pem).unwrap();
+    std::fs::rename(dir.path().join("tls.key.new"), &key).unwrap();
+    std::fs::rename(dir.path().join("tls.crt.new"), &cert).unwrap();
+    let logs = router.wait_log("QUIC certificate reloaded", PATIENCE).await;
+    assert!(
+        logs.contains(&format!("fingerprint=sha256:{}", pin(&second.der))),
+        "{logs}"
+    );
+    let (out, summary) = send_pinned(&second.der).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary["accepted"], 1);
+    let (out, _) = send_pinned(&first.der).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the old certificate is no longer served"
+    );
+
+    // A broken pair (the new certificate with the old key) is refused; the last good one stays.
+    std::fs::write(&key, &first.key_pem).unwrap();
+    router
+        .wait_log("QUIC TLS files changed but do not load", PATIENCE)
+        .await;
+    let (out, summary) = send_pinned(&second.der).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary["accepted"], 1);
+    sub.wait_for(3, PATIENCE).await;
+}

@@ -19,7 +19,7 @@
 //! **Replies.** A job ends in one reply event, built as JSON and decoded with
 //! [`triggerfish_core::event::decode_structured`] into an [`EventBatch`] the router can
 //! publish: `dev.triggerfish.media.completed` (data: the input, the pipeline's
-//! [`Summary`](crate::pipelines::Summary) and the artifacts' URIs) or
+//! [`Summary`] and the artifacts' URIs) or
 //! `dev.triggerfish.media.failed` (data: the input, a [`FailureReason`] code, the limit for
 //! `limit_exceeded`, and a message). Both carry the job id in the `mediajobid` extension, the
 //! input key as `subject`, and the input's `traceparent`/`tracestate`.

@@ -15,7 +15,7 @@ use clap::Parser;
 use triggerfish_bench::benchconfig::{BenchConfig, FilterStyle};
 
 /// Writes a Knative config: broker default/default and N triggers, trigger i passing events of
-/// type com.example.bench.t<i>, all delivering to one subscriber.
+/// type `com.example.bench.t<i>`, all delivering to one subscriber.
 #[derive(Debug, Parser)]
 #[command(name = "tf-benchconfig", version)]
 struct Args {

@@ -21,7 +21,7 @@ pub mod tls;
 /// (an IPv4 datagram's limit) with `EMSGSIZE`. With 8,952-byte datagrams a full send of ten
 /// was 89,520 bytes: quinn dropped it whole, silently, and under load the losses drove loss
 /// recovery, probe timeouts of 100–400 ms and the black-hole fallback below.
-const MAX_UDP_PAYLOAD: u16 = 6_550;
+pub const MAX_UDP_PAYLOAD: u16 = 6_550;
 
 /// Quinn's most datagrams per GSO send (`MAX_TRANSMIT_SEGMENTS` in `quinn`'s connection).
 const GSO_SEGMENTS: u32 = 10;
@@ -54,7 +54,7 @@ pub fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
 /// kernel drops datagrams (`RcvbufErrors` in `/proc/net/snmp`), and each drop costs a loss
 /// recovery, up to a probe timeout of tens of milliseconds. Linux caps the request at
 /// `net.core.rmem_max` / `wmem_max`; a server warns when it got less than a quarter of it.
-const SOCKET_BUFFER: usize = 8 << 20;
+pub const SOCKET_BUFFER: usize = 8 << 20;
 
 /// A QUIC endpoint on `addr` that receives datagrams of up to [`MAX_UDP_PAYLOAD`], with socket
 /// buffers of up to [`SOCKET_BUFFER`]; a server when `server` is given.

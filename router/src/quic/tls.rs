@@ -3,6 +3,8 @@
 //! Server side: a certificate chain and key from PEM files (`Server.spec.quic.tls`), or a
 //! self-signed development certificate generated into `{dataDir}/quic/` on first start and
 //! reused after. Its SHA-256 fingerprint is logged at every start so that clients can pin it.
+//! Certificate files are followed ([`spawn_cert_watch`]): a renewed pair is used for new
+//! connections without a restart.
 //!
 //! Client side ([`Trust`]): the system's trusted roots, plus a CA file, plus pinned
 //! fingerprints (a pinned certificate is trusted as it is, whatever its name or issuer). A
@@ -97,9 +99,18 @@ pub fn server_identity(
             (cert, key, generated, true)
         }
     };
+    load_identity(cert_path, &key_path, generated, development)
+}
+
+fn load_identity(
+    cert_path: PathBuf,
+    key_path: &Path,
+    generated: bool,
+    development: bool,
+) -> Result<ServerIdentity, TlsError> {
     let chain = read_certs(&cert_path)?;
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| TlsError::File {
-        path: key_path.clone(),
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::File {
+        path: key_path.to_owned(),
         reason: format!("no usable private key: {e}"),
     })?;
     let fingerprint = chain.first().map(fingerprint).unwrap_or_default();
@@ -111,6 +122,55 @@ pub fn server_identity(
         generated,
         development,
     })
+}
+
+/// Follows the QUIC ingress's certificate files: every [`crate::tls::CHECK_EVERY`] until
+/// `stop` it re-reads them, and a changed pair that loads becomes the certificate of new
+/// connections (open ones keep theirs). A changed pair that does not load is logged once, and
+/// the previous certificate stays. `seen` is the digest of the files as loaded at start; the
+/// development certificate is not followed.
+pub fn spawn_cert_watch(
+    endpoint: quinn::Endpoint,
+    files: TlsFiles,
+    seen: Option<[u8; 32]>,
+    transport: Arc<quinn::TransportConfig>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let paths = [files.cert_file.clone(), files.key_file.clone()];
+    let mut seen = seen;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(crate::tls::CHECK_EVERY) => {}
+            }
+            // Unreadable: being rewritten, or gone; keep serving and look again.
+            let Ok(now) = crate::tls::digest_files(&paths) else {
+                continue;
+            };
+            if seen == Some(now) {
+                continue;
+            }
+            seen = Some(now);
+            let loaded = load_identity(files.cert_file.clone(), &files.key_file, false, false)
+                .and_then(|identity| {
+                    let fingerprint = identity.fingerprint.clone();
+                    Ok((server_config(identity)?, fingerprint))
+                });
+            match loaded {
+                Ok((mut config, fingerprint)) => {
+                    config.transport_config(Arc::clone(&transport));
+                    endpoint.set_server_config(Some(config));
+                    tracing::info!(cert = %files.cert_file.display(), fingerprint = %format!("sha256:{fingerprint}"),
+                        "QUIC certificate reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e,
+                        "QUIC TLS files changed but do not load; the previous certificate stays in use");
+                }
+            }
+        }
+    });
 }
 
 /// The SHA-256 fingerprint of a certificate, `AB:CD:...`.

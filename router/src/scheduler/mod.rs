@@ -13,11 +13,11 @@
 //!   piling up without bound.
 //! - **Ticks are prepared ahead and fired by a thread of their own.** Right after a tick
 //!   fires, in the idle time before the next one is due, the task computes the schedule's next
-//!   tick, builds its event (cron arithmetic, UUIDv5 id, JSON) and arms it on the [`firing`]
+//!   tick, builds its event (cron arithmetic, UUIDv5 id, JSON) and arms it on the `firing`
 //!   thread. That thread wakes at the tick (to tens of microseconds, where Tokio's timer rounds
 //!   up to the millisecond) and only hands prepared events over without waiting
 //!   (`try_enqueue`; a task waits only when a queue is full), so 10,000 schedules due at the
-//!   same second cost a hand-off each, not a build each. The task itself wakes [`SETTLE`]
+//!   same second cost a hand-off each, not a build each. The task itself wakes `SETTLE`
 //!   after an armed tick, to remember it and prepare the next one, so that it does not compete
 //!   with the burst for a core.
 //! - **Ticks into a broker of this process** (memory store) skip the dispatcher: a burst's

@@ -130,7 +130,7 @@ impl MemoryStore {
         (hash % self.shards.len() as u64) as usize
     }
 
-    /// Admits every event of `batch` or none: see [`super::Store::try_offer`].
+    /// Admits every event of `batch` or none: see [`super::Store::publish`].
     pub fn try_offer(
         &self,
         broker: &BrokerKey,

@@ -1,7 +1,7 @@
 //! Silero VAD (v5/v6 ONNX model, `silero_vad.onnx` from the `silero-vad` 6.2.3 wheel).
 //!
 //! The model takes 16 kHz mono f32 audio in windows of 512 samples and returns, per window,
-//! the probability that it holds speech. It is recurrent: `state` (f32[2,1,128]) carries over
+//! the probability that it holds speech. It is recurrent: `state` (`f32[2,1,128]`) carries over
 //! from one window to the next, and each window must be preceded by the **last 64 samples of
 //! the previous window** (zeros before the first), so that `input` is f32[1, 576]. Without
 //! that context the model barely fires; this is what silero's own `OnnxWrapper` does.

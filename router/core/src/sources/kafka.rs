@@ -22,7 +22,7 @@
 //! CloudEvent (a `ce_specversion` header or a CloudEvents content type) but is not a valid one
 //! is an [`InvalidRecord`], not silently wrapped; so is a record whose event exceeds the size
 //! limit. The router dead-letters or skips such records as the source is configured, and
-//! counts and logs each. [`dead_letter_event`] is the event sent to the dead-letter sink.
+//! counts and logs each. [`KafkaMapper::dead_letter_event`] is the event sent to the dead-letter sink.
 //!
 //! What this module does not do: talk to Kafka, or commit offsets (see [`super::offsets`]).
 
