@@ -49,8 +49,8 @@ pub fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
 
 /// The UDP socket buffers an endpoint asks for, each way.
 ///
-/// The kernel's default (`net.core.rmem_default`, 208 KiB on most systems) holds about twenty
-/// jumbo datagrams: a producer with eight frames of 100 events in flight overflows it, the
+/// The kernel's default (`net.core.rmem_default`, 208 KiB on most systems) holds a few dozen
+/// large datagrams: a producer with eight frames of 100 events in flight overflows it, the
 /// kernel drops datagrams (`RcvbufErrors` in `/proc/net/snmp`), and each drop costs a loss
 /// recovery, up to a probe timeout of tens of milliseconds. Linux caps the request at
 /// `net.core.rmem_max` / `wmem_max`; a server warns when it got less than a quarter of it.

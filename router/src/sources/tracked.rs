@@ -124,10 +124,11 @@ impl<P: Ord + Clone + Send + Sync + 'static> TrackedPublisher<P> {
         true
     }
 
-    /// Handles a record that is not an event (`invalid`): counts it by its reason, then, as `action` says, skips it (its offset is finished now) or queues its
-    /// description, made by `describe`, on `dead` for [`TrackedPublisher::dead_letter`]. A
-    /// description that does not fit an event either is logged and skipped. `what` names the
-    /// record in logs ("record", "message").
+    /// Handles a record that is not an event (`invalid`): counts it by its reason, then, as
+    /// `action` says, skips it (its offset is finished now) or queues its description, made by
+    /// `describe`, on `dead` for [`TrackedPublisher::dead_letter`]. A description that does not
+    /// fit an event either is logged and skipped. `what` names the record in logs ("record",
+    /// "message").
     pub fn refuse<E: Display>(
         &self,
         ticket: Ticket<P>,
