@@ -37,6 +37,15 @@ fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| (*x).to_owned()).collect()
 }
 
+/// `triggerfish send` arguments to broker `default/default` of `router` over QUIC, trusting
+/// its development certificate, followed by `args`.
+fn to_router(router: &Router, args: &[&str]) -> Vec<String> {
+    let (url, ca) = (router.quic_url("default"), router.quic_cert());
+    let mut all = s(&["--to", &url, "--ca-file", ca.to_str().unwrap()]);
+    all.extend(s(args));
+    all
+}
+
 async fn router_to(sub: &Subscriber, server: &str) -> Router {
     let config = Config::new()
         .server(server)
@@ -51,26 +60,23 @@ async fn quic_ingress_delivers_to_an_http_subscriber() {
     let router = router_to(&sub, "").await;
     let logs = router.wait_log("QUIC ingress listening", PATIENCE).await;
     assert!(logs.contains("fingerprint=sha256:"), "{logs}");
-    let ca = router.quic_cert();
-    let ca = ca.to_str().unwrap();
 
     // One event from flags.
     let (out, summary) = send(
         router.dir(),
-        s(&[
-            "--to",
-            &router.quic_url("default"),
-            "--ca-file",
-            ca,
-            "--type",
-            "com.example.one",
-            "--id",
-            "one",
-            "--data",
-            "{\"n\": 1}",
-            "--ext",
-            "tenant=acme",
-        ]),
+        to_router(
+            &router,
+            &[
+                "--type",
+                "com.example.one",
+                "--id",
+                "one",
+                "--data",
+                "{\"n\": 1}",
+                "--ext",
+                "tenant=acme",
+            ],
+        ),
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -88,18 +94,10 @@ async fn quic_ingress_delivers_to_an_http_subscriber() {
     // Generated load in frames of 100, the last one short.
     let (out, summary) = send(
         router.dir(),
-        s(&[
-            "--to",
-            &router.quic_url("default"),
-            "--ca-file",
-            ca,
-            "--count",
-            "250",
-            "--batch",
-            "100",
-            "--type",
-            "t",
-        ]),
+        to_router(
+            &router,
+            &["--count", "250", "--batch", "100", "--type", "t"],
+        ),
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -130,16 +128,10 @@ async fn quic_ingress_delivers_to_an_http_subscriber() {
     .unwrap();
     let (out, summary) = send(
         router.dir(),
-        s(&[
-            "--to",
-            &router.quic_url("default"),
-            "--ca-file",
-            ca,
-            "--file",
-            file.to_str().unwrap(),
-            "--batch",
-            "10",
-        ]),
+        to_router(
+            &router,
+            &["--file", file.to_str().unwrap(), "--batch", "10"],
+        ),
     )
     .await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -167,21 +159,12 @@ async fn quic_ingress_on_its_own_threads_delivers_and_shuts_down() {
     let sub = Subscriber::start().await;
     let mut router = router_to(&sub, "quic: {threads: 2}").await;
     router.wait_log("QUIC ingress listening", PATIENCE).await;
-    let ca = router.quic_cert();
     let (out, summary) = send(
         router.dir(),
-        s(&[
-            "--to",
-            &router.quic_url("default"),
-            "--ca-file",
-            ca.to_str().unwrap(),
-            "--count",
-            "500",
-            "--batch",
-            "100",
-            "--type",
-            "t",
-        ]),
+        to_router(
+            &router,
+            &["--count", "500", "--batch", "100", "--type", "t"],
+        ),
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
