@@ -52,6 +52,53 @@ pub fn decode_batched(body: Bytes, limits: &DecodeLimits) -> Result<BatchDecode,
     decode(body, limits, Shape::Array)
 }
 
+/// Where and why `raw` is not JSON, in words a producer can act on.
+///
+/// simd-json's errors name its parsing stage (`InternalError at character 0`) and point at a
+/// structural character near the fault rather than at it. This runs only for a body already
+/// refused, so a second, slower parse by serde_json, which names the fault and its position,
+/// costs the hot path nothing. Should serde_json accept what simd-json refused (nesting deeper
+/// than simd-json allows, say), simd-json's own words are kept.
+#[cold]
+fn invalid_json(raw: &[u8], simd: &simd_json::Error) -> DecodeErrorKind {
+    // serde_json skips the contents of strings it is told to ignore, UTF-8 included.
+    if let Err(e) = std::str::from_utf8(raw) {
+        return DecodeErrorKind::InvalidJson {
+            offset: e.valid_up_to(),
+            reason: "invalid UTF-8".to_owned(),
+        };
+    }
+    match serde_json::from_slice::<serde::de::IgnoredAny>(raw) {
+        Err(e) => {
+            let full = e.to_string();
+            let position = format!(" at line {} column {}", e.line(), e.column());
+            DecodeErrorKind::InvalidJson {
+                offset: byte_offset(raw, e.line(), e.column()),
+                reason: full.strip_suffix(&position).unwrap_or(&full).to_owned(),
+            }
+        }
+        Ok(_) => DecodeErrorKind::InvalidJson {
+            offset: simd.index(),
+            reason: format!("{:?}", simd.error()),
+        },
+    }
+}
+
+/// The byte offset of serde_json's 1-based `line` and byte `column` (0 for column 0, which
+/// serde_json reports at the start of a line).
+fn byte_offset(raw: &[u8], line: usize, column: usize) -> usize {
+    let line_start = if line <= 1 {
+        0
+    } else {
+        raw.iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'\n')
+            .nth(line - 2)
+            .map_or(raw.len(), |(i, _)| i + 1)
+    };
+    (line_start + column.saturating_sub(1)).min(raw.len())
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Shape {
     Single,
@@ -104,10 +151,7 @@ fn decode(raw: Bytes, limits: &DecodeLimits, shape: Shape) -> Result<BatchDecode
         let base = scratch.as_ptr() as usize;
         let parsed = fill_tape_padded(&mut scratch, len, &mut state.buffers, &mut tape);
         let out = match parsed {
-            Err(e) => Err(DecodeError::body(DecodeErrorKind::InvalidJson {
-                offset: e.index(),
-                reason: e.to_string(),
-            })),
+            Err(e) => Err(DecodeError::body(invalid_json(&raw, &e))),
             Ok(()) => {
                 let walker = Walker {
                     raw: &raw,
@@ -513,4 +557,37 @@ fn check_base64(s: &str, member: &'static str) -> Result<(), DecodeErrorKind> {
             .map_err(|_| DecodeErrorKind::InvalidBase64(member))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(body: &[u8]) -> String {
+        let err = decode_batched(Bytes::copy_from_slice(body), &DecodeLimits::default())
+            .expect_err("invalid JSON");
+        err.to_string()
+    }
+
+    #[test]
+    fn invalid_json_says_what_and_where() {
+        let cases: [(&[u8], &str); 8] = [
+            (b"hello", "(at byte 0): expected value"),
+            (b"[1,", "(at byte 2): EOF while parsing a value"),
+            (br#"["\x"]"#, "(at byte 3): invalid escape"),
+            (b"[] x", "(at byte 3): trailing characters"),
+            (br#"[{"a":}]"#, "(at byte 6): expected value"),
+            (b"", "(at byte 0): EOF while parsing a value"),
+            (b"[\n  {\"a\" 1}]", "(at byte 9): expected `:`"),
+            (b"[\"\xff\"]", "(at byte 2): invalid UTF-8"),
+        ];
+        for (body, want) in cases {
+            let got = error(body);
+            assert!(
+                got.contains(want),
+                "{:?}: got {got:?}, want {want:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
 }
