@@ -37,7 +37,7 @@ pub mod subscriber;
 pub mod tls;
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,26 @@ pub use subscriber::{Reply, Request, Subscriber};
 /// A generous bound for things that normally take milliseconds, so that a loaded machine
 /// does not fail a test; passing tests never wait this long.
 pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The Python of a virtual environment that `scripts/dev setup` installed into
+/// `$TRIGGERFISH_CACHE/venv/{name}` (default cache `~/.cache/triggerfish`); panics, saying how
+/// to install it, when it is missing.
+pub fn venv_python(name: &str) -> PathBuf {
+    let cache = std::env::var_os("TRIGGERFISH_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("triggerfish"))
+        })
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/triggerfish")))
+        .expect("no TRIGGERFISH_CACHE, XDG_CACHE_HOME or HOME to find the cache in");
+    let python = cache.join("venv").join(name).join("bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `scripts/dev setup`",
+        python.display()
+    );
+    python
+}
 
 /// Polls `check` every 10 ms until it returns `Some`; panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T

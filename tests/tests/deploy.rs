@@ -20,23 +20,9 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The validator's Python: `$TRIGGERFISH_CACHE/venv/k8s/bin/python` (default cache
-/// `~/.cache/triggerfish`).
+/// The validator's Python, with kubernetes-validate.
 fn python() -> PathBuf {
-    let cache = std::env::var_os("TRIGGERFISH_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("triggerfish"))
-        })
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/triggerfish")))
-        .unwrap();
-    let python = cache.join("venv/k8s/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run `scripts/dev setup` (it installs kubernetes-validate)",
-        python.display()
-    );
-    python
+    triggerfish_tests::venv_python("k8s")
 }
 
 /// Runs `validate.py` on the manifests in `dir`, writing the configs to `out`.
