@@ -11,7 +11,7 @@ use std::process::Output;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use triggerfish_core::quic::publish::{PublishHeader, encode_publish};
-use triggerfish_core::quic::{ALPN, StreamCode};
+use triggerfish_core::quic::{ALPN, Ack, StreamCode};
 use triggerfish_tests::quic::{Answer, QuicClient};
 use triggerfish_tests::{Config, Event, PATIENCE, Reply, Router, Subscriber, Trigger, run_cli};
 
@@ -485,6 +485,95 @@ async fn full_queues_answer_429_with_a_retry_after() {
     let got = sub.wait_for(accepted.len(), PATIENCE).await;
     let ids: BTreeSet<String> = got.iter().map(|r| r.id()).collect();
     assert_eq!(ids, accepted);
+}
+
+/// Opens a stream of `client` and sends the first `sent` bytes of a frame whose body is `len`
+/// bytes, without FIN: a frame that stalls. The stream stays open while the result lives.
+async fn stall(client: &QuicClient, len: usize, sent: usize) -> quinn::SendStream {
+    let frame = encode_publish("default/default", &vec![b' '; len]).unwrap();
+    let (mut send, _recv) = client.connection.open_bi().await.unwrap();
+    send.write_all(&frame[..sent]).await.unwrap();
+    send
+}
+
+/// Publishes one event per frame until an ack passes `done`, at most for [`PATIENCE`]; returns
+/// that ack and how many events were accepted before it.
+async fn publish_until(client: &QuicClient, done: impl Fn(&Ack) -> bool) -> (Ack, usize) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut accepted = 0;
+    for i in 0.. {
+        let event = Event::new(format!("until-{i}"), "t");
+        let ack = client.publish("default/default", &[event]).await.ack();
+        if done(&ack) {
+            return (ack, accepted);
+        }
+        accepted += ack.accepted as usize;
+        assert!(std::time::Instant::now() < deadline, "last ack: {ack:?}");
+    }
+    unreachable!()
+}
+
+/// A client that declares large bodies and sends nothing holds none of the body budget: other
+/// frames are answered at once, not after the stalled ones time out (`frameTimeout`, here 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_that_declare_a_body_and_stall_hold_no_buffer() {
+    let sub = Subscriber::start().await;
+    let router = router_to(
+        &sub,
+        "limits: {maxRequestBytes: 1MiB}\nquic: {maxBufferedBytes: 1MiB, frameTimeout: PT30S}",
+    )
+    .await;
+    let attacker = QuicClient::connect(router.quic, &router.quic_cert()).await;
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        // The header, the target and a byte of a 1 MiB body.
+        stalled.push(stall(&attacker, 1 << 20, 24).await);
+    }
+    let producer = QuicClient::connect(router.quic, &router.quic_cert()).await;
+    let ack = tokio::time::timeout(
+        PATIENCE / 2,
+        producer.publish("default/default", &[Event::new("through", "t")]),
+    )
+    .await
+    .expect("a frame waited behind stalled ones")
+    .ack();
+    assert_eq!((ack.status, ack.accepted), (202, 1), "{ack:?}");
+    sub.wait_for(1, PATIENCE).await;
+    drop(stalled);
+}
+
+/// Bytes that have arrived do hold the budget: with it full, a frame waits a second for room,
+/// then is answered 429 with a retry-after (nothing queued); once the stalled frame goes, the
+/// budget is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_body_budget_answers_429_then_recovers() {
+    let sub = Subscriber::start().await;
+    let router = router_to(
+        &sub,
+        "limits: {maxRequestBytes: 1MiB}\nquic: {maxBufferedBytes: 1MiB, frameTimeout: PT30S}",
+    )
+    .await;
+    let attacker = QuicClient::connect(router.quic, &router.quic_cert()).await;
+    // All but the last 10 bytes of a 1 MiB body (after 23 bytes of header and target): the
+    // budget has 10 bytes left, less than any frame's body.
+    let mut stalled = stall(&attacker, 1 << 20, 23 + (1 << 20) - 10).await;
+    let producer = QuicClient::connect(router.quic, &router.quic_cert()).await;
+    let (ack, before) = publish_until(&producer, |ack| ack.status == 429).await;
+    assert_eq!(
+        (ack.accepted, ack.retry_after_ms, ack.message.as_str()),
+        (0, 1000, "ingress buffers are full"),
+        "{ack:?}"
+    );
+    let _ = stalled.reset(0u8.into());
+    let (ack, _) = publish_until(&producer, |ack| ack.status == 202).await;
+    assert_eq!(ack.accepted, 1, "{ack:?}");
+    // Accepted: those before the budget filled, and the last one.
+    sub.wait_for(before + 1, PATIENCE).await;
+    assert_eq!(
+        sub.count(),
+        before + 1,
+        "an event answered 429 was delivered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,11 @@
 //! - streams per connection: `quic.maxStreamsPerConnection`, enforced by QUIC itself (the
 //!   client cannot open more until one ends);
 //! - frame bodies: `limits.maxRequestBytes` each, refused from the header alone; and
-//!   `quic.maxBufferedBytes` over all streams. A stream whose body does not fit waits
-//!   *without reading*, so its QUIC flow-control window closes and the sender stalls;
+//!   `quic.maxBufferedBytes` over all streams, taken by the bytes that have arrived (not by
+//!   the size a header declares, which would let a client that declares large frames and
+//!   sends nothing hold it). A stream that finds no room stops reading, so its QUIC
+//!   flow-control window closes and the sender stalls; after a second without room the frame
+//!   is answered 429;
 //! - time: `quic.frameTimeout` for a whole frame to arrive, `quic.idleTimeout` per
 //!   connection.
 //!
@@ -89,6 +92,8 @@ enum StreamFailure {
     Timeout,
     /// The client reset its side or the connection went away: nobody to answer.
     Gone,
+    /// No room in the body budget within [`BUFFER_WAIT`]: answered 429, not reset.
+    NoRoom,
 }
 
 impl StreamFailure {
@@ -96,7 +101,7 @@ impl StreamFailure {
         match self {
             StreamFailure::Frame(e) => Some(e.code()),
             StreamFailure::Timeout => Some(StreamCode::Timeout),
-            StreamFailure::Gone => None,
+            StreamFailure::Gone | StreamFailure::NoRoom => None,
         }
     }
 }
@@ -323,15 +328,22 @@ impl QuicIngress {
             }
         };
 
-        // Bounded memory: wait for room before reading. Not reading is what makes QUIC flow
-        // control hold the sender meanwhile. Not under the frame deadline: the wait is ours.
-        let size = header.body_len().clamp(1, self.limits.max_buffered_bytes);
-        let permit = Arc::clone(&self.buffered)
-            .acquire_many_owned(u32::try_from(size).unwrap_or(u32::MAX))
-            .await
-            .map_err(|_| StreamFailure::Gone)?;
+        // Bounded memory: the body takes budget for the bytes that have arrived, chunk by
+        // chunk, never for the size the header declares, so a stream that declares 4 MiB and
+        // sends nothing holds nothing. A stream that finds no room stops reading, which closes
+        // its QUIC flow-control window; if room does not come within BUFFER_WAIT it is
+        // answered 429 rather than left waiting for the frame deadline.
         let deadline = tokio::time::Instant::now() + self.limits.frame_timeout;
-        let body = within(deadline, read_body(recv, header.body_len())).await??;
+        let mut held = Held::new(&self.buffered, self.limits.max_buffered_bytes);
+        let body = match within(deadline, read_body(recv, header.body_len(), &mut held)).await? {
+            Ok(body) => body,
+            Err(StreamFailure::NoRoom) => {
+                let _ = recv.stop(StreamCode::NoError.as_u32().into());
+                let ack = Ack::retry_later(429, "ingress buffers are full", RETRY_AFTER_MS);
+                return Ok(refuse(ack, label, Throttled));
+            }
+            Err(e) => return Err(e),
+        };
         within(deadline, expect_end(recv)).await??;
 
         let decoded = match decode_batched(body, &limits.decode) {
@@ -382,7 +394,7 @@ impl QuicIngress {
                 .publish(&broker, Arc::new(decoded.batch), None)
                 .await
         };
-        drop(permit);
+        drop(held);
         Ok(match outcome {
             Ok(()) => Handled {
                 accepted: n,
@@ -436,10 +448,73 @@ async fn read_exact(recv: &mut quinn::RecvStream, buf: &mut [u8]) -> Result<(), 
     })
 }
 
-/// Reads exactly `len` bytes into one buffer. A body that arrives in one chunk is kept as it
-/// is (no copy); otherwise chunks are copied once into a buffer of the exact size.
-async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<Bytes, StreamFailure> {
+/// How long a frame waits for room in the body budget before it is answered 429.
+///
+/// Long enough to ride out a burst of large frames being decoded, short enough that frames
+/// holding the budget while they stall (partly sent, then nothing) cannot hold other producers
+/// until the frame deadline.
+const BUFFER_WAIT: Duration = Duration::from_secs(1);
+
+/// The most a body buffer is given before its bytes arrive.
+const BODY_CAPACITY: usize = 64 * 1024;
+
+/// One frame's share of the body budget, taken as its bytes arrive and given back on drop.
+struct Held<'a> {
+    budget: &'a Semaphore,
+    held: usize,
+    /// The most one frame takes: the whole budget (a frame larger than that cannot be
+    /// configured, as `maxBufferedBytes` ≥ `maxRequestBytes`).
+    cap: usize,
+}
+
+impl<'a> Held<'a> {
+    fn new(budget: &'a Semaphore, cap: usize) -> Held<'a> {
+        Held {
+            budget,
+            held: 0,
+            cap: cap.min(Semaphore::MAX_PERMITS),
+        }
+    }
+
+    /// Takes `n` more bytes of budget, waiting at most [`BUFFER_WAIT`] for them.
+    async fn take(&mut self, n: usize) -> Result<(), StreamFailure> {
+        let n = n.min(self.cap - self.held);
+        if n == 0 {
+            return Ok(());
+        }
+        let wanted = u32::try_from(n).unwrap_or(u32::MAX);
+        match tokio::time::timeout(BUFFER_WAIT, self.budget.acquire_many(wanted)).await {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                self.held += wanted as usize;
+                Ok(())
+            }
+            Ok(Err(_closed)) => Err(StreamFailure::Gone),
+            Err(_elapsed) => Err(StreamFailure::NoRoom),
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.budget.add_permits(self.held);
+    }
+}
+
+/// Reads exactly `len` bytes into one buffer, taking budget for each chunk as it arrives (the
+/// read after it waits until the budget has room). A body that arrives in one chunk is kept as
+/// it is (no copy); otherwise chunks are copied into one buffer, of the exact size for bodies
+/// up to [`BODY_CAPACITY`], and growing as bytes arrive beyond that, so that a header cannot
+/// make the server allocate what the client never sends.
+async fn read_body(
+    recv: &mut quinn::RecvStream,
+    len: usize,
+    held: &mut Held<'_>,
+) -> Result<Bytes, StreamFailure> {
     let truncated = |got| StreamFailure::Frame(FrameError::Truncated { expected: len, got });
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
     let mut buf: Option<BytesMut> = None;
     let mut got = 0usize;
     while got < len {
@@ -448,11 +523,12 @@ async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<Bytes, St
             .await
             .map_err(|_| StreamFailure::Gone)?
             .ok_or_else(|| truncated(got))?;
+        held.take(chunk.bytes.len()).await?;
         if got == 0 && chunk.bytes.len() == len {
             return Ok(chunk.bytes);
         }
         got += chunk.bytes.len();
-        buf.get_or_insert_with(|| BytesMut::with_capacity(len))
+        buf.get_or_insert_with(|| BytesMut::with_capacity(len.min(BODY_CAPACITY)))
             .extend_from_slice(&chunk.bytes);
     }
     Ok(buf.map(BytesMut::freeze).unwrap_or_default())

@@ -436,9 +436,10 @@ pub struct QuicSpec {
     /// The most streams (batches in flight) a client may open at once on one connection;
     /// QUIC's stream limit makes the client wait for more. Defaults to 64.
     pub max_streams_per_connection: NonZeroU32,
-    /// The most bytes of frame bodies being read or decoded, over all connections. A stream
-    /// whose frame does not fit waits without reading, so QUIC flow control holds its
-    /// sender. At least `limits.maxRequestBytes`. Defaults to 64MiB.
+    /// The most bytes of frame bodies being read or decoded, over all connections, counted as
+    /// they arrive. A stream whose next bytes do not fit waits without reading, so QUIC flow
+    /// control holds its sender; after a second without room its frame is answered 429. At
+    /// least `limits.maxRequestBytes`. Defaults to 64MiB.
     pub max_buffered_bytes: ByteSize,
     /// A connection with no traffic for this long is closed. Defaults to `PT30S`.
     pub idle_timeout: IsoDuration,
