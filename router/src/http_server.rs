@@ -3,7 +3,10 @@
 //! graceful shutdown that lets in-flight requests finish.
 //!
 //! TLS handshakes run in the connection's own task, with a timeout, so a slow or silent client
-//! never holds up the accept loop.
+//! never holds up the accept loop. A client must send a request's headers within
+//! [`HEADER_READ_TIMEOUT`] (and its body without pausing longer than
+//! [`crate::body::BODY_IDLE_TIMEOUT`]), and connections idle that long are closed, so
+//! connections that open and say nothing, or trickle, are not held for ever.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,13 +17,19 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::tls::ReloadingTls;
+
+/// The longest an HTTP/1.1 client may take to send a request's headers, and the longest a
+/// connection may sit idle: a new one before its first request, a kept-alive one between
+/// requests (as nginx's `keepalive_timeout`; clients' pools reopen it). hyper's default once a
+/// timer is set.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `handler` on `listener` (over TLS when `tls` is given) until `stop` is cancelled,
 /// then waits up to `grace` for open requests to finish.
@@ -34,7 +43,11 @@ pub async fn serve<H, F>(
     H: Fn(http::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = http::Response<Full<Bytes>>> + Send + 'static,
 {
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -62,6 +75,16 @@ pub async fn serve<H, F>(
         tokio::spawn(async move {
             let ended = match acceptor {
                 None => {
+                    // hyper's header timer starts with a request's first byte: a client that
+                    // connects and says nothing is closed after the same time.
+                    let mut first = [0u8; 1];
+                    if tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first))
+                        .await
+                        .is_err()
+                    {
+                        tracing::debug!(%peer, "connection closed: no request");
+                        return;
+                    }
                     let connection = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .into_owned();

@@ -331,10 +331,8 @@ impl WorkerState {
         let body =
             match crate::body::read_limited(&parts.headers, body, self.max_request_bytes).await {
                 Ok(b) => b,
-                Err(crate::body::BodyError::TooLarge { .. }) => {
-                    return empty(StatusCode::PAYLOAD_TOO_LARGE);
-                }
-                Err(e) => return response(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+                Err(e @ crate::body::BodyError::TooLarge { .. }) => return empty(e.status()),
+                Err(e) => return response(e.status(), "text/plain", format!("{e}\n")),
             };
         let mode = ContentMode::detect(
             parts

@@ -1,7 +1,7 @@
 //! What ingress refuses, and how: malformed bodies and attributes (400, naming the bad
 //! event's index), oversized bodies (413, refused while reading), unsupported formats (415),
-//! unknown brokers (404) and methods other than POST (405). A refused request enqueues
-//! nothing.
+//! unknown brokers (404) and methods other than POST (405), bodies that stall (408), and
+//! clients that connect and say nothing (closed). A refused request enqueues nothing.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read as _, Write as _};
@@ -222,6 +222,76 @@ async fn oversized_bodies_are_refused_while_reading() {
     let got = sub.wait_for(1, PATIENCE).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].id(), "fits");
+}
+
+/// Opens a connection, sends `bytes`, and reads until the router closes it: what it answered,
+/// and after how long.
+fn held_open(router: &Router, bytes: &'static [u8]) -> std::thread::JoinHandle<(String, Duration)> {
+    let addr = router.http;
+    std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let started = Instant::now();
+        stream.write_all(bytes).unwrap();
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .expect("the router closes the connection");
+        (
+            String::from_utf8_lossy(&answer).into_owned(),
+            started.elapsed(),
+        )
+    })
+}
+
+/// Clients that connect and say nothing, send half a head, or stop in the middle of a body are
+/// not held for ever: after 30 s the first two are closed and the third is answered 408. The
+/// router serves others meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_stalled_clients_are_closed() {
+    let (sub, router) = start().await;
+    let silent = held_open(&router, b"");
+    let half_head = held_open(&router, b"POST /default/default HTTP/1.1\r\nhost: x\r\n");
+    let stalled_body = held_open(
+        &router,
+        b"POST /default/default HTTP/1.1\r\nhost: x\r\ncontent-type: application/cloudevents-batch+json\r\ncontent-length: 100\r\n\r\n[{",
+    );
+    let r = router
+        .client
+        .send_structured(&router.broker_url("default"), &Event::new("meanwhile", "t"))
+        .await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+    sub.wait_for(1, PATIENCE).await;
+
+    let in_time = |what: &str, took: Duration| {
+        assert!(
+            (Duration::from_secs(29)..Duration::from_secs(50)).contains(&took),
+            "{what}: closed after {took:?}, not after 30 s"
+        );
+    };
+    let (answer, took) = tokio::task::spawn_blocking(move || silent.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(answer, "", "silent");
+    in_time("silent", took);
+    let (answer, took) = tokio::task::spawn_blocking(move || half_head.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(answer, "", "half a head");
+    in_time("half a head", took);
+    let (answer, took) = tokio::task::spawn_blocking(move || stalled_body.join().unwrap())
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("the body stalled: no bytes for 30s"),
+        "{answer}"
+    );
+    in_time("stalled body", took);
+    let m = router.metrics().await;
+    assert_eq!(m.count(ACCEPTED, &[("outcome", "accepted")]), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -230,21 +230,12 @@ impl Ingress {
         let (parts, body) = req.into_parts();
         let bytes = match read_limited(&parts.headers, body, limits.max_request_bytes).await {
             Ok(b) => b,
-            Err(e @ BodyError::TooLarge { .. }) => {
-                return (
-                    error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string(), &[]),
-                    label,
-                    TooLarge,
-                    0,
-                );
-            }
             Err(e) => {
-                return (
-                    error(StatusCode::BAD_REQUEST, &e.to_string(), &[]),
-                    label,
-                    Rejected,
-                    0,
-                );
+                let outcome = match e {
+                    BodyError::TooLarge { .. } => TooLarge,
+                    BodyError::Stalled(_) | BodyError::Read(_) => Rejected,
+                };
+                return (error(e.status(), &e.to_string(), &[]), label, outcome, 0);
             }
         };
         let batch = match decode(mode, &parts.headers, bytes, &limits.decode) {

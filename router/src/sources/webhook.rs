@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use triggerfish_core::event::DecodeLimits;
 use triggerfish_core::sources::SourceEvent;
 
-use crate::body::{BodyError, read_limited};
+use crate::body::read_limited;
 use crate::http_server::response;
 use crate::sources::{PublishError, Publisher, WEBHOOK_PUBLISH_WAIT, github, oss, registry, s3};
 
@@ -237,10 +237,7 @@ async fn handle(
         let (parts, body) = req.into_parts();
         match read_limited(&parts.headers, body, table.max_request_bytes).await {
             Ok(body) => dispatch(&route, &parts, body).await,
-            Err(e @ BodyError::TooLarge { .. }) => {
-                Reply::refuse(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
-            }
-            Err(e) => Reply::refuse(StatusCode::BAD_REQUEST, e.to_string()),
+            Err(e) => Reply::refuse(e.status(), e.to_string()),
         }
     };
     route
