@@ -49,6 +49,14 @@ use crate::metrics::{IngressLabels, IngressOutcome, Metrics, QuicResetLabels};
 use crate::shard::Snapshot;
 use crate::store::{OfferError, Store};
 
+/// The most bytes a connection may have in flight to the server, unread, over all its
+/// streams (QUIC's connection-level flow control). With `quic.maxConnections`, it bounds what
+/// the QUIC stack buffers for clients that send faster than the ingress reads: 1,024
+/// connections × 16 MiB at worst. Ample for throughput: a producer with 64 frames of 100
+/// events in flight has under 2 MiB outstanding, and 16 MiB covers a 1 Gbit/s path with a
+/// 130 ms round trip.
+const CONNECTION_WINDOW: u32 = 16 << 20;
+
 /// The retry-after a full or unavailable server asks for, as HTTP ingress's `Retry-After: 1`.
 pub const RETRY_AFTER_MS: u32 = 1000;
 
@@ -141,6 +149,9 @@ impl QuicIngress {
     /// The transport parameters that enforce the limits.
     pub fn transport_config(&self) -> quinn::TransportConfig {
         let mut t = quinn::TransportConfig::default();
+        // Quinn's default connection window is unbounded: with every stream at its own window
+        // (1.25 MB), a connection of 64 stalled streams could make the server buffer 80 MB.
+        t.receive_window(CONNECTION_WINDOW.into());
         t.max_concurrent_bidi_streams(self.limits.max_streams_per_connection.into());
         t.max_concurrent_uni_streams(0u8.into());
         t.max_idle_timeout(quinn::IdleTimeout::try_from(self.limits.idle_timeout).ok());
