@@ -27,6 +27,11 @@ use super::{Attempt, Request, Response};
 /// The most bytes of an error response kept for `knativeerrordata`.
 pub const ERROR_DATA_LIMIT: usize = 1024;
 
+/// How long an idle pooled connection to a subscriber is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+const _: () =
+    assert!(POOL_IDLE_TIMEOUT.as_secs() < crate::http_server::HEADER_READ_TIMEOUT.as_secs());
+
 /// The HTTP client shared by all HTTP sinks.
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -43,7 +48,10 @@ pub fn client() -> Result<HttpClient, std::io::Error> {
         .enable_http1()
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Under the 30 s after which our own listeners close an idle connection
+        // (`http_server::HEADER_READ_TIMEOUT`), so a pooled connection to another Triggerfish
+        // is dropped here first and never reused just as the peer closes it.
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(256)
         .build(https))
 }
