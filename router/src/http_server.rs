@@ -5,12 +5,16 @@
 //! TLS handshakes run in the connection's own task, with a timeout, so a slow or silent client
 //! never holds up the accept loop. A client must send a request's headers within
 //! [`HEADER_READ_TIMEOUT`] (and its body without pausing longer than
-//! [`crate::body::BODY_IDLE_TIMEOUT`]), and connections idle that long are closed, so
-//! connections that open and say nothing, or trickle, are not held for ever.
+//! [`crate::body::BODY_IDLE_TIMEOUT`]), and any connection idle that long, with no byte read
+//! and no request being handled, is closed ([`until_idle`]), so connections that open and say
+//! nothing, or trickle, are not held for ever.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,15 +24,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::tls::ReloadingTls;
 
-/// The longest an HTTP/1.1 client may take to send a request's headers, and the longest a
-/// connection may sit idle: a new one before its first request, a kept-alive one between
-/// requests (as nginx's `keepalive_timeout`; clients' pools reopen it). hyper's default once a
-/// timer is set.
+/// The longest an HTTP/1.1 client may take to send a request's headers (hyper's default once
+/// a timer is set), and the longest a connection may sit idle: before its first request, or
+/// between requests (as nginx's `keepalive_timeout`; clients' pools reopen it).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `handler` on `listener` (over TLS when `tls` is given) until `stop` is cancelled,
@@ -64,10 +68,21 @@ pub async fn serve<H, F>(
             }
         };
         let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let stream = Watched {
+            inner: stream,
+            activity: Arc::clone(&activity),
+        };
         let handler = handler.clone();
+        let in_service = Arc::clone(&activity);
         let service = service_fn(move |req| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(req).await) }
+            let handling = Handling::start(Arc::clone(&in_service));
+            async move {
+                let response = handler(req).await;
+                drop(handling);
+                Ok::<_, Infallible>(response)
+            }
         });
         let watcher = graceful.watcher();
         let builder = builder.clone();
@@ -75,20 +90,10 @@ pub async fn serve<H, F>(
         tokio::spawn(async move {
             let ended = match acceptor {
                 None => {
-                    // hyper's header timer starts with a request's first byte: a client that
-                    // connects and says nothing is closed after the same time.
-                    let mut first = [0u8; 1];
-                    if tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first))
-                        .await
-                        .is_err()
-                    {
-                        tracing::debug!(%peer, "connection closed: no request");
-                        return;
-                    }
                     let connection = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .into_owned();
-                    watcher.watch(connection).await
+                    until_idle(watcher.watch(connection), &activity).await
                 }
                 Some(acceptor) => {
                     let stream = match tokio::time::timeout(
@@ -110,11 +115,15 @@ pub async fn serve<H, F>(
                     let connection = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .into_owned();
-                    watcher.watch(connection).await
+                    until_idle(watcher.watch(connection), &activity).await
                 }
             };
-            if let Err(e) = ended {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match ended {
+                Some(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error")
+                }
+                Some(Ok(())) => {}
+                None => tracing::debug!(%peer, "idle connection closed"),
             }
         });
     }
@@ -124,6 +133,131 @@ pub async fn serve<H, F>(
         .is_err()
     {
         tracing::warn!("open connections did not finish within the grace period");
+    }
+}
+
+/// Runs `connection` until it ends, or until it has been idle for [`HEADER_READ_TIMEOUT`]: no
+/// bytes read and no request being handled. An idle connection is dropped, which closes its
+/// socket. This covers what hyper's header timer does not: a connection that never sends a
+/// byte (plain, or after its TLS handshake) and an idle HTTP/2 connection. Wakes once per
+/// idle period, not per request.
+async fn until_idle<F: Future>(connection: F, activity: &Activity) -> Option<F::Output> {
+    let mut connection = std::pin::pin!(connection);
+    loop {
+        let deadline = if activity.handling() {
+            tokio::time::Instant::now() + HEADER_READ_TIMEOUT
+        } else {
+            activity.last_active() + HEADER_READ_TIMEOUT
+        };
+        tokio::select! {
+            ended = &mut connection => return Some(ended),
+            () = tokio::time::sleep_until(deadline) => {
+                if !activity.handling() && activity.last_active().elapsed() >= HEADER_READ_TIMEOUT {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// A connection's activity, for [`until_idle`]: when bytes last arrived or a request last
+/// ended, and how many requests are being handled.
+struct Activity {
+    born: std::time::Instant,
+    /// Milliseconds after `born`.
+    last_active_ms: AtomicU64,
+    handling: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            born: std::time::Instant::now(),
+            last_active_ms: AtomicU64::new(0),
+            handling: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last_active(&self) -> tokio::time::Instant {
+        let ms = self.last_active_ms.load(Ordering::Relaxed);
+        tokio::time::Instant::from_std(self.born + Duration::from_millis(ms))
+    }
+
+    fn handling(&self) -> bool {
+        self.handling.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// A request being handled; its end counts as activity.
+struct Handling(Arc<Activity>);
+
+impl Handling {
+    fn start(activity: Arc<Activity>) -> Handling {
+        activity.handling.fetch_add(1, Ordering::Relaxed);
+        Handling(activity)
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.handling.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A stream that records in its [`Activity`] when bytes arrive.
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

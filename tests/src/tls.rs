@@ -80,17 +80,13 @@ pub struct TlsResponse {
     pub server_cert: Vec<u8>,
 }
 
-/// Sends one HTTP/1.1 request over a fresh TLS connection to `addr`, trusting `ca_pem`,
-/// presenting `client` if given. `Err` when the connection or handshake fails.
-pub async fn request(
+/// Opens a TLS connection to `addr`, trusting `ca_pem`, presenting `client` if given. `Err`
+/// when the connection or handshake fails.
+pub async fn connect(
     addr: SocketAddr,
     ca_pem: &str,
     client: Option<&Issued>,
-    method: http::Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Bytes,
-) -> Result<TlsResponse, String> {
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots
@@ -120,10 +116,24 @@ pub async fn request(
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
         .await
         .map_err(|_| "handshake timed out".to_owned())?
-        .map_err(|e| format!("handshake: {e}"))?;
+        .map_err(|e| format!("handshake: {e}"))
+}
+
+/// Sends one HTTP/1.1 request over a fresh TLS connection to `addr`, trusting `ca_pem`,
+/// presenting `client` if given. `Err` when the connection or handshake fails.
+pub async fn request(
+    addr: SocketAddr,
+    ca_pem: &str,
+    client: Option<&Issued>,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<TlsResponse, String> {
+    let tls = connect(addr, ca_pem, client).await?;
     let server_cert = tls
         .get_ref()
         .1

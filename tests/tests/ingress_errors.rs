@@ -246,9 +246,9 @@ fn held_open(router: &Router, bytes: &'static [u8]) -> std::thread::JoinHandle<(
     })
 }
 
-/// Clients that connect and say nothing, send half a head, or stop in the middle of a body are
-/// not held for ever: after 30 s the first two are closed and the third is answered 408. The
-/// router serves others meanwhile.
+/// Clients that connect and say nothing, send half a head, stop in the middle of a body, or
+/// open an HTTP/2 connection and leave it idle are not held for ever: after 30 s the body is
+/// answered 408 and the others are closed. The router serves others meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_stalled_clients_are_closed() {
     let (sub, router) = start().await;
@@ -257,6 +257,11 @@ async fn silent_and_stalled_clients_are_closed() {
     let stalled_body = held_open(
         &router,
         b"POST /default/default HTTP/1.1\r\nhost: x\r\ncontent-type: application/cloudevents-batch+json\r\ncontent-length: 100\r\n\r\n[{",
+    );
+    // HTTP/2 without TLS: the preface and an empty SETTINGS frame, then nothing.
+    let idle_h2c = held_open(
+        &router,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
     );
     let r = router
         .client
@@ -290,6 +295,12 @@ async fn silent_and_stalled_clients_are_closed() {
         "{answer}"
     );
     in_time("stalled body", took);
+    let (answer, took) = tokio::task::spawn_blocking(move || idle_h2c.join().unwrap())
+        .await
+        .unwrap();
+    // The server's SETTINGS (frame type 4), then the close.
+    assert!(answer.len() >= 9 && answer.as_bytes()[3] == 4, "{answer:?}");
+    in_time("idle h2c", took);
     let m = router.metrics().await;
     assert_eq!(m.count(ACCEPTED, &[("outcome", "accepted")]), 1);
 }

@@ -195,3 +195,33 @@ async fn bad_tls_files_fail_the_load() {
         assert!(stderr.contains(expected), "{server}: {stderr}");
     }
 }
+
+/// A client that completes its handshake and then sends nothing is closed after 30 s, like a
+/// silent plain-text one (hyper's header timer starts only with a request's first byte).
+#[tokio::test]
+async fn a_client_silent_after_its_handshake_is_closed() {
+    use tokio::io::AsyncReadExt as _;
+    let ca = Ca::new("test CA");
+    let server = ca.server();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "tls.crt", &server.cert_pem);
+    let key = write(dir.path(), "tls.key", &server.key_pem);
+    let config = Config::new()
+        .server(&format!("tls: {{certFile: {cert}, keyFile: {key}}}"))
+        .broker("default", None)
+        .render();
+    let router = Router::start(&config).await;
+    let mut silent = tls::connect(router.http, &ca.pem(), None).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), silent.read_to_end(&mut rest)).await;
+    let took = started.elapsed();
+    assert!(read.is_ok(), "still open after 60 s");
+    assert!(
+        (Duration::from_secs(29)..Duration::from_secs(50)).contains(&took),
+        "closed after {took:?}, not after 30 s"
+    );
+    // Meanwhile and after, others are served.
+    let r = post(&router, &ca.pem(), None).await.unwrap();
+    assert_eq!(r.response.code(), 202, "{}", r.response.text());
+}
