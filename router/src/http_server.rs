@@ -6,7 +6,7 @@
 //! never holds up the accept loop. A client must send a request's headers within
 //! [`HEADER_READ_TIMEOUT`] (and its body without pausing longer than
 //! [`crate::body::BODY_IDLE_TIMEOUT`]), and any connection idle that long, with no byte read
-//! and no request being handled, is closed ([`until_idle`]), so connections that open and say
+//! and no request being handled, is closed (`until_idle`), so connections that open and say
 //! nothing, or trickle, are not held for ever.
 
 use std::convert::Infallible;
