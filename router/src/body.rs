@@ -9,10 +9,11 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
+use tower_http::timeout::{TimeoutBody, TimeoutError};
 
 /// The longest wait for the next bytes of a body. Between reads, not for the whole body, so a
 /// large body over a slow link is not cut off while it is moving (nginx's
@@ -60,13 +61,12 @@ where
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge { limit });
     }
-    read_with_idle_timeout(Limited::new(body, limit), limit, BODY_IDLE_TIMEOUT).await
+    read_with_idle_timeout(body, limit, BODY_IDLE_TIMEOUT).await
 }
 
-/// Reads `body` frame by frame, each within `idle` of the one before. A body of one frame is
-/// returned as it is; more are copied once into a buffer of their total size.
+/// Reads `body` whole, each frame within `idle` of the one before, at most `limit` bytes.
 async fn read_with_idle_timeout<B>(
-    body: Limited<B>,
+    body: B,
     limit: usize,
     idle: Duration,
 ) -> Result<Bytes, BodyError>
@@ -74,36 +74,17 @@ where
     B: Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let mut body = std::pin::pin!(body);
-    let mut chunks: Vec<Bytes> = Vec::new();
-    loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Err(_elapsed) => return Err(BodyError::Stalled(idle)),
-            Ok(None) => break,
-            Ok(Some(Err(e))) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(BodyError::TooLarge { limit });
-            }
-            Ok(Some(Err(e))) => return Err(BodyError::Read(e.to_string())),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        // Trailers carry nothing the router reads.
-        if let Ok(data) = frame.into_data()
-            && !data.is_empty()
-        {
-            chunks.push(data);
-        }
+    // The one place bodies are collected: behind `Limited`.
+    #[allow(clippy::disallowed_methods)]
+    let collected = Limited::new(TimeoutBody::new(idle, body), limit)
+        .collect()
+        .await;
+    match collected {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge { limit }),
+        Err(e) if e.is::<TimeoutError>() => Err(BodyError::Stalled(idle)),
+        Err(e) => Err(BodyError::Read(e.to_string())),
     }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.swap_remove(0),
-        _ => {
-            let mut all = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-            for c in &chunks {
-                all.extend_from_slice(c);
-            }
-            all.freeze()
-        }
-    })
 }
 
 #[cfg(test)]
@@ -117,15 +98,12 @@ mod tests {
     use super::*;
 
     /// A body of `chunks`, then silence for ever.
-    fn stalling(chunks: &[&'static [u8]]) -> Limited<impl Body<Data = Bytes, Error = Infallible>> {
+    fn stalling(chunks: &[&'static [u8]]) -> impl Body<Data = Bytes, Error = Infallible> {
         let frames: Vec<Result<Frame<Bytes>, Infallible>> = chunks
             .iter()
             .map(|c| Ok(Frame::data(Bytes::from_static(c))))
             .collect();
-        Limited::new(
-            StreamBody::new(futures::stream::iter(frames).chain(futures::stream::pending())),
-            1024,
-        )
+        StreamBody::new(futures::stream::iter(frames).chain(futures::stream::pending()))
     }
 
     #[tokio::test]
@@ -140,22 +118,22 @@ mod tests {
 
     #[tokio::test]
     async fn chunks_are_joined_and_the_limit_holds() {
-        let body = |chunks: Vec<&'static [u8]>, limit| {
+        let body = |chunks: Vec<&'static [u8]>| {
             let frames: Vec<Result<Frame<Bytes>, Infallible>> = chunks
                 .into_iter()
                 .map(|c| Ok(Frame::data(Bytes::from_static(c))))
                 .collect();
-            Limited::new(StreamBody::new(futures::stream::iter(frames)), limit)
+            StreamBody::new(futures::stream::iter(frames))
         };
         let idle = Duration::from_secs(5);
-        let got = read_with_idle_timeout(body(vec![b"ab", b"", b"cd"], 10), 10, idle).await;
+        let got = read_with_idle_timeout(body(vec![b"ab", b"", b"cd"]), 10, idle).await;
         assert_eq!(got.unwrap(), Bytes::from_static(b"abcd"));
-        let got = read_with_idle_timeout(body(vec![b"abcdef", b"ghijk"], 10), 10, idle).await;
+        let got = read_with_idle_timeout(body(vec![b"abcdef", b"ghijk"]), 10, idle).await;
         assert!(
             matches!(got, Err(BodyError::TooLarge { limit: 10 })),
             "{got:?}"
         );
-        let got = read_with_idle_timeout(body(vec![], 10), 10, idle).await;
+        let got = read_with_idle_timeout(body(vec![]), 10, idle).await;
         assert!(got.unwrap().is_empty());
     }
 }
