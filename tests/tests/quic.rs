@@ -513,10 +513,9 @@ async fn publish_until(client: &QuicClient, done: impl Fn(&Ack) -> bool) -> (Ack
     unreachable!()
 }
 
-/// A client that declares large bodies and sends nothing holds none of the body budget: other
-/// frames are answered at once, not after the stalled ones time out (`frameTimeout`, here 30 s).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frames_that_declare_a_body_and_stall_hold_no_buffer() {
+/// A router whose QUIC body budget is 1 MiB (frames may take 30 s), and two connections to it:
+/// an attacker's and a producer's.
+async fn budget_of_1mib() -> (Subscriber, Router, QuicClient, QuicClient) {
     let sub = Subscriber::start().await;
     let router = router_to(
         &sub,
@@ -524,12 +523,20 @@ async fn frames_that_declare_a_body_and_stall_hold_no_buffer() {
     )
     .await;
     let attacker = QuicClient::connect(router.quic, &router.quic_cert()).await;
+    let producer = QuicClient::connect(router.quic, &router.quic_cert()).await;
+    (sub, router, attacker, producer)
+}
+
+/// A client that declares large bodies and sends nothing holds none of the body budget: other
+/// frames are answered at once, not after the stalled ones time out (`frameTimeout`, here 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_that_declare_a_body_and_stall_hold_no_buffer() {
+    let (sub, _router, attacker, producer) = budget_of_1mib().await;
     let mut stalled = Vec::new();
     for _ in 0..20 {
         // The header, the target and a byte of a 1 MiB body.
         stalled.push(stall(&attacker, 1 << 20, 24).await);
     }
-    let producer = QuicClient::connect(router.quic, &router.quic_cert()).await;
     let ack = tokio::time::timeout(
         PATIENCE / 2,
         producer.publish("default/default", &[Event::new("through", "t")]),
@@ -547,17 +554,10 @@ async fn frames_that_declare_a_body_and_stall_hold_no_buffer() {
 /// budget is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_body_budget_answers_429_then_recovers() {
-    let sub = Subscriber::start().await;
-    let router = router_to(
-        &sub,
-        "limits: {maxRequestBytes: 1MiB}\nquic: {maxBufferedBytes: 1MiB, frameTimeout: PT30S}",
-    )
-    .await;
-    let attacker = QuicClient::connect(router.quic, &router.quic_cert()).await;
+    let (sub, _router, attacker, producer) = budget_of_1mib().await;
     // All but the last 10 bytes of a 1 MiB body (after 23 bytes of header and target): the
     // budget has 10 bytes left, less than any frame's body.
     let mut stalled = stall(&attacker, 1 << 20, 23 + (1 << 20) - 10).await;
-    let producer = QuicClient::connect(router.quic, &router.quic_cert()).await;
     let (ack, before) = publish_until(&producer, |ack| ack.status == 429).await;
     assert_eq!(
         (ack.accepted, ack.retry_after_ms, ack.message.as_str()),

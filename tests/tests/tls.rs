@@ -19,6 +19,14 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
+/// `Server.spec.tls` naming `issued`'s certificate and key, written into `dir` as `tls.crt` and
+/// `tls.key`.
+fn tls_spec(dir: &Path, issued: &Issued) -> String {
+    let cert = write(dir, "tls.crt", &issued.cert_pem);
+    let key = write(dir, "tls.key", &issued.key_pem);
+    format!("tls: {{certFile: {cert}, keyFile: {key}}}")
+}
+
 async fn post(
     router: &Router,
     ca: &str,
@@ -43,10 +51,8 @@ async fn https_ingress_and_admin_with_a_certificate_reloaded_from_disk() {
     let ca = Ca::new("test CA");
     let first = ca.server();
     let dir = tempfile::tempdir().unwrap();
-    let cert = write(dir.path(), "tls.crt", &first.cert_pem);
-    let key = write(dir.path(), "tls.key", &first.key_pem);
     let config = Config::new()
-        .server(&format!("tls: {{certFile: {cert}, keyFile: {key}}}"))
+        .server(&tls_spec(dir.path(), &first))
         .broker("default", None)
         .trigger(Trigger::new("all", &sub.url("/")))
         .render();
@@ -204,10 +210,8 @@ async fn a_client_silent_after_its_handshake_is_closed() {
     let ca = Ca::new("test CA");
     let server = ca.server();
     let dir = tempfile::tempdir().unwrap();
-    let cert = write(dir.path(), "tls.crt", &server.cert_pem);
-    let key = write(dir.path(), "tls.key", &server.key_pem);
     let config = Config::new()
-        .server(&format!("tls: {{certFile: {cert}, keyFile: {key}}}"))
+        .server(&tls_spec(dir.path(), &server))
         .broker("default", None)
         .render();
     let router = Router::start(&config).await;
