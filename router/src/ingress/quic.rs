@@ -494,15 +494,21 @@ impl<'a> Held<'a> {
             return Ok(());
         }
         let wanted = u32::try_from(n).unwrap_or(u32::MAX);
-        match tokio::time::timeout(BUFFER_WAIT, self.budget.acquire_many(wanted)).await {
-            Ok(Ok(permit)) => {
-                permit.forget();
-                self.held += wanted as usize;
-                Ok(())
+        // The common case, room at once, without arming a timer.
+        let permit = match self.budget.try_acquire_many(wanted) {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(StreamFailure::Gone),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                match tokio::time::timeout(BUFFER_WAIT, self.budget.acquire_many(wanted)).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_closed)) => return Err(StreamFailure::Gone),
+                    Err(_elapsed) => return Err(StreamFailure::NoRoom),
+                }
             }
-            Ok(Err(_closed)) => Err(StreamFailure::Gone),
-            Err(_elapsed) => Err(StreamFailure::NoRoom),
-        }
+        };
+        permit.forget();
+        self.held += wanted as usize;
+        Ok(())
     }
 }
 
