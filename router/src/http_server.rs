@@ -7,7 +7,10 @@
 //! [`HEADER_READ_TIMEOUT`] (and its body without pausing longer than
 //! [`crate::body::BODY_IDLE_TIMEOUT`]), and any connection idle that long, with no byte read
 //! and no request being handled, is closed (`until_idle`), so connections that open and say
-//! nothing, or trickle, are not held for ever.
+//! nothing, or trickle, are not held for ever. Each listener holds at most
+//! [`ConnectionLimit::max`] connections (`limits.maxConnections`): at the limit it stops
+//! accepting until one closes, and new clients wait in the kernel's accept queue, as behind
+//! HAProxy's `maxconn` or Go's `netutil.LimitListener`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,10 +27,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{ListenerLabels, Metrics};
 use crate::tls::ReloadingTls;
 
 /// The longest an HTTP/1.1 client may take to send a request's headers (hyper's default once
@@ -35,11 +43,59 @@ use crate::tls::ReloadingTls;
 /// between requests (as nginx's `keepalive_timeout`; clients' pools reopen it).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `handler` on `listener` (over TLS when `tls` is given) until `stop` is cancelled,
-/// then waits up to `grace` for open requests to finish.
+/// How often, at most, a listener at its connection limit says so in the log.
+const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// How many connections a listener holds open, and where it reports them.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimit {
+    /// The most connections open at once.
+    pub max: usize,
+    /// The listener's name in logs and metrics: `ingress`, `admin`, `webhooks` or `worker`.
+    pub listener: &'static str,
+    /// Open connections (`triggerfish_http_connections`).
+    pub open: Gauge,
+    /// Times the listener stopped accepting at `max`
+    /// (`triggerfish_http_connection_limit_waits_total`).
+    pub waits: Counter,
+}
+
+impl ConnectionLimit {
+    /// A limit of `max` connections reported under `listener` in the router's `metrics`.
+    pub fn new(max: usize, listener: &'static str, metrics: &Metrics) -> ConnectionLimit {
+        ConnectionLimit::in_families(
+            max,
+            listener,
+            &metrics.http_connections,
+            &metrics.http_connection_limit_waits,
+        )
+    }
+
+    /// A limit of `max` connections reported under `listener` in the metric families `open`
+    /// and `waits` (a process with a registry of its own, as `triggerfish worker`).
+    pub fn in_families(
+        max: usize,
+        listener: &'static str,
+        open: &Family<ListenerLabels, Gauge>,
+        waits: &Family<ListenerLabels, Counter>,
+    ) -> ConnectionLimit {
+        let labels = ListenerLabels { listener };
+        ConnectionLimit {
+            max,
+            listener,
+            open: open.get_or_create(&labels).clone(),
+            waits: waits.get_or_create(&labels).clone(),
+        }
+    }
+}
+
+/// Serves `handler` on `listener` (over TLS when `tls` is given), holding at most
+/// `limit.max` connections, until `stop` is cancelled, then waits up to `grace` for open
+/// requests to finish.
 pub async fn serve<H, F>(
     listener: TcpListener,
     tls: Option<Arc<ReloadingTls>>,
+    limit: ConnectionLimit,
     handler: H,
     stop: CancellationToken,
     grace: Duration,
@@ -53,7 +109,30 @@ pub async fn serve<H, F>(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limit.max));
+    let mut warned: Option<std::time::Instant> = None;
     loop {
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                limit.waits.inc();
+                if warned.is_none_or(|at| at.elapsed() >= LIMIT_WARNING_EVERY) {
+                    tracing::warn!(
+                        listener = limit.listener,
+                        max_connections = limit.max,
+                        "connection limit reached: not accepting until a connection closes (limits.maxConnections)"
+                    );
+                    warned = Some(std::time::Instant::now());
+                }
+                tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break, // never closed
+                    },
+                    () = stop.cancelled() => break,
+                }
+            }
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => break,
@@ -67,6 +146,7 @@ pub async fn serve<H, F>(
                 continue;
             }
         };
+        let open = Open::new(slot, &limit.open);
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
         let stream = Watched {
@@ -88,6 +168,7 @@ pub async fn serve<H, F>(
         let builder = builder.clone();
         let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
+            let _open = open;
             let ended = match acceptor {
                 None => {
                     let connection = builder
@@ -157,6 +238,29 @@ async fn until_idle<F: Future>(connection: F, activity: &Activity) -> Option<F::
                 }
             }
         }
+    }
+}
+
+/// An accepted connection: holds its slot under the listener's limit and counts in the
+/// `open` gauge until dropped.
+struct Open {
+    _slot: OwnedSemaphorePermit,
+    gauge: Gauge,
+}
+
+impl Open {
+    fn new(slot: OwnedSemaphorePermit, gauge: &Gauge) -> Open {
+        gauge.inc();
+        Open {
+            _slot: slot,
+            gauge: gauge.clone(),
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.gauge.dec();
     }
 }
 

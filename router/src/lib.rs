@@ -8,16 +8,15 @@
 //! - [`plan`]: config → validated plan (indexes compiled, destinations checked).
 //! - [`runtime`]: the running router, snapshots and reload; [`reload`]: the file watcher.
 //! - [`auth`]: sender authentication, event policies, rate limits, outbound tokens.
-//! - [`ingress`]: HTTP ingress; [`admin`]: health, readiness, metrics, config.
 //! - [`ingress`]: HTTP and QUIC ingress; [`admin`]: health, readiness, metrics, config.
 //! - [`quic`]: TLS and the client side of the QUIC protocol; [`send`]: `triggerfish send`.
-//! - [`store`]: the seam between ingress and dispatch (memory today).
+//! - [`store`]: the seam between ingress and dispatch (memory, or NATS JetStream).
 //! - [`scheduler`]: PingSources, run-time schedules and delayed events.
 //! - [`sources`]: event sources (OSS via MNS, S3, GitHub, registries, a watched directory).
 //! - [`shard`]: shard drivers; [`dispatch`]: delivery semantics; [`sinks`]: destinations.
 //! - [`tls`]: TLS for the HTTP listeners, reloaded when the files change.
 //! - [`body`]: size-limited body reading; [`http_server`]: the shared accept loop;
-//!   [`metrics`]: Prometheus metrics.
+//!   [`metrics`]: Prometheus metrics; [`open_files`]: the open-file limit and connection caps.
 
 // rocketmq-client-rust's futures nest deeply enough that proving them `Send` needs more
 // than the default recursion limit (its own crate sets 256).
@@ -33,6 +32,7 @@ pub mod ingress;
 #[cfg(feature = "media")]
 pub mod media;
 pub mod metrics;
+pub mod open_files;
 pub mod plan;
 pub mod quic;
 pub mod reload;

@@ -224,6 +224,13 @@ pub async fn worker(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow:
     let metrics = MediaMetrics::new();
     let mut registry = prometheus_client::registry::Registry::with_prefix("triggerfish");
     metrics.register(&mut registry);
+    let connections = worker_connection_limit(
+        crate::open_files::connection_cap(
+            limits.max_connections.map(|n| n.get()),
+            crate::open_files::raise_limit(),
+        ),
+        &mut registry,
+    );
     let mut pools = HashMap::new();
     for resource in config.custom() {
         if let (Kind::WorkerPool, CustomSpec::WorkerPool(spec)) = (resource.id.kind, &resource.spec)
@@ -280,8 +287,37 @@ pub async fn worker(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow:
         let state = Arc::clone(&state);
         async move { state.handle(req).await }
     };
-    crate::http_server::serve(listener, tls, handler, stop, Duration::from_secs(30)).await;
+    crate::http_server::serve(
+        listener,
+        tls,
+        connections,
+        handler,
+        stop,
+        Duration::from_secs(30),
+    )
+    .await;
     Ok(())
+}
+
+/// The worker endpoint's connection cap, reported in the worker's own registry under the
+/// router's metric names.
+fn worker_connection_limit(
+    max: usize,
+    registry: &mut prometheus_client::registry::Registry,
+) -> crate::http_server::ConnectionLimit {
+    let open = prometheus_client::metrics::family::Family::default();
+    let waits = prometheus_client::metrics::family::Family::default();
+    registry.register(
+        "http_connections",
+        "Open connections, per HTTP listener",
+        open.clone(),
+    );
+    registry.register(
+        "http_connection_limit_waits",
+        "Times an HTTP listener stopped accepting at limits.maxConnections",
+        waits.clone(),
+    );
+    crate::http_server::ConnectionLimit::in_families(max, "worker", &open, &waits)
 }
 
 struct WorkerState {

@@ -121,6 +121,13 @@ pub struct QuicResetLabels {
     pub code: &'static str,
 }
 
+/// An HTTP listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `ingress`, `admin`, `webhooks` (the router) or `worker` (`triggerfish worker`).
+    pub listener: &'static str,
+}
+
 /// Config reload outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -176,6 +183,10 @@ pub struct Metrics {
     pub quic_handshake_failures: Counter,
     /// QUIC streams reset instead of answered, by code.
     pub quic_resets: Family<QuicResetLabels, Counter>,
+    /// Open connections, per HTTP listener.
+    pub http_connections: Family<ListenerLabels, Gauge>,
+    /// Times an HTTP listener stopped accepting at `limits.maxConnections`.
+    pub http_connection_limit_waits: Family<ListenerLabels, Counter>,
 }
 
 impl Metrics {
@@ -271,6 +282,18 @@ impl Metrics {
         let quic_connections_refused = Counter::default();
         let quic_handshake_failures = Counter::default();
         let quic_resets = Family::default();
+        let http_connections = Family::default();
+        let http_connection_limit_waits = Family::default();
+        registry.register(
+            "http_connections",
+            "Open connections, per HTTP listener",
+            http_connections.clone(),
+        );
+        registry.register(
+            "http_connection_limit_waits",
+            "Times an HTTP listener stopped accepting at limits.maxConnections",
+            http_connection_limit_waits.clone(),
+        );
         registry.register(
             "quic_connections",
             "Open QUIC ingress connections",
@@ -313,6 +336,8 @@ impl Metrics {
             quic_connections_refused,
             quic_handshake_failures,
             quic_resets,
+            http_connections,
+            http_connection_limit_waits,
         }
     }
 

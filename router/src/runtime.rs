@@ -61,13 +61,17 @@ pub struct Settings {
     pub quic_threads: Option<usize>,
     /// How QUIC subscribers verify servers.
     pub quic_trust: crate::quic::tls::Trust,
+    /// The most connections each HTTP listener holds open (`limits.maxConnections`, else
+    /// derived from the open-file limit: see [`crate::open_files`]).
+    pub max_connections: usize,
     /// The `Server` document these settings came from, to tell a reload what it cannot change.
     pub server: ServerSpec,
 }
 
 impl Settings {
-    /// Settings from a `Server` document; `shards` defaults to the number of cores.
-    pub fn from_spec(spec: &ServerSpec) -> Settings {
+    /// Settings from a `Server` document; `shards` defaults to the number of cores, and
+    /// `open_files` (the process's open-file limit, if known) sizes the default connection cap.
+    pub fn from_spec(spec: &ServerSpec, open_files: Option<u64>) -> Settings {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Settings {
             http: spec.listen.http,
@@ -96,14 +100,18 @@ impl Settings {
                 pinned_sha256: spec.quic.client.pinned_sha256.clone(),
                 danger_accept_invalid_certs: spec.quic.client.danger_accept_invalid_certs,
             },
+            max_connections: crate::open_files::connection_cap(
+                spec.limits.max_connections.map(|n| n.get()),
+                open_files,
+            ),
             server: spec.clone(),
         }
     }
 
     /// The fields of the `Server` document in `new` that differ from the one the process
     /// started with and that only a restart applies: listeners, shards, queues, the shutdown
-    /// grace period, the data directory, the store, TLS and QUIC. (The limits and `auth` are
-    /// applied by a reload; a change of `listen.webhooks` is reported by the event sources.)
+    /// grace period, the data directory, the store, TLS, QUIC and the connection cap. (The
+    /// other limits and `auth` are applied by a reload; a change of `listen.webhooks` is reported by the event sources.)
     pub fn restart_pending(&self, new: &ServerSpec) -> Vec<&'static str> {
         let old = &self.server;
         [
@@ -120,6 +128,10 @@ impl Settings {
             ("store", old.store != new.store),
             ("tls", old.tls != new.tls),
             ("quic", old.quic != new.quic),
+            (
+                "limits.maxConnections",
+                old.limits.max_connections != new.limits.max_connections,
+            ),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))

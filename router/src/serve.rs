@@ -72,7 +72,8 @@ pub fn load_plan(path: Option<&PathBuf>) -> Result<Plan, StartError> {
 /// Runs the data plane until a termination signal.
 pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), StartError> {
     let plan = load_plan(config_path.as_ref())?;
-    let mut settings = Settings::from_spec(plan.config.server());
+    let open_files = crate::open_files::raise_limit();
+    let mut settings = Settings::from_spec(plan.config.server(), open_files);
     settings.http = overrides.http.unwrap_or(settings.http);
     settings.admin = overrides.admin.unwrap_or(settings.admin);
     settings.shards = overrides.shards.unwrap_or(settings.shards).max(1);
@@ -125,6 +126,12 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     router
         .event_sources
         .set_webhook_tls(tls_for(TlsListener::Webhooks));
+    let connections = |listener| {
+        crate::http_server::ConnectionLimit::new(settings.max_connections, listener, &metrics)
+    };
+    router
+        .event_sources
+        .set_webhook_connection_limit(connections("webhooks"));
     router.apply(plan);
 
     // Cancelled when the drain is over; see the module docs.
@@ -174,6 +181,7 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     let ingress_task = tokio::spawn(crate::http_server::serve(
         ingress_listener,
         tls_for(TlsListener::Http),
+        connections("ingress"),
         move |req| Arc::clone(&ingress).handle(req),
         drained.clone(),
         Duration::from_secs(5),
@@ -183,6 +191,7 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     let admin_task = tokio::spawn(crate::http_server::serve(
         admin_listener,
         tls_for(TlsListener::Admin),
+        connections("admin"),
         move |req| crate::admin::handle(Arc::clone(&admin_router), req),
         admin_stop.clone(),
         Duration::from_secs(1),
@@ -198,7 +207,8 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     let quic_listen = settings
         .quic
         .map_or_else(|| "off".to_owned(), |a| a.to_string());
-    tracing::info!(http = %settings.http, quic = %quic_listen, admin = %settings.admin, shards = settings.shards, "triggerfish is ready");
+    tracing::info!(http = %settings.http, quic = %quic_listen, admin = %settings.admin, shards = settings.shards,
+        max_connections = settings.max_connections, open_file_limit = ?open_files, "triggerfish is ready");
 
     wait_for_signal().await;
     let started = Instant::now();

@@ -305,6 +305,60 @@ async fn silent_and_stalled_clients_are_closed() {
     assert_eq!(m.count(ACCEPTED, &[("outcome", "accepted")]), 1);
 }
 
+/// At `limits.maxConnections` the ingress stops accepting: a further client waits, unserved,
+/// while the admin listener (capped on its own) still answers, and is served as soon as a
+/// connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_listener_waits_for_a_free_slot() {
+    const OPEN: &str = "triggerfish_http_connections";
+    const WAITS: &str = "triggerfish_http_connection_limit_waits_total";
+    let sub = Subscriber::start().await;
+    let config = Config::new()
+        .server("limits: {maxConnections: 3}")
+        .broker("default", None)
+        .trigger(Trigger::new("all", &sub.url("/sink")));
+    let router = Router::start(&config.render()).await;
+    let ingress = [("listener", "ingress")];
+    let mut idle: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(router.http).unwrap())
+        .collect();
+    router.wait_metric(OPEN, &ingress, 3.0, PATIENCE).await;
+
+    // The kernel completes the fourth handshake, but the router does not accept it.
+    let addr = router.http;
+    let event = Event::new("waited", "t").structured();
+    let (waiting, answered) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "POST /default/default HTTP/1.1\r\nhost: x\r\ncontent-type: application/cloudevents+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            event.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&event).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let _ = waiting.send(String::from_utf8_lossy(&answer).into_owned());
+    });
+    router.wait_metric(WAITS, &ingress, 1.0, PATIENCE).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(answered.try_recv().is_err(), "served past the limit");
+    let m = router.metrics().await;
+    assert_eq!(m.count(OPEN, &ingress), 3);
+    assert_eq!(m.count(ACCEPTED, &[("outcome", "accepted")]), 0);
+
+    // One idle client leaves: the waiting one is accepted and served.
+    drop(idle.pop());
+    let answer = tokio::task::spawn_blocking(move || answered.recv_timeout(PATIENCE))
+        .await
+        .unwrap()
+        .expect("the waiting client is served once a slot frees");
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let delivered = sub.wait_for(1, PATIENCE).await;
+    assert_eq!(delivered[0].id(), "waited");
+    drop(idle);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_format_broker_path_and_method() {
     let (sub, router) = start().await;

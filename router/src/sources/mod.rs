@@ -774,6 +774,11 @@ impl SourceSet {
         self.webhooks.set_tls(tls);
     }
 
+    /// The webhook listener's connection cap; see [`webhook::Listener::set_connection_limit`].
+    pub fn set_webhook_connection_limit(&self, limit: crate::http_server::ConnectionLimit) {
+        self.webhooks.set_connection_limit(limit);
+    }
+
     /// The webhook listener's address, once it is bound.
     pub fn webhook_addr(&self) -> Option<SocketAddr> {
         self.webhooks.local_addr()

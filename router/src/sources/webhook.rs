@@ -32,7 +32,7 @@ use triggerfish_core::event::DecodeLimits;
 use triggerfish_core::sources::SourceEvent;
 
 use crate::body::read_limited;
-use crate::http_server::response;
+use crate::http_server::{ConnectionLimit, response};
 use crate::sources::{PublishError, Publisher, WEBHOOK_PUBLISH_WAIT, github, oss, registry, s3};
 
 /// One webhook source: its handler and where it publishes.
@@ -142,6 +142,7 @@ pub struct Listener {
     table: Arc<ArcSwap<Table>>,
     bound: parking_lot::Mutex<Option<SocketAddr>>,
     tls: parking_lot::Mutex<Option<Arc<crate::tls::ReloadingTls>>>,
+    connections: parking_lot::Mutex<ConnectionLimit>,
     stop: CancellationToken,
 }
 
@@ -155,8 +156,20 @@ impl Listener {
             })),
             bound: parking_lot::Mutex::new(None),
             tls: parking_lot::Mutex::new(None),
+            connections: parking_lot::Mutex::new(ConnectionLimit {
+                max: crate::open_files::DEFAULT_MAX_CONNECTIONS,
+                listener: "webhooks",
+                open: Default::default(),
+                waits: Default::default(),
+            }),
             stop,
         }
+    }
+
+    /// The connection cap, reported in the router's metrics; set before the first config is
+    /// applied.
+    pub fn set_connection_limit(&self, limit: ConnectionLimit) {
+        *self.connections.lock() = limit;
     }
 
     /// Serves over TLS once bound (`Server.spec.tls` covering `webhooks`); set before the
@@ -208,6 +221,7 @@ impl Listener {
         tokio::spawn(crate::http_server::serve(
             listener,
             self.tls.lock().clone(),
+            self.connections.lock().clone(),
             move |req| handle(Arc::clone(&table), stop.clone(), req),
             self.stop.clone(),
             Duration::from_secs(5),

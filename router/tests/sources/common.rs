@@ -13,7 +13,7 @@ use http_body_util::Full;
 use tokio_util::sync::CancellationToken;
 use triggerfish_core::config::Config;
 use triggerfish_router::body::read_limited;
-use triggerfish_router::http_server::{empty, serve};
+use triggerfish_router::http_server::{ConnectionLimit, empty, serve};
 use triggerfish_router::metrics::Metrics;
 use triggerfish_router::plan::Plan;
 use triggerfish_router::runtime::{Router, Settings};
@@ -42,7 +42,7 @@ impl Harness {
         let yaml = yaml.replace("{dir}", dir.path().to_str().unwrap());
         let config = Config::load(&yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
         let plan = Plan::build(config).unwrap_or_else(|e| panic!("{e}"));
-        let settings = Settings::from_spec(plan.config.server());
+        let settings = Settings::from_spec(plan.config.server(), None);
         let memory = Arc::new(MemoryStore::new(2, settings.shard_limits));
         let router = Arc::new(
             Router::new(
@@ -149,6 +149,7 @@ impl Sink {
         tokio::spawn(serve(
             listener,
             None,
+            ConnectionLimit::new(64, "ingress", &Metrics::new()),
             move |req: http::Request<hyper::body::Incoming>| {
                 let (r, s) = (Arc::clone(&r), Arc::clone(&s));
                 a.fetch_add(1, Ordering::SeqCst);

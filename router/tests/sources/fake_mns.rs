@@ -38,7 +38,8 @@ use rsa::{Pkcs1v15Sign, RsaPrivateKey};
 use sha1::Sha1;
 use tokio_util::sync::CancellationToken;
 use triggerfish_router::body::read_limited;
-use triggerfish_router::http_server::{response, serve};
+use triggerfish_router::http_server::{ConnectionLimit, response, serve};
+use triggerfish_router::metrics::Metrics;
 
 pub const ACCESS_KEY_ID: &str = "LTAI5tFakeAccessKeyId";
 pub const ACCESS_KEY_SECRET: &str = "fake-access-key-secret-0123456789";
@@ -120,6 +121,7 @@ impl FakeMns {
         tokio::spawn(serve(
             listener,
             None,
+            ConnectionLimit::new(64, "ingress", &Metrics::new()),
             move |req: http::Request<hyper::body::Incoming>| {
                 let (s, f, q) = (Arc::clone(&s), Arc::clone(&f), q.clone());
                 async move {

@@ -21,7 +21,7 @@ use crate::config::size::ByteSize;
 ///   queues:
 ///     shard: {events: 65536, bytes: 64MiB}
 ///     trigger: {events: 4096, bytes: 16MiB}
-///   limits: {maxRequestBytes: 4MiB, maxEventBytes: 256KiB, maxBatchEvents: 10000}
+///   limits: {maxRequestBytes: 4MiB, maxEventBytes: 256KiB, maxBatchEvents: 10000, maxConnections: 10000}
 ///   shutdownGracePeriod: PT30S
 ///   dataDir: /var/lib/triggerfish
 ///   quic:
@@ -558,6 +558,12 @@ pub struct LimitsSpec {
     pub max_event_bytes: ByteSize,
     /// The most events in one batched request. Defaults to 10000.
     pub max_batch_events: NonZeroU32,
+    /// The most connections each HTTP listener (ingress, admin, webhooks) holds open. At the
+    /// limit a listener stops accepting until one closes; new clients wait in the kernel's
+    /// accept queue. Unset: 10000, or a quarter of the process's open-file limit if that is
+    /// lower, so that a flood of connections leaves file descriptors for deliveries and files.
+    /// Only a restart changes it.
+    pub max_connections: Option<NonZeroU32>,
 }
 
 impl Default for LimitsSpec {
@@ -566,6 +572,7 @@ impl Default for LimitsSpec {
             max_request_bytes: ByteSize::mib(4),
             max_event_bytes: ByteSize::kib(256),
             max_batch_events: nonzero(10_000),
+            max_connections: None,
         }
     }
 }
@@ -594,6 +601,11 @@ mod tests {
             Some("127.0.0.1:8443")
         );
         assert_eq!(spec.quic.max_streams_per_connection.get(), 64);
+        assert_eq!(spec.limits.max_connections, None);
+        let spec: ServerSpec = serde_norway::from_str("limits: {maxConnections: 64}").unwrap();
+        assert_eq!(spec.limits.max_connections, NonZeroU32::new(64));
+        let err = serde_norway::from_str::<ServerSpec>("limits: {maxConnections: 0}").unwrap_err();
+        assert!(err.to_string().contains("nonzero"), "{err}");
     }
 
     #[test]
