@@ -305,18 +305,7 @@ fn worker_connection_limit(
     max: usize,
     registry: &mut prometheus_client::registry::Registry,
 ) -> crate::http_server::ConnectionLimit {
-    let open = prometheus_client::metrics::family::Family::default();
-    let waits = prometheus_client::metrics::family::Family::default();
-    registry.register(
-        "http_connections",
-        "Open connections, per HTTP listener",
-        open.clone(),
-    );
-    registry.register(
-        "http_connection_limit_waits",
-        "Times an HTTP listener stopped accepting at limits.maxConnections",
-        waits.clone(),
-    );
+    let (open, waits) = crate::metrics::register_http_connections(registry);
     crate::http_server::ConnectionLimit::in_families(max, "worker", &open, &waits)
 }
 

@@ -135,6 +135,29 @@ pub struct ReloadLabels {
     pub outcome: &'static str,
 }
 
+/// Registers the HTTP listeners' connection metrics in `registry` (the router's, or
+/// `triggerfish worker`'s own): open connections, and times a listener stopped accepting at
+/// its limit, both by listener.
+pub fn register_http_connections(
+    registry: &mut Registry,
+) -> (
+    Family<ListenerLabels, Gauge>,
+    Family<ListenerLabels, Counter>,
+) {
+    let (open, waits) = (Family::default(), Family::default());
+    registry.register(
+        "http_connections",
+        "Open connections, per HTTP listener",
+        open.clone(),
+    );
+    registry.register(
+        "http_connection_limit_waits",
+        "Times an HTTP listener stopped accepting at limits.maxConnections",
+        waits.clone(),
+    );
+    (open, waits)
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~6.5 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
@@ -282,18 +305,8 @@ impl Metrics {
         let quic_connections_refused = Counter::default();
         let quic_handshake_failures = Counter::default();
         let quic_resets = Family::default();
-        let http_connections = Family::default();
-        let http_connection_limit_waits = Family::default();
-        registry.register(
-            "http_connections",
-            "Open connections, per HTTP listener",
-            http_connections.clone(),
-        );
-        registry.register(
-            "http_connection_limit_waits",
-            "Times an HTTP listener stopped accepting at limits.maxConnections",
-            http_connection_limit_waits.clone(),
-        );
+        let (http_connections, http_connection_limit_waits) =
+            register_http_connections(&mut registry);
         registry.register(
             "quic_connections",
             "Open QUIC ingress connections",
