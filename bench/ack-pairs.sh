@@ -6,6 +6,7 @@
 #
 #   bench/ack-pairs.sh                  # 5 pairs at 300,000 events/s, 8 s per run
 #   PAIRS=10 RATE=200000 bench/ack-pairs.sh
+#   QUIC_CONNECTIONS=2 bench/ack-pairs.sh   # QUIC frames spread over 2 connections
 #
 # Needs release builds of triggerfish, tf-loadgen and tf-benchconfig (bench/compare-broker.sh
 # builds them; SKIP_BUILD=1 there skips it). Ports: 18080 (HTTP), 18443 (QUIC), 19090 (admin).
@@ -37,7 +38,8 @@ run() { # transport n → one line of figures, and $OUT/transport-n.json
         ROUTER_PID=""; exit 1
     fi
     if [[ $transport == quic ]]; then
-        target=(--target quic://127.0.0.1:18443/default/default --quic-ca-file data/quic/dev-cert.pem)
+        target=(--target quic://127.0.0.1:18443/default/default --quic-ca-file data/quic/dev-cert.pem
+            --quic-connections "${QUIC_CONNECTIONS:-1}")
     else
         target=(--target http://127.0.0.1:18080/default/default)
     fi

@@ -31,8 +31,9 @@
 #   TRIGGERS ["1 1000"]  MODES ["binary batch"]  FILTERS [attributes]
 #                   TRIGGERS=0: ingress alone, a broker with no trigger: the figures are events
 #                   accepted per second and the producer's ack latency (nothing is delivered)
-#   TRANSPORTS [http]  "http quic" adds Triggerfish's QUIC ingress (frames on one connection,
-#                   CONNECTIONS frames in flight; single events are frames of one event)
+#   TRANSPORTS [http]  "http quic" adds Triggerfish's QUIC ingress (frames on QUIC_CONNECTIONS
+#                   connections, CONNECTIONS frames in flight; single events are frames of one)
+#   QUIC_CONNECTIONS [1]  QUIC connections tf-loadgen spreads its frames over
 #   QUIC_SPEC [unset]  the Server document's `quic`, e.g. '{threads: 1}' (QUIC on its own thread)
 #   QUIC_PORT [18443]  QUIC_CA [data/quic/dev-cert.pem, the router's development certificate]
 #   ROUTER_PORT [18080]  ADMIN_PORT [19090]  SINK_PORT [18090]
@@ -291,7 +292,7 @@ for triggers in $TRIGGERS; do
                 [[ $router == triggerfish ]] || continue
                 case_name=$router-quic-$triggers-$mode
                 target=quic://127.0.0.1:$QUIC_PORT/default/default
-                extra=(--quic-ca-file "$QUIC_CA")
+                extra=(--quic-ca-file "$QUIC_CA" --quic-connections "${QUIC_CONNECTIONS:-1}")
             else
                 case_name=$router-$triggers-$mode
                 target=http://127.0.0.1:$ROUTER_PORT/default/default

@@ -39,8 +39,8 @@ use triggerfish_bench::loadgen::spec::{Rate, SlowSpec, parse_duration, parse_fra
 #[command(name = "tf-loadgen", version)]
 struct Args {
     /// The broker ingress: `http://host:port/{namespace}/{broker}` (plain HTTP), or
-    /// `quic://host:port/{namespace}/{broker}` (frames on one QUIC connection; `--connections`
-    /// frames in flight).
+    /// `quic://host:port/{namespace}/{broker}` (frames on `--quic-connections` QUIC connections;
+    /// `--connections` frames in flight).
     #[arg(long, default_value = "http://127.0.0.1:8080/default/default")]
     target: String,
     /// How events are put on the wire.
@@ -59,9 +59,14 @@ struct Args {
     /// How many events to send (the run also ends at --duration if given).
     #[arg(long)]
     count: Option<u64>,
-    /// Concurrent keep-alive connections, each with one request in flight.
+    /// Concurrent keep-alive connections, each with one request in flight (QUIC: frames in
+    /// flight).
     #[arg(long, default_value = "8")]
     connections: NonZeroUsize,
+    /// QUIC: how many connections carry the `--connections` frames in flight, each from an
+    /// endpoint of its own.
+    #[arg(long, default_value = "1")]
+    quic_connections: NonZeroUsize,
     /// Where the sink listens; port 0 picks a free port (printed on stderr).
     #[arg(long, default_value = "127.0.0.1:0")]
     sink: SocketAddr,
@@ -200,6 +205,7 @@ fn run_config(args: &Args, run_id: u32) -> anyhow::Result<RunConfig> {
             pace,
             stop_after,
             connections: args.connections.get(),
+            quic_connections: args.quic_connections.get(),
             pacer_tick: args.pacer_tick,
             pushback_pause: args.pushback_pause,
             trust: triggerfish_router::quic::tls::Trust {

@@ -167,6 +167,7 @@ mod tests {
                 pace,
                 stop_after: Duration::from_secs(20),
                 connections: 4,
+                quic_connections: 1,
                 pacer_tick: Duration::from_micros(200),
                 pushback_pause: Duration::from_millis(1),
                 trust: Default::default(),

@@ -19,8 +19,9 @@
 //! counts the request's events as failed and the connection is re-established.
 //! It does not retry or follow redirects, and speaks TLS only for QUIC.
 //!
-//! **QUIC** (`--target quic://host:port/{namespace}/{broker}`): every worker sends frames on
-//! one shared QUIC connection (each frame its own stream), so `--connections` is the number of
+//! **QUIC** (`--target quic://host:port/{namespace}/{broker}`): the workers send frames on
+//! `quic_connections` QUIC connections (one by default; worker `i` uses connection
+//! `i mod quic_connections`), each frame its own stream, so `--connections` is the number of
 //! frames in flight. A frame carries a batched-mode array whatever `--mode` says (one event per
 //! frame in the single-event modes). The ack's status stands for the HTTP status in the
 //! figures; events an ack rejects count as rejected.
@@ -142,8 +143,10 @@ pub struct SenderConfig {
     /// Closed loop: no request starts after this long. Open loop: no request starts after
     /// this long even if the schedule is behind (the rest are reported as unsent).
     pub stop_after: Duration,
-    /// Concurrent connections (at least 1).
+    /// Concurrent connections (at least 1); for QUIC, frames in flight.
     pub connections: usize,
+    /// QUIC: how many connections carry the frames (at least 1), each from its own endpoint.
+    pub quic_connections: usize,
     /// Open loop: the pacing thread wakes at most once per tick and releases every request
     /// due by then. A wake-up costs CPU (tens of µs on a VM), so at high rates a tick trades
     /// send lag (up to one tick) for CPU left to the router under test.
@@ -187,7 +190,7 @@ pub struct SenderReport {
 
 /// Runs the sender to the end of its plan, its deadline, or `stop`.
 pub async fn run(config: SenderConfig, clock: Clock, stop: Arc<AtomicBool>) -> SenderReport {
-    let quic = match quic_peer(&config).await {
+    let quic = match quic_peers(&config).await {
         Ok(q) => q,
         Err(e) => {
             // No connection at all: every planned event is unsent; the error says why.
@@ -226,8 +229,8 @@ pub async fn run(config: SenderConfig, clock: Clock, stop: Arc<AtomicBool>) -> S
         Pace::Max => None,
     };
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..shared.config.connections.max(1) {
-        workers.spawn(worker(Arc::clone(&shared)));
+    for i in 0..shared.config.connections.max(1) {
+        workers.spawn(worker(Arc::clone(&shared), i));
     }
     let mut report = SenderReport::default();
     while let Some(done) = workers.join_next().await {
@@ -236,7 +239,7 @@ pub async fn run(config: SenderConfig, clock: Clock, stop: Arc<AtomicBool>) -> S
             report.absorb(w);
         }
     }
-    if let Some((client, peer, _)) = &shared.quic {
+    for (client, peer) in shared.quic.iter().flat_map(|q| &q.peers) {
         if let Ok(c) = peer.connection().await {
             let (s, udp) = (c.stats().path, c.stats().udp_tx);
             // What the transport did, to tell a slow router from lost datagrams and probe
@@ -277,9 +280,15 @@ pub async fn run(config: SenderConfig, clock: Clock, stop: Arc<AtomicBool>) -> S
     report
 }
 
+/// For a `quic://` target: the connections, each on a client (endpoint) of its own, and the
+/// broker.
+struct Quic {
+    peers: Vec<(Arc<QuicClient>, Peer)>,
+    target: String,
+}
+
 struct Shared {
-    /// For a `quic://` target: the client, the shared connection and the broker.
-    quic: Option<(Arc<QuicClient>, Peer, String)>,
+    quic: Option<Quic>,
     config: SenderConfig,
     clock: Clock,
     start: Instant,
@@ -335,7 +344,7 @@ fn add_permits(sem: &Semaphore, n: u64) {
     );
 }
 
-async fn worker(shared: Arc<Shared>) -> SenderReport {
+async fn worker(shared: Arc<Shared>, index: usize) -> SenderReport {
     let cfg = &shared.config;
     let mut r = SenderReport::default();
     let mut conn: Option<Connection> = None;
@@ -367,7 +376,8 @@ async fn worker(shared: Arc<Shared>) -> SenderReport {
         };
         r.requests += 1;
         r.sent += n64;
-        if let Some((_, peer, target)) = &shared.quic {
+        if let Some(Quic { peers, target }) = &shared.quic {
+            let (_, peer) = &peers[index % peers.len()];
             let body = cfg.encoder.encode_array(first, n, due_ns);
             match peer.publish(target, None, body, n).await {
                 Ok(ack) => {
@@ -441,10 +451,9 @@ impl SenderReport {
     }
 }
 
-/// For a `quic://` target: a client trusting `config.trust`, connected once up front.
-async fn quic_peer(
-    config: &SenderConfig,
-) -> Result<Option<(Arc<QuicClient>, Peer, String)>, String> {
+/// For a `quic://` target: `config.quic_connections` clients trusting `config.trust`, each
+/// connected once up front.
+async fn quic_peers(config: &SenderConfig) -> Result<Option<Quic>, String> {
     let Some(target) = &config.target.quic_target else {
         return Ok(None);
     };
@@ -454,10 +463,17 @@ async fn quic_peer(
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
         .ok_or_else(|| format!("bad QUIC address {:?}", config.target.authority))?;
-    let client = Arc::new(QuicClient::new(&config.trust).map_err(|e| e.to_string())?);
-    let peer = Peer::new(Arc::clone(&client), host, port);
-    peer.connection().await.map_err(|e| e.to_string())?;
-    Ok(Some((client, peer, target.clone())))
+    let mut peers = Vec::new();
+    for _ in 0..config.quic_connections.max(1) {
+        let client = Arc::new(QuicClient::new(&config.trust).map_err(|e| e.to_string())?);
+        let peer = Peer::new(Arc::clone(&client), host, port);
+        peer.connection().await.map_err(|e| e.to_string())?;
+        peers.push((client, peer));
+    }
+    Ok(Some(Quic {
+        peers,
+        target: target.clone(),
+    }))
 }
 
 /// One keep-alive client connection and the task that drives it.
