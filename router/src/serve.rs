@@ -207,8 +207,9 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     let quic_listen = settings
         .quic
         .map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let open_file_limit = open_files.map_or_else(|| "unknown".to_owned(), |n| n.to_string());
     tracing::info!(http = %settings.http, quic = %quic_listen, admin = %settings.admin, shards = settings.shards,
-        max_connections = settings.max_connections, open_file_limit = ?open_files, "triggerfish is ready");
+        max_connections = settings.max_connections, open_file_limit = %open_file_limit, "triggerfish is ready");
 
     wait_for_signal().await;
     let started = Instant::now();
