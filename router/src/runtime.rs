@@ -110,7 +110,8 @@ impl Settings {
 
     /// The fields of the `Server` document in `new` that differ from the one the process
     /// started with and that only a restart applies: listeners, shards, queues, the shutdown
-    /// grace period, the data directory, the store, TLS, QUIC and the connection cap. (The
+    /// grace period, the data directory, the store, TLS, QUIC, the connection cap and the
+    /// ingress's body budget. (The
     /// other limits and `auth` are applied by a reload; a change of `listen.webhooks` is reported by the event sources.)
     pub fn restart_pending(&self, new: &ServerSpec) -> Vec<&'static str> {
         let old = &self.server;
@@ -131,6 +132,10 @@ impl Settings {
             (
                 "limits.maxConnections",
                 old.limits.max_connections != new.limits.max_connections,
+            ),
+            (
+                "limits.maxBufferedBytes",
+                old.limits.max_buffered_bytes != new.limits.max_buffered_bytes,
             ),
         ]
         .into_iter()

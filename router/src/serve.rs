@@ -172,12 +172,13 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
         }
         None => None,
     };
-    let ingress = Arc::new(Ingress {
-        snapshot: Arc::clone(&router.snapshot),
-        store: store.clone(),
-        metrics: Arc::clone(&metrics),
-        stopping: router.stop.clone(),
-    });
+    let ingress = Arc::new(Ingress::new(
+        Arc::clone(&router.snapshot),
+        store.clone(),
+        Arc::clone(&metrics),
+        router.stop.clone(),
+        spec.limits.max_buffered_bytes.as_usize(),
+    ));
     let ingress_task = tokio::spawn(crate::http_server::serve(
         ingress_listener,
         tls_for(TlsListener::Http),

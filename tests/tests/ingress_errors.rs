@@ -359,6 +359,69 @@ async fn a_full_listener_waits_for_a_free_slot() {
     drop(idle);
 }
 
+/// Bodies being read share `limits.maxBufferedBytes`, taken by the bytes that have arrived:
+/// while one client holds the budget with a body it does not finish, another's request is
+/// answered 429 with `Retry-After` after a second (nothing queued), and once that client goes,
+/// requests are accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_body_budget_answers_429_then_recovers() {
+    use tokio::io::AsyncWriteExt as _;
+    const REQUESTS: &str = "triggerfish_ingress_requests_total";
+    let sub = Subscriber::start().await;
+    let config = Config::new()
+        .server("limits: {maxRequestBytes: 1MiB, maxBufferedBytes: 1MiB}")
+        .broker("default", None)
+        .trigger(Trigger::new("all", &sub.url("/sink")));
+    let router = Router::start(&config.render()).await;
+
+    // Declares 1 MiB and sends all but 10 bytes of it, then waits.
+    let mut staller = tokio::net::TcpStream::connect(router.http).await.unwrap();
+    let declared = 1 << 20;
+    let head = format!(
+        "POST /default/default HTTP/1.1\r\nhost: x\r\ncontent-type: application/cloudevents-batch+json\r\ncontent-length: {declared}\r\n\r\n"
+    );
+    staller.write_all(head.as_bytes()).await.unwrap();
+    staller.write_all(&vec![b' '; declared - 10]).await.unwrap();
+
+    let url = router.broker_url("default");
+    let started = Instant::now();
+    let refused = loop {
+        let r = router
+            .client
+            .send_structured(&url, &Event::new("squeezed", "t"))
+            .await;
+        if r.code() == 429 {
+            break r;
+        }
+        // The staller's bytes may not all be read yet.
+        assert_eq!(r.code(), 202, "{}", r.text());
+        assert!(started.elapsed() < PATIENCE, "never refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused.json()["error"], "ingress buffers are full");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    let m = router.metrics().await;
+    assert!(m.count(REQUESTS, &[("outcome", "throttled")]) >= 1);
+    let accepted_before = m.count(ACCEPTED, &[("outcome", "accepted")]);
+
+    // The staller leaves: its share comes back.
+    drop(staller);
+    let started = Instant::now();
+    loop {
+        let r = router
+            .client
+            .send_structured(&url, &Event::new("after", "t"))
+            .await;
+        if r.code() == 202 {
+            break;
+        }
+        assert_eq!(r.code(), 429, "{}", r.text());
+        assert!(started.elapsed() < PATIENCE, "the budget never came back");
+    }
+    let delivered = sub.wait_for(accepted_before as usize + 1, PATIENCE).await;
+    assert!(delivered.iter().any(|d| d.id() == "after"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_format_broker_path_and_method() {
     let (sub, router) = start().await;

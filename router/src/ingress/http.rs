@@ -32,7 +32,7 @@ use triggerfish_core::event::{
 
 use arc_swap::ArcSwap;
 
-use crate::body::{BodyError, read_limited};
+use crate::body::{BodyError, Held, read_budgeted};
 use crate::http_server::{empty, response};
 use crate::metrics::{IngressLabels, IngressOutcome, Metrics};
 use crate::shard::Snapshot;
@@ -57,6 +57,35 @@ pub struct Ingress {
     pub metrics: Arc<Metrics>,
     /// Set while shutting down: new requests get 503.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// The bytes of request bodies being read, over every connection (`limits.maxBufferedBytes`
+    /// permits): see [`crate::body::Held`].
+    pub buffered: tokio::sync::Semaphore,
+    /// The budget's size: the most one body takes of it (a reload can raise
+    /// `maxRequestBytes` above it; only a restart resizes the budget).
+    pub max_buffered_bytes: usize,
+}
+
+impl Ingress {
+    /// Ingress over `snapshot` into `store`, holding at most `max_buffered_bytes` of bodies
+    /// being read.
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        stopping: tokio_util::sync::CancellationToken,
+        max_buffered_bytes: usize,
+    ) -> Ingress {
+        Ingress {
+            snapshot,
+            store,
+            metrics,
+            stopping,
+            buffered: tokio::sync::Semaphore::new(
+                max_buffered_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
+            ),
+            max_buffered_bytes,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -228,12 +257,29 @@ impl Ingress {
             );
         }
         let (parts, body) = req.into_parts();
-        let bytes = match read_limited(&parts.headers, body, limits.max_request_bytes).await {
+        // Held until the events are queued (the shard queues' byte budgets take over) or
+        // refused.
+        let mut held = Held::new(
+            &self.buffered,
+            limits.max_request_bytes.min(self.max_buffered_bytes),
+        );
+        let read = read_budgeted(
+            &parts.headers,
+            body,
+            limits.max_request_bytes,
+            Some(&mut held),
+        )
+        .await;
+        let bytes = match read {
             Ok(b) => b,
+            Err(BodyError::Busy) => {
+                let e = BodyError::Busy;
+                return (retry_later(e.status(), &e.to_string()), label, Throttled, 0);
+            }
             Err(e) => {
                 let outcome = match e {
                     BodyError::TooLarge { .. } => TooLarge,
-                    BodyError::Stalled(_) | BodyError::Read(_) => Rejected,
+                    BodyError::Stalled(_) | BodyError::Read(_) | BodyError::Busy => Rejected,
                 };
                 return (error(e.status(), &e.to_string(), &[]), label, outcome, 0);
             }

@@ -45,6 +45,7 @@ use triggerfish_core::quic::{
     Ack, ConnectionCode, EventRejection, FrameError, FrameLimits, PublishHeader, StreamCode, Target,
 };
 
+use crate::body::{Held, NoRoom};
 use crate::metrics::{IngressLabels, IngressOutcome, Metrics, QuicResetLabels};
 use crate::shard::Snapshot;
 use crate::store::{OfferError, Store};
@@ -100,7 +101,7 @@ enum StreamFailure {
     Timeout,
     /// The client reset its side or the connection went away: nobody to answer.
     Gone,
-    /// No room in the body budget within [`BUFFER_WAIT`]: answered 429, not reset.
+    /// No room in the body budget within [`crate::body::BUFFER_WAIT`]: answered 429, not reset.
     NoRoom,
 }
 
@@ -459,64 +460,8 @@ async fn read_exact(recv: &mut quinn::RecvStream, buf: &mut [u8]) -> Result<(), 
     })
 }
 
-/// How long a frame waits for room in the body budget before it is answered 429.
-///
-/// Long enough to ride out a burst of large frames being decoded, short enough that frames
-/// holding the budget while they stall (partly sent, then nothing) cannot hold other producers
-/// until the frame deadline.
-const BUFFER_WAIT: Duration = Duration::from_secs(1);
-
 /// The most a body buffer is given before its bytes arrive.
 const BODY_CAPACITY: usize = 64 * 1024;
-
-/// One frame's share of the body budget, taken as its bytes arrive and given back on drop.
-struct Held<'a> {
-    budget: &'a Semaphore,
-    held: usize,
-    /// The most one frame takes: the whole budget (a frame larger than that cannot be
-    /// configured, as `maxBufferedBytes` ≥ `maxRequestBytes`).
-    cap: usize,
-}
-
-impl<'a> Held<'a> {
-    fn new(budget: &'a Semaphore, cap: usize) -> Held<'a> {
-        Held {
-            budget,
-            held: 0,
-            cap: cap.min(Semaphore::MAX_PERMITS),
-        }
-    }
-
-    /// Takes `n` more bytes of budget, waiting at most [`BUFFER_WAIT`] for them.
-    async fn take(&mut self, n: usize) -> Result<(), StreamFailure> {
-        let n = n.min(self.cap - self.held);
-        if n == 0 {
-            return Ok(());
-        }
-        let wanted = u32::try_from(n).unwrap_or(u32::MAX);
-        // The common case, room at once, without arming a timer.
-        let permit = match self.budget.try_acquire_many(wanted) {
-            Ok(permit) => permit,
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(StreamFailure::Gone),
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                match tokio::time::timeout(BUFFER_WAIT, self.budget.acquire_many(wanted)).await {
-                    Ok(Ok(permit)) => permit,
-                    Ok(Err(_closed)) => return Err(StreamFailure::Gone),
-                    Err(_elapsed) => return Err(StreamFailure::NoRoom),
-                }
-            }
-        };
-        permit.forget();
-        self.held += wanted as usize;
-        Ok(())
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.budget.add_permits(self.held);
-    }
-}
 
 /// Reads exactly `len` bytes into one buffer, taking budget for each chunk as it arrives (the
 /// read after it waits until the budget has room). A body that arrives in one chunk is kept as
@@ -540,7 +485,10 @@ async fn read_body(
             .await
             .map_err(|_| StreamFailure::Gone)?
             .ok_or_else(|| truncated(got))?;
-        held.take(chunk.bytes.len()).await?;
+        held.take(chunk.bytes.len()).await.map_err(|e| match e {
+            NoRoom::Full => StreamFailure::NoRoom,
+            NoRoom::Closed => StreamFailure::Gone,
+        })?;
         if got == 0 && chunk.bytes.len() == len {
             return Ok(chunk.bytes);
         }

@@ -686,6 +686,18 @@ impl Loader<'_> {
                 );
             }
         }
+        // HTTP: a request body is buffered whole before it is decoded.
+        if limits.max_buffered_bytes < limits.max_request_bytes {
+            self.error(
+                parsed.document,
+                Some(&parsed.id),
+                root.key("limits").key("maxBufferedBytes"),
+                ErrorKind::Invalid(format!(
+                    "{} is below limits.maxRequestBytes ({}): a request of that size could never be read",
+                    limits.max_buffered_bytes, limits.max_request_bytes
+                )),
+            );
+        }
         // QUIC: a frame body is buffered whole before it is decoded.
         let quic = root.key("quic");
         if spec.quic.max_buffered_bytes < limits.max_request_bytes {

@@ -21,7 +21,8 @@ use crate::config::size::ByteSize;
 ///   queues:
 ///     shard: {events: 65536, bytes: 64MiB}
 ///     trigger: {events: 4096, bytes: 16MiB}
-///   limits: {maxRequestBytes: 4MiB, maxEventBytes: 256KiB, maxBatchEvents: 10000, maxConnections: 10000}
+///   limits: {maxRequestBytes: 4MiB, maxEventBytes: 256KiB, maxBatchEvents: 10000,
+///            maxConnections: 10000, maxBufferedBytes: 64MiB}
 ///   shutdownGracePeriod: PT30S
 ///   dataDir: /var/lib/triggerfish
 ///   quic:
@@ -564,6 +565,12 @@ pub struct LimitsSpec {
     /// lower, so that a flood of connections leaves file descriptors for deliveries and files.
     /// Only a restart changes it.
     pub max_connections: Option<NonZeroU32>,
+    /// The most bytes of request bodies the HTTP ingress holds while reading them, over every
+    /// connection: a body takes its share as its bytes arrive, until its events are queued or
+    /// refused. A request that finds no room within a second is answered 429 with
+    /// `Retry-After`. At least `maxRequestBytes`. Defaults to 64MiB (as `quic.maxBufferedBytes`).
+    /// Only a restart changes it.
+    pub max_buffered_bytes: ByteSize,
 }
 
 impl Default for LimitsSpec {
@@ -573,6 +580,7 @@ impl Default for LimitsSpec {
             max_event_bytes: ByteSize::kib(256),
             max_batch_events: nonzero(10_000),
             max_connections: None,
+            max_buffered_bytes: ByteSize::mib(64),
         }
     }
 }

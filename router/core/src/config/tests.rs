@@ -594,6 +594,13 @@ fn server_values_are_typed_and_consistent() {
     load(
         "apiVersion: triggerfish.dev/v1alpha1\nkind: Server\nspec:\n  queues:\n    shard: {events: 100, bytes: 1MiB}\n  limits: {maxBatchEvents: 100, maxRequestBytes: 1MiB}\n",
     );
+    // A body is held whole while it is read.
+    assert_eq!(
+        server("  limits: {maxBufferedBytes: 1MiB}\n"),
+        [
+            r#"c.yaml:4:12: Server "default": spec.limits.maxBufferedBytes: 1MiB is below limits.maxRequestBytes (4MiB): a request of that size could never be read"#
+        ]
+    );
     assert_eq!(
         server("  shutdownGracePeriod: 30\n"),
         [
