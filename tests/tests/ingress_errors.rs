@@ -15,9 +15,15 @@ use triggerfish_tests::{Config, Event, PATIENCE, Router, Subscriber, Trigger};
 const ACCEPTED: &str = "triggerfish_ingress_events_total";
 
 async fn start() -> (Subscriber, Router) {
+    start_with("limits: {maxRequestBytes: 64KiB, maxEventBytes: 8KiB, maxBatchEvents: 10}").await
+}
+
+/// A router with `server` as its `Server` spec, and one trigger passing everything to a
+/// subscriber.
+async fn start_with(server: &str) -> (Subscriber, Router) {
     let sub = Subscriber::start().await;
     let config = Config::new()
-        .server("limits: {maxRequestBytes: 64KiB, maxEventBytes: 8KiB, maxBatchEvents: 10}")
+        .server(server)
         .broker("default", None)
         .trigger(Trigger::new("all", &sub.url("/sink")));
     let router = Router::start(&config.render()).await;
@@ -312,12 +318,7 @@ async fn silent_and_stalled_clients_are_closed() {
 async fn a_full_listener_waits_for_a_free_slot() {
     const OPEN: &str = "triggerfish_http_connections";
     const WAITS: &str = "triggerfish_http_connection_limit_waits_total";
-    let sub = Subscriber::start().await;
-    let config = Config::new()
-        .server("limits: {maxConnections: 3}")
-        .broker("default", None)
-        .trigger(Trigger::new("all", &sub.url("/sink")));
-    let router = Router::start(&config.render()).await;
+    let (sub, router) = start_with("limits: {maxConnections: 3}").await;
     let ingress = [("listener", "ingress")];
     let mut idle: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(router.http).unwrap())
@@ -367,12 +368,7 @@ async fn a_full_listener_waits_for_a_free_slot() {
 async fn a_full_body_budget_answers_429_then_recovers() {
     use tokio::io::AsyncWriteExt as _;
     const REQUESTS: &str = "triggerfish_ingress_requests_total";
-    let sub = Subscriber::start().await;
-    let config = Config::new()
-        .server("limits: {maxRequestBytes: 1MiB, maxBufferedBytes: 1MiB}")
-        .broker("default", None)
-        .trigger(Trigger::new("all", &sub.url("/sink")));
-    let router = Router::start(&config.render()).await;
+    let (sub, router) = start_with("limits: {maxRequestBytes: 1MiB, maxBufferedBytes: 1MiB}").await;
 
     // Declares 1 MiB and sends all but 10 bytes of it, then waits.
     let mut staller = tokio::net::TcpStream::connect(router.http).await.unwrap();
