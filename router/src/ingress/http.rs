@@ -272,16 +272,16 @@ impl Ingress {
         .await;
         let bytes = match read {
             Ok(b) => b,
-            Err(BodyError::Busy) => {
-                let e = BodyError::Busy;
-                return (retry_later(e.status(), &e.to_string()), label, Throttled, 0);
-            }
             Err(e) => {
-                let outcome = match e {
-                    BodyError::TooLarge { .. } => TooLarge,
-                    BodyError::Stalled(_) | BodyError::Read(_) | BodyError::Busy => Rejected,
+                let (status, message) = (e.status(), e.to_string());
+                let (response, outcome) = match e {
+                    BodyError::Busy => (retry_later(status, &message), Throttled),
+                    BodyError::TooLarge { .. } => (error(status, &message, &[]), TooLarge),
+                    BodyError::Stalled(_) | BodyError::Read(_) => {
+                        (error(status, &message, &[]), Rejected)
+                    }
                 };
-                return (error(e.status(), &e.to_string(), &[]), label, outcome, 0);
+                return (response, label, outcome, 0);
             }
         };
         let batch = match decode(mode, &parts.headers, bytes, &limits.decode) {
