@@ -7,9 +7,10 @@
 //! [`BODY_IDLE_TIMEOUT`] is given up (HTTP 408), so a client that declares a body and trickles
 //! it, or stops, cannot hold a connection and its task for ever.
 //!
-//! Ingress bodies also take a share of a byte budget ([`Held`]) for the bytes that have
-//! arrived, never for the length a header declares, so the memory that bodies being read can
-//! take, over every connection, is bounded: `limits.maxBufferedBytes` for the HTTP listeners,
+//! Request bodies also take a share of their listener's byte budget ([`Budget`], [`Held`]) for
+//! the bytes that have arrived, never for the length a header declares, so the memory that
+//! bodies being read can take, over every connection, is bounded: `limits.maxBufferedBytes`
+//! for each HTTP listener that reads bodies (ingress, webhooks, `triggerfish worker`),
 //! `quic.maxBufferedBytes` for QUIC. A body that finds no room within [`BUFFER_WAIT`] is
 //! refused with 429 ([`BodyError::Busy`]).
 
@@ -158,6 +159,31 @@ pub enum NoRoom {
     Closed,
 }
 
+/// The byte budget shared by the bodies one listener is reading: `limits.maxBufferedBytes` for
+/// each HTTP listener, `quic.maxBufferedBytes` for the QUIC ingress. Sized at start; only a
+/// restart resizes it.
+pub struct Budget {
+    bytes: Semaphore,
+    size: usize,
+}
+
+impl Budget {
+    /// A budget of `size` bytes (at most [`Semaphore::MAX_PERMITS`]).
+    pub fn new(size: usize) -> Budget {
+        let size = size.min(Semaphore::MAX_PERMITS);
+        Budget {
+            bytes: Semaphore::new(size),
+            size,
+        }
+    }
+
+    /// Nothing held yet, for a body of at most `limit` bytes (a reload can raise
+    /// `maxRequestBytes` above the budget, which then caps what one body takes).
+    pub fn hold(&self, limit: usize) -> Held<'_> {
+        Held::new(&self.bytes, limit.min(self.size))
+    }
+}
+
 /// One body's share of a byte budget (a semaphore of one permit per byte), taken as its bytes
 /// arrive and given back on drop.
 pub struct Held<'a> {
@@ -170,11 +196,11 @@ pub struct Held<'a> {
 
 impl<'a> Held<'a> {
     /// Nothing held yet of `budget`, of which one body takes at most `cap` bytes.
-    pub fn new(budget: &'a Semaphore, cap: usize) -> Held<'a> {
+    fn new(budget: &'a Semaphore, cap: usize) -> Held<'a> {
         Held {
             budget,
             held: 0,
-            cap: cap.min(Semaphore::MAX_PERMITS),
+            cap,
         }
     }
 

@@ -248,6 +248,7 @@ pub async fn worker(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow:
         pools,
         registry,
         max_request_bytes: limits.max_request_bytes.as_usize(),
+        bodies: crate::body::Budget::new(limits.max_buffered_bytes.as_usize()),
         decode: DecodeLimits {
             max_event_bytes: limits.max_event_bytes.as_usize(),
             max_batch_events: 1,
@@ -309,10 +310,22 @@ fn worker_connection_limit(
     crate::http_server::ConnectionLimit::in_families(max, "worker", &open, &waits)
 }
 
+/// `response` with `Retry-After: 1`.
+fn retry_later(mut r: http::Response<Full<Bytes>>) -> http::Response<Full<Bytes>> {
+    r.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    r
+}
+
 struct WorkerState {
     pools: HashMap<String, Arc<WorkerPool>>,
     registry: prometheus_client::registry::Registry,
     max_request_bytes: usize,
+    /// The bytes of request bodies being read (`limits.maxBufferedBytes`), held until the
+    /// event is in its pool's queue or refused.
+    bodies: crate::body::Budget,
     decode: DecodeLimits,
 }
 
@@ -353,12 +366,22 @@ impl WorkerState {
             );
         };
         let (parts, body) = req.into_parts();
-        let body =
-            match crate::body::read_limited(&parts.headers, body, self.max_request_bytes).await {
-                Ok(b) => b,
-                Err(e @ crate::body::BodyError::TooLarge { .. }) => return empty(e.status()),
-                Err(e) => return response(e.status(), "text/plain", format!("{e}\n")),
-            };
+        let mut held = self.bodies.hold(self.max_request_bytes);
+        let read = crate::body::read_budgeted(
+            &parts.headers,
+            body,
+            self.max_request_bytes,
+            Some(&mut held),
+        )
+        .await;
+        let body = match read {
+            Ok(b) => b,
+            Err(e @ crate::body::BodyError::TooLarge { .. }) => return empty(e.status()),
+            Err(e @ crate::body::BodyError::Busy) => {
+                return retry_later(response(e.status(), "text/plain", format!("{e}\n")));
+            }
+            Err(e) => return response(e.status(), "text/plain", format!("{e}\n")),
+        };
         let mode = ContentMode::detect(
             parts
                 .headers
@@ -397,18 +420,16 @@ impl WorkerState {
         let handle = match pool.submit_view(&view) {
             Ok(h) => h,
             Err(full) => {
-                let mut r = response(
+                return retry_later(response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
                     format!("{full}\n"),
-                );
-                r.headers_mut().insert(
-                    http::header::RETRY_AFTER,
-                    http::HeaderValue::from_static("1"),
-                );
-                return r;
+                ));
             }
         };
+        // The job owns a copy of its event now, and the pool's queue bounds it.
+        drop(batch);
+        drop(held);
         match handle.await.into_reply() {
             Some(reply) => match reply.get(0) {
                 Some(event) => response(

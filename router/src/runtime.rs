@@ -432,6 +432,7 @@ impl Router {
             client.clone(),
             source_metrics,
             stop.clone(),
+            settings.server.limits.max_buffered_bytes.as_usize(),
         );
         let dispatchers = Arc::new(Dispatchers {
             store: store.clone(),

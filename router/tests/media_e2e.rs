@@ -236,7 +236,13 @@ spec:
 fn worker_answers_with_the_reply_event() {
     let s = setup();
     let config = s.dir.path().join("worker.yaml");
-    std::fs::write(&config, pool_yaml(&s.root)).unwrap();
+    let server = "apiVersion: triggerfish.dev/v1alpha1
+kind: Server
+spec:
+  limits: {maxRequestBytes: 64KiB, maxEventBytes: 64KiB, maxBufferedBytes: 64KiB}
+---
+";
+    std::fs::write(&config, format!("{server}{}", pool_yaml(&s.root))).unwrap();
     let addr = free_port();
     let _worker = Running(
         Command::new(env!("CARGO_BIN_EXE_triggerfish"))
@@ -295,4 +301,48 @@ fn worker_answers_with_the_reply_event() {
     )
     .unwrap();
     assert_eq!(status, 404);
+
+    // Bodies being read share `limits.maxBufferedBytes`: while a client holds all of it (a
+    // body declared and almost all sent, then silence), requests get 429, and once it leaves
+    // they are served again.
+    let mut staller = TcpStream::connect(addr).unwrap();
+    let declared = 64 * 1024;
+    let head = format!(
+        "POST /default/media HTTP/1.1\r\nhost: x\r\ncontent-type: application/cloudevents+json\r\ncontent-length: {declared}\r\n\r\n"
+    );
+    staller.write_all(head.as_bytes()).unwrap();
+    staller.write_all(&vec![b' '; declared - 10]).unwrap();
+    let missing = oss_event("uploads/missing.mp4");
+    let post = || {
+        http(
+            addr,
+            "POST",
+            "/default/media",
+            "application/cloudevents+json",
+            &missing,
+        )
+        .unwrap()
+    };
+    let mut refused = None;
+    wait_until("a 429", Duration::from_secs(10), || {
+        let (status, body) = post();
+        // The staller's bytes may not all be read yet: then this one was served.
+        assert!(status == 200 || status == 429, "{status} {body}");
+        refused = (status == 429).then_some(body);
+        refused.is_some()
+    });
+    assert!(
+        refused.is_some_and(|b| b.contains("ingress buffers are full")),
+        "no 429 body"
+    );
+    drop(staller);
+    wait_until(
+        "a 200 after the staller left",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = post();
+            assert!(status == 200 || status == 429, "{status} {body}");
+            status == 200
+        },
+    );
 }

@@ -32,7 +32,7 @@ use triggerfish_core::event::{
 
 use arc_swap::ArcSwap;
 
-use crate::body::{BodyError, Held, read_budgeted};
+use crate::body::{BodyError, Budget, read_budgeted};
 use crate::http_server::{empty, response};
 use crate::metrics::{IngressLabels, IngressOutcome, Metrics};
 use crate::shard::Snapshot;
@@ -57,12 +57,9 @@ pub struct Ingress {
     pub metrics: Arc<Metrics>,
     /// Set while shutting down: new requests get 503.
     pub stopping: tokio_util::sync::CancellationToken,
-    /// The bytes of request bodies being read, over every connection (`limits.maxBufferedBytes`
-    /// permits): see [`crate::body::Held`].
-    pub buffered: tokio::sync::Semaphore,
-    /// The budget's size: the most one body takes of it (a reload can raise
-    /// `maxRequestBytes` above it; only a restart resizes the budget).
-    pub max_buffered_bytes: usize,
+    /// The bytes of request bodies being read, over every connection
+    /// (`limits.maxBufferedBytes`).
+    buffered: Budget,
 }
 
 impl Ingress {
@@ -80,10 +77,7 @@ impl Ingress {
             store,
             metrics,
             stopping,
-            buffered: tokio::sync::Semaphore::new(
-                max_buffered_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
-            ),
-            max_buffered_bytes,
+            buffered: Budget::new(max_buffered_bytes),
         }
     }
 }
@@ -259,10 +253,7 @@ impl Ingress {
         let (parts, body) = req.into_parts();
         // Held until the events are queued (the shard queues' byte budgets take over) or
         // refused.
-        let mut held = Held::new(
-            &self.buffered,
-            limits.max_request_bytes.min(self.max_buffered_bytes),
-        );
+        let mut held = self.buffered.hold(limits.max_request_bytes);
         let read = read_budgeted(
             &parts.headers,
             body,

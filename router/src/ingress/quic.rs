@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use triggerfish_core::event::decode_batched;
@@ -45,7 +44,7 @@ use triggerfish_core::quic::{
     Ack, ConnectionCode, EventRejection, FrameError, FrameLimits, PublishHeader, StreamCode, Target,
 };
 
-use crate::body::{Held, NoRoom};
+use crate::body::{Budget, Held, NoRoom};
 use crate::metrics::{IngressLabels, IngressOutcome, Metrics, QuicResetLabels};
 use crate::shard::Snapshot;
 use crate::store::{OfferError, Store};
@@ -88,7 +87,7 @@ pub struct QuicIngress {
     pub stopping: CancellationToken,
     /// Fixed limits.
     pub limits: QuicLimits,
-    buffered: Arc<Semaphore>,
+    buffered: Budget,
     connections: AtomicUsize,
 }
 
@@ -139,9 +138,7 @@ impl QuicIngress {
             store,
             metrics,
             stopping,
-            buffered: Arc::new(Semaphore::new(
-                limits.max_buffered_bytes.min(Semaphore::MAX_PERMITS),
-            )),
+            buffered: Budget::new(limits.max_buffered_bytes),
             connections: AtomicUsize::new(0),
             limits,
         }
@@ -346,7 +343,7 @@ impl QuicIngress {
         // its QUIC flow-control window; if room does not come within BUFFER_WAIT it is
         // answered 429 rather than left waiting for the frame deadline.
         let deadline = tokio::time::Instant::now() + self.limits.frame_timeout;
-        let mut held = Held::new(&self.buffered, self.limits.max_buffered_bytes);
+        let mut held = self.buffered.hold(self.limits.max_buffered_bytes);
         let body = match within(deadline, read_body(recv, header.body_len(), &mut held)).await? {
             Ok(body) => body,
             Err(StreamFailure::NoRoom) => {

@@ -744,16 +744,18 @@ pub struct SourceSet {
 }
 
 impl SourceSet {
-    /// An empty set. Sources stop when `stop` is cancelled.
+    /// An empty set. Sources stop when `stop` is cancelled; the webhook listener's bodies share
+    /// a budget of `webhook_buffered_bytes` (`limits.maxBufferedBytes`).
     pub fn new(
         store: Store,
         client: HttpClient,
         metrics: SourceMetrics,
         stop: CancellationToken,
+        webhook_buffered_bytes: usize,
     ) -> SourceSet {
         SourceSet {
             running: parking_lot::Mutex::new(HashMap::new()),
-            webhooks: webhook::Listener::new(stop.clone()),
+            webhooks: webhook::Listener::new(stop.clone(), webhook_buffered_bytes),
             store,
             client,
             metrics,

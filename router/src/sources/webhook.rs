@@ -4,8 +4,10 @@
 //! Routing is by exact path, from a table swapped atomically on reload ([`ArcSwap`]), so a
 //! reload never drops the listener or a request. Every request is checked here for:
 //! - a known path (404) and the `POST` method (405);
-//! - its body size, while reading ([`read_limited`]; 413), with the config's
+//! - its body size, while reading ([`read_budgeted`]; 413), with the config's
 //!   `Server.spec.limits.maxRequestBytes`;
+//! - the listener's byte budget for bodies being read, `limits.maxBufferedBytes` (429 with
+//!   `Retry-After` when it has had no room for a second), held until the handler is done;
 //! - shutdown (503 with `Retry-After`).
 //!
 //! Then the source's handler checks authentication and the payload and publishes. Statuses:
@@ -31,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use triggerfish_core::event::DecodeLimits;
 use triggerfish_core::sources::SourceEvent;
 
-use crate::body::read_limited;
+use crate::body::{Budget, read_budgeted};
 use crate::http_server::{ConnectionLimit, response};
 use crate::sources::{PublishError, Publisher, WEBHOOK_PUBLISH_WAIT, github, oss, registry, s3};
 
@@ -143,12 +145,14 @@ pub struct Listener {
     bound: parking_lot::Mutex<Option<SocketAddr>>,
     tls: parking_lot::Mutex<Option<Arc<crate::tls::ReloadingTls>>>,
     connections: parking_lot::Mutex<ConnectionLimit>,
+    bodies: Arc<Budget>,
     stop: CancellationToken,
 }
 
 impl Listener {
-    /// A listener, not bound yet.
-    pub fn new(stop: CancellationToken) -> Listener {
+    /// A listener, not bound yet, whose request bodies share a budget of `max_buffered_bytes`
+    /// while they are read and handled (`limits.maxBufferedBytes`, fixed until a restart).
+    pub fn new(stop: CancellationToken, max_buffered_bytes: usize) -> Listener {
         Listener {
             table: Arc::new(ArcSwap::from_pointee(Table {
                 routes: HashMap::new(),
@@ -162,6 +166,7 @@ impl Listener {
                 open: Default::default(),
                 waits: Default::default(),
             }),
+            bodies: Arc::new(Budget::new(max_buffered_bytes)),
             stop,
         }
     }
@@ -218,11 +223,12 @@ impl Listener {
         *bound = Some(local);
         let table = Arc::clone(&self.table);
         let stop = self.stop.clone();
+        let bodies = Arc::clone(&self.bodies);
         tokio::spawn(crate::http_server::serve(
             listener,
             self.tls.lock().clone(),
             self.connections.lock().clone(),
-            move |req| handle(Arc::clone(&table), stop.clone(), req),
+            move |req| handle(Arc::clone(&table), Arc::clone(&bodies), stop.clone(), req),
             self.stop.clone(),
             Duration::from_secs(5),
         ));
@@ -232,6 +238,7 @@ impl Listener {
 
 async fn handle(
     table: Arc<ArcSwap<Table>>,
+    bodies: Arc<Budget>,
     stop: CancellationToken,
     req: http::Request<Incoming>,
 ) -> http::Response<Full<Bytes>> {
@@ -249,7 +256,16 @@ async fn handle(
         Reply::refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
     } else {
         let (parts, body) = req.into_parts();
-        match read_limited(&parts.headers, body, table.max_request_bytes).await {
+        // Held until the handler is done with the body.
+        let mut held = bodies.hold(table.max_request_bytes);
+        let read = read_budgeted(
+            &parts.headers,
+            body,
+            table.max_request_bytes,
+            Some(&mut held),
+        )
+        .await;
+        match read {
             Ok(body) => dispatch(&route, &parts, body).await,
             Err(e) => Reply::refuse(e.status(), e.to_string()),
         }

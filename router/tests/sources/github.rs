@@ -399,3 +399,70 @@ async fn reloads_keep_unchanged_sources_and_remove_deleted_ones() {
     );
     sink.wait(2, Duration::from_secs(10)).await;
 }
+
+/// The webhook listener's bodies share `limits.maxBufferedBytes`: a client holding all of it
+/// (a body declared and almost all sent, then silence) gets other deliveries 429 instead of
+/// more memory, and once it leaves they are published again.
+#[tokio::test]
+async fn a_full_body_budget_answers_429_then_recovers() {
+    use tokio::io::AsyncWriteExt as _;
+    let sink = Sink::start().await;
+    let yaml = config(&sink, "").replace(
+        "maxEventBytes: 64KiB}",
+        "maxEventBytes: 64KiB, maxBufferedBytes: 64KiB}",
+    );
+    let secret = format!("{SECRET}\n");
+    let h = Harness::start_with(&yaml, &[("github-secret", secret.as_bytes())]).await;
+    let url = h.url("/default/githubsources/build");
+    let client = Client::new();
+    let push = fixture("push");
+
+    let addr = url.trim_start_matches("http://").split('/').next().unwrap();
+    let mut staller = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let declared = 64 * 1024;
+    let head = format!(
+        "POST /default/githubsources/build HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n"
+    );
+    staller.write_all(head.as_bytes()).await.unwrap();
+    staller.write_all(&vec![b' '; declared - 10]).await.unwrap();
+
+    let patience = Duration::from_secs(10);
+    let started = std::time::Instant::now();
+    let mut attempt = 0;
+    let (status, body) = loop {
+        // Each id once: a replayed delivery id would be answered 200 as a duplicate.
+        attempt += 1;
+        let id = format!("squeezed-{attempt}");
+        let (status, body) = deliver(&client, &url, "push", &id, &push, None).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            break (status, body);
+        }
+        // The staller's bytes may not all be read yet: then this one went through.
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert!(started.elapsed() < patience, "never refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body.contains("ingress buffers are full"), "{body}");
+    let published = sink.received().len();
+
+    // The staller leaves: its share comes back.
+    drop(staller);
+    let started = std::time::Instant::now();
+    loop {
+        attempt += 1;
+        let id = format!("after-{attempt}");
+        let (status, body) = deliver(&client, &url, "push", &id, &push, None).await;
+        if status == StatusCode::ACCEPTED {
+            break;
+        }
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert!(started.elapsed() < patience, "the budget never came back");
+    }
+    let got = sink.wait(published + 1, patience).await;
+    assert!(
+        got.iter()
+            .any(|r| r.attr("id").is_some_and(|id| id.contains("after"))),
+        "{got:?}"
+    );
+}

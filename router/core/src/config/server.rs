@@ -565,9 +565,10 @@ pub struct LimitsSpec {
     /// lower, so that a flood of connections leaves file descriptors for deliveries and files.
     /// Only a restart changes it.
     pub max_connections: Option<NonZeroU32>,
-    /// The most bytes of request bodies the HTTP ingress holds while reading them, over every
-    /// connection: a body takes its share as its bytes arrive, until its events are queued or
-    /// refused. A request that finds no room within a second is answered 429 with
+    /// The most bytes of request bodies each HTTP listener that reads them (ingress, webhooks,
+    /// `triggerfish worker`) holds while reading them, over all its connections: a body takes
+    /// its share as its bytes arrive, until its events are queued or refused (webhooks: until
+    /// the source has published them). A request that finds no room within a second is answered 429 with
     /// `Retry-After`. At least `maxRequestBytes`. Defaults to 64MiB (as `quic.maxBufferedBytes`).
     /// Only a restart changes it.
     pub max_buffered_bytes: ByteSize,
