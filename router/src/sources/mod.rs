@@ -562,9 +562,10 @@ impl Publisher {
 
 /// Source metrics:
 /// - `triggerfish_source_requests_total{source, outcome}`: webhook requests by status code;
-///   MNS messages and watched files by `published`, `invalid` or `failed`; Kafka records
-///   that could not become events by `invalid_dead_lettered`,
-///   `invalid_skipped`, `too_large_dead_lettered` or `too_large_skipped`;
+///   MNS messages and watched files by `published`, `invalid` or `failed`; Kafka records and
+///   RocketMQ messages that could not become events by `invalid_dead_lettered`,
+///   `invalid_skipped`, `too_large_dead_lettered` or `too_large_skipped`; RocketMQ messages
+///   whose tag the source's `tagExpression` leaves out by `filtered`;
 /// - `triggerfish_source_events_total{source}`: events published;
 /// - `triggerfish_source_consumer_lag_records{source, topic, partition}`: Kafka
 ///   records not yet consumed and committed, per partition (queue);
@@ -1083,6 +1084,23 @@ mod tests {
         assert!(
             sink.contains("KafkaSink \"out\" in namespace \"default\": spec.topic: name the topic"),
             "{sink}"
+        );
+    }
+
+    #[test]
+    fn rocketmq_tag_expressions_are_checked() {
+        let rocketmq = |tags: &str| {
+            errors(&format!(
+                "{BROKER}apiVersion: triggerfish.dev/v1alpha1\nkind: RocketMQSource\nmetadata: {{name: r}}\nspec:\n  nameServer: \"127.0.0.1:9876\"\n  topic: t\n  tagExpression: \"{tags}\"\n  sink: {{uri: \"display:\"}}\n"
+            ))
+        };
+        for fine in ["*", "", "created", "created || paid", "a||b||c"] {
+            assert_eq!(rocketmq(fine), "", "{fine:?}");
+        }
+        let none = rocketmq(" || ");
+        assert!(
+            none.contains("RocketMQSource \"r\" in namespace \"default\": spec.tagExpression: \" || \" names no tag"),
+            "{none}"
         );
     }
 }

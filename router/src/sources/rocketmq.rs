@@ -62,7 +62,7 @@ use triggerfish_core::config::{
     CeOverrides, CustomResource, InitialOffset, InvalidRecords, RocketMQSourceSpec, SecretRef,
 };
 use triggerfish_core::sources::offsets::OffsetTracker;
-use triggerfish_core::sources::rocketmq::{Message, RocketMqMapper};
+use triggerfish_core::sources::rocketmq::{Message, RocketMqMapper, TagFilter};
 
 use crate::dispatch::TriggerHandle;
 use crate::sources::kafka::invalid_records;
@@ -217,7 +217,7 @@ pub struct RocketMqSourceConfig {
     /// The topic.
     pub topic: String,
     /// The tag expression.
-    pub tag_expression: String,
+    pub tags: TagFilter,
     /// The consumer group.
     pub consumer_group: String,
     /// Where a group without a stored offset starts.
@@ -245,11 +245,14 @@ impl RocketMqSourceConfig {
             .clone()
             .unwrap_or_else(|| default_group(ns, name));
         check_resource_name("consumerGroup", &consumer_group, check);
-        let tag_expression = spec
-            .tag_expression
-            .clone()
-            .filter(|t| !t.trim().is_empty())
-            .unwrap_or_else(|| "*".to_owned());
+        let expression = spec.tag_expression.as_deref().unwrap_or("*");
+        let tags = TagFilter::parse(expression).unwrap_or_else(|| {
+            check.at(
+                "tagExpression",
+                format!("{expression:?} names no tag: write `*`, a tag, or `TagA || TagB`"),
+            );
+            TagFilter::All
+        });
         let invalid = invalid_records(spec.invalid_records, resource, check);
         let access_keys =
             AccessKeys::build(spec.access_key.as_ref(), spec.secret_key.as_ref(), check);
@@ -277,7 +280,7 @@ impl RocketMqSourceConfig {
         Some(RocketMqSourceConfig {
             name_server: spec.name_server.clone(),
             topic: spec.topic.clone(),
-            tag_expression,
+            tags,
             consumer_group,
             initial_offset: spec.initial_offset.unwrap_or(InitialOffset::Latest),
             access_keys,
@@ -427,7 +430,11 @@ impl Task {
         };
         let subscribed = self
             .consumer
-            .subscribe_with_listener(&self.config.topic, &self.config.tag_expression, listener)
+            .subscribe_with_listener(
+                &self.config.topic,
+                self.config.tags.broker_expression(),
+                listener,
+            )
             .await;
         if let Err(e) = subscribed {
             tracing::error!(source = %self.key, error = %e, "the RocketMQ subscription is refused; check topic and tagExpression; the source is not running");
@@ -472,6 +479,17 @@ impl Task {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        let tag = properties
+            .iter()
+            .find(|(k, _)| *k == "TAGS")
+            .map(|(_, v)| *v);
+        if !self.config.tags.matches(tag) {
+            // Another tag (an expression of several tags is filtered here, not by the broker):
+            // finished at once, so that its offset commits.
+            self.out.tracker.lock().finish(&ticket);
+            self.context.metrics.record_many(&self.key, "filtered", 1);
+            return;
+        }
         let msg_id = properties
             .iter()
             .find(|(k, _)| *k == "UNIQ_KEY")

@@ -40,8 +40,8 @@ spec:
 
 /// Plain messages get Alibaba EventBridge's RocketMQ event shape, CloudEvents in binary mode
 /// pass through, and the tag expression keeps other tags out; through a Broker and a Trigger
-/// to an HTTP subscriber. (A single tag: rocketmq-rust 1.0.0 delivers nothing for
-/// `created || paid`, see `docs/sources.md`.)
+/// to an HTTP subscriber. (A single tag, which the broker filters; several are the next
+/// test's.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_reach_an_http_subscriber_in_eventbridge_shape() {
     let mq = servers().await;
@@ -129,6 +129,75 @@ async fn messages_reach_an_http_subscriber_in_eventbridge_shape() {
         sink.received().len(),
         3,
         "the `paid` and `ignored` tags were filtered out"
+    );
+    h.shutdown().await;
+}
+
+/// `created||paid` takes messages of either tag and no others (not untagged ones, nor `Paid`):
+/// the broker is asked for `*` and the consumer filters, counting what it skips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_expression_of_several_tags_is_filtered_by_the_consumer() {
+    let mq = servers().await;
+    let topic = "rt-tags";
+    let producer = mq.producer().await;
+    let tags = [
+        Some("created"),
+        Some("paid"),
+        Some("ignored"),
+        None,
+        Some("Paid"),
+        Some("paid"),
+    ];
+    for (i, tag) in tags.into_iter().enumerate() {
+        produce(
+            &producer,
+            topic,
+            tag,
+            &[],
+            format!(r#"{{"n":{i}}}"#).as_bytes(),
+        )
+        .await;
+    }
+    let sink = Sink::start().await;
+    let yaml = source_yaml(
+        mq,
+        topic,
+        &format!("{{uri: \"{}\"}}", sink.uri()),
+        "  tagExpression: \"created||paid\"",
+    );
+    let h = Harness::start(&yaml).await;
+    sink.wait(3, WAIT).await;
+    // Time for anything wrongly let through to arrive too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = sink.received();
+    let mut seen: Vec<(i64, String)> = got
+        .iter()
+        .map(|r| {
+            let data = r.json();
+            let body: serde_json::Value =
+                serde_json::from_str(data["body"].as_str().unwrap()).unwrap();
+            let tag = data["systemProperties"]["TAGS"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            (body["n"].as_i64().unwrap(), tag)
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        [
+            (0, "created".to_owned()),
+            (1, "paid".to_owned()),
+            (5, "paid".to_owned())
+        ]
+    );
+    let metrics = h.router.metrics.render();
+    assert!(
+        metrics.contains(
+            "triggerfish_source_requests_total{source=\"shop/rocketmqsources/orders\",outcome=\"filtered\"} 3"
+        ),
+        "{metrics}"
     );
     h.shutdown().await;
 }

@@ -31,7 +31,8 @@ pub struct RocketMQSourceSpec {
     pub name_server: String,
     /// The topic.
     pub topic: String,
-    /// Which messages, by tag: `*` (the default) or `TagA || TagB`, filtered by the broker.
+    /// Which messages, by tag: `*` (the default), a tag, or `TagA || TagB` (see
+    /// `sources::rocketmq::TagFilter`).
     #[serde(default)]
     pub tag_expression: Option<String>,
     /// The consumer group. Defaults to `triggerfish-<namespace>-<name>`.

@@ -376,10 +376,102 @@ fn unmappable(message: &Message<'_>, error: DecodeError) -> Box<InvalidMessage> 
     })
 }
 
+/// A `tagExpression`: which messages a source takes, by their tag (the `TAGS` property).
+///
+/// RocketMQ's syntax: `*` (or nothing) takes every message; `TagA || TagB` takes messages with
+/// one of those tags, as Apache RocketMQ's `FilterAPI` parses it (split on `||`, each part
+/// trimmed, empty parts ignored). A message without a tag matches only `*`.
+///
+/// The broker filters by the expression it is given ([`TagFilter::broker_expression`]); the
+/// consumer checks each message again ([`TagFilter::matches`]), as RocketMQ's own clients do,
+/// because the broker compares tag hash codes. An expression of several tags is sent to the
+/// broker as `*` and filtered by the consumer alone: rocketmq-rust 1.0.0's broker delivers
+/// nothing for `TagA || TagB`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TagFilter {
+    /// `*`: every message.
+    All,
+    /// Messages with one of these tags, sorted.
+    Tags(Vec<String>),
+}
+
+impl TagFilter {
+    /// Parses an expression. `None` when it names no tag but is not `*` either (only `||`
+    /// and blanks).
+    pub fn parse(expression: &str) -> Option<TagFilter> {
+        let expression = expression.trim();
+        if expression.is_empty() || expression == "*" {
+            return Some(TagFilter::All);
+        }
+        let mut tags: Vec<String> = expression
+            .split("||")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+        tags.sort_unstable();
+        tags.dedup();
+        (!tags.is_empty()).then_some(TagFilter::Tags(tags))
+    }
+
+    /// The expression the broker is asked to filter by.
+    pub fn broker_expression(&self) -> &str {
+        match self {
+            TagFilter::Tags(tags) if tags.len() == 1 => &tags[0],
+            _ => "*",
+        }
+    }
+
+    /// Whether a message with `tag` is taken.
+    pub fn matches(&self, tag: Option<&str>) -> bool {
+        match (self, tag) {
+            (TagFilter::All, _) => true,
+            (TagFilter::Tags(tags), Some(tag)) => {
+                tags.binary_search_by(|t| t.as_str().cmp(tag)).is_ok()
+            }
+            (TagFilter::Tags(_), None) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for TagFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TagFilter::All => f.write_str("*"),
+            TagFilter::Tags(tags) => f.write_str(&tags.join(" || ")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::Data;
+
+    #[test]
+    fn tag_expressions_parse_as_rocketmq_parses_them() {
+        assert_eq!(TagFilter::parse("*"), Some(TagFilter::All));
+        assert_eq!(TagFilter::parse("  "), Some(TagFilter::All));
+        let one = TagFilter::parse(" created ").unwrap();
+        assert_eq!(one.broker_expression(), "created");
+        assert!(one.matches(Some("created")));
+        assert!(!one.matches(Some("paid")));
+        assert!(!one.matches(None));
+
+        let two = TagFilter::parse("paid||created ||  || paid").unwrap();
+        assert_eq!(two, TagFilter::Tags(vec!["created".into(), "paid".into()]));
+        assert_eq!(two.to_string(), "created || paid");
+        // Several tags: the broker sends everything and the consumer filters.
+        assert_eq!(two.broker_expression(), "*");
+        assert!(two.matches(Some("created")) && two.matches(Some("paid")));
+        assert!(!two.matches(Some("Paid")), "tags are case-sensitive");
+        assert!(!two.matches(Some("created || paid")));
+        assert!(!two.matches(None));
+        assert!(TagFilter::All.matches(None));
+
+        assert_eq!(TagFilter::parse("||"), None);
+        assert_eq!(TagFilter::parse(" || || "), None);
+    }
 
     fn message<'a>(properties: &'a [(&'a str, &'a str)]) -> Message<'a> {
         Message {
