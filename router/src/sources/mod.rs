@@ -567,8 +567,9 @@ impl Publisher {
 ///   `invalid_skipped`, `too_large_dead_lettered` or `too_large_skipped`; RocketMQ messages
 ///   whose tag the source's `tagExpression` leaves out by `filtered`;
 /// - `triggerfish_source_events_total{source}`: events published;
-/// - `triggerfish_source_consumer_lag_records{source, topic, partition}`: Kafka
-///   records not yet consumed and committed, per partition (queue);
+/// - `triggerfish_source_consumer_lag_records{source, topic, partition}`: Kafka records and
+///   RocketMQ messages not yet consumed and finished, per partition (Kafka) or queue
+///   (RocketMQ, `partition` is `<broker>/<queue id>`);
 /// - `triggerfish_source_commits_total{source, outcome}`: offset commits, `ok` or `failed`.
 ///
 /// `source` is the source's key from the config and `partition` a partition of its topics,
@@ -635,8 +636,8 @@ impl SourceMetrics {
         m
     }
 
-    /// Sets the lag of a partition.
-    pub fn set_lag(&self, source: &str, topic: &str, partition: i32, lag: i64) {
+    /// Sets the lag of a partition (Kafka's number, or RocketMQ's `broker/queue`).
+    pub fn set_lag(&self, source: &str, topic: &str, partition: impl fmt::Display, lag: i64) {
         self.lag
             .get_or_create(&PartitionLabels {
                 source: source.to_owned(),
@@ -647,7 +648,7 @@ impl SourceMetrics {
     }
 
     /// Forgets the lag of a partition that is not this consumer's any more.
-    pub fn remove_lag(&self, source: &str, topic: &str, partition: i32) {
+    pub fn remove_lag(&self, source: &str, topic: &str, partition: impl fmt::Display) {
         self.lag.remove(&PartitionLabels {
             source: source.to_owned(),
             topic: topic.to_owned(),

@@ -33,6 +33,15 @@
 //! Full queues make the task wait before it polls again; the client stops pulling a queue once
 //! 1,000 of its messages (or 100 MiB) wait unpolled: that is the backpressure.
 //!
+//! **Tags**: one tag is filtered by the broker; an expression of several (`a || b`) by the
+//! consumer ([`TagFilter`]), which finishes other tags' messages at once and counts them as
+//! `outcome="filtered"`.
+//!
+//! **Lag.** Every [`LAG_INTERVAL`] each tracked queue's lag, the broker's max offset minus the
+//! queue's position (what is not yet finished), is set in
+//! `triggerfish_source_consumer_lag_records{source, topic, partition="<broker>/<queue id>"}`;
+//! a revoked queue's series is removed. A queue is known once its first message arrives.
+//!
 //! **Bad messages** (a message that claims to be a CloudEvent but is not a valid one, or whose
 //! event is over `maxEventBytes`) are logged with their topic, queue, offset and message id,
 //! counted in `triggerfish_source_requests_total{outcome="invalid_*"|"too_large_*"}`, and
@@ -43,7 +52,7 @@
 //! RocketMQ source and sink of the process and never dropped.
 //!
 //! What this module does not do: map messages (core), deliver (the dispatchers), consume
-//! several topics per source, broadcast mode, or report consumer lag (that metric is Kafka's).
+//! several topics per source, or broadcast mode.
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
@@ -77,6 +86,11 @@ pub const MAX_BATCH: usize = 512;
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 /// How often positions are committed.
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often each queue's lag is measured (one max-offset request per queue); Kafka's
+/// statistics interval.
+pub const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// How long the max-offset requests of one measurement may take together.
+const LAG_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a stopping source keeps committing while its events drain.
 pub const DRAIN_WAIT: Duration = Duration::from_secs(30);
 
@@ -298,6 +312,7 @@ type Tracker = tracked::Tracker<MessageQueue>;
 struct Rebalance {
     key: Arc<str>,
     tracker: Tracker,
+    metrics: crate::sources::SourceMetrics,
 }
 
 impl MessageQueueListener for Rebalance {
@@ -313,10 +328,16 @@ impl MessageQueueListener for Rebalance {
         for mq in all.iter().filter(|mq| !assigned.contains(*mq)) {
             if tracker.is_assigned(mq) {
                 tracker.revoke(mq);
+                self.metrics.remove_lag(&self.key, topic, queue_label(mq));
                 tracing::info!(source = %self.key, topic, broker = %mq.broker_name(), queue = mq.queue_id(), "queue revoked");
             }
         }
     }
+}
+
+/// A queue's `partition` label: `<broker>/<queue id>`.
+fn queue_label(mq: &MessageQueue) -> String {
+    format!("{}/{}", mq.broker_name(), mq.queue_id())
 }
 
 /// Starts the consumer task. The consumer itself starts in the task, retrying every few
@@ -390,10 +411,15 @@ impl Task {
         }
         tracing::info!(source = %self.key, topic = %self.config.topic, group = %self.config.consumer_group, "RocketMQ consumer started");
         let mut last_commit = Instant::now();
+        let mut last_lag = Instant::now();
         while !stop.is_cancelled() {
             if last_commit.elapsed() >= COMMIT_INTERVAL {
                 self.commit().await;
                 last_commit = Instant::now();
+            }
+            if last_lag.elapsed() >= LAG_INTERVAL {
+                self.report_lag().await;
+                last_lag = Instant::now();
             }
             // Not raced against `stop`: a poll cut short could lose the messages it took.
             let polled = Instant::now();
@@ -427,6 +453,7 @@ impl Task {
         let listener = Rebalance {
             key: Arc::clone(&self.key),
             tracker: Arc::clone(&self.out.tracker),
+            metrics: self.context.metrics.clone(),
         };
         let subscribed = self
             .consumer
@@ -522,6 +549,34 @@ impl Task {
                 },
                 dead,
             ),
+        }
+    }
+
+    /// Sets each tracked queue's lag: the broker's max offset minus the queue's position. A
+    /// queue whose broker does not answer in time keeps its last figure.
+    async fn report_lag(&self) {
+        let positions = self.out.tracker.lock().positions();
+        let queries = positions.iter().map(|(mq, position)| async move {
+            (mq, *position, self.consumer.max_offset(mq).await)
+        });
+        let Ok(answers) =
+            tokio::time::timeout(LAG_QUERY_TIMEOUT, futures::future::join_all(queries)).await
+        else {
+            tracing::debug!(source = %self.key, "no max offsets in time; lag not updated");
+            return;
+        };
+        for (mq, position, max) in answers {
+            match max {
+                Ok(max) => self.context.metrics.set_lag(
+                    &self.key,
+                    mq.topic(),
+                    queue_label(mq),
+                    (max - position).max(0),
+                ),
+                Err(e) => {
+                    tracing::debug!(source = %self.key, queue = %queue_label(mq), error = %e, "no max offset; lag not updated");
+                }
+            }
         }
     }
 

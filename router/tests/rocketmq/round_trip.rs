@@ -202,6 +202,55 @@ async fn a_tag_expression_of_several_tags_is_filtered_by_the_consumer() {
     h.shutdown().await;
 }
 
+/// The lag gauge counts each queue's messages not yet finished: all of them while the
+/// subscriber refuses (the trigger retries), none once it accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_lag_counts_unfinished_messages_per_queue() {
+    const N: usize = 8;
+    let mq = servers().await;
+    let topic = "rt-lag";
+    let producer = mq.producer().await;
+    for i in 0..N {
+        produce(&producer, topic, None, &[], format!("{i}").as_bytes()).await;
+    }
+    let sink = Sink::start().await;
+    sink.answer(503);
+    let yaml = source_yaml(mq, topic, &format!("{{uri: \"{}\"}}", sink.uri()), "").replace(
+        "  broker: default\n  subscriber:",
+        "  broker: default\n  delivery: {retry: 1000, backoffPolicy: linear, backoffDelay: PT0.1S}\n  subscriber:",
+    );
+    let h = Harness::start(&yaml).await;
+    let lag = || {
+        let text = h.router.metrics.render();
+        let series = format!(
+            "triggerfish_source_consumer_lag_records{{source=\"shop/rocketmqsources/orders\",topic=\"{topic}\","
+        );
+        let values: Vec<i64> = text
+            .lines()
+            .filter(|l| l.starts_with(&series))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        (values.len(), values.iter().sum::<i64>())
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while lag().1 != N as i64 {
+        assert!(tokio::time::Instant::now() < deadline, "lag {:?}", lag());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(sink.received().is_empty());
+    let (queues, _) = lag();
+    assert!(queues >= 1, "one series per queue read");
+
+    sink.answer(202);
+    sink.wait(N, WAIT).await;
+    while lag().1 != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "lag {:?}", lag());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(lag().0, queues, "the same queues, now at 0");
+    h.shutdown().await;
+}
+
 /// Events produced through a `RocketMQSink` come back from RocketMQ in the sink's content
 /// mode, with `partitionkey` as the sharding key, one key's messages in one queue and in
 /// order (the triggers are ordered).

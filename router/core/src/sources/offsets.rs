@@ -145,6 +145,16 @@ impl<P: Ord + Clone> OffsetTracker<P> {
         out
     }
 
+    /// Each tracked partition's position now (its lowest unfinished offset, or its highest seen
+    /// plus one: what [`OffsetTracker::committable`] would return), without marking anything
+    /// committed. For lag: the log's end minus this is what is not finished yet.
+    pub fn positions(&self) -> Vec<(P, i64)> {
+        self.partitions
+            .iter()
+            .filter_map(|(partition, track)| Some((partition.clone(), track.position()?)))
+            .collect()
+    }
+
     /// Records begun and not finished, over every partition.
     pub fn unfinished(&self) -> usize {
         self.partitions
@@ -185,7 +195,9 @@ mod tests {
         t.finish(&b);
         t.finish(&c);
         assert_eq!(t.committable(), vec![], "10 is still unfinished");
+        assert_eq!(t.positions(), vec![("p", 10)]);
         t.finish(&a);
+        assert_eq!(t.positions(), vec![("p", 13)]);
         assert_eq!(t.committable(), vec![("p", 13)]);
         assert_eq!(t.committable(), vec![], "nothing moved");
         assert_eq!(t.unfinished(), 0);
