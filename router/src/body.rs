@@ -72,7 +72,7 @@ where
 
 /// Reads a whole body as [`read_limited`] does, and takes `held`'s budget for each chunk as it
 /// arrives: the memory the body takes is counted from its first byte until `held` is dropped.
-pub async fn read_budgeted<B>(
+async fn read_budgeted<B>(
     headers: &HeaderMap,
     body: B,
     limit: usize,
@@ -181,6 +181,23 @@ impl Budget {
     /// `maxRequestBytes` above the budget, which then caps what one body takes).
     pub fn hold(&self, limit: usize) -> Held<'_> {
         Held::new(&self.bytes, limit.min(self.size))
+    }
+
+    /// Reads a whole body as [`read_limited`] does, taking this budget for each chunk as it
+    /// arrives. Returns the share with the body: keep it while the body's bytes are held.
+    pub async fn read<B>(
+        &self,
+        headers: &HeaderMap,
+        body: B,
+        limit: usize,
+    ) -> (Held<'_>, Result<Bytes, BodyError>)
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let mut held = self.hold(limit);
+        let read = read_budgeted(headers, body, limit, Some(&mut held)).await;
+        (held, read)
     }
 }
 

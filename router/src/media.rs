@@ -366,14 +366,10 @@ impl WorkerState {
             );
         };
         let (parts, body) = req.into_parts();
-        let mut held = self.bodies.hold(self.max_request_bytes);
-        let read = crate::body::read_budgeted(
-            &parts.headers,
-            body,
-            self.max_request_bytes,
-            Some(&mut held),
-        )
-        .await;
+        let (held, read) = self
+            .bodies
+            .read(&parts.headers, body, self.max_request_bytes)
+            .await;
         let body = match read {
             Ok(b) => b,
             Err(e @ crate::body::BodyError::TooLarge { .. }) => return empty(e.status()),

@@ -32,7 +32,7 @@ use triggerfish_core::event::{
 
 use arc_swap::ArcSwap;
 
-use crate::body::{BodyError, Budget, read_budgeted};
+use crate::body::{BodyError, Budget};
 use crate::http_server::{empty, response};
 use crate::metrics::{IngressLabels, IngressOutcome, Metrics};
 use crate::shard::Snapshot;
@@ -253,14 +253,10 @@ impl Ingress {
         let (parts, body) = req.into_parts();
         // Held until the events are queued (the shard queues' byte budgets take over) or
         // refused.
-        let mut held = self.buffered.hold(limits.max_request_bytes);
-        let read = read_budgeted(
-            &parts.headers,
-            body,
-            limits.max_request_bytes,
-            Some(&mut held),
-        )
-        .await;
+        let (_held, read) = self
+            .buffered
+            .read(&parts.headers, body, limits.max_request_bytes)
+            .await;
         let bytes = match read {
             Ok(b) => b,
             Err(e) => {

@@ -4,7 +4,7 @@
 //! Routing is by exact path, from a table swapped atomically on reload ([`ArcSwap`]), so a
 //! reload never drops the listener or a request. Every request is checked here for:
 //! - a known path (404) and the `POST` method (405);
-//! - its body size, while reading ([`read_budgeted`]; 413), with the config's
+//! - its body size, while reading ([`Budget::read`]; 413), with the config's
 //!   `Server.spec.limits.maxRequestBytes`;
 //! - the listener's byte budget for bodies being read, `limits.maxBufferedBytes` (429 with
 //!   `Retry-After` when it has had no room for a second), held until the handler is done;
@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use triggerfish_core::event::DecodeLimits;
 use triggerfish_core::sources::SourceEvent;
 
-use crate::body::{Budget, read_budgeted};
+use crate::body::Budget;
 use crate::http_server::{ConnectionLimit, response};
 use crate::sources::{PublishError, Publisher, WEBHOOK_PUBLISH_WAIT, github, oss, registry, s3};
 
@@ -257,14 +257,9 @@ async fn handle(
     } else {
         let (parts, body) = req.into_parts();
         // Held until the handler is done with the body.
-        let mut held = bodies.hold(table.max_request_bytes);
-        let read = read_budgeted(
-            &parts.headers,
-            body,
-            table.max_request_bytes,
-            Some(&mut held),
-        )
-        .await;
+        let (_held, read) = bodies
+            .read(&parts.headers, body, table.max_request_bytes)
+            .await;
         match read {
             Ok(body) => dispatch(&route, &parts, body).await,
             Err(e) => Reply::refuse(e.status(), e.to_string()),

@@ -9,6 +9,11 @@ use crate::server::{RocketMq, produce, produce_in_order, servers};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// [`source_yaml`] with the trigger delivering to `sink`.
+fn to_sink(mq: &RocketMq, topic: &str, sink: &Sink, extra: &str) -> String {
+    source_yaml(mq, topic, &format!("{{uri: \"{}\"}}", sink.uri()), extra)
+}
+
 fn source_yaml(mq: &RocketMq, topic: &str, sink: &str, extra: &str) -> String {
     format!(
         r#"
@@ -75,10 +80,10 @@ async fn messages_reach_an_http_subscriber_in_eventbridge_shape() {
     )
     .await;
     let sink = Sink::start().await;
-    let yaml = source_yaml(
+    let yaml = to_sink(
         mq,
         topic,
-        &format!("{{uri: \"{}\"}}", sink.uri()),
+        &sink,
         "  tagExpression: \"created\"\n  region: cn-test\n  accountId: \"123\"\n  instanceId: inst",
     );
     let h = Harness::start(&yaml).await;
@@ -159,12 +164,7 @@ async fn a_tag_expression_of_several_tags_is_filtered_by_the_consumer() {
         .await;
     }
     let sink = Sink::start().await;
-    let yaml = source_yaml(
-        mq,
-        topic,
-        &format!("{{uri: \"{}\"}}", sink.uri()),
-        "  tagExpression: \"created||paid\"",
-    );
+    let yaml = to_sink(mq, topic, &sink, "  tagExpression: \"created||paid\"");
     let h = Harness::start(&yaml).await;
     sink.wait(3, WAIT).await;
     // Time for anything wrongly let through to arrive too.
@@ -215,7 +215,7 @@ async fn consumer_lag_counts_unfinished_messages_per_queue() {
     }
     let sink = Sink::start().await;
     sink.answer(503);
-    let yaml = source_yaml(mq, topic, &format!("{{uri: \"{}\"}}", sink.uri()), "").replace(
+    let yaml = to_sink(mq, topic, &sink, "").replace(
         "  broker: default\n  subscriber:",
         "  broker: default\n  delivery: {retry: 1000, backoffPolicy: linear, backoffDelay: PT0.1S}\n  subscriber:",
     );
@@ -437,10 +437,10 @@ spec:
   limits: {{maxEventBytes: 4096}}
 ---
 {source}"#,
-        source = source_yaml(
+        source = to_sink(
             mq,
             topic,
-            &format!("{{uri: \"{}\"}}", sink.uri()),
+            &sink,
             &format!(
                 "  delivery: {{deadLetterSink: {{uri: \"{}\"}}, retry: 0}}\n  invalidRecords: deadLetter",
                 dls.uri()
@@ -520,12 +520,7 @@ async fn bad_messages_are_skipped_and_counted() {
     .await;
     produce(&producer, topic, None, &[], b"good").await;
     let sink = Sink::start().await;
-    let yaml = source_yaml(
-        mq,
-        topic,
-        &format!("{{uri: \"{}\"}}", sink.uri()),
-        "  invalidRecords: skip",
-    );
+    let yaml = to_sink(mq, topic, &sink, "  invalidRecords: skip");
     let h = Harness::start(&yaml).await;
     let got = sink.wait(1, WAIT).await;
     assert_eq!(got[0].json()["body"], "good");
