@@ -243,6 +243,7 @@ async fn consumer_lag_counts_unfinished_messages_per_queue() {
 
     sink.answer(202);
     sink.wait(N, WAIT).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
     while lag().1 != 0 {
         assert!(tokio::time::Instant::now() < deadline, "lag {:?}", lag());
         tokio::time::sleep(Duration::from_millis(200)).await;
