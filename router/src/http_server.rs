@@ -53,11 +53,12 @@ pub struct ConnectionLimit {
     pub max: usize,
     /// The listener's name in logs and metrics: `ingress`, `admin`, `webhooks` or `worker`.
     pub listener: &'static str,
-    /// Open connections (`triggerfish_http_connections`).
-    pub open: Gauge,
+    /// Open connections (`triggerfish_http_connections`); the listener's series appears
+    /// when it starts serving, so a listener never bound reports nothing.
+    pub open: Family<ListenerLabels, Gauge>,
     /// Times the listener stopped accepting at `max`
     /// (`triggerfish_http_connection_limit_waits_total`).
-    pub waits: Counter,
+    pub waits: Family<ListenerLabels, Counter>,
 }
 
 impl ConnectionLimit {
@@ -79,12 +80,11 @@ impl ConnectionLimit {
         open: &Family<ListenerLabels, Gauge>,
         waits: &Family<ListenerLabels, Counter>,
     ) -> ConnectionLimit {
-        let labels = ListenerLabels { listener };
         ConnectionLimit {
             max,
             listener,
-            open: open.get_or_create(&labels).clone(),
-            waits: waits.get_or_create(&labels).clone(),
+            open: open.clone(),
+            waits: waits.clone(),
         }
     }
 }
@@ -110,12 +110,19 @@ pub async fn serve<H, F>(
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limit.max));
+    let labels = ListenerLabels {
+        listener: limit.listener,
+    };
+    let (connections, waits) = (
+        limit.open.get_or_create(&labels).clone(),
+        limit.waits.get_or_create(&labels).clone(),
+    );
     let mut warned: Option<std::time::Instant> = None;
     loop {
         let slot = match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
-                limit.waits.inc();
+                waits.inc();
                 if warned.is_none_or(|at| at.elapsed() >= LIMIT_WARNING_EVERY) {
                     tracing::warn!(
                         listener = limit.listener,
@@ -146,7 +153,7 @@ pub async fn serve<H, F>(
                 continue;
             }
         };
-        let open = Open::new(slot, &limit.open);
+        let open = Open::new(slot, &connections);
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
         let stream = Watched {

@@ -347,6 +347,10 @@ async fn a_full_listener_waits_for_a_free_slot() {
     let m = router.metrics().await;
     assert_eq!(m.count(OPEN, &ingress), 3);
     assert_eq!(m.count(ACCEPTED, &[("outcome", "accepted")]), 0);
+    // Each listener reports once it serves; with no webhook source there is no webhook
+    // listener, and no series for one.
+    assert!(m.text().contains("listener=\"admin\""), "{}", m.text());
+    assert!(!m.text().contains("listener=\"webhooks\""), "{}", m.text());
 
     // One idle client leaves: the waiting one is accepted and served.
     drop(idle.pop());
