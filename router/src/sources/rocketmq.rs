@@ -37,7 +37,7 @@
 //! consumer ([`TagFilter`]), which finishes other tags' messages at once and counts them as
 //! `outcome="filtered"`.
 //!
-//! **Lag.** Every [`LAG_INTERVAL`] each tracked queue's lag, the broker's max offset minus the
+//! **Lag.** Every [`LAG_INTERVAL`], from a task of its own beside the poll loop, each tracked queue's lag, the broker's max offset minus the
 //! queue's position (what is not yet finished), is set in
 //! `triggerfish_source_consumer_lag_records{source, topic, partition="<broker>/<queue id>"}`;
 //! a revoked queue's series is removed. A queue is known once its first message arrives.
@@ -401,6 +401,54 @@ struct Task {
     context: Context,
 }
 
+/// Measures a source's lag every [`LAG_INTERVAL`] until the source stops.
+struct Lag {
+    key: Arc<str>,
+    consumer: Arc<DefaultLitePullConsumer>,
+    tracker: Tracker,
+    metrics: crate::sources::SourceMetrics,
+}
+
+impl Lag {
+    async fn run(self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(LAG_INTERVAL) => {}
+            }
+            self.report().await;
+        }
+    }
+
+    /// Sets each tracked queue's lag: the broker's max offset minus the queue's position. A
+    /// queue whose broker does not answer in time keeps its last figure.
+    async fn report(&self) {
+        let positions = self.tracker.lock().positions();
+        let queries = positions.iter().map(|(mq, position)| async move {
+            (mq, *position, self.consumer.max_offset(mq).await)
+        });
+        let Ok(answers) =
+            tokio::time::timeout(LAG_QUERY_TIMEOUT, futures::future::join_all(queries)).await
+        else {
+            tracing::debug!(source = %self.key, "no max offsets in time; lag not updated");
+            return;
+        };
+        for (mq, position, max) in answers {
+            match max {
+                Ok(max) => self.metrics.set_lag(
+                    &self.key,
+                    mq.topic(),
+                    queue_label(mq),
+                    (max - position).max(0),
+                ),
+                Err(e) => {
+                    tracing::debug!(source = %self.key, queue = %queue_label(mq), error = %e, "no max offset; lag not updated");
+                }
+            }
+        }
+    }
+}
+
 /// One message's event, ready to publish.
 type Ready = tracked::Ready<MessageQueue>;
 
@@ -410,16 +458,21 @@ impl Task {
             return;
         }
         tracing::info!(source = %self.key, topic = %self.config.topic, group = %self.config.consumer_group, "RocketMQ consumer started");
+        // Off the poll path: a slow broker delays the lag figures, never the messages.
+        tokio::spawn(
+            Lag {
+                key: Arc::clone(&self.key),
+                consumer: Arc::clone(&self.consumer),
+                tracker: Arc::clone(&self.out.tracker),
+                metrics: self.context.metrics.clone(),
+            }
+            .run(stop.clone()),
+        );
         let mut last_commit = Instant::now();
-        let mut last_lag = Instant::now();
         while !stop.is_cancelled() {
             if last_commit.elapsed() >= COMMIT_INTERVAL {
                 self.commit().await;
                 last_commit = Instant::now();
-            }
-            if last_lag.elapsed() >= LAG_INTERVAL {
-                self.report_lag().await;
-                last_lag = Instant::now();
             }
             // Not raced against `stop`: a poll cut short could lose the messages it took.
             let polled = Instant::now();
@@ -549,34 +602,6 @@ impl Task {
                 },
                 dead,
             ),
-        }
-    }
-
-    /// Sets each tracked queue's lag: the broker's max offset minus the queue's position. A
-    /// queue whose broker does not answer in time keeps its last figure.
-    async fn report_lag(&self) {
-        let positions = self.out.tracker.lock().positions();
-        let queries = positions.iter().map(|(mq, position)| async move {
-            (mq, *position, self.consumer.max_offset(mq).await)
-        });
-        let Ok(answers) =
-            tokio::time::timeout(LAG_QUERY_TIMEOUT, futures::future::join_all(queries)).await
-        else {
-            tracing::debug!(source = %self.key, "no max offsets in time; lag not updated");
-            return;
-        };
-        for (mq, position, max) in answers {
-            match max {
-                Ok(max) => self.context.metrics.set_lag(
-                    &self.key,
-                    mq.topic(),
-                    queue_label(mq),
-                    (max - position).max(0),
-                ),
-                Err(e) => {
-                    tracing::debug!(source = %self.key, queue = %queue_label(mq), error = %e, "no max offset; lag not updated");
-                }
-            }
         }
     }
 
