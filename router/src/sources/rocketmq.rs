@@ -37,8 +37,9 @@
 //! consumer ([`TagFilter`]), which finishes other tags' messages at once and counts them as
 //! `outcome="filtered"`.
 //!
-//! **Lag.** Every [`LAG_INTERVAL`], from a task of its own beside the poll loop, each tracked queue's lag, the broker's max offset minus the
-//! queue's position (what is not yet finished), is set in
+//! **Lag.** Every [`LAG_INTERVAL`], from a task of its own beside the poll loop, each tracked
+//! queue's lag, the broker's max offset minus the queue's position (what is not yet
+//! finished), is set in
 //! `triggerfish_source_consumer_lag_records{source, topic, partition="<broker>/<queue id>"}`;
 //! a revoked queue's series is removed. A queue is known once its first message arrives.
 //!
