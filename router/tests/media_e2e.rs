@@ -1,10 +1,12 @@
 //! End to end through the real binary: an OSS-style event posted to `triggerfish serve` goes
 //! through a trigger to an in-process worker pool, whose reply goes through a second trigger
-//! to a file sink, with the artifacts in the local object store; and the same job through
-//! `triggerfish worker`, whose HTTP answer is the reply event.
+//! to a file sink, with the artifacts in the local object store; the same job through
+//! `triggerfish worker`, whose HTTP answer is the reply event; and MinIO notifications through
+//! an `S3Source` to a pool whose object store is a real S3 server (moto's, on loopback), where
+//! boto3 checks the artifacts.
 //!
-//! Media is generated at test time with `ffmpeg`; the models come from the cache that
-//! `scripts/dev setup` fills.
+//! Media is generated at test time with `ffmpeg`; the models, moto and boto3 come from the
+//! cache that `scripts/dev setup` fills.
 #![cfg(feature = "media")]
 #![allow(clippy::unwrap_used)] // Tests fail loudly on unexpected errors.
 
@@ -345,4 +347,266 @@ spec:
             status == 200
         },
     );
+}
+
+/// moto's S3 server (`moto_server`, from the `s3` venv that `scripts/dev setup` installs) on a
+/// free loopback port, and boto3 (`tests/s3/client.py`) to check it independently of the
+/// `object_store` crate the router uses.
+struct S3 {
+    endpoint: String,
+    python: PathBuf,
+    _server: Running,
+}
+
+/// Credentials moto accepts (it does not check signatures); the router reads them from these
+/// variables, named in its config, and boto3 from the standard ones.
+const S3_KEY_ID: &str = "triggerfish-test";
+const S3_SECRET: &str = "triggerfish-test-secret";
+
+impl S3 {
+    fn start() -> S3 {
+        let venv = triggerfish_workers::native::Locator::from_env(None, None)
+            .cache_dir()
+            .expect("no cache directory to find the s3 venv in")
+            .join("venv/s3");
+        let python = venv.join("bin/python");
+        assert!(
+            python.is_file(),
+            "{} is missing: run `scripts/dev setup`",
+            python.display()
+        );
+        let addr = free_port();
+        let server = Running(
+            Command::new(venv.join("bin/moto_server"))
+                .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_until("moto_server", Duration::from_secs(60), || {
+            http(addr, "GET", "/moto-api/", "text/plain", "").is_some_and(|(s, _)| s == 200)
+        });
+        S3 {
+            endpoint: format!("http://{addr}"),
+            python,
+            _server: server,
+        }
+    }
+
+    /// Runs `client.py` with `args`; its standard output.
+    fn client(&self, args: &[&str]) -> Vec<u8> {
+        let out = Command::new(&self.python)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3/client.py"))
+            .arg(&self.endpoint)
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "client.py {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+/// A MinIO notification of `key` created in bucket `media`, as MinIO's webhook target posts it
+/// (the key form-encoded).
+fn minio_notification(key: &str, size: u64) -> String {
+    let encoded = key.replace(' ', "+");
+    serde_json::json!({
+        "EventName": "s3:ObjectCreated:Put",
+        "Key": format!("media/{encoded}"),
+        "Records": [{
+            "eventVersion": "2.0",
+            "eventSource": "minio:s3",
+            "awsRegion": "",
+            "eventTime": "2026-11-30T07:00:00.000Z",
+            "eventName": "s3:ObjectCreated:Put",
+            "userIdentity": {"principalId": "minioadmin"},
+            "responseElements": {"x-amz-request-id": format!("req-{encoded}")},
+            "s3": {
+                "s3SchemaVersion": "1.0",
+                "configurationId": "Config",
+                "bucket": {"name": "media", "arn": "arn:aws:s3:::media"},
+                "object": {"key": encoded, "size": size, "eTag": "e", "contentType": "video/mp4"}
+            }
+        }]
+    })
+    .to_string()
+}
+
+#[test]
+fn serve_runs_s3_notifications_through_a_pool_on_an_s3_store() {
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("hello.mp4");
+    text_video(&video);
+    let broken = dir.path().join("broken.mp4");
+    std::fs::write(&broken, b"not a video at all, just bytes".repeat(2000)).unwrap();
+    let big = dir.path().join("big.mp4");
+    std::fs::write(&big, vec![0u8; 3 << 20]).unwrap();
+    s3.client(&["mb", "media"]);
+    for (key, file) in [
+        ("uploads/talk one.mp4", &video),
+        ("uploads/broken.mp4", &broken),
+        ("uploads/big.mp4", &big),
+    ] {
+        s3.client(&["put", "media", key, file.to_str().unwrap()]);
+    }
+
+    let results = dir.path().join("results.jsonl");
+    let config = dir.path().join("config.yaml");
+    let (http_addr, admin, webhooks) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "apiVersion: triggerfish.dev/v1alpha1
+kind: Server
+spec:
+  listen: {{http: '{http_addr}', admin: '{admin}', webhooks: '{webhooks}'}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: triggerfish.dev/v1alpha1
+kind: S3Source
+metadata: {{name: uploads}}
+spec:
+  sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}
+---
+apiVersion: triggerfish.dev/v1alpha1
+kind: WorkerPool
+metadata: {{name: media}}
+spec:
+  pipeline: video
+  threads: 1
+  queueLimit: 4
+  limits: {{maxInputBytes: 2MiB}}
+  objectStore:
+    s3:
+      bucket: media
+      endpoint: '{endpoint}'
+      allowHttp: true
+      credentials: {{accessKeyIdEnv: TEST_S3_KEY_ID, secretAccessKeyEnv: TEST_S3_SECRET}}
+  outputPrefix: results
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: uploads}}
+spec:
+  broker: default
+  filters: [{{prefix: {{type: 'com.amazonaws.s3.ObjectCreated:'}}}}]
+  subscriber:
+    ref: {{apiVersion: triggerfish.dev/v1alpha1, kind: WorkerPool, name: media}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: media-results}}
+spec:
+  broker: default
+  filters: [{{prefix: {{type: dev.triggerfish.media.}}}}]
+  subscriber: {{uri: 'file://{results}'}}
+",
+        endpoint = s3.endpoint,
+        results = results.display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let _serve = Running(
+        Command::new(env!("CARGO_BIN_EXE_triggerfish"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("TEST_S3_KEY_ID", S3_KEY_ID)
+            .env("TEST_S3_SECRET", S3_SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("readyz", Duration::from_secs(60), || {
+        http(admin, "GET", "/readyz", "text/plain", "").is_some_and(|(s, _)| s == 200)
+    });
+    let keys = [
+        "uploads/talk one.mp4",
+        "uploads/missing.mp4",
+        "uploads/broken.mp4",
+        "uploads/big.mp4",
+    ];
+    for key in keys {
+        let (status, body) = http(
+            webhooks,
+            "POST",
+            "/default/s3sources/uploads",
+            "application/json",
+            &minio_notification(key, 1000),
+        )
+        .unwrap();
+        assert_eq!(status, 202, "{key}: {body}");
+    }
+
+    let mut replies = Vec::new();
+    wait_until(
+        "four replies in the file sink",
+        Duration::from_secs(180),
+        || {
+            let text = std::fs::read_to_string(&results).unwrap_or_default();
+            replies = text
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect();
+            replies.len() == keys.len()
+        },
+    );
+    let reply = |key: &str| {
+        replies
+            .iter()
+            .find(|r| r["subject"] == key)
+            .unwrap_or_else(|| panic!("no reply for {key}: {replies:?}"))
+    };
+
+    // The video: fetched from S3, processed, and its artifacts written back to S3.
+    let done = reply("uploads/talk one.mp4");
+    assert_eq!(done["type"], "dev.triggerfish.media.completed", "{done}");
+    assert_eq!(
+        done["data"]["summary"]["video"]["text"][0]["text"], "HELLO 2026",
+        "{done}"
+    );
+    let listed = String::from_utf8(s3.client(&["ls", "media", "results/"])).unwrap();
+    for name in ["probe.json", "text.json", "sprite.jpg", "thumbs/0000.jpg"] {
+        let key = format!("results/uploads/talk one.mp4/{name}");
+        assert!(listed.lines().any(|l| l == key), "{key} in {listed}");
+    }
+    let probe: Value = serde_json::from_slice(&s3.client(&[
+        "get",
+        "media",
+        "results/uploads/talk one.mp4/probe.json",
+    ]))
+    .unwrap();
+    assert!(probe.is_object(), "{probe}");
+    let sprite = s3.client(&["get", "media", "results/uploads/talk one.mp4/sprite.jpg"]);
+    assert_eq!(&sprite[..3], &[0xFF, 0xD8, 0xFF], "a JPEG");
+    let artifacts = done["data"].to_string();
+    assert!(
+        artifacts.contains("s3://media/results/uploads/talk one.mp4/sprite.jpg"),
+        "{done}"
+    );
+
+    // What could not be processed ends in a failed reply that says why, and writes nothing.
+    let failed = |key: &str, reason: &str| {
+        let r = reply(key);
+        assert_eq!(r["type"], "dev.triggerfish.media.failed", "{r}");
+        assert_eq!(r["data"]["reason"], reason, "{r}");
+        r.clone()
+    };
+    failed("uploads/missing.mp4", "fetch_failed");
+    let big = failed("uploads/big.mp4", "limit_exceeded");
+    assert_eq!(big["data"]["limit"], "maxInputBytes", "{big}");
+    let broken = failed("uploads/broken.mp4", "unsupported_format");
+    assert!(broken["data"]["message"].is_string(), "{broken}");
+    for key in ["missing.mp4", "big.mp4", "broken.mp4"] {
+        assert!(!listed.contains(&format!("uploads/{key}/")), "{listed}");
+    }
 }

@@ -6,8 +6,9 @@
 //!   `oss.object.key`, `size`, `eTag`), or MNS's `{"events": [record]}`; the subject
 //!   `acs:oss:<region>:<account>:<bucket>/<key>` is used when the record lacks them;
 //! - an S3-style notification: `data` is `{"Records": [{"eventName": "ObjectCreated:...",
-//!   "s3": {"bucket": {"name"}, "object": {"key", "size", "eTag"}}}]}`, whatever the event
-//!   type;
+//!   "s3": {"bucket": {"name"}, "object": {"key", "size", "eTag"}}}]}`, or one such record
+//!   alone (what an `S3Source` publishes, as `com.amazonaws.s3.ObjectCreated:*`), whatever the
+//!   event type;
 //! - `dev.triggerfish.media.requested`, whose `data` is `{"uri": "..."}`: `s3://bucket/key`,
 //!   `oss://bucket/key`, or `file:///path` (local stores only, inside their root).
 //!
@@ -130,9 +131,11 @@ pub fn parse_request(view: &EventView<'_>) -> Result<Request, RequestError> {
     if ty == REQUESTED {
         return parse_uri(&data_json(view)?);
     }
-    // An S3-style notification, whatever the type it was wrapped in.
+    // An S3-style notification, whatever the type it was wrapped in: the whole notification,
+    // or one of its records (an `S3Source` publishes each record as an event).
     match data_json(view) {
         Ok(data) if data.get("Records").is_some() => parse_s3(&data),
+        Ok(data) if data.get("s3").is_some() => parse_s3_record(&data),
         _ => Err(RequestError::NotMedia { ty: ty.to_owned() }),
     }
 }
@@ -239,6 +242,11 @@ fn parse_s3(data: &Value) -> Result<Request, RequestError> {
             records.len()
         )));
     };
+    parse_s3_record(record)
+}
+
+/// One record of an S3-style notification.
+fn parse_s3_record(record: &Value) -> Result<Request, RequestError> {
     let name = str_at(record, &["eventName"]).unwrap_or_default();
     if !name.contains("ObjectCreated") {
         return Err(RequestError::NotCreated {
@@ -729,6 +737,32 @@ mod tests {
         assert_eq!(r.location, object("b", "my video+1.mp4"));
         assert_eq!(r.size, Some(99));
         assert_eq!(r.origin, Origin::S3);
+    }
+
+    #[test]
+    fn s3_source_events_are_requests() {
+        // What an `S3Source` publishes for a MinIO notification: one event per record, the
+        // record as its data.
+        let notification = r#"{"EventName":"s3:ObjectCreated:Put","Key":"media/in/a+b%2B1.mp4","Records":[{"eventVersion":"2.0","eventSource":"minio:s3","awsRegion":"","eventTime":"2026-11-30T07:00:00.000Z","eventName":"s3:ObjectCreated:Put","responseElements":{"x-amz-request-id":"17CB5E2D1E3C7A9F"},"s3":{"s3SchemaVersion":"1.0","bucket":{"name":"media","arn":"arn:aws:s3:::media"},"object":{"key":"in/a+b%2B1.mp4","size":2048,"eTag":"e1"}}},{"eventVersion":"2.0","eventSource":"minio:s3","eventName":"s3:ObjectRemoved:Delete","s3":{"bucket":{"name":"media"},"object":{"key":"in/old.mp4"}}}]}"#;
+        let events =
+            triggerfish_core::sources::s3::parse_notification(notification.as_bytes()).unwrap();
+        let batch = triggerfish_core::sources::encode_batch(&events);
+        let decoded =
+            triggerfish_core::event::decode_batched(batch, &DecodeLimits::default()).unwrap();
+        assert!(decoded.rejected.is_empty(), "{:?}", decoded.rejected);
+        let batch = decoded.batch;
+        let created = parse_request(&batch.get(0).unwrap()).unwrap();
+        assert_eq!(created.location, object("media", "in/a b+1.mp4"));
+        assert_eq!(
+            (created.size, created.etag.as_deref()),
+            (Some(2048), Some("e1"))
+        );
+        assert_eq!(created.origin, Origin::S3);
+        let removed = parse_request(&batch.get(1).unwrap()).unwrap_err();
+        assert!(
+            matches!(removed, RequestError::NotCreated { ref event_name } if event_name == "s3:ObjectRemoved:Delete"),
+            "{removed:?}"
+        );
     }
 
     #[test]
