@@ -739,18 +739,42 @@ mod tests {
         assert_eq!(r.origin, Origin::S3);
     }
 
+    /// The batch a source publishes for `events`, as the router decodes it.
+    fn published(events: &[triggerfish_core::sources::SourceEvent]) -> EventBatch {
+        let body = triggerfish_core::sources::encode_batch(events);
+        let decoded =
+            triggerfish_core::event::decode_batched(body, &DecodeLimits::default()).unwrap();
+        assert!(decoded.rejected.is_empty(), "{:?}", decoded.rejected);
+        decoded.batch
+    }
+
+    #[test]
+    fn bucket_watch_events_are_requests() {
+        use triggerfish_core::sources::oss::{LocalObject, local_notification, parse_notification};
+        // A file name that looks percent-encoded, with a space, a plus and a non-ASCII letter.
+        let name = "talks/a%41 b+é.mp4";
+        let body = local_notification(&[LocalObject {
+            bucket: "media",
+            key: name,
+            size: 42,
+            etag: "2a-17",
+            event_time: "2026-11-30T07:00:00Z",
+            account: "local",
+        }]);
+        let batch = published(&parse_notification(&body).unwrap());
+        let r = parse_request(&batch.get(0).unwrap()).unwrap();
+        assert_eq!(r.location, object("media", name));
+        assert_eq!(r.origin, Origin::Oss);
+    }
+
     #[test]
     fn s3_source_events_are_requests() {
         // What an `S3Source` publishes for a MinIO notification: one event per record, the
         // record as its data.
         let notification = r#"{"EventName":"s3:ObjectCreated:Put","Key":"media/in/a+b%2B1.mp4","Records":[{"eventVersion":"2.0","eventSource":"minio:s3","awsRegion":"","eventTime":"2026-11-30T07:00:00.000Z","eventName":"s3:ObjectCreated:Put","responseElements":{"x-amz-request-id":"17CB5E2D1E3C7A9F"},"s3":{"s3SchemaVersion":"1.0","bucket":{"name":"media","arn":"arn:aws:s3:::media"},"object":{"key":"in/a+b%2B1.mp4","size":2048,"eTag":"e1"}}},{"eventVersion":"2.0","eventSource":"minio:s3","eventName":"s3:ObjectRemoved:Delete","s3":{"bucket":{"name":"media"},"object":{"key":"in/old.mp4"}}}]}"#;
-        let events =
-            triggerfish_core::sources::s3::parse_notification(notification.as_bytes()).unwrap();
-        let batch = triggerfish_core::sources::encode_batch(&events);
-        let decoded =
-            triggerfish_core::event::decode_batched(batch, &DecodeLimits::default()).unwrap();
-        assert!(decoded.rejected.is_empty(), "{:?}", decoded.rejected);
-        let batch = decoded.batch;
+        let batch = published(
+            &triggerfish_core::sources::s3::parse_notification(notification.as_bytes()).unwrap(),
+        );
         let created = parse_request(&batch.get(0).unwrap()).unwrap();
         assert_eq!(created.location, object("media", "in/a b+1.mp4"));
         assert_eq!(

@@ -1,7 +1,8 @@
 //! `BucketWatch`: a local directory treated as a bucket.
 //!
 //! A file counts as written, and becomes one OSS-shaped `oss:ObjectCreated:PutObject` event
-//! (region `local`, key relative to the directory with `/` separators), when:
+//! (region `local`, key relative to the directory with `/` separators, percent-encoded as OSS
+//! encodes keys), when:
 //! - it is closed after being written (inotify `CLOSE_WRITE`), or
 //! - it is moved into the directory (`MOVED_TO`: the usual "write a temp file, then rename"),
 //!   or

@@ -222,9 +222,19 @@ pub struct LocalObject<'a> {
     pub account: &'a str,
 }
 
+/// What [`local_notification`] percent-encodes in keys, as OSS encodes them in its records:
+/// everything but unreserved characters and `/`.
+const KEY_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// An OSS notification (`{"events": [...]}`) with one `ObjectCreated:PutObject` record per
-/// object, in region [`LOCAL_REGION`]. Its request id is derived from the objects, so the same
-/// file version always maps to the same event id.
+/// object, in region [`LOCAL_REGION`]. Keys are percent-encoded as OSS encodes them, so that
+/// a consumer decodes a file named `a%41 b.mp4` back to that name. Its request id is derived
+/// from the objects, so the same file version always maps to the same event id.
 pub fn local_notification(objects: &[LocalObject<'_>]) -> Vec<u8> {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -260,7 +270,7 @@ pub fn local_notification(objects: &[LocalObject<'_>]) -> Vec<u8> {
     struct OutObject<'a> {
         delta_size: u64,
         e_tag: &'a str,
-        key: &'a str,
+        key: String,
         size: u64,
     }
     #[derive(Serialize)]
@@ -300,7 +310,7 @@ pub fn local_notification(objects: &[LocalObject<'_>]) -> Vec<u8> {
                 object: OutObject {
                     delta_size: o.size,
                     e_tag: o.etag,
-                    key: o.key,
+                    key: percent_encoding::utf8_percent_encode(o.key, KEY_ENCODE).to_string(),
                     size: o.size,
                 },
                 oss_schema_version: "1.0",
@@ -446,5 +456,20 @@ mod tests {
         );
         let again = parse_notification(&body).unwrap();
         assert_eq!(events[0].id, again[0].id);
+        // Keys are percent-encoded, as OSS sends them.
+        let body = local_notification(&[LocalObject {
+            bucket: "media",
+            key: "talks/a%41 b+é.mp4",
+            size: 42,
+            etag: "2a-17",
+            event_time: "2024-05-01T10:00:00Z",
+            account: "local",
+        }]);
+        let events = parse_notification(&body).unwrap();
+        let record: serde_json::Value = serde_json::from_str(events[0].data.get()).unwrap();
+        assert_eq!(
+            record["oss"]["object"]["key"],
+            "talks/a%2541%20b%2B%C3%A9.mp4"
+        );
     }
 }
