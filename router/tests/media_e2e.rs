@@ -413,10 +413,22 @@ impl S3 {
     }
 }
 
-/// A MinIO notification of `key` created in bucket `media`, as MinIO's webhook target posts it
-/// (the key form-encoded).
+/// `key` form-encoded, as MinIO (Go's `url.QueryEscape`) writes keys in notifications.
+fn form_encoded(key: &str) -> String {
+    key.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            b' ' => "+".to_owned(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A MinIO notification of `key` created in bucket `media`, as MinIO's webhook target posts it.
 fn minio_notification(key: &str, size: u64) -> String {
-    let encoded = key.replace(' ', "+");
+    let encoded = form_encoded(key);
     serde_json::json!({
         "EventName": "s3:ObjectCreated:Put",
         "Key": format!("media/{encoded}"),
@@ -439,6 +451,9 @@ fn minio_notification(key: &str, size: u64) -> String {
     .to_string()
 }
 
+/// The video's key: a space, `#`, `%` and `~`, which URIs and `object_store` paths encode.
+const VIDEO: &str = "uploads/talk one #1 100%~.mp4";
+
 #[test]
 fn serve_runs_s3_notifications_through_a_pool_on_an_s3_store() {
     let s3 = S3::start();
@@ -451,7 +466,7 @@ fn serve_runs_s3_notifications_through_a_pool_on_an_s3_store() {
     std::fs::write(&big, vec![0u8; 3 << 20]).unwrap();
     s3.client(&["mb", "media"]);
     for (key, file) in [
-        ("uploads/talk one.mp4", &video),
+        (VIDEO, &video),
         ("uploads/broken.mp4", &broken),
         ("uploads/big.mp4", &big),
     ] {
@@ -530,7 +545,7 @@ spec:
         http(admin, "GET", "/readyz", "text/plain", "").is_some_and(|(s, _)| s == 200)
     });
     let keys = [
-        "uploads/talk one.mp4",
+        VIDEO,
         "uploads/missing.mp4",
         "uploads/broken.mp4",
         "uploads/big.mp4",
@@ -568,7 +583,7 @@ spec:
     };
 
     // The video: fetched from S3, processed, and its artifacts written back to S3.
-    let done = reply("uploads/talk one.mp4");
+    let done = reply(VIDEO);
     assert_eq!(done["type"], "dev.triggerfish.media.completed", "{done}");
     assert_eq!(
         done["data"]["summary"]["video"]["text"][0]["text"], "HELLO 2026",
@@ -576,21 +591,19 @@ spec:
     );
     let listed = String::from_utf8(s3.client(&["ls", "media", "results/"])).unwrap();
     for name in ["probe.json", "text.json", "sprite.jpg", "thumbs/0000.jpg"] {
-        let key = format!("results/uploads/talk one.mp4/{name}");
+        let key = format!("results/{VIDEO}/{name}");
         assert!(listed.lines().any(|l| l == key), "{key} in {listed}");
     }
-    let probe: Value = serde_json::from_slice(&s3.client(&[
-        "get",
-        "media",
-        "results/uploads/talk one.mp4/probe.json",
-    ]))
-    .unwrap();
+    let probe = format!("results/{VIDEO}/probe.json");
+    let probe: Value = serde_json::from_slice(&s3.client(&["get", "media", &probe])).unwrap();
     assert!(probe.is_object(), "{probe}");
-    let sprite = s3.client(&["get", "media", "results/uploads/talk one.mp4/sprite.jpg"]);
+    let sprite = format!("results/{VIDEO}/sprite.jpg");
+    let sprite = s3.client(&["get", "media", &sprite]);
     assert_eq!(&sprite[..3], &[0xFF, 0xD8, 0xFF], "a JPEG");
-    let artifacts = done["data"].to_string();
-    assert!(
-        artifacts.contains("s3://media/results/uploads/talk one.mp4/sprite.jpg"),
+    // Artifact URIs percent-encode the key.
+    assert_eq!(
+        done["data"]["artifacts"]["sprite.jpg"],
+        "s3://media/results/uploads/talk%20one%20%231%20100%25~.mp4/sprite.jpg",
         "{done}"
     );
 

@@ -790,6 +790,47 @@ mod tests {
     }
 
     #[test]
+    fn artifact_uris_read_back_as_requests() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        use std::time::Duration;
+
+        use triggerfish_core::config::{LocalStoreSpec, ObjectStoreSpec, S3StoreSpec};
+
+        use crate::limits::Deadline;
+        use crate::store::Store;
+
+        let requested = |uri: &str| {
+            let event = json!({"specversion": "1.0", "id": "1", "source": "/t", "type": REQUESTED,
+                "data": {"uri": uri}});
+            parse(&event.to_string()).unwrap().location
+        };
+        let key = "out/a b%41+é.mp4/probe.json";
+        // A local store: the URI is an absolute file:// URI of the written file.
+        let dir = tempfile::tempdir().unwrap();
+        let local = Store::new(&ObjectStoreSpec::Local(LocalStoreSpec {
+            root: dir.path().to_path_buf(),
+        }))
+        .unwrap();
+        let deadline = Deadline::after(Duration::from_secs(10), Arc::new(AtomicBool::new(false)));
+        let uri = local
+            .put("b", key, "application/json", b"{}".to_vec(), &deadline)
+            .unwrap();
+        assert!(uri.starts_with("file:///"), "{uri}");
+        let location = requested(&uri);
+        assert_eq!(location, Location::File(dir.path().join("b").join(key)));
+        assert_eq!(
+            local.resolve(&location).unwrap(),
+            ("b".to_owned(), key.to_owned())
+        );
+        // An S3 store: s3://bucket/key, the key percent-encoded.
+        let s3 = Store::new(&ObjectStoreSpec::S3(S3StoreSpec::default())).unwrap();
+        let uri = s3.uri("media", key);
+        assert_eq!(uri, "s3://media/out/a%20b%2541%2B%C3%A9.mp4/probe.json");
+        assert_eq!(requested(&uri), object("media", key));
+    }
+
+    #[test]
     fn uri_requests() {
         let r = parse(
             r#"{"specversion":"1.0","id":"1","source":"/cli","type":"dev.triggerfish.media.requested","data":{"uri":"s3://b/dir/a%20b.mp4"}}"#,

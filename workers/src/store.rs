@@ -29,6 +29,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use triggerfish_core::config::{ObjectStoreSpec, S3StoreSpec};
+use triggerfish_core::sources::encode_key;
 
 use crate::limits::{Deadline, Limit, Stop};
 
@@ -202,13 +203,18 @@ impl Store {
         })
     }
 
-    /// The URI an object has in this store (`file:///root/bucket/key` or `s3://bucket/key`).
+    /// The URI an object has in this store: `file:///root/bucket/key` (absolute, whatever the
+    /// configured root) or `s3://bucket/key`, the key percent-encoded, so that a
+    /// `dev.triggerfish.media.requested` event naming the URI names the same object.
     pub fn uri(&self, bucket: &str, key: &str) -> String {
         match &self.backend {
             Backend::Local { root, .. } => {
-                format!("file://{}", root.join(bucket).join(key).display())
+                let path = root.join(bucket).join(key);
+                let path = std::path::absolute(&path).unwrap_or(path);
+                url::Url::from_file_path(&path)
+                    .map_or_else(|()| format!("file://{}", path.display()), String::from)
             }
-            Backend::S3 { .. } => format!("s3://{bucket}/{key}"),
+            Backend::S3 { .. } => format!("s3://{bucket}/{}", encode_key(key)),
         }
     }
 
@@ -347,7 +353,7 @@ impl Store {
             }
             Backend::S3 { spec, buckets } => cached(buckets, bucket, || s3_client(spec, bucket))?,
         };
-        let path = ObjectPath::from(key);
+        let path = object_path(key).map_err(write_error)?;
         let payload = PutPayload::from(Bytes::from(bytes));
         let mut options = object_store::PutOptions::default();
         if matches!(self.backend, Backend::S3 { .. }) {
@@ -416,12 +422,19 @@ fn local_input(path: &Path, max_bytes: u64) -> Result<LocalInput, FetchError> {
     })
 }
 
+/// `key` as an `object_store` path, byte for byte. (`ObjectPath::from` would percent-encode
+/// `%`, `~`, `#` and other characters, and so name another object.) Keys that the checks of
+/// [`check_key`] pass but `object_store` cannot name (an empty or `.` segment) are refused.
+fn object_path(key: &str) -> Result<ObjectPath, String> {
+    ObjectPath::parse(key).map_err(|e| format!("key {key:?}: {e}"))
+}
+
 async fn download(
     client: Arc<dyn ObjectStore>,
     key: &str,
     max_bytes: u64,
 ) -> Result<LocalInput, FetchError> {
-    let path = ObjectPath::from(key);
+    let path = object_path(key).map_err(FetchError::Refused)?;
     let result = client.get(&path).await.map_err(|e| match e {
         object_store::Error::NotFound { .. } => FetchError::NotFound(key.to_owned()),
         e => FetchError::Failed(e.to_string()),

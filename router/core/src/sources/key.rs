@@ -1,5 +1,23 @@
 //! Object keys that are safe to pass on: a worker may join a key to a local directory, so a key
-//! that climbs out of it (`../`), is absolute, or holds control characters is refused.
+//! that climbs out of it (`../`), is absolute, or holds control characters is refused. And keys
+//! percent-encoded for records and URIs, as OSS encodes them.
+
+use std::fmt;
+
+/// What [`encode_key`] percent-encodes: everything but unreserved characters and `/`.
+const KEY_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `key` percent-encoded as OSS encodes keys in its notifications, and as a key goes into an
+/// `s3://bucket/key` URI: every byte but unreserved characters and `/` (`a b%.mp4` is
+/// `a%20b%25.mp4`). Percent-decoding gives the key back.
+pub fn encode_key(key: &str) -> impl fmt::Display + '_ {
+    percent_encoding::utf8_percent_encode(key, KEY_ENCODE)
+}
 
 /// The longest key, in bytes: OSS's and S3's limit.
 pub const MAX_KEY_BYTES: usize = 1023;

@@ -22,7 +22,7 @@
 //! - [`rocketmq`]: RocketMQ messages as CloudEvents, in EventBridge's event shape.
 //! - [`offsets`]: which consumed offsets may be committed (at-least-once bookkeeping).
 //! - [`check_key`]: object keys that are safe to hand to a worker (no `..`, no absolute
-//!   paths).
+//!   paths); [`encode_key`]: keys percent-encoded as OSS encodes them.
 //!
 //! The mappings are documented, with example payloads, in `docs/sources.md`.
 
@@ -39,7 +39,7 @@ pub mod s3;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-pub use key::{KeyError, MAX_KEY_BYTES, check_key};
+pub use key::{KeyError, MAX_KEY_BYTES, check_key, encode_key};
 
 /// One event a source produces, before it is encoded. `data` is JSON
 /// (`datacontenttype: application/json`).

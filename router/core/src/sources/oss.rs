@@ -27,7 +27,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::sources::{KeyError, SourceEvent, check_key, digest_id, rfc3339};
+use crate::sources::{KeyError, SourceEvent, check_key, digest_id, encode_key, rfc3339};
 
 /// `source` of every OSS event.
 pub const SOURCE: &str = "acs.oss";
@@ -222,15 +222,6 @@ pub struct LocalObject<'a> {
     pub account: &'a str,
 }
 
-/// What [`local_notification`] percent-encodes in keys, as OSS encodes them in its records:
-/// everything but unreserved characters and `/`.
-const KEY_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'/')
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
 /// An OSS notification (`{"events": [...]}`) with one `ObjectCreated:PutObject` record per
 /// object, in region [`LOCAL_REGION`]. Keys are percent-encoded as OSS encodes them, so that
 /// a consumer decodes a file named `a%41 b.mp4` back to that name. Its request id is derived
@@ -310,7 +301,7 @@ pub fn local_notification(objects: &[LocalObject<'_>]) -> Vec<u8> {
                 object: OutObject {
                     delta_size: o.size,
                     e_tag: o.etag,
-                    key: percent_encoding::utf8_percent_encode(o.key, KEY_ENCODE).to_string(),
+                    key: encode_key(o.key).to_string(),
                     size: o.size,
                 },
                 oss_schema_version: "1.0",
