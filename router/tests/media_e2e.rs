@@ -124,6 +124,11 @@ fn setup() -> Setup {
 }
 
 fn pool_yaml(root: &Path) -> String {
+    pool_on(&format!("local: {{root: {}}}", root.display()), "{}")
+}
+
+/// The worker pool `media` on `object_store` (the YAML of `objectStore`), with `limits`.
+fn pool_on(object_store: &str, limits: &str) -> String {
     format!(
         "apiVersion: triggerfish.dev/v1alpha1
 kind: WorkerPool
@@ -132,20 +137,18 @@ spec:
   pipeline: video
   threads: 1
   queueLimit: 4
+  limits: {limits}
   objectStore:
-    local: {{root: {}}}
+    {object_store}
   outputPrefix: results
-",
-        root.display()
+"
     )
 }
 
-#[test]
-fn serve_routes_an_oss_event_through_a_worker_pool_and_its_reply_to_a_file() {
-    let s = setup();
-    let results = s.dir.path().join("results.jsonl");
-    let config = s.dir.path().join("config.yaml");
-    let yaml = format!(
+/// Broker `default`, `pool`, a trigger from events whose type starts with `uploads` to the
+/// pool, and one from the pool's replies to the file sink `results`.
+fn pipeline_yaml(pool: &str, uploads: &str, results: &Path) -> String {
+    format!(
         "apiVersion: eventing.knative.dev/v1
 kind: Broker
 metadata: {{name: default}}
@@ -156,7 +159,7 @@ kind: Trigger
 metadata: {{name: uploads}}
 spec:
   broker: default
-  filters: [{{prefix: {{type: 'oss:ObjectCreated:'}}}}]
+  filters: [{{prefix: {{type: '{uploads}'}}}}]
   subscriber:
     ref: {{apiVersion: triggerfish.dev/v1alpha1, kind: WorkerPool, name: media}}
 ---
@@ -166,24 +169,21 @@ metadata: {{name: media-results}}
 spec:
   broker: default
   filters: [{{prefix: {{type: dev.triggerfish.media.}}}}]
-  subscriber: {{uri: 'file://{results}'}}
+  subscriber: {{uri: 'file://{}'}}
 ",
-        pool = pool_yaml(&s.root),
-        results = results.display()
-    );
-    std::fs::write(&config, yaml).unwrap();
-    let (http_addr, admin) = (free_port(), free_port());
-    let _serve = Running(
+        results.display()
+    )
+}
+
+/// Runs `triggerfish serve --config config ARGS` with `env`, until it is ready on `admin`.
+fn serve(config: &Path, admin: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> Running {
+    let running = Running(
         Command::new(env!("CARGO_BIN_EXE_triggerfish"))
             .arg("serve")
             .arg("--config")
-            .arg(&config)
-            .args([
-                "--http",
-                &http_addr.to_string(),
-                "--admin",
-                &admin.to_string(),
-            ])
+            .arg(config)
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -192,6 +192,24 @@ spec:
     wait_until("readyz", Duration::from_secs(60), || {
         http(admin, "GET", "/readyz", "text/plain", "").is_some_and(|(s, _)| s == 200)
     });
+    running
+}
+
+#[test]
+fn serve_routes_an_oss_event_through_a_worker_pool_and_its_reply_to_a_file() {
+    let s = setup();
+    let results = s.dir.path().join("results.jsonl");
+    let config = s.dir.path().join("config.yaml");
+    let yaml = pipeline_yaml(&pool_yaml(&s.root), "oss:ObjectCreated:", &results);
+    std::fs::write(&config, yaml).unwrap();
+    let (http_addr, admin) = (free_port(), free_port());
+    let (http_flag, admin_flag) = (http_addr.to_string(), admin.to_string());
+    let _serve = serve(
+        &config,
+        admin,
+        &["--http", &http_flag, "--admin", &admin_flag],
+        &[],
+    );
     let (status, _) = http(
         http_addr,
         "POST",
@@ -476,15 +494,20 @@ fn serve_runs_s3_notifications_through_a_pool_on_an_s3_store() {
     let results = dir.path().join("results.jsonl");
     let config = dir.path().join("config.yaml");
     let (http_addr, admin, webhooks) = (free_port(), free_port(), free_port());
+    let store = format!(
+        "s3:
+      bucket: media
+      endpoint: '{}'
+      allowHttp: true
+      credentials: {{accessKeyIdEnv: TEST_S3_KEY_ID, secretAccessKeyEnv: TEST_S3_SECRET}}",
+        s3.endpoint
+    );
+    let pool = pool_on(&store, "{maxInputBytes: 2MiB}");
     let yaml = format!(
         "apiVersion: triggerfish.dev/v1alpha1
 kind: Server
 spec:
   listen: {{http: '{http_addr}', admin: '{admin}', webhooks: '{webhooks}'}}
----
-apiVersion: eventing.knative.dev/v1
-kind: Broker
-metadata: {{name: default}}
 ---
 apiVersion: triggerfish.dev/v1alpha1
 kind: S3Source
@@ -492,58 +515,12 @@ metadata: {{name: uploads}}
 spec:
   sink: {{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}}}
 ---
-apiVersion: triggerfish.dev/v1alpha1
-kind: WorkerPool
-metadata: {{name: media}}
-spec:
-  pipeline: video
-  threads: 1
-  queueLimit: 4
-  limits: {{maxInputBytes: 2MiB}}
-  objectStore:
-    s3:
-      bucket: media
-      endpoint: '{endpoint}'
-      allowHttp: true
-      credentials: {{accessKeyIdEnv: TEST_S3_KEY_ID, secretAccessKeyEnv: TEST_S3_SECRET}}
-  outputPrefix: results
----
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: uploads}}
-spec:
-  broker: default
-  filters: [{{prefix: {{type: 'com.amazonaws.s3.ObjectCreated:'}}}}]
-  subscriber:
-    ref: {{apiVersion: triggerfish.dev/v1alpha1, kind: WorkerPool, name: media}}
----
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: media-results}}
-spec:
-  broker: default
-  filters: [{{prefix: {{type: dev.triggerfish.media.}}}}]
-  subscriber: {{uri: 'file://{results}'}}
-",
-        endpoint = s3.endpoint,
-        results = results.display()
+{}",
+        pipeline_yaml(&pool, "com.amazonaws.s3.ObjectCreated:", &results)
     );
     std::fs::write(&config, yaml).unwrap();
-    let _serve = Running(
-        Command::new(env!("CARGO_BIN_EXE_triggerfish"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("TEST_S3_KEY_ID", S3_KEY_ID)
-            .env("TEST_S3_SECRET", S3_SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("readyz", Duration::from_secs(60), || {
-        http(admin, "GET", "/readyz", "text/plain", "").is_some_and(|(s, _)| s == 200)
-    });
+    let env = [("TEST_S3_KEY_ID", S3_KEY_ID), ("TEST_S3_SECRET", S3_SECRET)];
+    let _serve = serve(&config, admin, &[], &env);
     let keys = [
         VIDEO,
         "uploads/missing.mp4",
