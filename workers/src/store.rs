@@ -208,12 +208,7 @@ impl Store {
     /// `dev.triggerfish.media.requested` event naming the URI names the same object.
     pub fn uri(&self, bucket: &str, key: &str) -> String {
         match &self.backend {
-            Backend::Local { root, .. } => {
-                let path = root.join(bucket).join(key);
-                let path = std::path::absolute(&path).unwrap_or(path);
-                url::Url::from_file_path(&path)
-                    .map_or_else(|()| format!("file://{}", path.display()), String::from)
-            }
+            Backend::Local { root, .. } => file_uri(&root.join(bucket).join(key)),
             Backend::S3 { .. } => format!("s3://{bucket}/{}", encode_key(key)),
         }
     }
@@ -420,6 +415,14 @@ fn local_input(path: &Path, max_bytes: u64) -> Result<LocalInput, FetchError> {
         _temp: None,
         size: meta.len(),
     })
+}
+
+/// The `file://` URI of `path`: absolute (a relative path is taken from the working
+/// directory) and percent-encoded, as `url` writes it.
+pub fn file_uri(path: &Path) -> String {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    url::Url::from_file_path(&path)
+        .map_or_else(|()| format!("file://{}", path.display()), String::from)
 }
 
 /// `key` as an `object_store` path, byte for byte. (`ObjectPath::from` would percent-encode

@@ -169,10 +169,14 @@ fn a_video_job_completes_with_artifacts_in_the_store() {
     }
     assert_eq!(data["artifacts"]["thumbs"]["count"], 4, "{data}");
     let probe_uri = data["artifacts"]["probe.json"].as_str().unwrap();
+    // An absolute file:// URI, the key's space percent-encoded.
     assert_eq!(
         probe_uri,
-        format!("file://{}", out.join("probe.json").display())
+        url::Url::from_file_path(out.join("probe.json"))
+            .unwrap()
+            .as_str()
     );
+    assert!(probe_uri.contains("/clip%20one.mp4/"), "{probe_uri}");
     assert_eq!(
         metrics.jobs("test/video", Pipeline::Video, Outcome::Completed),
         1

@@ -178,7 +178,7 @@ impl Artifacts for DirArtifacts {
             std::fs::create_dir_all(parent).map_err(err)?;
         }
         std::fs::write(&path, bytes).map_err(err)?;
-        Ok(format!("file://{}", path.display()))
+        Ok(crate::store::file_uri(&path))
     }
 }
 
