@@ -57,6 +57,7 @@ pub struct SendArgs {
     #[arg(long = "ext", value_name = "NAME=VALUE")]
     pub ext: Vec<String>,
     /// A JSON Lines file of structured-mode events, one per line; `-` reads standard input.
+    /// Blank lines are skipped; a line that is not a JSON object is reported and not sent.
     #[arg(long, conflicts_with_all = ["id", "count"])]
     pub file: Option<PathBuf>,
     /// Generate this many events (type from --type, data from --data or {"seq": N}).
@@ -157,11 +158,13 @@ enum Outcome {
         accepted: u64,
         rejected: Vec<(usize, String)>,
     },
-    /// The request was refused whole.
+    /// The request was refused whole. `invalid`: the events that made an HTTP batch
+    /// invalid, by index, when the answer names them (the others were refused with them).
     Refused {
         status: u16,
         message: String,
         throttled: bool,
+        invalid: Vec<(usize, String)>,
     },
     /// No answer. `maybe`: the server may have queued the events. `fatal`: no connection
     /// can be made, so the run stops.
@@ -231,7 +234,15 @@ async fn worker(shared: Arc<Shared>) {
         if shared.stopped.load(Ordering::Relaxed) {
             return;
         }
-        let Some(events) = shared.source.lock().next_batch(shared.batch) else {
+        let mut malformed = Vec::new();
+        let next = shared
+            .source
+            .lock()
+            .next_batch(shared.batch, &mut malformed);
+        if !malformed.is_empty() {
+            shared.summary.lock().malformed(malformed);
+        }
+        let Some(events) = next else {
             return;
         };
         let n = events.len() as u64;
@@ -285,6 +296,7 @@ async fn request(
                         .collect(),
                 },
                 Ok(ack) => Outcome::Refused {
+                    invalid: Vec::new(),
                     status: ack.status,
                     throttled: matches!(ack.status, 429 | 503),
                     message: if ack.retry_after_ms > 0 {
@@ -366,10 +378,28 @@ async fn request(
             Outcome::Refused {
                 status,
                 throttled: matches!(status, 429 | 503),
+                invalid: invalid_events(&body),
                 message,
             }
         }
     }
+}
+
+/// The events a 400 answer to a batch names: `{"events": [{"index", "error"}]}`.
+fn invalid_events(body: &[u8]) -> Vec<(usize, String)> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        events: Vec<Invalid>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Invalid {
+        index: usize,
+        error: String,
+    }
+    serde_json::from_slice::<Answer>(body).map_or_else(
+        |_| Vec::new(),
+        |a| a.events.into_iter().map(|e| (e.index, e.error)).collect(),
+    )
 }
 
 fn body(events: &[Event]) -> Bytes {
@@ -472,9 +502,12 @@ fn progress(total: Option<u64>, quiet: bool) -> indicatif::ProgressBar {
     bar
 }
 
-/// One event to send: its id (for the report) and its structured JSON.
+/// One event to send: its id, how the report names it, and its structured JSON.
 struct Event {
+    /// The event's id, for `not_accepted_ids` (`line N` for a file's line without one).
     id: String,
+    /// How error lines name it: the id, or a file's line number and the id.
+    label: String,
     json: Bytes,
 }
 
@@ -557,7 +590,9 @@ impl Source {
         }
     }
 
-    fn next_batch(&mut self, n: usize) -> Option<Vec<Event>> {
+    /// Up to `n` events. A file's lines that are not JSON objects are not sent: each is
+    /// described in `malformed`.
+    fn next_batch(&mut self, n: usize, malformed: &mut Vec<String>) -> Option<Vec<Event>> {
         let mut out = Vec::with_capacity(n);
         match self {
             Source::One(e) => out.extend(e.take()),
@@ -574,12 +609,30 @@ impl Source {
                     if t.is_empty() {
                         continue;
                     }
-                    let id = serde_json::from_str::<serde_json::Value>(t)
-                        .ok()
-                        .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
-                        .unwrap_or_else(|| format!("line {line}"));
+                    // A line that is not a JSON object would make a batch's whole body
+                    // invalid: it is reported here, and the others are sent.
+                    let value = match serde_json::from_str::<serde_json::Value>(t) {
+                        Ok(v @ serde_json::Value::Object(_)) => v,
+                        Ok(_) => {
+                            malformed.push(format!("line {line}: not sent: not a JSON object"));
+                            continue;
+                        }
+                        Err(e) => {
+                            malformed.push(format!("line {line}: not sent: not JSON ({e})"));
+                            continue;
+                        }
+                    };
+                    let id = value
+                        .get("id")
+                        .and_then(|i| i.as_str())
+                        .filter(|i| !i.is_empty());
+                    let label = match id {
+                        Some(id) => format!("line {line} ({id})"),
+                        None => format!("line {line}"),
+                    };
                     out.push(Event {
-                        id,
+                        id: id.map_or_else(|| format!("line {line}"), str::to_owned),
+                        label,
                         json: Bytes::copy_from_slice(t.as_bytes()),
                     });
                 }
@@ -621,6 +674,7 @@ fn event(
     let json = serde_json::to_vec(&e).unwrap_or_default();
     Event {
         id: id.to_owned(),
+        label: id.to_owned(),
         json: Bytes::from(json),
     }
 }
@@ -644,9 +698,12 @@ pub struct Summary {
     pub unacknowledged: u64,
     /// Events never sent: the run stopped because the server could not be reached.
     pub unsent: u64,
+    /// Lines of a `--file` that are not JSON objects: reported in `errors`, never sent.
+    pub malformed: u64,
     /// Ids of events not accepted (rejected, throttled or unacknowledged), up to 1000.
     pub not_accepted_ids: Vec<String>,
-    /// Reasons, up to 20: `id: reason`.
+    /// Reasons, up to 20: `<id>: reason`, or `line <n> (<id>): reason` for a file's events,
+    /// and the malformed lines.
     pub errors: Vec<String>,
     /// Seconds from the first request to the last answer.
     pub seconds: f64,
@@ -685,22 +742,32 @@ impl Summary {
                 self.accepted += accepted;
                 self.rejected += rejected.len() as u64;
                 for (i, why) in rejected {
-                    let id = events.get(i).map_or("?", |e| e.id.as_str());
-                    self.note(id, &why);
+                    match events.get(i) {
+                        Some(e) => self.note(e, &why),
+                        None => self.error(format!("event {i} of a request: {why}")),
+                    }
                 }
             }
             Outcome::Refused {
                 status,
                 message,
                 throttled,
+                invalid,
             } => {
                 if throttled {
                     self.throttled += events.len() as u64;
                 } else {
                     self.rejected += events.len() as u64;
                 }
-                for e in events {
-                    self.note(&e.id, &format!("{status} {message}"));
+                for (i, e) in events.iter().enumerate() {
+                    let why = match invalid.iter().find(|(at, _)| *at == i) {
+                        Some((_, error)) => format!("{status} {error}"),
+                        None if !invalid.is_empty() => format!(
+                            "{status} not accepted: other events of its batch are invalid, and HTTP takes a batch whole"
+                        ),
+                        None => format!("{status} {message}"),
+                    };
+                    self.note(e, &why);
                 }
             }
             Outcome::Failed { error, maybe, .. } => {
@@ -711,22 +778,34 @@ impl Summary {
                     format!("not sent ({error})")
                 };
                 for e in events {
-                    self.note(&e.id, &note);
+                    self.note(e, &note);
                 }
             }
         }
     }
 
-    fn note(&mut self, id: &str, why: &str) {
+    fn note(&mut self, event: &Event, why: &str) {
         if self.not_accepted_ids.len() < 1000 {
-            self.not_accepted_ids.push(id.to_owned());
+            self.not_accepted_ids.push(event.id.clone());
         }
-        if self.errors.len() < 20 {
-            self.errors.push(format!("{id}: {why}"));
+        self.error(format!("{}: {why}", event.label));
+    }
+
+    fn malformed(&mut self, lines: Vec<String>) {
+        self.malformed += lines.len() as u64;
+        for line in lines {
+            self.error(line);
         }
     }
+
+    fn error(&mut self, text: String) {
+        if self.errors.len() < 20 {
+            self.errors.push(text);
+        }
+    }
+
     fn all_accepted(&self) -> bool {
-        self.accepted == self.sent && self.unsent == 0
+        self.accepted == self.sent && self.unsent == 0 && self.malformed == 0
     }
 
     fn to_json(&self) -> String {
@@ -763,6 +842,11 @@ impl Summary {
             self.unacknowledged,
             self.unsent
         );
+        match self.malformed {
+            0 => {}
+            1 => eprintln!("1 line of the file was not sent: not a JSON object"),
+            n => eprintln!("{n} lines of the file were not sent: not JSON objects"),
+        }
         if let Some(h) = &self.histogram {
             eprintln!(
                 "request latency: p50 {} µs, p90 {} µs, p99 {} µs, max {} µs",
@@ -775,7 +859,8 @@ impl Summary {
         for e in &self.errors {
             eprintln!("  {e}");
         }
-        let more = (self.sent - self.accepted).saturating_sub(self.errors.len() as u64);
+        let more =
+            (self.sent - self.accepted + self.malformed).saturating_sub(self.errors.len() as u64);
         if more > 0 {
             eprintln!("  ... and {more} more not accepted (--json lists up to 1000 ids)");
         }

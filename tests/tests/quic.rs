@@ -117,12 +117,15 @@ async fn quic_ingress_delivers_to_an_http_subscriber() {
         251.0
     );
 
-    // A JSON Lines file, with one invalid event: QUIC accepts the others and names it.
+    // A JSON Lines file, with one invalid event and one line that is not JSON: QUIC accepts
+    // the others and names the event; the line is reported and never sent (in a batch it
+    // would have made the whole frame invalid).
     let file = router.dir().join("events.jsonl");
     std::fs::write(
         &file,
         "{\"specversion\":\"1.0\",\"id\":\"f1\",\"source\":\"/s\",\"type\":\"t\"}\n\
          {\"specversion\":\"1.0\",\"id\":\"f2\",\"source\":\"/s\"}\n\
+         not json\n\
          {\"specversion\":\"1.0\",\"id\":\"f3\",\"source\":\"/s\",\"type\":\"t\"}\n",
     )
     .unwrap();
@@ -136,19 +139,65 @@ async fn quic_ingress_delivers_to_an_http_subscriber() {
     .await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(
-        (summary["accepted"].as_u64(), summary["rejected"].as_u64()),
-        (Some(2), Some(1)),
+        (
+            summary["sent"].as_u64(),
+            summary["accepted"].as_u64(),
+            summary["rejected"].as_u64(),
+            summary["malformed"].as_u64()
+        ),
+        (Some(3), Some(2), Some(1), Some(1)),
         "{summary}"
     );
     assert_eq!(summary["not_accepted_ids"], json!(["f2"]));
+    let errors: Vec<&str> = summary["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
     assert!(
-        summary["errors"][0]
-            .as_str()
-            .unwrap()
-            .contains("f2: 400 missing required attribute \"type\""),
+        errors.contains(&"line 2 (f2): 400 missing required attribute \"type\""),
+        "{summary}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("line 3: not sent: not JSON (")),
         "{summary}"
     );
     sub.wait_for(253, PATIENCE).await;
+
+    // The same file over HTTP: a batch is taken whole, so the invalid event refuses the
+    // batch, and the report says which event is invalid and why the others were refused.
+    let (out, summary) = send(
+        router.dir(),
+        s(&[
+            "--to",
+            &router.broker_url("default"),
+            "--file",
+            file.to_str().unwrap(),
+            "--batch",
+            "10",
+        ]),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        (summary["accepted"].as_u64(), summary["rejected"].as_u64()),
+        (Some(0), Some(3)),
+        "{summary}"
+    );
+    let errors = summary["errors"].to_string();
+    assert!(
+        errors.contains("line 2 (f2): 400 missing required attribute \\\"type\\\""),
+        "{errors}"
+    );
+    assert!(
+        errors.contains(
+            "line 1 (f1): 400 not accepted: other events of its batch are invalid, and HTTP takes a batch whole"
+        ),
+        "{errors}"
+    );
 }
 
 /// `quic.threads`: the endpoint, connections and streams on a runtime of their own. Frames are
