@@ -1,10 +1,13 @@
 //! Cron schedules and their next fire times, in a time zone, across daylight-saving changes.
 //!
-//! [`Schedule::parse`] reads standard 5-field cron (`minute hour day-of-month month
-//! day-of-week`), a 6-field form with seconds first, and the `@yearly`-style shortcuts
-//! (`@every` and `@reboot` are rejected: they are not schedules of the calendar). Fields take
-//! `*`, numbers, ranges (`1-5`), steps (`*/15`, `10-40/10`), lists (`1,15`), and English names
-//! for months and days (`JAN`, `MON`); day-of-week 7 is Sunday, as in Vixie cron.
+//! [`Schedule::parse`] reads what Knative's PingSource accepts (robfig/cron's standard parser):
+//! 5-field cron (`minute hour day-of-month month day-of-week`), a 6-field form with seconds
+//! first, the `@yearly`-style shortcuts, and a leading `CRON_TZ=<zone>` or `TZ=<zone>` that
+//! sets the schedule's time zone ([`Schedule::zone`]). `@every` and `@reboot` are rejected:
+//! they are not schedules of the calendar. Fields take `*` (or `?`, its synonym, as in
+//! robfig/cron and Quartz), numbers, ranges (`1-5`), steps (`*/15`, `10-40/10`), lists
+//! (`1,15`), and English names for months and days (`JAN`, `MON`); day-of-week 7 is Sunday,
+//! as in Vixie cron.
 //!
 //! [`Schedule::next_after`] computes the first fire time strictly after an instant, in a
 //! `chrono_tz` zone, with Vixie cron's semantics:
@@ -45,6 +48,7 @@ pub struct Schedule {
     days_of_week: u8,
     dom_star: bool,
     dow_star: bool,
+    zone: Option<Tz>,
     source: String,
 }
 
@@ -61,6 +65,9 @@ pub enum CronError {
         "{0:?} is not supported: use @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly, or cron fields"
     )]
     Shortcut(String),
+    /// The zone of a `CRON_TZ=` or `TZ=` prefix is unknown.
+    #[error("{0}")]
+    Zone(#[from] ZoneError),
     /// A field that does not parse.
     #[error("{field} field {value:?}: {reason}")]
     Field {
@@ -168,7 +175,7 @@ fn parse_field(spec: &FieldSpec, text: &str) -> Result<u64, CronError> {
             }
             None => (part, 1),
         };
-        let (lo, hi) = if range == "*" {
+        let (lo, hi) = if range == "*" || range == "?" {
             (spec.min, spec.max)
         } else if let Some((a, b)) = range.split_once('-') {
             let (a, b) = (value(a)?, value(b)?);
@@ -197,7 +204,18 @@ fn parse_field(spec: &FieldSpec, text: &str) -> Result<u64, CronError> {
 impl Schedule {
     /// Parses a schedule.
     pub fn parse(text: &str) -> Result<Schedule, CronError> {
-        let trimmed = text.trim();
+        let source = text.trim();
+        // robfig/cron's time zone prefix: `CRON_TZ=Europe/Berlin 0 9 * * *`.
+        let (zone, trimmed) = match source
+            .strip_prefix("CRON_TZ=")
+            .or_else(|| source.strip_prefix("TZ="))
+        {
+            Some(rest) => {
+                let (name, rest) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+                (Some(parse_zone(name)?), rest.trim_start())
+            }
+            None => (None, source),
+        };
         let expanded = match trimmed.to_ascii_lowercase().as_str() {
             "@yearly" | "@annually" => "0 0 1 1 *",
             "@monthly" => "0 0 1 * *",
@@ -224,10 +242,16 @@ impl Schedule {
             days_of_month: parse_field(&DOM, rest[2])? as u32,
             months: parse_field(&MONTH, rest[3])? as u16,
             days_of_week: dow as u8,
-            dom_star: rest[2].starts_with('*'),
-            dow_star: rest[4].starts_with('*'),
-            source: trimmed.to_owned(),
+            dom_star: rest[2].starts_with(['*', '?']),
+            dow_star: rest[4].starts_with(['*', '?']),
+            zone,
+            source: source.to_owned(),
         })
+    }
+
+    /// The time zone a `CRON_TZ=` or `TZ=` prefix set, if any.
+    pub fn zone(&self) -> Option<Tz> {
+        self.zone
     }
 
     /// The schedule as written.

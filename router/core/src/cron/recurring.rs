@@ -84,6 +84,21 @@ pub struct Invalid {
     pub message: String,
 }
 
+/// The zone a schedule runs in: its own `CRON_TZ=`/`TZ=` prefix, else `timezone`, else UTC.
+/// Both at once is refused, as Knative refuses it (it prefixes `timezone` as `CRON_TZ=`, which
+/// makes a second prefix). Without a parsed schedule, only `timezone` is checked.
+fn zone_of(schedule: Option<&Schedule>, timezone: Option<&str>) -> Result<Tz, String> {
+    match (schedule.and_then(Schedule::zone), timezone) {
+        (Some(_), Some(_)) => Err(
+            "the schedule sets its own zone with CRON_TZ= or TZ=; set the zone in one place"
+                .to_owned(),
+        ),
+        (Some(zone), None) => Ok(zone),
+        (None, Some(name)) => parse_zone(name).map_err(|e| e.to_string()),
+        (None, None) => Ok(Tz::UTC),
+    }
+}
+
 impl Recurring {
     /// Builds a `PingSource` `namespace/name` from its spec. Errors name `spec.*` fields.
     pub fn from_ping_source(
@@ -101,17 +116,14 @@ impl Recurring {
                 })
             })
             .ok();
-        let zone = match &spec.timezone {
-            None => Some(Tz::UTC),
-            Some(z) => parse_zone(z)
-                .map_err(|e| {
-                    errors.push(Invalid {
-                        path: root.key("timezone"),
-                        message: e.to_string(),
-                    })
+        let zone = zone_of(schedule.as_ref(), spec.timezone.as_deref())
+            .map_err(|message| {
+                errors.push(Invalid {
+                    path: root.key("timezone"),
+                    message,
                 })
-                .ok(),
-        };
+            })
+            .ok();
         // The decoder refuses control characters and noncharacters in attribute values; a
         // `contentType` holding one made every tick's event fail to decode, so each tick was
         // lost (a `config_load` fuzz finding, see docs/fuzzing.md).
@@ -375,10 +387,8 @@ impl ScheduleRequest {
     /// Validates the request into a recurring schedule (without catch-up).
     pub fn recurring(&self) -> Result<Recurring, String> {
         let schedule = Schedule::parse(&self.schedule).map_err(|e| format!("schedule: {e}"))?;
-        let zone = match &self.timezone {
-            Some(z) => parse_zone(z).map_err(|e| format!("timezone: {e}"))?,
-            None => Tz::UTC,
-        };
+        let zone = zone_of(Some(&schedule), self.timezone.as_deref())
+            .map_err(|e| format!("timezone: {e}"))?;
         if !is_valid_schedule_name(&self.name) {
             return Err(format!(
                 "name {:?}: use lower-case letters, digits and '-', at most 63",
@@ -571,6 +581,26 @@ mod tests {
         let mut s = spec("* * * * *");
         s.timezone = Some("Nowhere/Land".into());
         assert_eq!(errs(&s)[0].path.to_string(), "spec.timezone");
+        // A zone in the schedule (robfig/cron's prefix, which Knative accepts) is used; with
+        // `timezone` as well it is refused, as Knative refuses it.
+        let r =
+            Recurring::from_ping_source("d", "p", &spec("CRON_TZ=Asia/Tokyo 0 9 * * *")).unwrap();
+        assert_eq!(r.zone, Tz::Asia__Tokyo);
+        assert_eq!(
+            r.next_after(utc("2026-01-01T00:30:00Z")),
+            Some(utc("2026-01-02T00:00:00Z"))
+        );
+        let mut s = spec("TZ=Asia/Tokyo 0 9 * * *");
+        s.timezone = Some("Europe/Berlin".into());
+        let e = errs(&s);
+        assert_eq!(e[0].path.to_string(), "spec.timezone");
+        assert!(e[0].message.contains("CRON_TZ="), "{}", e[0].message);
+        assert_eq!(
+            errs(&spec("CRON_TZ=Nowhere/Land 0 9 * * *"))[0]
+                .path
+                .to_string(),
+            "spec.schedule"
+        );
         let mut s = spec("* * * * *");
         s.content_type = Some("application/json".into());
         s.data = Some("{not json".into());

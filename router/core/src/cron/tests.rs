@@ -22,6 +22,39 @@ fn fires(expr: &str, zone: &str, start: &str, n: usize) -> Vec<String> {
 }
 
 #[test]
+fn knative_accepts_these_and_so_do_we() {
+    // `?` is `*` (robfig/cron, Quartz): in a day field it leaves the other to decide.
+    let start = "2026-03-04T10:00:00Z"; // a Wednesday
+    assert_eq!(
+        fires("0 15 * * ?", "UTC", start, 3),
+        fires("0 15 * * *", "UTC", start, 3)
+    );
+    assert_eq!(
+        fires("0 0 12 ? * MON-FRI", "UTC", start, 5),
+        fires("0 0 12 * * MON-FRI", "UTC", start, 5)
+    );
+    // A zone prefix.
+    for expr in ["CRON_TZ=Asia/Tokyo 0 9 * * *", "TZ=Asia/Tokyo 0 9 * * *"] {
+        let s = Schedule::parse(expr).unwrap();
+        assert_eq!(s.zone(), Some(Tz::Asia__Tokyo), "{expr}");
+        assert_eq!(s.source(), expr);
+        assert_eq!(
+            s.next_after(utc("2026-01-01T00:30:00Z"), &Tz::Asia__Tokyo),
+            Some(utc("2026-01-02T00:00:00Z"))
+        );
+    }
+    assert_eq!(Schedule::parse("0 9 * * *").unwrap().zone(), None);
+    assert!(matches!(
+        Schedule::parse("CRON_TZ=Nowhere/Land 0 9 * * *"),
+        Err(CronError::Zone(_))
+    ));
+    assert_eq!(
+        Schedule::parse("CRON_TZ=UTC"),
+        Err(CronError::FieldCount(0))
+    );
+}
+
+#[test]
 fn parses_fields_names_steps_and_shortcuts() {
     assert!(Schedule::parse("*/5 * * * *").is_ok());
     assert!(Schedule::parse("0 30 9 * * MON-FRI").is_ok());
