@@ -228,7 +228,14 @@ async fn content_type_details_and_h2c() {
     let r = h2.send_binary(&url, &Event::new("h2c", "t")).await;
     assert_eq!(r.code(), 202, "{}", r.text());
 
-    let requests = sub.wait_for(5, PATIENCE).await;
+    // The broker's URL with a trailing slash.
+    let r = router
+        .client
+        .send_binary(&format!("{url}/"), &Event::new("slash", "t"))
+        .await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+
+    let requests = sub.wait_for(6, PATIENCE).await;
     let charset = by_id(&requests, "charset");
     assert_eq!(charset.header("content-type"), Some("application/json"));
     assert_eq!(charset.json(), json!({"a": 1}));
@@ -240,4 +247,5 @@ async fn content_type_details_and_h2c() {
     assert_eq!(xml.header("content-type"), Some("application/xml"));
     assert_eq!(xml.body.as_ref(), b"<order id=\"1\"/>".as_slice());
     by_id(&requests, "h2c");
+    by_id(&requests, "slash");
 }

@@ -446,6 +446,7 @@ async fn wrong_format_broker_path_and_method() {
         "/other/default",
         "/default",
         "/default/default/extra",
+        "/default/default//",
         "/",
     ] {
         let r = c.send_structured(&router.url(path), &event).await;
@@ -472,7 +473,7 @@ async fn wrong_format_broker_path_and_method() {
             "triggerfish_ingress_requests_total",
             &[("broker", "unknown"), ("outcome", "not_found")]
         ),
-        6
+        7
     );
     assert_eq!(sub.count(), 0);
 }

@@ -1,4 +1,5 @@
-//! HTTP ingress: `POST /{namespace}/{broker}`, the URL shape of Knative's multi-tenant broker.
+//! HTTP ingress: `POST /{namespace}/{broker}` (one trailing slash allowed), the URL shape of
+//! Knative's multi-tenant broker.
 //!
 //! Accepts binary, structured and batched CloudEvents. Answers:
 //! - `202` when every event was accepted (queued);
@@ -167,7 +168,9 @@ impl Ingress {
         usize,
     ) {
         use IngressOutcome::*;
-        let mut segments = req.uri().path().trim_start_matches('/').split('/');
+        // One trailing slash is forgiven: producers often add one to a broker's URL.
+        let path = req.uri().path().trim_start_matches('/');
+        let mut segments = path.strip_suffix('/').unwrap_or(path).split('/');
         let (Some(ns), Some(name), None) = (segments.next(), segments.next(), segments.next())
         else {
             return (
