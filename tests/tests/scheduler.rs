@@ -80,6 +80,43 @@ async fn a_ping_source_fires_every_second_with_knatives_attributes() {
     }
 }
 
+/// Schedules as Knative takes them (robfig/cron): `@every`, ticking at multiples of its
+/// interval since the epoch, and a `CRON_TZ=` zone with `?` for a day field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knative_schedule_forms_fire() {
+    let sub = Subscriber::start().await;
+    let sink = format!("{{uri: \"{}\"}}", sub.url("/ping"));
+    let config = Config::new()
+        .broker("default", None)
+        .raw(&ping("every", "@every 2s", &sink, ""))
+        .raw(&ping("tokyo", "CRON_TZ=Asia/Tokyo * * * * * ?", &sink, ""));
+    let _router = Router::start(&config.render()).await;
+    let ticks = sub.wait_for(9, PATIENCE).await;
+    let times = |name: &str| {
+        let source = format!("/apis/v1/namespaces/default/pingsources/{name}");
+        let mut times: Vec<_> = ticks
+            .iter()
+            .filter(|t| t.ce("source").as_deref() == Some(source.as_str()))
+            .map(|t| time_of(t))
+            .collect();
+        times.sort();
+        times
+    };
+    let every = times("every");
+    assert!(every.len() >= 2, "{every:?}");
+    for t in &every {
+        assert_eq!(t.timestamp() % 2, 0, "on the 2 s grid: {every:?}");
+    }
+    for w in every.windows(2) {
+        assert_eq!((w[1] - w[0]).num_seconds(), 2, "{every:?}");
+    }
+    let tokyo = times("tokyo");
+    assert!(tokyo.len() >= 4, "{tokyo:?}");
+    for w in tokyo.windows(2) {
+        assert_eq!((w[1] - w[0]).num_seconds(), 1, "{tokyo:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_events_arrive_on_time_without_the_delay_extensions() {
     let sub = Subscriber::start().await;
@@ -173,7 +210,7 @@ async fn control_events_create_and_delete_schedules() {
     // An invalid schedule is refused, not stored.
     let mut bad = schedule.clone();
     bad["name"] = json!("bad");
-    bad["schedule"] = json!("@every 1m");
+    bad["schedule"] = json!("@every 1ms");
     router
         .publish(&Event::new("c-4", "dev.triggerfish.schedule.create").data(bad))
         .await;
@@ -315,7 +352,12 @@ async fn a_reload_replaces_changed_schedules_and_keeps_the_others() {
 async fn bad_schedules_are_rejected_when_the_config_loads() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("@every 5m", "", "spec.schedule"),
+        ("@every 100ms", "", "spec.schedule"),
+        (
+            "CRON_TZ=Asia/Tokyo 0 9 * * *",
+            "  timezone: Europe/Berlin\n",
+            "spec.timezone",
+        ),
         (
             "* * * * *",
             "  timezone: Mars/Olympus_Mons\n",

@@ -132,8 +132,10 @@ impl CustomSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PingSourceSpec {
-    /// Standard 5-field cron (`*/5 * * * *`), a 6-field form with seconds first, or
-    /// `@hourly`-style shortcuts. `@every` is rejected.
+    /// As Knative takes it (robfig/cron): standard 5-field cron (`*/5 * * * *`), a 6-field
+    /// form with seconds first, `?` for `*`, `@hourly`-style shortcuts, `@every <duration>`
+    /// (at multiples of the interval since the Unix epoch), and a `CRON_TZ=<zone>` prefix.
+    /// See [`crate::cron`].
     pub schedule: String,
     /// IANA time zone of the schedule (`Europe/Berlin`); UTC when unset. Daylight-saving
     /// changes are followed.

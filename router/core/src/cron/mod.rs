@@ -2,12 +2,17 @@
 //!
 //! [`Schedule::parse`] reads what Knative's PingSource accepts (robfig/cron's standard parser):
 //! 5-field cron (`minute hour day-of-month month day-of-week`), a 6-field form with seconds
-//! first, the `@yearly`-style shortcuts, and a leading `CRON_TZ=<zone>` or `TZ=<zone>` that
-//! sets the schedule's time zone ([`Schedule::zone`]). `@every` and `@reboot` are rejected:
-//! they are not schedules of the calendar. Fields take `*` (or `?`, its synonym, as in
+//! first, the `@yearly`-style shortcuts, `@every <duration>` (Go's duration syntax: `30s`,
+//! `1h30m`), and a leading `CRON_TZ=<zone>` or `TZ=<zone>` that sets the schedule's time zone
+//! ([`Schedule::zone`]). `@reboot` is rejected. Fields take `*` (or `?`, its synonym, as in
 //! robfig/cron and Quartz), numbers, ranges (`1-5`), steps (`*/15`, `10-40/10`), lists
 //! (`1,15`), and English names for months and days (`JAN`, `MON`); day-of-week 7 is Sunday,
 //! as in Vixie cron.
+//!
+//! `@every` fires at the multiples of its interval since the Unix epoch (whole seconds, at
+//! least one), whatever the zone. robfig/cron counts from when the schedule starts instead;
+//! counting from a fixed origin makes every replica, and a restarted process, agree on the
+//! ticks, so tick ids stay deterministic and `catchUp` knows what was missed.
 //!
 //! [`Schedule::next_after`] computes the first fire time strictly after an instant, in a
 //! `chrono_tz` zone, with Vixie cron's semantics:
@@ -49,6 +54,8 @@ pub struct Schedule {
     dom_star: bool,
     dow_star: bool,
     zone: Option<Tz>,
+    /// `@every`: the interval in seconds; the calendar fields are then unused.
+    every: Option<i64>,
     source: String,
 }
 
@@ -60,9 +67,12 @@ pub enum CronError {
         "a schedule has 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first; found {0}"
     )]
     FieldCount(usize),
-    /// `@every`, `@reboot` or an unknown shortcut.
+    /// `@every` with a duration that does not parse or is under a second.
+    #[error("{0:?}: @every takes a duration of at least 1s, such as 30s, 5m or 1h30m: {1}")]
+    Every(String, String),
+    /// `@reboot` or an unknown shortcut.
     #[error(
-        "{0:?} is not supported: use @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly, or cron fields"
+        "{0:?} is not supported: use @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly or @every <duration>, or cron fields"
     )]
     Shortcut(String),
     /// The zone of a `CRON_TZ=` or `TZ=` prefix is unknown.
@@ -216,6 +226,17 @@ impl Schedule {
             }
             None => (None, source),
         };
+        if let Some(duration) = trimmed.strip_prefix("@every") {
+            let every = go_duration_seconds(duration.trim())
+                .map_err(|why| CronError::Every(trimmed.to_owned(), why))?;
+            let all = Schedule::parse("* * * * *")?;
+            return Ok(Schedule {
+                every: Some(every),
+                zone,
+                source: source.to_owned(),
+                ..all
+            });
+        }
         let expanded = match trimmed.to_ascii_lowercase().as_str() {
             "@yearly" | "@annually" => "0 0 1 1 *",
             "@monthly" => "0 0 1 * *",
@@ -245,6 +266,7 @@ impl Schedule {
             dom_star: rest[2].starts_with(['*', '?']),
             dow_star: rest[4].starts_with(['*', '?']),
             zone,
+            every: None,
             source: source.to_owned(),
         })
     }
@@ -322,6 +344,10 @@ impl Schedule {
     /// The first fire time strictly after `after`, in zone `tz`, or `None` if there is none in
     /// the next eight years (a schedule such as `0 0 30 2 *` never fires).
     pub fn next_after(&self, after: DateTime<Utc>, tz: &Tz) -> Option<DateTime<Utc>> {
+        if let Some(every) = self.every {
+            let next = (after.timestamp().div_euclid(every) + 1).checked_mul(every)?;
+            return DateTime::from_timestamp(next, 0);
+        }
         // Local wall-clock time of `after`, and the next second after it.
         let local_after = after.with_timezone(tz).naive_local();
         let mut from = local_after.with_nanosecond(0)? + Duration::seconds(1);
@@ -418,6 +444,54 @@ fn gap_end(n: NaiveDateTime, tz: &Tz) -> DateTime<Utc> {
         }
     }
     at(hi)
+}
+
+/// The whole seconds of a Go duration (`time.ParseDuration`: `300ms`, `1.5h`, `2h45m`), at
+/// least one. robfig/cron rounds shorter intervals up to a second; here they are refused, as
+/// are zero and negative ones, rather than silently changed.
+fn go_duration_seconds(text: &str) -> Result<i64, String> {
+    const UNITS: [(&str, f64); 8] = [
+        ("ns", 1e-9),
+        ("us", 1e-6),
+        ("µs", 1e-6),
+        ("μs", 1e-6),
+        ("ms", 1e-3),
+        ("s", 1.0),
+        ("m", 60.0),
+        ("h", 3600.0),
+    ];
+    if text.is_empty() {
+        return Err("no duration".to_owned());
+    }
+    if text.starts_with('-') {
+        return Err("a negative interval never fires".to_owned());
+    }
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    let mut total = 0.0f64;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("{rest:?} has no unit (ns, us, ms, s, m, h)"))?;
+        let (number, after) = rest.split_at(number_end);
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("{number:?} is not a number"))?;
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_end);
+        let scale = UNITS
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .map(|(_, s)| *s)
+            .ok_or_else(|| format!("unknown unit {unit:?} (ns, us, ms, s, m, h)"))?;
+        total += value * scale;
+        rest = next;
+    }
+    if !(1.0..=1e12).contains(&total) {
+        return Err(format!("{text} is not between 1s and 10^12 s"));
+    }
+    Ok(total.floor() as i64)
 }
 
 impl fmt::Debug for Schedule {

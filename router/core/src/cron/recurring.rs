@@ -574,8 +574,9 @@ mod tests {
     #[test]
     fn ping_source_validation() {
         let errs = |s: &PingSourceSpec| Recurring::from_ping_source("d", "p", s).unwrap_err();
+        assert_eq!(errs(&spec("@reboot"))[0].path.to_string(), "spec.schedule");
         assert_eq!(
-            errs(&spec("@every 5m"))[0].path.to_string(),
+            errs(&spec("@every 500ms"))[0].path.to_string(),
             "spec.schedule"
         );
         let mut s = spec("* * * * *");
@@ -734,7 +735,7 @@ mod tests {
         bad.name = "Not Valid".into();
         assert!(bad.recurring().is_err());
         let mut bad = req.clone();
-        bad.schedule = "@every 1h".into();
+        bad.schedule = "@every 1ms".into();
         assert!(bad.recurring().is_err());
         let mut bad = req;
         bad.event.source = "not a uri".into();

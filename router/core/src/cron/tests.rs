@@ -52,6 +52,50 @@ fn knative_accepts_these_and_so_do_we() {
         Schedule::parse("CRON_TZ=UTC"),
         Err(CronError::FieldCount(0))
     );
+    // `@every`: multiples of the interval since the Unix epoch, whatever the zone.
+    for (expr, seconds) in [
+        ("@every 10s", 10),
+        ("@every 1h30m", 5400),
+        ("@every 1.5m", 90),
+        ("@every 2h45m30s", 9930),
+        ("@every 1500ms", 1),
+        ("CRON_TZ=Asia/Tokyo @every 1m", 60),
+    ] {
+        let s = Schedule::parse(expr).unwrap();
+        for zone in [Tz::UTC, Tz::Asia__Tokyo, Tz::America__St_Johns] {
+            let mut t = utc("2026-03-08T06:29:59.500Z");
+            for _ in 0..4 {
+                let next = s.next_after(t, &zone).unwrap();
+                assert!(next > t, "{expr}");
+                assert!(
+                    next - t <= Duration::seconds(seconds),
+                    "{expr}: {t} → {next}"
+                );
+                assert_eq!(next.timestamp() % seconds, 0, "{expr}");
+                t = next;
+            }
+        }
+    }
+    for bad in [
+        "@every",
+        "@every 500ms",
+        "@every 0s",
+        "@every -5m",
+        "@every 5",
+        "@every 5 m",
+        "@every 5d",
+        "@every m",
+    ] {
+        assert!(
+            matches!(Schedule::parse(bad), Err(CronError::Every(..))),
+            "{bad}: {:?}",
+            Schedule::parse(bad)
+        );
+    }
+    assert!(matches!(
+        Schedule::parse("@reboot"),
+        Err(CronError::Shortcut(_))
+    ));
 }
 
 #[test]
@@ -73,8 +117,8 @@ fn parses_fields_names_steps_and_shortcuts() {
         assert!(Schedule::parse(s).is_ok(), "{s}");
     }
     assert_eq!(
-        Schedule::parse("@every 5m"),
-        Err(CronError::Shortcut("@every 5m".into()))
+        Schedule::parse("@reboot"),
+        Err(CronError::Shortcut("@reboot".into()))
     );
     assert!(matches!(
         Schedule::parse("@reboot"),
