@@ -189,9 +189,11 @@ struct State {
     gate: watch::Sender<bool>,
 }
 
-/// An HTTP subscriber on `127.0.0.1`, on a port picked by the OS.
+/// An HTTP subscriber on `127.0.0.1`, on a port picked by the OS; HTTPS when started with
+/// [`Subscriber::start_tls`].
 pub struct Subscriber {
     addr: SocketAddr,
+    scheme: &'static str,
     state: Arc<State>,
     accept: JoinHandle<()>,
 }
@@ -199,17 +201,35 @@ pub struct Subscriber {
 impl Subscriber {
     /// Starts a subscriber that answers 200 to everything until scripted otherwise.
     pub async fn start() -> Subscriber {
-        Subscriber::start_with(true).await
+        Subscriber::start_with(true, None).await
+    }
+
+    /// Like [`Subscriber::start`], but over TLS with `cert` (for `localhost` and `127.0.0.1`):
+    /// its [`Subscriber::url`]s are `https://localhost:{port}`.
+    pub async fn start_tls(cert: &crate::tls::Issued) -> Subscriber {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = vec![CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Subscriber::start_with(true, Some(acceptor)).await
     }
 
     /// Like [`Subscriber::start`], but keeps only the count of requests per event id
     /// ([`Subscriber::id_counts`]), not the requests: for runs of 100,000 events.
     /// [`Subscriber::requests`] stays empty.
     pub async fn start_counting() -> Subscriber {
-        Subscriber::start_with(false).await
+        Subscriber::start_with(false, None).await
     }
 
-    async fn start_with(record: bool) -> Subscriber {
+    async fn start_with(record: bool, tls: Option<tokio_rustls::TlsAcceptor>) -> Subscriber {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding a subscriber port");
@@ -228,6 +248,7 @@ impl Subscriber {
             gate: watch::channel(false).0,
         });
         let accept_state = Arc::clone(&state);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -235,27 +256,40 @@ impl Subscriber {
                 };
                 let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&accept_state);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let state = Arc::clone(&state);
                         async move { answer(&state, req).await }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                        // A handshake the client abandons (an untrusted certificate) ends here.
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                http.serve_connection(TokioIo::new(stream), service).await
+                            }
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
         Subscriber {
             addr,
+            scheme,
             state,
             accept,
         }
     }
 
-    /// `http://127.0.0.1:{port}{path}`.
+    /// `http://127.0.0.1:{port}{path}`, or `https://localhost:{port}{path}` over TLS.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        match self.scheme {
+            "https" => format!("https://localhost:{}{path}", self.addr.port()),
+            _ => format!("http://{}{path}", self.addr),
+        }
     }
 
     /// Queues answers for the next requests, in order; later requests get the handler's or

@@ -1,6 +1,7 @@
 //! TLS on the HTTP listeners, end to end: HTTPS ingress and admin with a certificate from
 //! files, the certificate replaced on disk and picked up without a restart, client
-//! certificates required or optional (mTLS), and plain HTTP refused on a TLS port.
+//! certificates required or optional (mTLS), plain HTTP refused on a TLS port, and HTTPS
+//! subscribers, delivered to only when their certificate verifies.
 //!
 //! Certificates come from a throwaway CA made with rcgen at test time.
 #![allow(clippy::unwrap_used)]
@@ -228,4 +229,57 @@ async fn a_client_silent_after_its_handshake_is_closed() {
     // Meanwhile and after, others are served.
     let r = post(&router, &ca.pem(), None).await.unwrap();
     assert_eq!(r.response.code(), 202, "{}", r.response.text());
+}
+
+/// HTTPS subscribers: delivery checks the subscriber's certificate against the trusted roots
+/// (the system's, which `SSL_CERT_FILE` replaces, as rustls-native-certs reads it). A router
+/// that trusts the subscriber's CA delivers in binary mode over TLS; one that does not gets a
+/// transport error on every attempt and dead-letters the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_subscribers_are_verified() {
+    let ca = Ca::new("subscriber-ca");
+    let sub = Subscriber::start_tls(&ca.server()).await;
+    assert!(sub.url("/s").starts_with("https://localhost:"));
+    let dls = Subscriber::start().await;
+    let config = Config::new().broker("default", None).trigger(
+        Trigger::new("secure", &sub.url("/s")).delivery(&format!(
+            "retry: 1\nbackoffDelay: PT0.01S\ndeadLetterSink:\n  uri: {}",
+            dls.url("/dls")
+        )),
+    );
+
+    // Trusting the CA.
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
+    let options = triggerfish_tests::Options {
+        env: vec![("SSL_CERT_FILE".to_owned(), ca_file)],
+        ..Default::default()
+    };
+    let router = Router::start_with(&config.render(), options).await;
+    router.publish(&Event::new("tls-1", "t")).await;
+    let got = sub.wait_for(1, PATIENCE).await;
+    assert_eq!(got[0].id(), "tls-1");
+    assert_eq!(got[0].path, "/s");
+    drop(router);
+
+    // Not trusting it: two attempts fail the handshake, then the dead-letter sink.
+    let router = Router::start(&config.render()).await;
+    router.publish(&Event::new("tls-2", "t")).await;
+    let dead = dls.wait_for(1, PATIENCE).await;
+    assert_eq!(dead[0].id(), "tls-2");
+    assert_eq!(
+        dead[0].ce("knativeerrordest").as_deref(),
+        Some(sub.url("/s").as_str())
+    );
+    // No response to report: 500, as documented in ARCHITECTURE.md.
+    assert_eq!(dead[0].ce("knativeerrorcode").as_deref(), Some("500"));
+    assert_eq!(sub.count(), 1, "nothing reached the subscriber");
+    router
+        .wait_metric(
+            "triggerfish_delivery_attempts_total",
+            &[("trigger", "default/secure"), ("outcome", "retryable")],
+            2.0,
+            PATIENCE,
+        )
+        .await;
 }
