@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use triggerfish_core::config::{
-    Config, CustomResource, CustomSpec, Destination, ResourceId, ServerSpec,
+    CaCerts, Config, CustomResource, CustomSpec, Destination, ResourceId, ServerSpec,
 };
 use triggerfish_core::cron::recurring::ScheduleRequest;
 use triggerfish_core::event::DecodeLimits;
@@ -196,6 +196,9 @@ pub struct Dispatchers {
     /// One producer per Kafka or RocketMQ sink resource, shared by the triggers using it;
     /// replaced when the resource changes.
     producers: parking_lot::Mutex<HashMap<ResourceId, (CustomResource, Sink)>>,
+    /// One HTTP client per distinct `CACerts` bundle, shared by the destinations that name it
+    /// and kept across reloads.
+    trusting: parking_lot::Mutex<HashMap<CaCerts, HttpClient>>,
 }
 
 impl Dispatchers {
@@ -225,6 +228,26 @@ impl Dispatchers {
         )
     }
 
+    /// The HTTP client for destinations with `CACerts` `ca`.
+    fn client_trusting(&self, ca: &CaCerts) -> HttpClient {
+        let mut clients = self.trusting.lock();
+        if let Some(client) = clients.get(ca) {
+            return client.clone();
+        }
+        match crate::sinks::http::client_trusting(ca) {
+            Ok(client) => {
+                clients.insert(ca.clone(), client.clone());
+                client
+            }
+            // The config checked the certificates; if rustls still refuses one, the shared
+            // client makes the handshake fail, so deliveries are retried and dead-lettered.
+            Err(e) => {
+                tracing::error!(error = %e, "CACerts not usable; their destinations will fail TLS verification");
+                self.client.clone()
+            }
+        }
+    }
+
     /// The sink for `dest`; `credential` is the bearer token HTTP and QUIC requests carry.
     fn sink(
         &self,
@@ -234,8 +257,12 @@ impl Dispatchers {
         reply_limits: DecodeLimits,
     ) -> Sink {
         match dest {
-            Destination::Uri(url) | Destination::Service { url, .. } => {
-                match HttpSink::new(url, self.client.clone()) {
+            Destination::Uri(url, _) | Destination::Service { url, .. } => {
+                let client = match dest.ca_certs() {
+                    None => self.client.clone(),
+                    Some(ca) => self.client_trusting(ca),
+                };
+                match HttpSink::new(url, client) {
                     Ok(h) => Sink::Http(Box::new(h.with_credential(credential.cloned()))),
                     // The config validated the URL; an http::Uri it cannot become is a bug, and the
                     // display sink at least shows the events instead of losing them.
@@ -449,6 +476,7 @@ impl Router {
             quic,
             peers: parking_lot::Mutex::new(HashMap::new()),
             producers: parking_lot::Mutex::new(HashMap::new()),
+            trusting: parking_lot::Mutex::new(HashMap::new()),
         });
         let config: Arc<ArcSwap<Option<Config>>> = Arc::new(ArcSwap::from_pointee(None));
         let factory = schedule_factory(Arc::clone(&dispatchers), Arc::clone(&config));

@@ -232,9 +232,9 @@ async fn a_client_silent_after_its_handshake_is_closed() {
 }
 
 /// HTTPS subscribers: delivery checks the subscriber's certificate against the trusted roots
-/// (the system's, which `SSL_CERT_FILE` replaces, as rustls-native-certs reads it). A router
-/// that trusts the subscriber's CA delivers in binary mode over TLS; one that does not gets a
-/// transport error on every attempt and dead-letters the event.
+/// (the system's, which `SSL_CERT_FILE` replaces, as rustls-native-certs reads it) and the
+/// destination's `CACerts`. A router that trusts the subscriber's CA either way delivers over
+/// TLS; one that does not gets a transport error on every attempt and dead-letters the event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_subscribers_are_verified() {
     let ca = Ca::new("subscriber-ca");
@@ -262,6 +262,21 @@ async fn https_subscribers_are_verified() {
     assert_eq!(got[0].path, "/s");
     drop(router);
 
+    // Trusting it for this destination only, with Knative's `CACerts`.
+    let with_ca_certs = Config::new().broker("default", None).trigger(
+        Trigger::new("secure", &sub.url("/s")).subscriber(&format!(
+            "uri: {}\nCACerts: {}",
+            sub.url("/ca-certs"),
+            serde_json::to_string(&ca.pem()).unwrap()
+        )),
+    );
+    let router = Router::start(&with_ca_certs.render()).await;
+    router.publish(&Event::new("tls-ca-certs", "t")).await;
+    let got = sub.wait_for(2, PATIENCE).await;
+    assert_eq!(got[1].id(), "tls-ca-certs");
+    assert_eq!(got[1].path, "/ca-certs");
+    drop(router);
+
     // Not trusting it: two attempts fail the handshake, then the dead-letter sink.
     let router = Router::start(&config.render()).await;
     router.publish(&Event::new("tls-2", "t")).await;
@@ -273,7 +288,7 @@ async fn https_subscribers_are_verified() {
     );
     // No response to report: 500, as documented in ARCHITECTURE.md.
     assert_eq!(dead[0].ce("knativeerrorcode").as_deref(), Some("500"));
-    assert_eq!(sub.count(), 1, "nothing reached the subscriber");
+    assert_eq!(sub.count(), 2, "nothing more reached the subscriber");
     router
         .wait_metric(
             "triggerfish_delivery_attempts_total",

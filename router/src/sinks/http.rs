@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use triggerfish_core::config::DeliveryFormat;
+use triggerfish_core::config::{CaCerts, DeliveryFormat};
 use triggerfish_core::delivery::TransportError;
 use triggerfish_core::event::{
     ContentMode, EncodeOptions, EventView, decode_batched, decode_binary, decode_structured,
@@ -38,22 +38,56 @@ pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<B
 /// Builds the shared client: HTTP/1.1 keep-alive, HTTPS through rustls with the system's
 /// trusted roots.
 pub fn client() -> Result<HttpClient, std::io::Error> {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_native_roots(Arc::new(rustls::crypto::ring::default_provider()))?
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+        .wrap_connector(connector());
+    Ok(pooled(https))
+}
+
+/// A client like [`client`] that also trusts the CA certificates of `ca` (a destination's
+/// `CACerts`), with connection pools of its own.
+pub fn client_trusting(ca: &CaCerts) -> Result<HttpClient, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    for cert in CertificateDer::pem_slice_iter(ca.pem().as_bytes()) {
+        let cert = cert.map_err(|e| format!("CACerts: {e}"))?;
+        roots.add(cert).map_err(|e| format!("CACerts: {e}"))?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector());
+    Ok(pooled(https))
+}
+
+fn connector() -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http
+}
+
+fn pooled(https: hyper_rustls::HttpsConnector<HttpConnector>) -> HttpClient {
+    Client::builder(TokioExecutor::new())
         // Under the 30 s after which our own listeners close an idle connection
         // (`http_server::HEADER_READ_TIMEOUT`), so a pooled connection to another Triggerfish
         // is dropped here first and never reused just as the peer closes it.
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(256)
-        .build(https))
+        .build(https)
 }
 
 /// One HTTP destination.

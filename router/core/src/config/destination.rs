@@ -22,6 +22,8 @@ use crate::config::path::FieldPath;
 ///   `docs/quic-protocol.md`; the port defaults to 8443), or one of Triggerfish's built-in sinks, `display:` (print events to standard output) and
 ///   `file:///path/to/events.jsonl` (append events as JSON Lines).
 /// - `ref` alone names an object; see [`KReference`] for the kinds understood.
+/// - `CACerts` (Knative's): PEM CA certificates trusted for an `https://` destination,
+///   besides the system's roots.
 /// - Both: `uri` is a path relative to the `ref`'s URL, as in Knative
 ///   (`ref` to Service `resize` and `uri: /v1/events` gives
 ///   `http://resize.media.svc.cluster.local/v1/events`). Only `Service` refs take a `uri`.
@@ -42,6 +44,11 @@ pub struct DestinationSpec {
     /// an environment variable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<crate::config::SecretSource>,
+    /// Knative's `CACerts`: PEM CA certificates trusted for this destination's `https://`
+    /// connections, besides the system's roots. Checked at load: at least one certificate,
+    /// all of them parsing.
+    #[serde(default, rename = "CACerts", skip_serializing_if = "Option::is_none")]
+    pub ca_certs: Option<String>,
 }
 
 impl DestinationSpec {
@@ -86,8 +93,8 @@ pub struct KReference {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Destination {
-    /// An `http` or `https` URL, used as given.
-    Uri(Url),
+    /// An `http` or `https` URL, used as given, and the CAs its `CACerts` adds.
+    Uri(Url, Option<CaCerts>),
     /// A Kubernetes or Knative `Service`, resolved to its cluster-local URL (plus the relative
     /// `uri`, if one was given).
     Service {
@@ -97,6 +104,8 @@ pub enum Destination {
         namespace: String,
         /// `http://{name}.{namespace}.svc.cluster.local/...`.
         url: Url,
+        /// The CAs its `CACerts` adds.
+        ca_certs: Option<CaCerts>,
     },
     /// A broker of this config: the event is published to it again, in-process.
     Broker {
@@ -131,16 +140,59 @@ impl Destination {
     /// The HTTP URL to POST to, for destinations reached over HTTP.
     pub fn http_url(&self) -> Option<&Url> {
         match self {
-            Destination::Uri(url) | Destination::Service { url, .. } => Some(url),
+            Destination::Uri(url, _) | Destination::Service { url, .. } => Some(url),
             _ => None,
         }
+    }
+
+    /// The CA certificates trusted for this destination besides the system's roots.
+    pub fn ca_certs(&self) -> Option<&CaCerts> {
+        match self {
+            Destination::Uri(_, ca) | Destination::Service { ca_certs: ca, .. } => ca.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// A destination's `CACerts`: PEM text holding one or more CA certificates, checked at load.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CaCerts(std::sync::Arc<str>);
+
+impl CaCerts {
+    /// Checks that `pem` holds at least one certificate and that each parses.
+    pub fn parse(pem: &str) -> Result<CaCerts, DestinationError> {
+        use x509_cert::der::DecodePem as _;
+        const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+        const END: &str = "-----END CERTIFICATE-----";
+        let invalid = |reason: String| DestinationError::CaCerts { reason };
+        // Block by block: x509-cert's `load_pem_chain` can panic on malformed input.
+        let (mut rest, mut count) = (pem, 0);
+        while let Some(start) = rest.find(BEGIN) {
+            let end = rest[start..]
+                .find(END)
+                .map(|e| start + e + END.len())
+                .ok_or_else(|| invalid(format!("certificate {} has no {END} line", count + 1)))?;
+            x509_cert::Certificate::from_pem(&rest[start..end])
+                .map_err(|e| invalid(format!("certificate {}: {e}", count + 1)))?;
+            count += 1;
+            rest = &rest[end..];
+        }
+        if count == 0 {
+            return Err(invalid("no PEM certificate in it".to_owned()));
+        }
+        Ok(CaCerts(std::sync::Arc::from(pem)))
+    }
+
+    /// The PEM text.
+    pub fn pem(&self) -> &str {
+        &self.0
     }
 }
 
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Destination::Uri(url) | Destination::Service { url, .. } => write!(f, "{url}"),
+            Destination::Uri(url, _) | Destination::Service { url, .. } => write!(f, "{url}"),
             Destination::Quic(q) => write!(f, "{}", q.url),
             Destination::Broker { namespace, name } => write!(f, "broker {namespace}/{name}"),
             Destination::Display => f.write_str("display:"),
@@ -246,6 +298,18 @@ pub enum DestinationError {
     FileUri {
         /// The URI as written.
         uri: String,
+    },
+    /// `CACerts` that are not PEM certificates.
+    #[error("CACerts must hold PEM CA certificates: {reason}")]
+    CaCerts {
+        /// Why they do not parse.
+        reason: String,
+    },
+    /// `CACerts` on a destination that is not reached over `https://`.
+    #[error("CACerts applies to https:// destinations, not to {destination}")]
+    CaCertsNotHttps {
+        /// The destination.
+        destination: String,
     },
     /// A `ref` kind that is not understood.
     #[error("unsupported ref kind {kind:?}{}; supported: {}",
@@ -390,6 +454,40 @@ impl Resolver<'_> {
         spec: &DestinationSpec,
         path: &FieldPath,
     ) -> Result<Destination, Located> {
+        let destination = self.resolve_address(spec, path)?;
+        let Some(pem) = &spec.ca_certs else {
+            return Ok(destination);
+        };
+        let ca_error = |error: DestinationError| (path.key("CACerts"), ErrorKind::from(error));
+        let ca = CaCerts::parse(pem).map_err(ca_error)?;
+        let https = destination
+            .http_url()
+            .is_some_and(|url| url.scheme() == "https");
+        match destination {
+            Destination::Uri(url, None) if https => Ok(Destination::Uri(url, Some(ca))),
+            Destination::Service {
+                name,
+                namespace,
+                url,
+                ca_certs: None,
+            } if https => Ok(Destination::Service {
+                name,
+                namespace,
+                url,
+                ca_certs: Some(ca),
+            }),
+            other => Err(ca_error(DestinationError::CaCertsNotHttps {
+                destination: other.to_string(),
+            })),
+        }
+    }
+
+    /// Resolves `spec`'s `uri` and `ref` into an address.
+    fn resolve_address(
+        &self,
+        spec: &DestinationSpec,
+        path: &FieldPath,
+    ) -> Result<Destination, Located> {
         let uri_path = path.key("uri");
         let uri_error = |error: DestinationError| (uri_path.clone(), ErrorKind::from(error));
         match (&spec.uri, &spec.reference) {
@@ -514,6 +612,7 @@ impl Resolver<'_> {
                     name,
                     namespace,
                     url,
+                    ca_certs: None,
                 }
             }
             Target::Broker => {
@@ -575,7 +674,7 @@ fn resolve_uri(uri: &str) -> Result<Destination, DestinationError> {
     };
     match url.scheme() {
         // The url crate refuses http(s) URLs without a host, so a parsed one has one.
-        "http" | "https" => Ok(Destination::Uri(url)),
+        "http" | "https" => Ok(Destination::Uri(url, None)),
         "quic" => quic_destination(uri, url).map(Destination::Quic),
         "display" => {
             if url.path().is_empty() && url.query().is_none() && url.fragment().is_none() {
@@ -657,8 +756,46 @@ mod tests {
     fn absolute_uris_are_used_as_given() {
         assert_eq!(
             resolve("uri: https://example.com/hook?x=1").unwrap(),
-            Destination::Uri(Url::parse("https://example.com/hook?x=1").unwrap())
+            Destination::Uri(Url::parse("https://example.com/hook?x=1").unwrap(), None)
         );
+    }
+
+    #[test]
+    fn ca_certs_go_with_https_destinations() {
+        let pem = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/mns/signing-cert.pem"
+        ))
+        .unwrap();
+        let with = |uri: &str, ca: &str| {
+            let yaml = serde_json::json!({"uri": uri, "CACerts": ca}).to_string();
+            resolve(&yaml)
+        };
+        let d = with("https://example.com/hook", &pem).unwrap();
+        assert_eq!(d.ca_certs().map(CaCerts::pem), Some(pem.as_str()));
+        assert_eq!(d.http_url().unwrap().as_str(), "https://example.com/hook");
+        assert_eq!(
+            resolve("uri: https://example.com/").unwrap().ca_certs(),
+            None
+        );
+        let e = with("http://example.com/hook", &pem).unwrap_err();
+        assert!(
+            e.starts_with("spec.subscriber.CACerts: CACerts applies to https:// destinations"),
+            "{e}"
+        );
+        let e = with("display:", &pem).unwrap_err();
+        assert!(e.contains("not to display:"), "{e}");
+        for bad in [
+            "",
+            "not pem",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
+            let e = with("https://example.com/", bad).unwrap_err();
+            assert!(
+                e.starts_with("spec.subscriber.CACerts: CACerts must hold PEM CA certificates"),
+                "{bad:?}: {e}"
+            );
+        }
     }
 
     #[test]
@@ -668,6 +805,7 @@ mod tests {
             name,
             namespace,
             url,
+            ..
         } = resolve(ref_).unwrap()
         else {
             panic!()

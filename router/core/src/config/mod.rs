@@ -90,8 +90,8 @@ pub use custom::{
 };
 pub use delivery::{BackoffPolicy, Delivery, DeliveryFormat, DeliverySpec, Jitter};
 pub use destination::{
-    Batching, DEFAULT_QUIC_PORT, Destination, DestinationError, DestinationSpec, KReference,
-    QuicDestination,
+    Batching, CaCerts, DEFAULT_QUIC_PORT, Destination, DestinationError, DestinationSpec,
+    KReference, QuicDestination,
 };
 pub use duration::{DurationError, IsoDuration};
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
