@@ -226,7 +226,11 @@ impl Schedule {
             }
             None => (None, source),
         };
-        if let Some(duration) = trimmed.strip_prefix("@every") {
+        // `@every` and its duration, not a longer word such as `@everyday`.
+        let every = trimmed
+            .strip_prefix("@every")
+            .filter(|d| d.is_empty() || d.starts_with(char::is_whitespace));
+        if let Some(duration) = every {
             let every = go_duration_seconds(duration.trim())
                 .map_err(|why| CronError::Every(trimmed.to_owned(), why))?;
             let all = Schedule::parse("* * * * *")?;
