@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::Sink;
-use crate::tansu::{Tansu, free_port, produce};
+use crate::tansu::{Tansu, produce};
 
 /// A `triggerfish serve` process, killed on drop.
 struct Serve(Child);
@@ -51,8 +51,8 @@ impl Drop for Serve {
     }
 }
 
-/// A config with its own ports and data directory: a KafkaSource into a Broker, a Trigger to
-/// `sink`.
+/// A config with its own data directory and listeners on ports the OS picks (no race with
+/// other tests for a "free" port): a KafkaSource into a Broker, a Trigger to `sink`.
 fn write_config(
     dir: &Path,
     name: &str,
@@ -60,14 +60,13 @@ fn write_config(
     topic: &str,
     sink: &str,
 ) -> std::path::PathBuf {
-    let (http, admin) = (free_port(), free_port());
     let data = dir.join(format!("{name}-data"));
     let config = format!(
         r#"
 apiVersion: triggerfish.dev/v1alpha1
 kind: Server
 spec:
-  listen: {{http: "127.0.0.1:{http}", admin: "127.0.0.1:{admin}", quic: "off"}}
+  listen: {{http: "127.0.0.1:0", admin: "127.0.0.1:0", quic: "off"}}
   dataDir: {data}
   shutdownGracePeriod: PT5S
 ---
@@ -116,13 +115,18 @@ fn ids(sink: &Sink) -> BTreeSet<String> {
         .collect()
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+/// Polls `done` until it holds; on a timeout, fails with the tails of the `logs` of the
+/// `triggerfish serve` processes involved.
+async fn wait_for(what: &str, timeout: Duration, logs: &[&Path], mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            let tails: Vec<String> = logs
+                .iter()
+                .map(|log| format!("--- {}\n{}", log.display(), log_tail(log)))
+                .collect();
+            panic!("timed out waiting for {what}\n{}", tails.join("\n"));
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -150,8 +154,15 @@ async fn nothing_is_lost_when_serve_is_killed() {
         )
         .await;
     }
-    let mut serve = Serve::start(&config, &dir.path().join("serve-1.log"));
-    sink.wait(N / 2, Duration::from_secs(60)).await;
+    let (log_1, log_2) = (
+        dir.path().join("serve-1.log"),
+        dir.path().join("serve-2.log"),
+    );
+    let mut serve = Serve::start(&config, &log_1);
+    wait_for("the first half", Duration::from_secs(60), &[&log_1], || {
+        ids(&sink).len() >= N / 2
+    })
+    .await;
     // Commits run every second; let the first half's commit happen.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // The second half is consumed, but the subscriber fails every attempt.
@@ -171,6 +182,7 @@ async fn nothing_is_lost_when_serve_is_killed() {
     wait_for(
         "the second half to be attempted",
         Duration::from_secs(60),
+        &[&log_1],
         || sink.attempts() >= before + N / 2,
     )
     .await;
@@ -180,10 +192,11 @@ async fn nothing_is_lost_when_serve_is_killed() {
     assert_eq!(first_run.len(), N / 2, "only the first half was accepted");
 
     sink.answer(202);
-    let _serve = Serve::start(&config, &dir.path().join("serve-2.log"));
+    let _serve = Serve::start(&config, &log_2);
     wait_for(
         "every record after the restart",
         Duration::from_secs(60),
+        &[&log_1, &log_2],
         || ids(&sink).len() >= N,
     )
     .await;
@@ -258,6 +271,7 @@ async fn two_replicas_share_and_rebalance_a_group() {
     wait_for(
         "every record, across both replicas",
         Duration::from_secs(60),
+        &[&dir.path().join("a.log"), &dir.path().join("b.log")],
         || {
             let mut all: BTreeSet<String> = BTreeSet::new();
             for s in [&sink_a, &sink_b] {

@@ -55,12 +55,23 @@ pub fn free_port() -> u16 {
 
 impl Tansu {
     /// Starts a broker with memory storage in a fresh directory and waits until it listens.
+    /// The port is picked free and then handed to Tansu, so another process can take it in
+    /// between: a Tansu that exits instead of listening is started again on another port.
     pub async fn start() -> Tansu {
+        for _ in 0..3 {
+            if let Some(tansu) = Tansu::try_start().await {
+                return tansu;
+            }
+        }
+        panic!("Tansu exited three times before listening (see the tansu.log it leaves)");
+    }
+
+    async fn try_start() -> Option<Tansu> {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
-        let child = Command::new(tansu_binary())
+        let mut child = Command::new(tansu_binary())
             .args([
                 "broker",
                 "--listener-url",
@@ -81,11 +92,19 @@ impl Tansu {
             assert!(Instant::now() < deadline, "Tansu did not start listening");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Tansu {
+        // Listening, and by this Tansu: a connection to a port someone else took is no proof,
+        // and a Tansu that lost the port exits at once.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if child.try_wait().unwrap().is_some() {
+            let log = std::fs::read_to_string(dir.path().join("tansu.log")).unwrap_or_default();
+            eprintln!("Tansu on port {port} exited before listening:\n{log}");
+            return None;
+        }
+        Some(Tansu {
             child,
             addr,
             _dir: dir,
-        }
+        })
     }
 
     /// Creates `topic` with `partitions` partitions.

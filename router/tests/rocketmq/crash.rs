@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::Sink;
-use crate::server::{RocketMq, free_port, produce, servers};
+use crate::server::{RocketMq, produce, servers};
 
 /// A `triggerfish serve` process, killed on drop.
 struct Serve(Child);
@@ -42,17 +42,16 @@ impl Drop for Serve {
     }
 }
 
-/// A config with its own ports and data directory: a RocketMQSource into a Broker, a Trigger
-/// to `sink`.
+/// A config with its own data directory and listeners on ports the OS picks (no race with
+/// other tests for a "free" port): a RocketMQSource into a Broker, a Trigger to `sink`.
 fn write_config(dir: &Path, mq: &RocketMq, topic: &str, sink: &str) -> std::path::PathBuf {
-    let (http, admin) = (free_port(), free_port());
     let data = dir.join("data");
     let config = format!(
         r#"
 apiVersion: triggerfish.dev/v1alpha1
 kind: Server
 spec:
-  listen: {{http: "127.0.0.1:{http}", admin: "127.0.0.1:{admin}", quic: "off"}}
+  listen: {{http: "127.0.0.1:0", admin: "127.0.0.1:0", quic: "off"}}
   dataDir: {data}
   shutdownGracePeriod: PT5S
 ---
