@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -175,6 +175,33 @@ pub struct BrokerStatus {
     pub scanned: usize,
 }
 
+/// Values shared by every sink that asks for the same key while one of them is alive, and
+/// dropped with the last of them: the map keeps only weak references, so a reload that removes
+/// the last destination naming a QUIC server or a file closes that connection or ends that
+/// writer thread, instead of keeping it for the life of the process.
+struct Shared<K, V>(parking_lot::Mutex<HashMap<K, Weak<V>>>);
+
+impl<K, V> Default for Shared<K, V> {
+    fn default() -> Self {
+        Shared(parking_lot::Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: Eq + std::hash::Hash, V> Shared<K, V> {
+    /// The live value for `key`, or a new one from `make`. Entries whose values are gone are
+    /// swept as new ones are made (config loads, not the hot path).
+    fn get(&self, key: K, make: impl FnOnce() -> V) -> Arc<V> {
+        let mut map = self.0.lock();
+        if let Some(live) = map.get(&key).and_then(Weak::upgrade) {
+            return live;
+        }
+        map.retain(|_, value| value.strong_count() > 0);
+        let value = Arc::new(make());
+        map.insert(key, Arc::downgrade(&value));
+        value
+    }
+}
+
 /// Builds sinks and starts dispatchers: what triggers, PingSources and run-time schedules
 /// share.
 pub struct Dispatchers {
@@ -185,14 +212,15 @@ pub struct Dispatchers {
     limits: QueueLimits,
     client: HttpClient,
     display: Arc<DisplaySink>,
-    files: parking_lot::Mutex<HashMap<PathBuf, Arc<FileSink>>>,
+    /// One writer per file, shared by every destination appending to it.
+    files: Shared<PathBuf, FileSink>,
     scheduler: std::sync::OnceLock<SchedulerHandle>,
     #[cfg(feature = "media")]
     media: crate::media::MediaPools,
     quic: Arc<QuicClient>,
-    /// One connection per QUIC server, shared by every trigger delivering there and kept
-    /// across reloads.
-    peers: parking_lot::Mutex<HashMap<(String, u16), Arc<Peer>>>,
+    /// One connection per QUIC server, shared by every trigger delivering there (across
+    /// reloads too, while a trigger still uses it).
+    peers: Shared<(String, u16), Peer>,
     /// One producer per Kafka or RocketMQ sink resource, shared by the triggers using it;
     /// replaced when the resource changes.
     producers: parking_lot::Mutex<HashMap<ResourceId, (CustomResource, Sink)>>,
@@ -273,21 +301,14 @@ impl Dispatchers {
                 }
             }
             Destination::Quic(q) => {
-                let peer = {
-                    let mut peers = self.peers.lock();
-                    Arc::clone(peers.entry((q.host.clone(), q.port)).or_insert_with(|| {
-                        Arc::new(Peer::new(Arc::clone(&self.quic), &q.host, q.port))
-                    }))
-                };
+                let peer = self.peers.get((q.host.clone(), q.port), || {
+                    Peer::new(Arc::clone(&self.quic), &q.host, q.port)
+                });
                 Sink::Quic(QuicSink::new(q, peer, credential.cloned()))
             }
             Destination::Display => Sink::Display(Arc::clone(&self.display)),
             Destination::File { path } => {
-                let mut files = self.files.lock();
-                let sink = files
-                    .entry(path.clone())
-                    .or_insert_with(|| Arc::new(FileSink::new(path.clone())));
-                Sink::File(Arc::clone(sink))
+                Sink::File(self.files.get(path.clone(), || FileSink::new(path.clone())))
             }
             Destination::Broker { namespace, name } => Sink::Broker {
                 key: Arc::from(format!("{namespace}/{name}")),
@@ -469,12 +490,12 @@ impl Router {
             limits: settings.trigger_limits,
             client,
             display: Arc::new(DisplaySink::new()),
-            files: parking_lot::Mutex::new(HashMap::new()),
+            files: Shared::default(),
             scheduler: std::sync::OnceLock::new(),
             #[cfg(feature = "media")]
             media: crate::media::MediaPools::new(metrics.media.clone()),
             quic,
-            peers: parking_lot::Mutex::new(HashMap::new()),
+            peers: Shared::default(),
             producers: parking_lot::Mutex::new(HashMap::new()),
             trusting: parking_lot::Mutex::new(HashMap::new()),
         });
@@ -764,5 +785,24 @@ impl Undelivered {
     /// The total.
     pub fn total(&self) -> usize {
         self.shards + self.triggers + self.in_flight
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_values_live_as_long_as_their_users() {
+        let shared: Shared<&str, String> = Shared::default();
+        let a = shared.get("peer", || "first".to_owned());
+        let again = shared.get("peer", || "second".to_owned());
+        assert!(Arc::ptr_eq(&a, &again), "a live value is shared");
+        let other = shared.get("other", || "other".to_owned());
+        drop((a, again, other));
+        // Every user is gone: the next one gets a new value, and the dead entries are swept.
+        let b = shared.get("peer", || "second".to_owned());
+        assert_eq!(*b, "second");
+        assert_eq!(shared.0.lock().len(), 1, "the entry of `other` was swept");
     }
 }

@@ -58,15 +58,20 @@ impl Tansu {
     /// The port is picked free and then handed to Tansu, so another process can take it in
     /// between: a Tansu that exits instead of listening is started again on another port.
     pub async fn start() -> Tansu {
+        let mut failures = Vec::new();
         for _ in 0..3 {
-            if let Some(tansu) = Tansu::try_start().await {
-                return tansu;
+            match Tansu::try_start().await {
+                Ok(tansu) => return tansu,
+                Err(e) => failures.push(e),
             }
         }
-        panic!("Tansu exited three times before listening (see the tansu.log it leaves)");
+        panic!(
+            "Tansu exited three times before listening:\n{}",
+            failures.join("\n")
+        );
     }
 
-    async fn try_start() -> Option<Tansu> {
+    async fn try_start() -> Result<Tansu, String> {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
@@ -97,10 +102,9 @@ impl Tansu {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if child.try_wait().unwrap().is_some() {
             let log = std::fs::read_to_string(dir.path().join("tansu.log")).unwrap_or_default();
-            eprintln!("Tansu on port {port} exited before listening:\n{log}");
-            return None;
+            return Err(format!("port {port}:\n{log}"));
         }
-        Some(Tansu {
+        Ok(Tansu {
             child,
             addr,
             _dir: dir,
