@@ -11,6 +11,8 @@ mod common;
 mod conformance;
 #[path = "kafka/crash.rs"]
 mod crash;
+#[path = "sources/process.rs"]
+mod process;
 #[path = "kafka/round_trip.rs"]
 mod round_trip;
 #[path = "kafka/tansu.rs"]

@@ -11,6 +11,8 @@
 mod common;
 #[path = "rocketmq/crash.rs"]
 mod crash;
+#[path = "sources/process.rs"]
+mod process;
 #[path = "rocketmq/round_trip.rs"]
 mod round_trip;
 #[path = "rocketmq/server.rs"]

@@ -4,52 +4,11 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::Sink;
+use crate::process::{Serve, log_tail, wait_for};
 use crate::tansu::{Tansu, produce};
-
-/// A `triggerfish serve` process, killed on drop.
-struct Serve(Child);
-
-impl Serve {
-    fn start(config: &Path, log: &Path) -> Serve {
-        let log = std::fs::File::create(log).unwrap();
-        Serve(
-            Command::new(env!("CARGO_BIN_EXE_triggerfish"))
-                .arg("serve")
-                .arg("--config")
-                .arg(config)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    /// SIGKILL: no drain, no final commit.
-    fn crash(&mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-
-    /// SIGTERM, and waits for the exit.
-    fn stop(&mut self) {
-        let pid = self.0.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success());
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A config with its own data directory and listeners on ports the OS picks (no race with
 /// other tests for a "free" port): a KafkaSource into a Broker, a Trigger to `sink`.
@@ -101,34 +60,11 @@ spec:
     path
 }
 
-/// The last lines of a log, for failure messages.
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
 fn ids(sink: &Sink) -> BTreeSet<String> {
     sink.received()
         .iter()
         .map(|r| r.attr("id").unwrap())
         .collect()
-}
-
-/// Polls `done` until it holds; on a timeout, fails with the tails of the `logs` of the
-/// `triggerfish serve` processes involved.
-async fn wait_for(what: &str, timeout: Duration, logs: &[&Path], mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !done() {
-        if tokio::time::Instant::now() >= deadline {
-            let tails: Vec<String> = logs
-                .iter()
-                .map(|log| format!("--- {}\n{}", log.display(), log_tail(log)))
-                .collect();
-            panic!("timed out waiting for {what}\n{}", tails.join("\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Records consumed but not accepted by the subscriber when `triggerfish serve` is killed

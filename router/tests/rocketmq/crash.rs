@@ -3,44 +3,11 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::Sink;
+use crate::process::{Serve, wait_for};
 use crate::server::{RocketMq, produce, servers};
-
-/// A `triggerfish serve` process, killed on drop.
-struct Serve(Child);
-
-impl Serve {
-    fn start(config: &Path, log: &Path) -> Serve {
-        let log = std::fs::File::create(log).unwrap();
-        Serve(
-            Command::new(env!("CARGO_BIN_EXE_triggerfish"))
-                .arg("serve")
-                .arg("--config")
-                .arg(config)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    /// SIGKILL: no drain, no final commit.
-    fn crash(&mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A config with its own data directory and listeners on ports the OS picks (no race with
 /// other tests for a "free" port): a RocketMQSource into a Broker, a Trigger to `sink`.
@@ -85,30 +52,11 @@ spec:
     path
 }
 
-/// The last lines of a log, for failure messages.
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
 fn bodies(sink: &Sink) -> BTreeSet<String> {
     sink.received()
         .iter()
         .map(|r| r.json()["body"].as_str().unwrap().to_owned())
         .collect()
-}
-
-async fn wait_for(what: &str, timeout: Duration, log: &Path, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}\n--- serve log\n{}",
-            log_tail(log)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Messages consumed but not accepted by the subscriber when `triggerfish serve` is killed
@@ -129,7 +77,7 @@ async fn nothing_is_lost_when_serve_is_killed() {
     }
     let log1 = dir.path().join("serve-1.log");
     let mut serve = Serve::start(&config, &log1);
-    wait_for("the first half", Duration::from_secs(90), &log1, || {
+    wait_for("the first half", Duration::from_secs(90), &[&log1], || {
         bodies(&sink).len() >= N / 2
     })
     .await;
@@ -144,7 +92,7 @@ async fn nothing_is_lost_when_serve_is_killed() {
     wait_for(
         "the second half to be attempted",
         Duration::from_secs(60),
-        &log1,
+        &[&log1],
         || sink.attempts() >= before + N / 2,
     )
     .await;
@@ -159,7 +107,7 @@ async fn nothing_is_lost_when_serve_is_killed() {
     wait_for(
         "every message after the restart",
         Duration::from_secs(90),
-        &log2,
+        &[&log1, &log2],
         || bodies(&sink).len() >= N,
     )
     .await;
