@@ -148,6 +148,11 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
 
     let ingress_listener = bind(settings.http, "HTTP ingress").await?;
     let admin_listener = bind(settings.admin, "admin").await?;
+    // Bound addresses, for the ready line: with port 0 (tests, several routers on one host)
+    // it is the only place that names the ports.
+    let http_bound = ingress_listener.local_addr().unwrap_or(settings.http);
+    let admin_bound = admin_listener.local_addr().unwrap_or(settings.admin);
+    let mut quic_bound = None;
     let quic_task = match settings.quic {
         Some(addr) => {
             let quic = Arc::new(QuicIngress::new(
@@ -160,11 +165,13 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
             match settings.quic_threads {
                 None => {
                     let endpoint = bind_quic(addr, &spec, &quic, &router.stop)?;
+                    quic_bound = Some(endpoint.local_addr().unwrap_or(addr));
                     Some((None, tokio::spawn(quic.serve(endpoint, drained.clone()))))
                 }
                 Some(threads) => {
                     let (runtime, endpoint) =
                         quic_runtime(threads, addr, &spec, &quic, &router.stop)?;
+                    quic_bound = Some(endpoint.local_addr().unwrap_or(addr));
                     let task = runtime.spawn(quic.serve(endpoint, drained.clone()));
                     Some((Some(runtime), task))
                 }
@@ -205,11 +212,10 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     router
         .ready
         .store(true, std::sync::atomic::Ordering::Release);
-    let quic_listen = settings
-        .quic
-        .map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let show = |addr: Option<SocketAddr>| addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
     let open_file_limit = open_files.map_or_else(|| "unknown".to_owned(), |n| n.to_string());
-    tracing::info!(http = %settings.http, quic = %quic_listen, admin = %settings.admin, shards = settings.shards,
+    tracing::info!(http = %http_bound, quic = %show(quic_bound), admin = %admin_bound,
+        webhooks = %show(router.event_sources.webhook_addr()), shards = settings.shards,
         max_connections = settings.max_connections, open_file_limit = %open_file_limit, "triggerfish is ready");
 
     wait_for_signal().await;

@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "sources/process.rs"]
+mod process;
+
+use process::{Bound, Serve};
+
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 /// A process that is killed when dropped.
@@ -175,24 +180,10 @@ spec:
     )
 }
 
-/// Runs `triggerfish serve --config config ARGS` with `env`, until it is ready on `admin`.
-fn serve(config: &Path, admin: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> Running {
-    let running = Running(
-        Command::new(env!("CARGO_BIN_EXE_triggerfish"))
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("readyz", Duration::from_secs(60), || {
-        http(admin, "GET", "/readyz", "text/plain", "").is_some_and(|(s, _)| s == 200)
-    });
-    running
+/// Runs `triggerfish serve --config config` with `env` until it is ready, its listeners on
+/// ports the kernel picks and its log beside `config`.
+fn serve(config: &Path, env: &[(&str, &str)]) -> (Serve, Bound) {
+    Serve::ready(config, &config.with_extension("log"), &[], env)
 }
 
 #[test]
@@ -202,14 +193,8 @@ fn serve_routes_an_oss_event_through_a_worker_pool_and_its_reply_to_a_file() {
     let config = s.dir.path().join("config.yaml");
     let yaml = pipeline_yaml(&pool_yaml(&s.root), "oss:ObjectCreated:", &results);
     std::fs::write(&config, yaml).unwrap();
-    let (http_addr, admin) = (free_port(), free_port());
-    let (http_flag, admin_flag) = (http_addr.to_string(), admin.to_string());
-    let _serve = serve(
-        &config,
-        admin,
-        &["--http", &http_flag, "--admin", &admin_flag],
-        &[],
-    );
+    let (_serve, bound) = serve(&config, &[]);
+    let (http_addr, admin) = (bound.http, bound.admin);
     let (status, _) = http(
         http_addr,
         "POST",
@@ -263,21 +248,21 @@ spec:
 ---
 ";
     std::fs::write(&config, format!("{server}{}", pool_yaml(&s.root))).unwrap();
-    let addr = free_port();
-    let _worker = Running(
+    let log = s.dir.path().join("worker.log");
+    let mut worker = Running(
         Command::new(env!("CARGO_BIN_EXE_triggerfish"))
             .arg("worker")
             .arg("--config")
             .arg(&config)
-            .args(["--listen", &addr.to_string()])
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
-    wait_until("healthz", Duration::from_secs(60), || {
-        http(addr, "GET", "/healthz", "text/plain", "").is_some_and(|(s, _)| s == 200)
-    });
+    let line = process::wait_for_line(&mut worker.0, &log, "worker listening");
+    let addr = process::field(&line, "address").expect("the worker logs its address");
     let (status, body) = http(
         addr,
         "POST",
@@ -393,18 +378,27 @@ impl S3 {
             "{} is missing: run `scripts/dev setup`",
             python.display()
         );
-        let addr = free_port();
-        let server = Running(
-            Command::new(venv.join("bin/moto_server"))
-                .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_until("moto_server", Duration::from_secs(60), || {
-            http(addr, "GET", "/moto-api/", "text/plain", "").is_some_and(|(s, _)| s == 200)
-        });
+        // moto_server needs its port named; one taken meanwhile makes it exit: try another.
+        let (addr, server) = (0..3)
+            .find_map(|_| {
+                let addr = free_port();
+                let mut server = Running(
+                    Command::new(venv.join("bin/moto_server"))
+                        .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .unwrap(),
+                );
+                let mut up = false;
+                wait_until("moto_server", Duration::from_secs(60), || {
+                    up = http(addr, "GET", "/moto-api/", "text/plain", "")
+                        .is_some_and(|(s, _)| s == 200);
+                    up || server.0.try_wait().unwrap().is_some()
+                });
+                up.then_some((addr, server))
+            })
+            .expect("moto_server did not start on any of 3 ports");
         S3 {
             endpoint: format!("http://{addr}"),
             python,
@@ -493,7 +487,6 @@ fn serve_runs_s3_notifications_through_a_pool_on_an_s3_store() {
 
     let results = dir.path().join("results.jsonl");
     let config = dir.path().join("config.yaml");
-    let (http_addr, admin, webhooks) = (free_port(), free_port(), free_port());
     let store = format!(
         "s3:
       bucket: media
@@ -507,7 +500,7 @@ fn serve_runs_s3_notifications_through_a_pool_on_an_s3_store() {
         "apiVersion: triggerfish.dev/v1alpha1
 kind: Server
 spec:
-  listen: {{http: '{http_addr}', admin: '{admin}', webhooks: '{webhooks}'}}
+  listen: {{webhooks: '127.0.0.1:0'}}
 ---
 apiVersion: triggerfish.dev/v1alpha1
 kind: S3Source
@@ -520,7 +513,10 @@ spec:
     );
     std::fs::write(&config, yaml).unwrap();
     let env = [("TEST_S3_KEY_ID", S3_KEY_ID), ("TEST_S3_SECRET", S3_SECRET)];
-    let _serve = serve(&config, admin, &[], &env);
+    let (_serve, bound) = serve(&config, &env);
+    let webhooks = bound
+        .webhooks
+        .expect("the ready line names the webhook listener");
     let keys = [
         VIDEO,
         "uploads/missing.mp4",

@@ -15,6 +15,8 @@ mod fake_mns;
 mod github;
 #[path = "sources/oss.rs"]
 mod oss;
+#[path = "sources/process.rs"]
+mod process;
 #[path = "sources/registry.rs"]
 mod registry;
 #[path = "sources/s3.rs"]

@@ -1,9 +1,12 @@
 //! The router under test: `triggerfish serve` as a child process on loopback ports.
 //!
 //! [`Router::start`] writes the config into a fresh temporary directory (also the process's
-//! working directory, so `File` sinks land there), picks two free ports, starts
-//! `triggerfish serve --config … --http … --admin … --quic …`, and waits for `/readyz`. Standard output
-//! and error go to files in that directory: tests read them, and a failing test prints them.
+//! working directory, so `File` sinks land there), starts
+//! `triggerfish serve --config … --http 127.0.0.1:0 --admin 127.0.0.1:0 --quic 127.0.0.1:0`, and
+//! waits for its ready line, which names the ports the kernel gave it (ports picked free
+//! beforehand could be taken by another test's socket before the router binds them). Standard
+//! output and error go to files in that directory: tests read them, and a failing test prints
+//! them.
 //! Dropping a `Router` sends SIGTERM, then SIGKILL if the process has not exited after
 //! [`KILL_AFTER`].
 
@@ -71,7 +74,7 @@ impl Router {
         Router::start_with(config, Options::default()).await
     }
 
-    /// Starts the router on `config`, retrying with new ports if one was taken meanwhile.
+    /// Starts the router on `config`, its listeners on ports the kernel picks.
     pub async fn start_with(config: &str, options: Options) -> Router {
         let dir = tempfile::Builder::new()
             .prefix("triggerfish-e2e-")
@@ -79,34 +82,24 @@ impl Router {
             .expect("creating a temporary directory");
         let config_path = dir.path().join("config.yaml");
         fs::write(&config_path, config).expect("writing the config");
-        let client = Client::new();
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            let (http, admin, quic) = (free_port(), free_port(), free_udp_port());
-            let mut child = spawn(dir.path(), &config_path, [http, admin, quic], &options);
-            match wait_ready(&mut child, dir.path(), admin, &client).await {
-                Ok(()) => {
-                    return Router {
-                        child: Some(child),
-                        http,
-                        admin,
-                        quic,
-                        dir,
-                        config: config_path,
-                        client,
-                        exit: None,
-                    };
-                }
-                // A port taken between picking and binding: try other ports.
-                Err(e) if e.contains("binding the") => last_error = e,
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("the router did not start: {e}");
-                }
+        let mut child = spawn(dir.path(), &config_path, &options);
+        match wait_ready(&mut child, dir.path()).await {
+            Ok([http, admin, quic]) => Router {
+                child: Some(child),
+                http,
+                admin,
+                quic,
+                dir,
+                config: config_path,
+                client: Client::new(),
+                exit: None,
+            },
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the router did not start: {e}");
             }
         }
-        panic!("the router did not start after 5 tries: {last_error}");
     }
 
     /// The ingress URL of `path`.
@@ -340,24 +333,15 @@ impl Drop for Router {
     }
 }
 
-fn spawn(
-    dir: &Path,
-    config: &Path,
-    [http, admin, quic]: [SocketAddr; 3],
-    options: &Options,
-) -> Child {
+fn spawn(dir: &Path, config: &Path, options: &Options) -> Child {
     let stdout = fs::File::create(dir.join("stdout.log")).expect("creating stdout.log");
     let stderr = fs::File::create(dir.join("stderr.log")).expect("creating stderr.log");
     Command::new(triggerfish())
         .arg("serve")
         .arg("--config")
         .arg(config)
-        .arg("--http")
-        .arg(http.to_string())
-        .arg("--admin")
-        .arg(admin.to_string())
-        .arg("--quic")
-        .arg(quic.to_string())
+        .args(["--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--quic", "127.0.0.1:0"])
         .arg("--shards")
         .arg(options.shards.to_string())
         .current_dir(dir)
@@ -376,52 +360,36 @@ fn spawn(
         .expect("starting triggerfish serve")
 }
 
-/// Waits for `/readyz` to answer 200 (or the log to say it is ready); `Err` with the router's logs if it exits first or is
-/// not ready in time.
-async fn wait_ready(
-    child: &mut Child,
-    dir: &Path,
-    admin: SocketAddr,
-    client: &Client,
-) -> Result<(), String> {
+/// Waits for the router's ready line and returns the HTTP, admin and QUIC addresses it names;
+/// `Err` with the router's logs if it exits first or is not ready in time.
+async fn wait_ready(child: &mut Child, dir: &Path) -> Result<[SocketAddr; 3], String> {
     let deadline = Instant::now() + READY_WITHIN;
-    let url = format!("http://{admin}/readyz");
     let logs = || fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
     loop {
+        if let Some(line) = logs().lines().find(|l| l.contains("triggerfish is ready")) {
+            let address = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| format!("no {name}= address in the ready line: {line}"))
+            };
+            return Ok([address("http")?, address("admin")?, address("quic")?]);
+        }
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("exited with {status}:\n{}", logs()));
         }
-        if let Ok(r) = client
-            .try_request(http::Method::GET, &url, &[], bytes::Bytes::new())
-            .await
-            && r.code() == 200
-        {
-            return Ok(());
-        }
-        // An admin listener behind TLS does not answer plain HTTP: the log line says the same.
-        if logs().contains("triggerfish is ready") {
-            return Ok(());
-        }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
             return Err(format!("not ready within {READY_WITHIN:?}:\n{}", logs()));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// A port that was free a moment ago. Another process may take it before the router binds
-/// it; [`Router::start_with`] retries then.
+/// A port that was free a moment ago (for processes that must be told their port, such as
+/// `nats-server`); another socket may take it before they bind it.
 pub fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
     listener.local_addr().expect("the ephemeral port")
-}
-
-/// A UDP port that was free a moment ago (the same caveat as [`free_port`]).
-pub fn free_udp_port() -> SocketAddr {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding an ephemeral UDP port");
-    socket.local_addr().expect("the ephemeral UDP port")
 }
 
 /// Sends a signal with `kill(1)` (the workspace forbids `unsafe`, so no `libc::kill`).

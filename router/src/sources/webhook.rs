@@ -220,6 +220,7 @@ impl Listener {
             }
         };
         let local = listener.local_addr().unwrap_or(addr);
+        tracing::info!(address = %local, "webhook listener listening");
         *bound = Some(local);
         let table = Arc::clone(&self.table);
         let stop = self.stop.clone();

@@ -191,7 +191,7 @@ async fn two_replicas_share_and_rebalance_a_group() {
     }
     let first = i;
     // Replica a leaves the group cleanly; b takes over all four partitions.
-    a.stop();
+    assert!(a.stop().success(), "replica a did not stop cleanly");
     for j in 0..N as i32 {
         produce(
             &producer,

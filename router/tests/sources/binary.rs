@@ -2,43 +2,25 @@
 //! listener is bound at `Server.spec.listen.webhooks`, events reach a file sink through the
 //! broker, and SIGTERM stops it cleanly.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use http::StatusCode;
 use triggerfish_core::sources::github::sign;
 
 use crate::common::Client;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Serve(std::process::Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::process::Serve;
 
 #[tokio::test]
 async fn serve_runs_webhook_and_directory_sources() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::write(root.join("secret"), "binary-secret\n").unwrap();
-    let (http, admin, webhooks) = (free_port(), free_port(), free_port());
     let config = format!(
         r#"
 apiVersion: triggerfish.dev/v1alpha1
 kind: Server
 spec:
-  listen: {{http: "127.0.0.1:{http}", admin: "127.0.0.1:{admin}", webhooks: "127.0.0.1:{webhooks}"}}
+  listen: {{webhooks: "127.0.0.1:0"}}
   dataDir: {data}
   shutdownGracePeriod: PT2S
 ---
@@ -72,19 +54,14 @@ spec:
         media = root.join("media").display(),
     );
     std::fs::write(root.join("config.yaml"), config).unwrap();
-    let mut serve = Serve(
-        Command::new(env!("CARGO_BIN_EXE_triggerfish"))
-            .arg("serve")
-            .arg("--config")
-            .arg(root.join("config.yaml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (mut serve, bound) =
+        Serve::ready(&root.join("config.yaml"), &root.join("serve.log"), &[], &[]);
+    let webhooks = bound
+        .webhooks
+        .expect("the ready line names the webhook listener");
 
     let client = Client::new();
-    let url = format!("http://127.0.0.1:{webhooks}/default/githubsources/repo");
+    let url = format!("http://{webhooks}/default/githubsources/repo");
     let body = br#"{"zen":"Design for failure.","hook_id":1,"repository":{"full_name":"o/r"}}"#;
     let signature = sign(b"binary-secret", body);
     let headers = [
@@ -93,15 +70,8 @@ spec:
         ("x-github-delivery", "ping-1"),
         ("x-hub-signature-256", signature.as_str()),
     ];
-    let mut answered = None;
-    for _ in 0..100 {
-        if let Ok(reply) = client.try_send("POST", &url, &headers, body.to_vec()).await {
-            answered = Some(reply);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (status, text) = answered.expect("the webhook listener answers");
+    // Ready means bound: no retries.
+    let (status, text) = client.post(&url, &headers, body.to_vec()).await;
     assert_eq!(status, StatusCode::OK, "{text}");
 
     let push = br#"{"ref":"refs/heads/main","compare":"https://github.com/o/r/compare/1...2","repository":{"full_name":"o/r"}}"#;
@@ -151,22 +121,6 @@ spec:
         "{lines:?}"
     );
 
-    let pid = serve.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mut exited = false;
-    for _ in 0..100 {
-        if let Ok(Some(status)) = serve.0.try_wait() {
-            assert!(status.success(), "{status}");
-            exited = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(exited, "serve did not stop on SIGTERM");
+    let status = serve.stop();
+    assert!(status.success(), "{status}");
 }
