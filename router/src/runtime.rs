@@ -177,8 +177,9 @@ pub struct BrokerStatus {
 
 /// Values shared by every sink that asks for the same key while one of them is alive, and
 /// dropped with the last of them: the map keeps only weak references, so a reload that removes
-/// the last destination naming a QUIC server or a file closes that connection or ends that
-/// writer thread, instead of keeping it for the life of the process.
+/// the last destination naming a QUIC server, a file or a `CACerts` bundle closes that
+/// connection, ends that writer thread or frees that TLS client, instead of keeping it for the
+/// life of the process.
 struct Shared<K, V>(parking_lot::Mutex<HashMap<K, Weak<V>>>);
 
 impl<K, V> Default for Shared<K, V> {
@@ -191,14 +192,21 @@ impl<K: Eq + std::hash::Hash, V> Shared<K, V> {
     /// The live value for `key`, or a new one from `make`. Entries whose values are gone are
     /// swept as new ones are made (config loads, not the hot path).
     fn get(&self, key: K, make: impl FnOnce() -> V) -> Arc<V> {
+        match self.try_get(key, || Ok::<V, std::convert::Infallible>(make())) {
+            Ok(value) => value,
+        }
+    }
+
+    /// Like [`Shared::get`], for a `make` that can fail; a failure is not remembered.
+    fn try_get<E>(&self, key: K, make: impl FnOnce() -> Result<V, E>) -> Result<Arc<V>, E> {
         let mut map = self.0.lock();
         if let Some(live) = map.get(&key).and_then(Weak::upgrade) {
-            return live;
+            return Ok(live);
         }
         map.retain(|_, value| value.strong_count() > 0);
-        let value = Arc::new(make());
+        let value = Arc::new(make()?);
         map.insert(key, Arc::downgrade(&value));
-        value
+        Ok(value)
     }
 }
 
@@ -210,7 +218,7 @@ pub struct Dispatchers {
     tracker: TaskTracker,
     in_flight: Arc<AtomicUsize>,
     limits: QueueLimits,
-    client: HttpClient,
+    client: Arc<HttpClient>,
     display: Arc<DisplaySink>,
     /// One writer per file, shared by every destination appending to it.
     files: Shared<PathBuf, FileSink>,
@@ -225,8 +233,8 @@ pub struct Dispatchers {
     /// replaced when the resource changes.
     producers: parking_lot::Mutex<HashMap<ResourceId, (CustomResource, Sink)>>,
     /// One HTTP client per distinct `CACerts` bundle, shared by the destinations that name it
-    /// and kept across reloads.
-    trusting: parking_lot::Mutex<HashMap<CaCerts, HttpClient>>,
+    /// (across reloads too, while one of them still does).
+    trusting: Shared<CaCerts, HttpClient>,
 }
 
 impl Dispatchers {
@@ -257,23 +265,15 @@ impl Dispatchers {
     }
 
     /// The HTTP client for destinations with `CACerts` `ca`.
-    fn client_trusting(&self, ca: &CaCerts) -> HttpClient {
-        let mut clients = self.trusting.lock();
-        if let Some(client) = clients.get(ca) {
-            return client.clone();
-        }
-        match crate::sinks::http::client_trusting(ca) {
-            Ok(client) => {
-                clients.insert(ca.clone(), client.clone());
-                client
-            }
-            // The config checked the certificates; if rustls still refuses one, the shared
-            // client makes the handshake fail, so deliveries are retried and dead-lettered.
-            Err(e) => {
+    fn client_trusting(&self, ca: &CaCerts) -> Arc<HttpClient> {
+        self.trusting
+            .try_get(ca.clone(), || crate::sinks::http::client_trusting(ca))
+            .unwrap_or_else(|e| {
+                // The config checked the certificates; if rustls still refuses one, the shared
+                // client makes the handshake fail, so deliveries are retried and dead-lettered.
                 tracing::error!(error = %e, "CACerts not usable; their destinations will fail TLS verification");
-                self.client.clone()
-            }
-        }
+                Arc::clone(&self.client)
+            })
     }
 
     /// The sink for `dest`; `credential` is the bearer token HTTP and QUIC requests carry.
@@ -287,7 +287,7 @@ impl Dispatchers {
         match dest {
             Destination::Uri(url, _) | Destination::Service { url, .. } => {
                 let client = match dest.ca_certs() {
-                    None => self.client.clone(),
+                    None => Arc::clone(&self.client),
                     Some(ca) => self.client_trusting(ca),
                 };
                 match HttpSink::new(url, client) {
@@ -488,7 +488,7 @@ impl Router {
             tracker: tracker.clone(),
             in_flight: Arc::clone(&in_flight),
             limits: settings.trigger_limits,
-            client,
+            client: Arc::new(client),
             display: Arc::new(DisplaySink::new()),
             files: Shared::default(),
             scheduler: std::sync::OnceLock::new(),
@@ -497,7 +497,7 @@ impl Router {
             quic,
             peers: Shared::default(),
             producers: parking_lot::Mutex::new(HashMap::new()),
-            trusting: parking_lot::Mutex::new(HashMap::new()),
+            trusting: Shared::default(),
         });
         let config: Arc<ArcSwap<Option<Config>>> = Arc::new(ArcSwap::from_pointee(None));
         let factory = schedule_factory(Arc::clone(&dispatchers), Arc::clone(&config));
@@ -804,5 +804,12 @@ mod tests {
         let b = shared.get("peer", || "second".to_owned());
         assert_eq!(*b, "second");
         assert_eq!(shared.0.lock().len(), 1, "the entry of `other` was swept");
+        // A failure to make a value is returned and not remembered.
+        assert_eq!(
+            shared.try_get("ca", || Err("bad bundle")),
+            Err("bad bundle")
+        );
+        let c = shared.try_get("ca", || Ok::<_, &str>("good".to_owned()));
+        assert_eq!(c.as_deref().map(String::as_str), Ok("good"));
     }
 }

@@ -95,13 +95,13 @@ fn pooled(https: hyper_rustls::HttpsConnector<HttpConnector>) -> HttpClient {
 pub struct HttpSink {
     url: Arc<Url>,
     uri: http::Uri,
-    client: HttpClient,
+    client: Arc<HttpClient>,
     credential: Option<crate::auth::outbound::Credential>,
 }
 
 impl HttpSink {
     /// A sink posting to `url` through `client`.
-    pub fn new(url: &Url, client: HttpClient) -> Result<HttpSink, http::uri::InvalidUri> {
+    pub fn new(url: &Url, client: Arc<HttpClient>) -> Result<HttpSink, http::uri::InvalidUri> {
         Ok(HttpSink {
             url: Arc::new(url.clone()),
             uri: url.as_str().parse()?,
