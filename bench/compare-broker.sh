@@ -22,6 +22,10 @@
 #   bench/compare-broker.sh --only none          # no router: tf-loadgen sends straight to its
 #                                                # own sink, the ceiling of the tooling itself
 #   bench/compare-broker.sh --report DIR         # the tables of an earlier run, from DIR
+#   bench/compare-broker.sh --write-readme       # also put the tables into bench/README.md,
+#                                                # between its compare-broker markers, with the
+#                                                # date, commit, cores and command (also with
+#                                                # --report DIR)
 #   TRANSPORTS="http quic" TRIGGERS=1 bench/compare-broker.sh --only triggerfish
 #                                                # HTTP ingress against QUIC ingress, same run
 # Environment (defaults in brackets):
@@ -47,6 +51,14 @@
 #   CARGO_FLAGS_TRIGGERFISH [] extra flags for building triggerfish (e.g. --no-default-features)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The command as given (the variables set for it, then the arguments), for --write-readme.
+COMMAND="bench/compare-broker.sh $*"
+for v in LATENCY_RATE LOADGEN_CPUS ROUTER_CPUS QUIC_SPEC QUIC_CONNECTIONS TRANSPORTS FILTERS \
+         MODES TRIGGERS BATCH CONNECTIONS DURATION SKIP_BUILD CALIBRATE; do
+    if [[ -n ${!v:-} ]]; then COMMAND="$v=${!v@Q} $COMMAND"; fi
+done
+COMMAND=${COMMAND% }
 
 TRIGGERFISH_BIN=${TRIGGERFISH_BIN:-target/release/triggerfish}
 NAIVE_BIN=${NAIVE_BIN:-bench/peers/naive-router/target/release/naive-router}
@@ -148,16 +160,47 @@ if pairs:
 PY
 }
 
+write_readme() { # results.jsonl → its tables and how they were made, into bench/README.md
+    render "$1" > "$(dirname "$1")/tables.md"
+    python3 - bench/README.md "$1" <<'PY'
+import json, os, sys
+path, results = sys.argv[1:]
+run = json.load(open(os.path.join(os.path.dirname(results), "run.json")))
+tables = open(os.path.join(os.path.dirname(results), "tables.md")).read()
+# Runs from before these fields existed say so rather than guess.
+get = lambda k: run.get(k, "not recorded")
+head = (f"Written by `bench/compare-broker.sh --write-readme` from the run of `{get('command')}` "
+        f"started on {get('started')} (`{os.path.dirname(results)}`), with binaries built from "
+        f"commit `{get('commit')}`, on {run['cores']} cores ({get('machine')}); load average "
+        f"before the run: {run['loadavg_before'].split()[0]}.")
+begin, end = "<!-- compare-broker:begin -->", "<!-- compare-broker:end -->"
+text = open(path).read()
+if begin not in text or end not in text or text.index(begin) > text.index(end):
+    sys.exit(f"{path} has no {begin} ... {end} section to write the tables into")
+before, rest = text.split(begin, 1)
+after = rest.split(end, 1)[1]
+open(path, "w").write(f"{before}{begin}\n{head}\n\n{tables}{end}{after}")
+PY
+    echo "# tables written into bench/README.md" >&2
+}
+
 declare -a ROUTERS=() CUSTOM=()
+REPORT=""
 while [[ $# -gt 0 ]]; do
     case $1 in
         --only) ROUTERS+=("$2"); shift 2 ;;
         --router) CUSTOM+=("$2"); ROUTERS+=("${2%%=*}"); shift 2 ;;
-        --report) render "$2/results.jsonl"; exit 0 ;;
+        --write-readme) WRITE_README=1; shift ;;
+        --report) REPORT=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+if [[ -n $REPORT ]]; then
+    render "$REPORT/results.jsonl"
+    if [[ -n ${WRITE_README:-} ]]; then write_readme "$REPORT/results.jsonl"; fi
+    exit 0
+fi
 [[ ${#ROUTERS[@]} -gt 0 ]] || ROUTERS=(triggerfish naive)
 if [[ -n ${CALIBRATE:-} ]]; then ROUTERS=(none "${ROUTERS[@]}"); fi
 
@@ -272,8 +315,21 @@ if awk -v l="$load1" -v c="$(nproc)" 'BEGIN { exit !(l > c / 4) }'; then
     echo "# warning: load average $load1 before the run: other processes use the CPU, and" \
         "the numbers will show it" >&2
 fi
-printf '{"cores": %s, "duration": "%s", "drain": "%s", "connections": %s, "batch": %s, "nice": %s, "latency_rate": %s, "loadavg_before": "%s"}\n' \
-    "$(nproc)" "$DURATION" "$DRAIN" "$CONNECTIONS" "$BATCH" "$NICE" "${LATENCY_RATE:-0}" "$(cat /proc/loadavg)" > "$OUT/run.json"
+# The commit the binaries come from; changes to bench/README.md alone do not count as changes.
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git status --porcelain --untracked-files=no -- . ':!bench/README.md' 2>/dev/null) ]]; then
+    commit+=" with uncommitted changes"
+fi
+python3 - "$(nproc)" "$DURATION" "$DRAIN" "$CONNECTIONS" "$BATCH" "$NICE" "${LATENCY_RATE:-0}" \
+    "$(cat /proc/loadavg)" "$COMMAND" "$commit" "$(date -u '+%Y-%m-%d at %H:%M UTC')" \
+    "$(uname -m)" > "$OUT/run.json" <<'PY'
+import json, sys
+a = sys.argv[1:]
+print(json.dumps({"cores": int(a[0]), "duration": a[1], "drain": a[2], "connections": int(a[3]),
+                  "batch": int(a[4]), "nice": int(a[5]), "latency_rate": int(a[6]),
+                  "loadavg_before": a[7], "command": a[8], "commit": a[9], "started": a[10],
+                  "machine": a[11]}))
+PY
 for triggers in $TRIGGERS; do
     # With no trigger nothing reaches the sink: measure what ingress accepted, without a drain.
     CASE_DRAIN=""; figure=delivered_per_s
@@ -346,3 +402,4 @@ PY
 done
 
 render "$RESULTS"
+if [[ -n ${WRITE_README:-} ]]; then write_readme "$RESULTS"; fi
