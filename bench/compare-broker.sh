@@ -169,10 +169,12 @@ run = json.load(open(os.path.join(os.path.dirname(results), "run.json")))
 tables = open(os.path.join(os.path.dirname(results), "tables.md")).read()
 # Runs from before these fields existed say so rather than guess.
 get = lambda k: run.get(k, "not recorded")
+built = (" (`SKIP_BUILD`: the binaries were not rebuilt for it)"
+         if "SKIP_BUILD" in get("command") else "")
 head = (f"Written by `bench/compare-broker.sh --write-readme` from the run of `{get('command')}` "
-        f"started on {get('started')} (`{os.path.dirname(results)}`), with binaries built from "
-        f"commit `{get('commit')}`, on {run['cores']} cores ({get('machine')}); load average "
-        f"before the run: {run['loadavg_before'].split()[0]}.")
+        f"started on {get('started')} (`{os.path.dirname(results)}`), with the checkout at "
+        f"commit `{get('commit')}`{built}, on {run['cores']} cores ({get('machine')}); load "
+        f"average before the run: {run['loadavg_before'].split()[0]}.")
 begin, end = "<!-- compare-broker:begin -->", "<!-- compare-broker:end -->"
 text = open(path).read()
 if begin not in text or end not in text or text.index(begin) > text.index(end):
