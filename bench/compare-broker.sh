@@ -23,9 +23,10 @@
 #                                                # own sink, the ceiling of the tooling itself
 #   bench/compare-broker.sh --report DIR         # the tables of an earlier run, from DIR
 #   bench/compare-broker.sh --write-readme       # also put the tables into bench/README.md,
-#                                                # between its compare-broker markers, with the
-#                                                # date, commit, cores and command (also with
-#                                                # --report DIR)
+#                                                # between its compare-broker markers (its
+#                                                # compare-transports ones when TRANSPORTS is
+#                                                # not http), with the command, date, commit
+#                                                # and cores (also with --report DIR)
 #   TRANSPORTS="http quic" TRIGGERS=1 bench/compare-broker.sh --only triggerfish
 #                                                # HTTP ingress against QUIC ingress, same run
 # Environment (defaults in brackets):
@@ -175,7 +176,9 @@ head = (f"Written by `bench/compare-broker.sh --write-readme` from the run of `{
         f"started on {get('started')} (`{os.path.dirname(results)}`), with the checkout at "
         f"commit `{get('commit')}`{built}, on {run['cores']} cores ({get('machine')}); load "
         f"average before the run: {run['loadavg_before'].split()[0]}.")
-begin, end = "<!-- compare-broker:begin -->", "<!-- compare-broker:end -->"
+# Runs that compare transports have a section of their own.
+name = "compare-transports" if run.get("transports", "http") != "http" else "compare-broker"
+begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 text = open(path).read()
 if begin not in text or end not in text or text.index(begin) > text.index(end):
     sys.exit(f"{path} has no {begin} ... {end} section to write the tables into")
@@ -317,20 +320,20 @@ if awk -v l="$load1" -v c="$(nproc)" 'BEGIN { exit !(l > c / 4) }'; then
     echo "# warning: load average $load1 before the run: other processes use the CPU, and" \
         "the numbers will show it" >&2
 fi
-# The commit the binaries come from; changes to bench/README.md alone do not count as changes.
+# The checkout's commit, and whether the code the binaries are built from differs from it.
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git status --porcelain --untracked-files=no -- . ':!bench/README.md' 2>/dev/null) ]]; then
+if [[ -n $(git status --porcelain --untracked-files=no -- '*.rs' '*Cargo.toml' '*Cargo.lock' 2>/dev/null) ]]; then
     commit+=" with uncommitted changes"
 fi
 python3 - "$(nproc)" "$DURATION" "$DRAIN" "$CONNECTIONS" "$BATCH" "$NICE" "${LATENCY_RATE:-0}" \
     "$(cat /proc/loadavg)" "$COMMAND" "$commit" "$(date -u '+%Y-%m-%d at %H:%M UTC')" \
-    "$(uname -m)" > "$OUT/run.json" <<'PY'
+    "$(uname -m)" "$TRANSPORTS" > "$OUT/run.json" <<'PY'
 import json, sys
 a = sys.argv[1:]
 print(json.dumps({"cores": int(a[0]), "duration": a[1], "drain": a[2], "connections": int(a[3]),
                   "batch": int(a[4]), "nice": int(a[5]), "latency_rate": int(a[6]),
                   "loadavg_before": a[7], "command": a[8], "commit": a[9], "started": a[10],
-                  "machine": a[11]}))
+                  "machine": a[11], "transports": a[12]}))
 PY
 for triggers in $TRIGGERS; do
     # With no trigger nothing reaches the sink: measure what ingress accepted, without a drain.
