@@ -10,8 +10,8 @@ use crate::common::Sink;
 use crate::process::{Serve, log_tail, wait_for};
 use crate::tansu::{Tansu, produce};
 
-/// A config with its own data directory and listeners on ports the OS picks (no race with
-/// other tests for a "free" port): a KafkaSource into a Broker, a Trigger to `sink`.
+/// A config with its own data directory (`Serve::ready` puts the listeners on ports the OS picks,
+/// so no test races another for a "free" port): a KafkaSource into a Broker, a Trigger to `sink`.
 fn write_config(
     dir: &Path,
     name: &str,
@@ -25,7 +25,6 @@ fn write_config(
 apiVersion: triggerfish.dev/v1alpha1
 kind: Server
 spec:
-  listen: {{http: "127.0.0.1:0", admin: "127.0.0.1:0", quic: "off"}}
   dataDir: {data}
   shutdownGracePeriod: PT5S
 ---
@@ -94,7 +93,7 @@ async fn nothing_is_lost_when_serve_is_killed() {
         dir.path().join("serve-1.log"),
         dir.path().join("serve-2.log"),
     );
-    let mut serve = Serve::start(&config, &log_1);
+    let mut serve = Serve::ready(&config, &log_1, &[], &[]).0;
     wait_for("the first half", Duration::from_secs(60), &[&log_1], || {
         ids(&sink).len() >= N / 2
     })
@@ -128,7 +127,7 @@ async fn nothing_is_lost_when_serve_is_killed() {
     assert_eq!(first_run.len(), N / 2, "only the first half was accepted");
 
     sink.answer(202);
-    let _serve = Serve::start(&config, &log_2);
+    let _serve = Serve::ready(&config, &log_2, &[], &[]).0;
     wait_for(
         "every record after the restart",
         Duration::from_secs(60),
@@ -162,8 +161,8 @@ async fn two_replicas_share_and_rebalance_a_group() {
     let (sink_a, sink_b) = (Sink::start().await, Sink::start().await);
     let config_a = write_config(dir.path(), "a", &tansu, "shared", &sink_a.uri());
     let config_b = write_config(dir.path(), "b", &tansu, "shared", &sink_b.uri());
-    let mut a = Serve::start(&config_a, &dir.path().join("a.log"));
-    let _b = Serve::start(&config_b, &dir.path().join("b.log"));
+    let mut a = Serve::ready(&config_a, &dir.path().join("a.log"), &[], &[]).0;
+    let _b = Serve::ready(&config_b, &dir.path().join("b.log"), &[], &[]).0;
     let producer = tansu.producer();
     // Keep producing until both replicas have received records: both are in the group.
     let mut i = 0;

@@ -9,8 +9,8 @@ use crate::common::Sink;
 use crate::process::{Serve, wait_for};
 use crate::server::{RocketMq, produce, servers};
 
-/// A config with its own data directory and listeners on ports the OS picks (no race with
-/// other tests for a "free" port): a RocketMQSource into a Broker, a Trigger to `sink`.
+/// A config with its own data directory (`Serve::ready` puts the listeners on ports the OS picks,
+/// so no test races another for a "free" port): a RocketMQSource into a Broker, a Trigger to `sink`.
 fn write_config(dir: &Path, mq: &RocketMq, topic: &str, sink: &str) -> std::path::PathBuf {
     let data = dir.join("data");
     let config = format!(
@@ -18,7 +18,6 @@ fn write_config(dir: &Path, mq: &RocketMq, topic: &str, sink: &str) -> std::path
 apiVersion: triggerfish.dev/v1alpha1
 kind: Server
 spec:
-  listen: {{http: "127.0.0.1:0", admin: "127.0.0.1:0", quic: "off"}}
   dataDir: {data}
   shutdownGracePeriod: PT5S
 ---
@@ -76,7 +75,7 @@ async fn nothing_is_lost_when_serve_is_killed() {
         produce(&producer, topic, None, &[], format!("r{i}").as_bytes()).await;
     }
     let log1 = dir.path().join("serve-1.log");
-    let mut serve = Serve::start(&config, &log1);
+    let mut serve = Serve::ready(&config, &log1, &[], &[]).0;
     wait_for("the first half", Duration::from_secs(90), &[&log1], || {
         bodies(&sink).len() >= N / 2
     })
@@ -103,7 +102,7 @@ async fn nothing_is_lost_when_serve_is_killed() {
 
     sink.answer(202);
     let log2 = dir.path().join("serve-2.log");
-    let _serve = Serve::start(&config, &log2);
+    let _serve = Serve::ready(&config, &log2, &[], &[]).0;
     wait_for(
         "every message after the restart",
         Duration::from_secs(90),

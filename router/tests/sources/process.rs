@@ -18,11 +18,6 @@ use std::time::{Duration, Instant};
 pub struct Serve(Child);
 
 impl Serve {
-    /// Starts `triggerfish serve --config config`, its stderr (`RUST_LOG=info`) into `log`.
-    pub fn start(config: &Path, log: &Path) -> Serve {
-        Serve::spawn(config, log, &[], &[])
-    }
-
     /// Starts `triggerfish serve --config config ARGS` with its listeners at port 0
     /// and the variables `env`, and blocks the calling thread until it is ready; its stderr
     /// (`RUST_LOG=info`) goes into `log`.
