@@ -153,7 +153,9 @@ impl QuicIngress {
         t.max_concurrent_bidi_streams(self.limits.max_streams_per_connection.into());
         t.max_concurrent_uni_streams(0u8.into());
         t.max_idle_timeout(quinn::IdleTimeout::try_from(self.limits.idle_timeout).ok());
-        t.mtu_discovery_config(Some(crate::quic::mtu_discovery()));
+        // The server sends acks, small whatever the path; what it receives is set by the
+        // endpoint (`crate::quic::endpoint`) and chosen by each client.
+        crate::quic::tune_for_path(&mut t, false);
         t
     }
 

@@ -92,27 +92,39 @@ impl PublishError {
 /// The process's QUIC client endpoint and its TLS settings.
 pub struct QuicClient {
     endpoint: quinn::Endpoint,
-    config: quinn::ClientConfig,
+    /// For servers on other hosts.
+    network: quinn::ClientConfig,
+    /// For servers on this host: the same TLS, larger datagrams ([`super::tune_for_path`]).
+    loopback: quinn::ClientConfig,
 }
 
 impl QuicClient {
     /// Binds a client endpoint (dual-stack where the system allows) trusting `trust`.
     pub fn new(trust: &Trust) -> Result<QuicClient, ClientSetupError> {
-        let mut config = trust.client_config(SUPPORTED_ALPNS)?;
-        let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(KEEP_ALIVE));
-        transport.max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(30)).ok());
-        // Acks are small; the client takes no streams from the server.
-        transport.max_concurrent_uni_streams(0u8.into());
-        transport.max_concurrent_bidi_streams(0u8.into());
-        transport.mtu_discovery_config(Some(super::mtu_discovery()));
-        config.transport_config(Arc::new(transport));
+        let config = trust.client_config(SUPPORTED_ALPNS)?;
+        let with_transport = |loopback: bool| {
+            let mut transport = quinn::TransportConfig::default();
+            transport.keep_alive_interval(Some(KEEP_ALIVE));
+            transport.max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(30)).ok());
+            // Acks are small; the client takes no streams from the server.
+            transport.max_concurrent_uni_streams(0u8.into());
+            transport.max_concurrent_bidi_streams(0u8.into());
+            super::tune_for_path(&mut transport, loopback);
+            let mut config = config.clone();
+            config.transport_config(Arc::new(transport));
+            config
+        };
+        let (network, loopback) = (with_transport(false), with_transport(true));
         let endpoint = match super::endpoint(SocketAddr::from(([0u16; 8], 0)), None) {
             Ok(e) => e,
             Err(_) => super::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), None)
                 .map_err(ClientSetupError::Bind)?,
         };
-        Ok(QuicClient { endpoint, config })
+        Ok(QuicClient {
+            endpoint,
+            network,
+            loopback,
+        })
     }
 
     /// Opens a connection to `host:port`, checking the certificate against `host`.
@@ -127,6 +139,11 @@ impl QuicClient {
             .map_err(|e| connect_error(e.to_string()))?
             .next()
             .ok_or_else(|| connect_error("the name resolves to no address".into()))?;
+        let config = if addr.ip().to_canonical().is_loopback() {
+            &self.loopback
+        } else {
+            &self.network
+        };
         let addr = match addr {
             // A v4 peer from a dual-stack socket.
             SocketAddr::V4(v4) if self.is_v6() => {
@@ -136,7 +153,7 @@ impl QuicClient {
         };
         let connecting = self
             .endpoint
-            .connect_with(self.config.clone(), addr, host)
+            .connect_with(config.clone(), addr, host)
             .map_err(|e| connect_error(e.to_string()))?;
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
@@ -277,5 +294,82 @@ pub async fn publish(
             }),
             None => Err(lost(&e)),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::quic::{MAX_UDP_PAYLOAD, tls};
+
+    /// A server that reads every unidirectional stream to its end.
+    fn sink_server(dir: &std::path::Path) -> (SocketAddr, String) {
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let identity = tls::server_identity(None, dir, listen).unwrap();
+        let fingerprint = identity.fingerprint.clone();
+        let server =
+            crate::quic::endpoint(listen, Some(tls::server_config(identity).unwrap())).unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Some(incoming) = server.accept().await {
+                let Ok(connection) = incoming.await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    while let Ok(mut stream) = connection.accept_uni().await {
+                        let _ = stream.read_to_end(1 << 20).await;
+                    }
+                });
+            }
+        });
+        (addr, fingerprint)
+    }
+
+    /// Sends `len` bytes on a stream of their own and waits for the server to have them all.
+    async fn send(connection: &quinn::Connection, len: usize) {
+        let mut stream = connection.open_uni().await.unwrap();
+        stream.write_all(&vec![b'x'; len]).await.unwrap();
+        stream.finish().unwrap();
+        stream.stopped().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loopback_connections_send_a_frame_in_one_datagram() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, fingerprint) = sink_server(dir.path());
+        let client = QuicClient::new(&Trust {
+            pinned_sha256: vec![fingerprint],
+            ..Trust::default()
+        })
+        .unwrap();
+        let connection = client.connect("127.0.0.1", addr.port()).await.unwrap();
+
+        // Path MTU discovery takes a few round trips, probing while data flows.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while connection.stats().path.current_mtu <= MAX_UDP_PAYLOAD {
+            assert!(
+                Instant::now() < deadline,
+                "the MTU stayed at {} bytes over loopback",
+                connection.stats().path.current_mtu
+            );
+            send(&connection, 64 << 10).await;
+        }
+
+        // 32 frames of 32 KiB: a datagram each, where network-sized datagrams take six.
+        let before = connection.stats().udp_tx.datagrams;
+        for _ in 0..32 {
+            send(&connection, 32 << 10).await;
+        }
+        let datagrams = connection.stats().udp_tx.datagrams - before;
+        assert!(
+            datagrams <= 32 * 2,
+            "{datagrams} datagrams for 32 frames of 32 KiB"
+        );
+        let path = connection.stats().path;
+        assert_eq!((path.lost_packets, path.black_holes_detected), (0, 0));
+        client.close().await;
     }
 }

@@ -7,14 +7,13 @@
 pub mod client;
 pub mod tls;
 
-/// The largest UDP payload an endpoint receives and path MTU discovery searches for.
+/// The largest UDP payload a connection to another host sends, and path MTU discovery
+/// searches for.
 ///
 /// Quinn's defaults stop at Ethernet's 1,472 / 1,452 bytes. Searching higher is safe on any
 /// path (probes that do not fit are lost and the search settles below them), and paths that
-/// carry more (jumbo-frame networks, loopback) then send a batch in a fifth of the packets:
-/// fewer encryptions, acks and system calls per frame. The cost is the endpoint's receive
-/// buffer, which grows with it (quinn sizes it for 32 × 64 segments of this size, touched only
-/// as datagrams arrive).
+/// carry more (jumbo-frame networks) then send a batch in a fifth of the packets: fewer
+/// encryptions, acks and system calls per frame.
 ///
 /// Why 6,550 and not a jumbo frame's 8,952: quinn hands the kernel up to ten datagrams in one
 /// segmentation-offload (GSO) send, and the kernel refuses a send of more than 65,507 bytes
@@ -22,6 +21,21 @@ pub mod tls;
 /// was 89,520 bytes: quinn dropped it whole, silently, and under load the losses drove loss
 /// recovery, probe timeouts of 100–400 ms and the black-hole fallback below.
 pub const MAX_UDP_PAYLOAD: u16 = 6_550;
+
+/// The largest UDP payload a connection over loopback sends, and the largest any endpoint
+/// receives.
+///
+/// Loopback carries 64 KiB packets, so a frame of 100 events (30–40 KB) fits in one datagram:
+/// one packet to build, encrypt, send, receive, decrypt and acknowledge, where 6,550-byte
+/// datagrams take five or six. Datagrams this large cannot share a GSO send, so loopback connections
+/// send them one per system call; a frame still costs one. 65,488 bytes: an IPv6 loopback
+/// packet of 65,536 bytes less its IPv6 and UDP headers (IPv4 allows 65,507).
+///
+/// Same-host producers (a sidecar, `triggerfish send` on the router's machine, routers
+/// forwarding to each other on one host) get it. The cost is the endpoint's receive buffer,
+/// which quinn sizes for 32 × 64 datagrams of this size (134 MB of address space, zeroed by
+/// the kernel on first touch; the kernel writes at most 64 KiB into each of the 32 slots).
+pub const LOOPBACK_UDP_PAYLOAD: u16 = 65_488;
 
 /// Quinn's most datagrams per GSO send (`MAX_TRANSMIT_SEGMENTS` in `quinn`'s connection).
 const GSO_SEGMENTS: u32 = 10;
@@ -39,12 +53,21 @@ const _: () = assert!(MAX_UDP_PAYLOAD as u32 * GSO_SEGMENTS <= 65_507);
 /// real black hole costs one failed search (a few probes) per cooldown.
 const BLACK_HOLE_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Path MTU discovery up to [`MAX_UDP_PAYLOAD`], for the server and the client.
-pub fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
+/// Sets what depends on the path to the peer: how large a datagram path MTU discovery
+/// searches for, and whether datagrams are sent in GSO batches. Over loopback: up to
+/// [`LOOPBACK_UDP_PAYLOAD`], one per send; elsewhere up to [`MAX_UDP_PAYLOAD`], ten per send.
+pub fn tune_for_path(transport: &mut quinn::TransportConfig, loopback: bool) {
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MAX_UDP_PAYLOAD)
+    let upper = if loopback {
+        LOOPBACK_UDP_PAYLOAD
+    } else {
+        MAX_UDP_PAYLOAD
+    };
+    mtu.upper_bound(upper)
         .black_hole_cooldown(BLACK_HOLE_COOLDOWN);
-    mtu
+    transport
+        .mtu_discovery_config(Some(mtu))
+        .enable_segmentation_offload(!loopback);
 }
 
 /// The UDP socket buffers an endpoint asks for, each way.
@@ -56,7 +79,7 @@ pub fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
 /// `net.core.rmem_max` / `wmem_max`; a server warns when it got less than a quarter of it.
 pub const SOCKET_BUFFER: usize = 8 << 20;
 
-/// A QUIC endpoint on `addr` that receives datagrams of up to [`MAX_UDP_PAYLOAD`], with socket
+/// A QUIC endpoint on `addr` that receives datagrams of up to [`LOOPBACK_UDP_PAYLOAD`], with socket
 /// buffers of up to [`SOCKET_BUFFER`]; a server when `server` is given.
 pub fn endpoint(
     addr: std::net::SocketAddr,
@@ -75,7 +98,7 @@ pub fn endpoint(
         .ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
     let mut config = quinn::EndpointConfig::default();
     config
-        .max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .max_udp_payload_size(LOOPBACK_UDP_PAYLOAD)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     quinn::Endpoint::new(config, server, socket, runtime)
 }
