@@ -13,6 +13,7 @@ use triggerfish_router::cli::{Cli, LogFormat};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // The NATS client reports every failed reconnection attempt at info; the store logs
@@ -29,4 +30,23 @@ fn main() -> ExitCode {
         LogFormat::Text => builder.init(),
     }
     triggerfish_router::cli::run(cli)
+}
+
+/// Turns transparent huge pages off for this process (and the commands the `exec` sink starts),
+/// unless `MIMALLOC_ALLOW_THP=1` asks for them.
+///
+/// mimalloc asks the kernel for huge pages on all its memory (`madvise(MADV_HUGEPAGE)`), so the
+/// first touch of any 4 KiB in a 2 MiB range faults in, and zeroes, the whole 2 MiB; under
+/// Linux's default `defrag=madvise` the fault may also compact memory first, synchronously.
+/// Measured on this project's 2-core VM (`bench/README.md`, "Transparent huge pages"): with
+/// them, a router at 300,000 events/s of batched ingress peaked at 93–185 MiB instead of
+/// 58–78 MiB, and stalled for 18–250 ms in most short runs, which set every tail figure. This
+/// is what mimalloc itself does with `MIMALLOC_ALLOW_THP=0` (a `prctl`), done here so that
+/// nobody has to know to set it.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none_or(|v| v != "1") {
+        // Fails only on kernels before 3.15, which then keep their default.
+        let _ = nix::sys::prctl::set_thp_disable(true);
+    }
 }

@@ -142,3 +142,29 @@ async fn logs_are_plain_text_when_not_a_terminal() {
     );
     assert!(logs.contains(&format!("http={}", router.http)), "{logs}");
 }
+
+/// The `THP_enabled` line of a process's `/proc/PID/status` (Linux 6.x).
+fn thp_enabled(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transparent_huge_pages_are_off_unless_asked_for() {
+    if thp_enabled(std::process::id()).is_none() {
+        // A kernel without the status line; the flag cannot be read from outside.
+        return;
+    }
+    let config = Config::new().broker("default", None).render();
+    let router = Router::start(&config).await;
+    assert_eq!(thp_enabled(router.pid()).as_deref(), Some("0"));
+    let options = triggerfish_tests::Options {
+        env: vec![("MIMALLOC_ALLOW_THP".into(), "1".into())],
+        ..Default::default()
+    };
+    let asked = Router::start_with(&config, options).await;
+    assert_eq!(thp_enabled(asked.pid()).as_deref(), Some("1"));
+}
