@@ -33,8 +33,10 @@ pub const MAX_UDP_PAYLOAD: u16 = 6_550;
 ///
 /// Same-host producers (a sidecar, `triggerfish send` on the router's machine, routers
 /// forwarding to each other on one host) get it. The cost is the endpoint's receive buffer,
-/// which quinn sizes for 32 × 64 datagrams of this size (134 MB of address space, zeroed by
-/// the kernel on first touch; the kernel writes at most 64 KiB into each of the 32 slots).
+/// which quinn sizes for 32 × 64 datagrams of this size: 134 MB of address space, of which
+/// the kernel writes at most 64 KiB into each of the 32 slots, so about 2 MiB is ever touched.
+/// With transparent huge pages each touched slot would cost 2 MiB instead; `triggerfish`
+/// turns them off (see its `main`).
 pub const LOOPBACK_UDP_PAYLOAD: u16 = 65_488;
 
 /// Quinn's most datagrams per GSO send (`MAX_TRANSMIT_SEGMENTS` in `quinn`'s connection).
