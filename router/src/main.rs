@@ -39,8 +39,8 @@ fn main() -> ExitCode {
 /// first touch of any 4 KiB in a 2 MiB range faults in, and zeroes, the whole 2 MiB; under
 /// Linux's default `defrag=madvise` the fault may also compact memory first, synchronously.
 /// Measured on this project's 2-core VM (`bench/README.md`, "Transparent huge pages"): with
-/// them, a router at 300,000 events/s of batched ingress peaked at 93–185 MiB instead of
-/// 58–78 MiB, and stalled for 18–250 ms in most short runs, which set every tail figure. This
+/// them, a router at 300,000 events/s of batched ingress peaked at 91–184 MiB instead of
+/// 57–76 MiB, and stalled for 18–255 ms in every short run, which set every tail figure. This
 /// is what mimalloc itself does with `MIMALLOC_ALLOW_THP=0` (a `prctl`), done here so that
 /// nobody has to know to set it.
 fn no_transparent_huge_pages() {

@@ -27,9 +27,9 @@ pub const MAX_UDP_PAYLOAD: u16 = 6_550;
 ///
 /// Loopback carries 64 KiB packets, so a frame of 100 events (30–40 KB) fits in one datagram:
 /// one packet to build, encrypt, send, receive, decrypt and acknowledge, where 6,550-byte
-/// datagrams take five or six. Datagrams this large cannot share a GSO send, so loopback connections
-/// send them one per system call; a frame still costs one. 65,488 bytes: an IPv6 loopback
-/// packet of 65,536 bytes less its IPv6 and UDP headers (IPv4 allows 65,507).
+/// datagrams take five or six. Datagrams this large cannot share a GSO send, so loopback
+/// connections send them one per system call; a frame still costs one. 65,488 bytes: an IPv6
+/// loopback packet of 65,536 bytes less its IPv6 and UDP headers (IPv4 allows 65,507).
 ///
 /// Same-host producers (a sidecar, `triggerfish send` on the router's machine, routers
 /// forwarding to each other on one host) get it. The cost is the endpoint's receive buffer,
@@ -81,8 +81,8 @@ pub fn tune_for_path(transport: &mut quinn::TransportConfig, loopback: bool) {
 /// `net.core.rmem_max` / `wmem_max`; a server warns when it got less than a quarter of it.
 pub const SOCKET_BUFFER: usize = 8 << 20;
 
-/// A QUIC endpoint on `addr` that receives datagrams of up to [`LOOPBACK_UDP_PAYLOAD`], with socket
-/// buffers of up to [`SOCKET_BUFFER`]; a server when `server` is given.
+/// A QUIC endpoint on `addr` that receives datagrams of up to [`LOOPBACK_UDP_PAYLOAD`], with
+/// socket buffers of up to [`SOCKET_BUFFER`]; a server when `server` is given.
 pub fn endpoint(
     addr: std::net::SocketAddr,
     server: Option<quinn::ServerConfig>,
