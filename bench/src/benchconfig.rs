@@ -47,8 +47,10 @@ pub struct BenchConfig {
     pub http: Option<SocketAddr>,
     /// The `Server` document's `listen.admin`.
     pub admin: Option<SocketAddr>,
-    /// The broker's `delivery.retry`; no `delivery` when `None`.
+    /// The broker's `delivery.retry`; no `delivery` when it and `pipelining` are `None`.
     pub retry: Option<u32>,
+    /// The broker's `delivery.pipelining` (HTTP/1.1 requests outstanding per connection).
+    pub pipelining: Option<u16>,
     /// The `Server` document's `store`, as a YAML flow mapping
     /// (`{kind: jetstream, url: "nats://127.0.0.1:4222"}`); the memory store when `None`.
     pub store: Option<String>,
@@ -108,9 +110,16 @@ impl BenchConfig {
             Self::BROKER,
             Self::NAMESPACE
         )?;
-        match self.retry {
-            Some(retry) => writeln!(y, "spec:\n  delivery:\n    retry: {retry}")?,
-            None => y.push_str("spec: {}\n"),
+        if self.retry.is_none() && self.pipelining.is_none() {
+            y.push_str("spec: {}\n");
+        } else {
+            y.push_str("spec:\n  delivery:\n");
+            if let Some(retry) = self.retry {
+                writeln!(y, "    retry: {retry}")?;
+            }
+            if let Some(depth) = self.pipelining {
+                writeln!(y, "    pipelining: {depth}")?;
+            }
         }
         let uri = serde_json::to_string(&self.subscriber).map_err(|_| std::fmt::Error)?;
         for i in 0..self.triggers {
@@ -170,9 +179,20 @@ mod tests {
             http: Some("127.0.0.1:18080".parse().unwrap()),
             admin: Some("127.0.0.1:19090".parse().unwrap()),
             retry: Some(0),
+            pipelining: None,
             store: None,
             quic: None,
         }
+    }
+
+    #[test]
+    fn writes_the_pipelining_depth() {
+        let mut c = config(1, FilterStyle::Attributes);
+        c.pipelining = Some(16);
+        let loaded = Config::load(&c.to_yaml(), "bench.yaml").unwrap();
+        let broker = &loaded.brokers()[0];
+        let delivery = broker.delivery.as_ref().unwrap();
+        assert_eq!(delivery.pipelining.get(), 16);
     }
 
     #[test]

@@ -35,6 +35,7 @@ use crate::sinks::display::DisplaySink;
 use crate::sinks::exec::ExecSink;
 use crate::sinks::file::FileSink;
 use crate::sinks::http::{HttpClient, HttpSink};
+use crate::sinks::pipeline::Pipeline;
 use crate::sinks::quic::QuicSink;
 use crate::store::Store;
 
@@ -246,6 +247,12 @@ impl Dispatchers {
             plan.credential.as_ref(),
             reply_limits,
         );
+        let sink = match (sink, plan.delivery.as_ref().map(|d| d.pipelining.get())) {
+            (Sink::Http(http), Some(depth)) if depth > 1 => {
+                Sink::Http(Box::new(pipelined(*http, &plan, usize::from(depth))))
+            }
+            (sink, _) => sink,
+        };
         let dead_letter = plan
             .delivery
             .as_ref()
@@ -437,6 +444,22 @@ pub struct Router {
     gate_state: parking_lot::Mutex<crate::auth::GateState>,
     /// Event sources (webhooks, MNS pollers, watched directories).
     pub event_sources: crate::sources::SourceSet,
+}
+
+/// `http` with pipelined connections of its own, `depth` requests deep, for `plan`'s
+/// `maxInFlight`; as it was if they cannot be set up (logged).
+fn pipelined(http: HttpSink, plan: &TriggerPlan, depth: usize) -> HttpSink {
+    let ca = plan.subscriber.ca_certs();
+    let max_in_flight = plan.max_in_flight.get() as usize;
+    match Pipeline::new(http.url(), depth, max_in_flight, || {
+        crate::sinks::http::tls_config(ca)
+    }) {
+        Ok(pipeline) => http.with_pipeline(Some(Arc::new(pipeline))),
+        Err(e) => {
+            tracing::error!(trigger = %plan.key, error = %e, "delivery.pipelining not usable; delivering one request at a time per connection");
+            http
+        }
+    }
 }
 
 /// The delivery plan of a schedule and the dispatcher running it.

@@ -37,6 +37,10 @@ struct Args {
     /// The broker's `delivery.retry`.
     #[arg(long)]
     retry: Option<u32>,
+    /// The broker's `delivery.pipelining`: HTTP/1.1 requests outstanding per connection to the
+    /// subscriber.
+    #[arg(long)]
+    pipelining: Option<u16>,
     /// The `Server` document's `store`, as a YAML flow mapping, e.g.
     /// '{kind: jetstream, url: "nats://127.0.0.1:4222"}'. Default: the memory store.
     #[arg(long)]
@@ -58,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         http: args.listen,
         admin: args.admin,
         retry: args.retry,
+        pipelining: args.pipelining,
         store: args.store,
         quic: args.quic,
     }

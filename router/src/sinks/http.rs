@@ -1,5 +1,6 @@
 //! HTTP and HTTPS subscribers: one POST per event, binary mode by default, over pooled
-//! keep-alive connections shared by every trigger.
+//! keep-alive connections shared by every trigger, or over pipelined connections of the
+//! trigger's own ([`super::pipeline`], `delivery.pipelining`).
 //!
 //! Requests carry `Prefer: reply` (Knative's reply contract). A 2xx response whose headers or
 //! content type say it is a CloudEvent is decoded as a reply; an error response's first KiB is
@@ -49,27 +50,31 @@ pub fn client() -> Result<HttpClient, std::io::Error> {
 /// A client like [`client`] that also trusts the CA certificates of `ca` (a destination's
 /// `CACerts`), with connection pools of its own.
 pub fn client_trusting(ca: &CaCerts) -> Result<HttpClient, String> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(Some(ca))?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector());
+    Ok(pooled(https))
+}
+
+/// TLS settings trusting the system's roots and, if given, the CA certificates of `ca`.
+pub fn tls_config(ca: Option<&CaCerts>) -> Result<rustls::ClientConfig, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    for cert in CertificateDer::pem_slice_iter(ca.pem().as_bytes()) {
+    for cert in CertificateDer::pem_slice_iter(ca.map_or("", |ca| ca.pem()).as_bytes()) {
         let cert = cert.map_err(|e| format!("CACerts: {e}"))?;
         roots.add(cert).map_err(|e| format!("CACerts: {e}"))?;
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| e.to_string())?
     .with_root_certificates(roots)
-    .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(connector());
-    Ok(pooled(https))
+    .with_no_client_auth())
 }
 
 fn connector() -> HttpConnector {
@@ -97,6 +102,8 @@ pub struct HttpSink {
     uri: http::Uri,
     client: Arc<HttpClient>,
     credential: Option<crate::auth::outbound::Credential>,
+    /// Pipelined connections of this sink's own (`delivery.pipelining`), instead of `client`.
+    pipeline: Option<Arc<super::pipeline::Pipeline>>,
 }
 
 impl HttpSink {
@@ -107,7 +114,14 @@ impl HttpSink {
             uri: url.as_str().parse()?,
             client,
             credential: None,
+            pipeline: None,
         })
+    }
+
+    /// Requests go through `pipeline` instead of the shared client.
+    pub fn with_pipeline(mut self, pipeline: Option<Arc<super::pipeline::Pipeline>>) -> HttpSink {
+        self.pipeline = pipeline;
+        self
     }
 
     /// Requests carry `Authorization: Bearer` with this credential.
@@ -156,11 +170,35 @@ impl HttpSink {
                 }
             }
         }
-        let mut request = http::Request::new(Full::new(body));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = headers;
-        match tokio::time::timeout(req.timeout, self.exchange(request, req)).await {
+        let exchange = async {
+            match &self.pipeline {
+                Some(pipeline) => {
+                    let request = super::pipeline::encode_request(&self.url, &headers, &body);
+                    match pipeline.send(request, Keep::most(req)).await {
+                        Ok(r) => {
+                            let keep = Keep::of(r.status, &r.headers, req);
+                            let body = match (&keep, r.truncated) {
+                                (Keep::Reply { limit, .. }, true) => {
+                                    Err(crate::body::BodyError::TooLarge { limit: *limit }
+                                        .to_string())
+                                }
+                                _ => Ok(r.body),
+                            };
+                            keep.attempt(r.status, &r.headers, body, req)
+                        }
+                        Err(e) => Attempt::Transport(e),
+                    }
+                }
+                None => {
+                    let mut request = http::Request::new(Full::new(body));
+                    *request.method_mut() = Method::POST;
+                    *request.uri_mut() = self.uri.clone();
+                    *request.headers_mut() = headers;
+                    self.exchange(request, req).await
+                }
+            }
+        };
+        match tokio::time::timeout(req.timeout, exchange).await {
             Ok(attempt) => attempt,
             Err(_) => Attempt::Transport(TransportError::Timeout),
         }
@@ -172,21 +210,9 @@ impl HttpSink {
             Err(e) => return Attempt::Transport(transport_error(&e)),
         };
         let (parts, body) = response.into_parts();
-        let status = parts.status;
-        let retry_after = parts
-            .headers
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if status.is_success() {
-            let ct = parts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .map(HeaderValue::as_bytes);
-            let mode = ContentMode::detect(ct);
-            let is_event = parts.headers.contains_key("ce-specversion")
-                || !matches!(mode, ContentMode::Binary);
-            if !is_event {
+        let keep = Keep::of(parts.status, &parts.headers, req);
+        let body = match &keep {
+            Keep::Nothing => {
                 // Drain the body so the connection goes back to the pool.
                 if let Err(e) = crate::body::read_limited(
                     &parts.headers,
@@ -197,40 +223,100 @@ impl HttpSink {
                 {
                     tracing::debug!(error = %e, "could not drain a subscriber response");
                 }
-                return Attempt::Response(Response {
-                    status,
-                    retry_after,
-                    reply: None,
-                    body_excerpt: Bytes::new(),
-                });
+                Ok(Bytes::new())
             }
-            let limit = req
-                .reply_limits
-                .max_event_bytes
-                .saturating_mul(req.reply_limits.max_batch_events.min(16));
-            let reply = match crate::body::read_limited(&parts.headers, body, limit).await {
-                Err(e) => Some(Err(format!("reading the reply: {e}"))),
-                Ok(bytes)
-                    if bytes.is_empty()
-                        && mode == ContentMode::Binary
-                        && !parts.headers.contains_key("ce-id") =>
-                {
-                    None
-                }
-                Ok(bytes) => Some(decode_reply(mode, &parts.headers, bytes, &req.reply_limits)),
-            };
-            return Attempt::Response(Response {
-                status,
-                retry_after,
-                reply,
-                body_excerpt: Bytes::new(),
-            });
+            Keep::Reply { limit, .. } => crate::body::read_limited(&parts.headers, body, *limit)
+                .await
+                .map_err(|e| e.to_string()),
+            Keep::Excerpt => Ok(excerpt(body, ERROR_DATA_LIMIT).await),
+        };
+        keep.attempt(parts.status, &parts.headers, body, req)
+    }
+}
+
+/// What of a response's body an attempt needs.
+enum Keep {
+    /// A 2xx response that is not an event: nothing (the body is drained).
+    Nothing,
+    /// A 2xx response that is a CloudEvent: the reply, up to `limit` bytes.
+    Reply {
+        /// How the reply is encoded.
+        mode: ContentMode,
+        /// The most bytes a reply may have.
+        limit: usize,
+    },
+    /// An error response: its first [`ERROR_DATA_LIMIT`] bytes, for `knativeerrordata`.
+    Excerpt,
+}
+
+impl Keep {
+    /// What to keep of a response with `status` and `headers`.
+    fn of(status: http::StatusCode, headers: &http::HeaderMap, req: &Request) -> Keep {
+        if !status.is_success() {
+            return Keep::Excerpt;
         }
-        let body_excerpt = excerpt(body, ERROR_DATA_LIMIT).await;
+        let mode =
+            ContentMode::detect(headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes));
+        if headers.contains_key("ce-specversion") || !matches!(mode, ContentMode::Binary) {
+            Keep::Reply {
+                mode,
+                limit: Keep::reply_limit(req),
+            }
+        } else {
+            Keep::Nothing
+        }
+    }
+
+    /// The most a reply may take: a batch of up to 16 events of the largest size.
+    fn reply_limit(req: &Request) -> usize {
+        req.reply_limits
+            .max_event_bytes
+            .saturating_mul(req.reply_limits.max_batch_events.min(16))
+    }
+
+    /// The most body bytes any response may need kept, before its status is known.
+    fn most(req: &Request) -> usize {
+        Keep::reply_limit(req).max(ERROR_DATA_LIMIT)
+    }
+
+    /// The attempt a response with `status`, `headers` and `body` (as kept) comes to.
+    fn attempt(
+        self,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        body: Result<Bytes, String>,
+        req: &Request,
+    ) -> Attempt {
+        let retry_after = headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (reply, body_excerpt) = match self {
+            Keep::Nothing => (None, Bytes::new()),
+            Keep::Excerpt => {
+                let mut excerpt = body.unwrap_or_default();
+                excerpt.truncate(ERROR_DATA_LIMIT);
+                (None, excerpt)
+            }
+            Keep::Reply { mode, .. } => {
+                let reply = match body {
+                    Err(e) => Some(Err(format!("reading the reply: {e}"))),
+                    Ok(bytes)
+                        if bytes.is_empty()
+                            && mode == ContentMode::Binary
+                            && !headers.contains_key("ce-id") =>
+                    {
+                        None
+                    }
+                    Ok(bytes) => Some(decode_reply(mode, headers, bytes, &req.reply_limits)),
+                };
+                (reply, Bytes::new())
+            }
+        };
         Attempt::Response(Response {
             status,
             retry_after,
-            reply: None,
+            reply,
             body_excerpt,
         })
     }

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod file;
 pub mod http;
 pub mod kafka;
+pub mod pipeline;
 pub mod quic;
 pub mod rocketmq;
 pub mod scheduler;

@@ -1,4 +1,4 @@
-//! `delivery:` on a Broker or Trigger: Knative's `DeliverySpec`, plus two fields of ours.
+//! `delivery:` on a Broker or Trigger: Knative's `DeliverySpec`, plus a few fields of ours.
 
 use serde::Deserialize;
 
@@ -8,8 +8,8 @@ use crate::delivery::DeliveryPolicy;
 
 /// How failed deliveries are retried, and where events go when retries run out.
 ///
-/// Knative's `DeliverySpec` (`eventing.knative.dev/v1`), field for field, with two
-/// Triggerfish extensions, `backoffMax` and `jitter`. A Trigger's `delivery` replaces its
+/// Knative's `DeliverySpec` (`eventing.knative.dev/v1`), field for field, with Triggerfish
+/// extensions: `backoffMax`, `jitter`, `retryAfterMax`, `format` and `pipelining`. A Trigger's `delivery` replaces its
 /// Broker's as a whole, as in Knative; fields are not merged. A `delivery` with no field set
 /// counts as absent. With no `delivery` anywhere, each event gets one attempt and no
 /// dead-letter sink.
@@ -49,7 +49,16 @@ pub struct DeliverySpec {
     /// How events are sent to HTTP destinations: `binary` (the default; attributes in `ce-*`
     /// headers) or `json` (structured mode, one JSON event per request).
     pub format: Option<DeliveryFormat>,
+    /// Triggerfish extension: HTTP/1.1 pipelining to HTTP subscribers. Up to this many
+    /// requests (1 to [`MAX_PIPELINING`]) are written on one connection before their responses
+    /// come back, in order. Unset: one request at a time per connection, as Knative sends
+    /// them. Only for subscribers known to answer pipelined requests in order (any HTTP/1.1
+    /// server must); other destinations ignore it.
+    pub pipelining: Option<u16>,
 }
+
+/// The most requests `pipelining` may keep outstanding on one connection.
+pub const MAX_PIPELINING: u16 = 1024;
 
 impl DeliverySpec {
     /// Whether any field is set. A trigger's `delivery: {}` sets nothing, and is treated as
@@ -111,7 +120,7 @@ impl Default for DeliveryFormat {
 }
 
 /// A validated `delivery:`: the retry policy, the resolved dead-letter sink and the format.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Delivery {
     /// When to retry and when to give up.
@@ -120,6 +129,16 @@ pub struct Delivery {
     pub dead_letter_sink: Option<Destination>,
     /// The HTTP content mode.
     pub format: DeliveryFormat,
+    /// Requests outstanding per connection to an HTTP subscriber (`pipelining`); 1 when
+    /// unset.
+    pub pipelining: std::num::NonZeroU16,
+}
+
+impl Default for Delivery {
+    /// One attempt, no dead-letter sink, binary mode, no pipelining.
+    fn default() -> Delivery {
+        Delivery::new(DeliveryPolicy::default(), None, DeliveryFormat::default())
+    }
 }
 
 impl Delivery {
@@ -133,7 +152,14 @@ impl Delivery {
             policy,
             dead_letter_sink,
             format,
+            pipelining: std::num::NonZeroU16::MIN,
         }
+    }
+
+    /// The same delivery with HTTP/1.1 pipelining `depth` deep.
+    pub fn with_pipelining(mut self, depth: std::num::NonZeroU16) -> Delivery {
+        self.pipelining = depth;
+        self
     }
 }
 

@@ -11,6 +11,7 @@
 //! Line and column come from the [`SourceMap`], looked up by field path.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::num::NonZeroU16;
 
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -21,7 +22,7 @@ use crate::config::custom::WorkerPoolSpec;
 use crate::config::custom::{
     CustomResource, CustomSpec, EventPolicySpec, ExecSpec, PingSourceSpec, SchedulerSpec,
 };
-use crate::config::delivery::{Delivery, DeliverySpec};
+use crate::config::delivery::{Delivery, DeliverySpec, MAX_PIPELINING};
 use crate::config::destination::{Destination, DestinationSpec, Resolver};
 use crate::config::error::{ConfigError, ConfigErrors, ErrorKind, suggest};
 use crate::config::meta::{
@@ -1054,11 +1055,25 @@ impl<'l, 'a> Check<'l, 'a> {
                 None
             }
         };
-        Some(Delivery::new(
-            policy?,
-            dead_letter_sink?,
-            spec.format.unwrap_or_default(),
-        ))
+        let pipelining = match spec.pipelining {
+            None => Some(NonZeroU16::MIN),
+            Some(depth) => match NonZeroU16::new(depth).filter(|d| d.get() <= MAX_PIPELINING) {
+                Some(depth) => Some(depth),
+                None => {
+                    self.error(
+                        path.key("pipelining"),
+                        ErrorKind::Invalid(format!(
+                            "{depth} requests per connection: expected 1 to {MAX_PIPELINING}"
+                        )),
+                    );
+                    None
+                }
+            },
+        };
+        Some(
+            Delivery::new(policy?, dead_letter_sink?, spec.format.unwrap_or_default())
+                .with_pipelining(pipelining?),
+        )
     }
 
     /// Validates one `filters` element at `path`.

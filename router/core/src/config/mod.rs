@@ -88,7 +88,7 @@ pub use custom::{
     PingSourceSpec, PolicyRef, PolicySelector, PolicySenderSpec, PolicyTargetSpec, S3Credentials,
     S3StoreSpec, SchedulerSpec, WorkerLimits, WorkerPoolSpec,
 };
-pub use delivery::{BackoffPolicy, Delivery, DeliveryFormat, DeliverySpec, Jitter};
+pub use delivery::{BackoffPolicy, Delivery, DeliveryFormat, DeliverySpec, Jitter, MAX_PIPELINING};
 pub use destination::{
     Batching, CaCerts, DEFAULT_QUIC_PORT, Destination, DestinationError, DestinationSpec,
     KReference, QuicDestination,

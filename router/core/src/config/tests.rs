@@ -534,6 +534,14 @@ fn delivery_fields_are_typed() {
         delivery("    jitter: random\n"),
         r#"c.yaml:14:5: Trigger "t" in namespace "default": spec.delivery.jitter: unknown value "random"; expected one of: none, full"#
     );
+    for depth in ["0", "1025"] {
+        assert_eq!(
+            delivery(&format!("    pipelining: {depth}\n")),
+            format!(
+                r#"c.yaml:14:5: Trigger "t" in namespace "default": spec.delivery.pipelining: {depth} requests per connection: expected 1 to 1024"#
+            )
+        );
+    }
     assert_eq!(
         delivery("    deadLetterSink: {uri: /dlq}\n"),
         r#"c.yaml:14:22: Trigger "t" in namespace "default": spec.delivery.deadLetterSink.uri: "/dlq" is relative; without a ref, uri must be absolute, e.g. http://host/path"#
