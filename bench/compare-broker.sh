@@ -17,6 +17,9 @@
 # Usage:
 #   bench/compare-broker.sh                      # both routers
 #   bench/compare-broker.sh --only naive         # one of them (naive | triggerfish)
+#   PIPELINING=16 bench/compare-broker.sh        # also `triggerfish-pipelined`: Triggerfish on
+#                                                # the same config plus the broker's
+#                                                # delivery.pipelining: 16
 #   bench/compare-broker.sh --router 'name=CMD'  # any other router; CMD may use {config}
 #                                                # and {listen}; repeatable
 #   bench/compare-broker.sh --only none          # no router: tf-loadgen sends straight to its
@@ -36,6 +39,8 @@
 #   TRIGGERS ["1 1000"]  MODES ["binary batch"]  FILTERS [attributes]
 #                   TRIGGERS=0: ingress alone, a broker with no trigger: the figures are events
 #                   accepted per second and the producer's ack latency (nothing is delivered)
+#   PIPELINING [unset]  adds the router triggerfish-pipelined (and --only triggerfish-pipelined
+#                   runs it alone): delivery.pipelining set to this depth
 #   TRANSPORTS [http]  "http quic" adds Triggerfish's QUIC ingress (frames on QUIC_CONNECTIONS
 #                   connections, CONNECTIONS frames in flight; single events are frames of one)
 #   QUIC_CONNECTIONS [1]  QUIC connections tf-loadgen spreads its frames over
@@ -55,7 +60,7 @@ cd "$(dirname "$0")/.."
 
 # The command as given (the variables set for it, then the arguments), for --write-readme.
 COMMAND="bench/compare-broker.sh $*"
-for v in LATENCY_RATE LOADGEN_CPUS ROUTER_CPUS QUIC_SPEC QUIC_CONNECTIONS TRANSPORTS FILTERS \
+for v in PIPELINING LATENCY_RATE LOADGEN_CPUS ROUTER_CPUS QUIC_SPEC QUIC_CONNECTIONS TRANSPORTS FILTERS \
          MODES TRIGGERS BATCH CONNECTIONS DURATION SKIP_BUILD CALIBRATE; do
     if [[ -n ${!v:-} ]]; then COMMAND="$v=${!v@Q} $COMMAND"; fi
 done
@@ -105,6 +110,8 @@ def case(r):
     return t + (("single events (QUIC frames of 1)" if quic else "single binary events") if r["mode"] == "binary" else
                        f"batches of {batch}" if r["mode"] == "batch" else r["mode"])
 def name(r):
+    if r["router"] == "triggerfish-pipelined":
+        return f'triggerfish HTTP, pipelining {run.get("pipelining", "?")}'
     return r["router"] + (" QUIC" if r.get("transport") == "quic" else " HTTP" if r["router"] == "triggerfish" else "")
 print(f"Loadgen, sink and router share {cores} cores; {duration} per run, {connections} connections.")
 at = f"{run['latency_rate']:,} events/s for every case" if run.get("latency_rate") else "half of max"
@@ -146,16 +153,16 @@ if both:
               f'{ratio(q["cpu"]["max"]["router_s"], h["cpu"]["max"]["router_s"])} |')
 rows = [r for r in rows if r.get("transport", "http") == "http"]
 by = {(r["router"], r["triggers"], r["mode"]): r for r in rows if "error" not in r}
-pairs = [(k, by.get(("naive",) + k[1:])) for k in by if k[0] == "triggerfish"]
+pairs = [(k, by.get(("naive",) + k[1:])) for k in by if k[0].startswith("triggerfish")]
 pairs = [(by[k], n) for k, n in pairs if n]
 if pairs:
     print("\nTriggerfish / naive (throughput: higher is better; latency and memory: lower is better)\n")
-    print("| case | max events/s | p50 | p99 | p99.9 | peak RSS |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| router | case | max events/s | p50 | p99 | p99.9 | peak RSS |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     ratio = lambda a, b: f"{a / b:.2f}×" if b else "n/a"
     for t, n in pairs:
         th, nh = lat(t, t["half"]), lat(n, n["half"])
-        print(f'| {case(t)} | {ratio(thru(t, t["max"]), thru(n, n["max"]))} | '
+        print(f'| {name(t)} | {case(t)} | {ratio(thru(t, t["max"]), thru(n, n["max"]))} | '
               f'{ratio(th["p50_us"], nh["p50_us"])} | {ratio(th["p99_us"], nh["p99_us"])} | '
               f'{ratio(th["p999_us"], nh["p999_us"])} | {ratio(t["rss_kb"], n["rss_kb"])} |')
 PY
@@ -206,7 +213,14 @@ if [[ -n $REPORT ]]; then
     if [[ -n ${WRITE_README:-} ]]; then write_readme "$REPORT/results.jsonl"; fi
     exit 0
 fi
-[[ ${#ROUTERS[@]} -gt 0 ]] || ROUTERS=(triggerfish naive)
+if [[ ${#ROUTERS[@]} -eq 0 ]]; then
+    ROUTERS=(triggerfish)
+    if [[ -n ${PIPELINING:-} ]]; then ROUTERS+=(triggerfish-pipelined); fi
+    ROUTERS+=(naive)
+fi
+if [[ " ${ROUTERS[*]} " == *" triggerfish-pipelined "* && -z ${PIPELINING:-} ]]; then
+    PIPELINING=16
+fi
 if [[ -n ${CALIBRATE:-} ]]; then ROUTERS=(none "${ROUTERS[@]}"); fi
 
 router_cmd() { # name config → the command line, with {config} and {listen} filled in
@@ -214,7 +228,7 @@ router_cmd() { # name config → the command line, with {config} and {listen} fi
     for c in "${CUSTOM[@]}"; do if [[ ${c%%=*} == "$name" ]]; then cmd=${c#*=}; fi; done
     if [[ -z $cmd ]]; then
         case $name in
-            triggerfish) cmd="$TRIGGERFISH_BIN serve --config {config} --quic 127.0.0.1:$QUIC_PORT" ;;
+            triggerfish|triggerfish-pipelined) cmd="$TRIGGERFISH_BIN serve --config {config} --quic 127.0.0.1:$QUIC_PORT" ;;
             naive) cmd="$NAIVE_BIN --config {config} --listen {listen}" ;;
         esac
     fi
@@ -233,7 +247,7 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
     for r in "${ROUTERS[@]}"; do
         case $r in
             naive) cargo build --release --manifest-path bench/peers/naive-router/Cargo.toml ;;
-            triggerfish)
+            triggerfish|triggerfish-pipelined)
                 if [[ $TRIGGERFISH_BIN == target/release/triggerfish ]]; then
                     # shellcheck disable=SC2086
                     cargo build --release -p triggerfish-router --bin triggerfish ${CARGO_FLAGS_TRIGGERFISH:-}
@@ -327,23 +341,26 @@ if [[ -n $(git status --porcelain --untracked-files=no -- '*.rs' '*Cargo.toml' '
 fi
 python3 - "$(nproc)" "$DURATION" "$DRAIN" "$CONNECTIONS" "$BATCH" "$NICE" "${LATENCY_RATE:-0}" \
     "$(cat /proc/loadavg)" "$COMMAND" "$commit" "$(date -u '+%Y-%m-%d at %H:%M UTC')" \
-    "$(uname -m)" "$TRANSPORTS" > "$OUT/run.json" <<'PY'
+    "$(uname -m)" "$TRANSPORTS" "${PIPELINING:-0}" > "$OUT/run.json" <<'PY'
 import json, sys
 a = sys.argv[1:]
 print(json.dumps({"cores": int(a[0]), "duration": a[1], "drain": a[2], "connections": int(a[3]),
                   "batch": int(a[4]), "nice": int(a[5]), "latency_rate": int(a[6]),
                   "loadavg_before": a[7], "command": a[8], "commit": a[9], "started": a[10],
-                  "machine": a[11], "transports": a[12]}))
+                  "machine": a[11], "transports": a[12], "pipelining": int(a[13])}))
 PY
 for triggers in $TRIGGERS; do
     # With no trigger nothing reaches the sink: measure what ingress accepted, without a drain.
     CASE_DRAIN=""; figure=delivered_per_s
     if [[ $triggers == 0 ]]; then CASE_DRAIN=0s; figure=accepted_per_s; fi
     config=$OUT/config-$triggers.yaml
-    "$BENCHCONFIG" --triggers "$triggers" --filters "$FILTERS" \
-        ${QUIC_SPEC:+--quic "$QUIC_SPEC"} \
-        --subscriber "http://127.0.0.1:$SINK_PORT/" \
-        --listen "127.0.0.1:$ROUTER_PORT" --admin "127.0.0.1:$ADMIN_PORT" -o "$config"
+    for depth in "" ${PIPELINING:-}; do
+        "$BENCHCONFIG" --triggers "$triggers" --filters "$FILTERS" \
+            ${QUIC_SPEC:+--quic "$QUIC_SPEC"} ${depth:+--pipelining "$depth"} \
+            --subscriber "http://127.0.0.1:$SINK_PORT/" \
+            --listen "127.0.0.1:$ROUTER_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
+            -o "${config%.yaml}${depth:+-pipelined}.yaml"
+    done
     for mode in $MODES; do
       for transport in $TRANSPORTS; do
         for router in "${ROUTERS[@]}"; do
@@ -365,7 +382,11 @@ for triggers in $TRIGGERS; do
                 target=http://127.0.0.1:$SINK_PORT/
             else
                 echo "## $router ($transport), $triggers trigger(s), $mode" >&2
-                if ! start_router "$router" "$config" "$OUT/$case_name.router.log"; then
+                router_config=$config
+                if [[ $router == triggerfish-pipelined ]]; then
+                    router_config=${config%.yaml}-pipelined.yaml
+                fi
+                if ! start_router "$router" "$router_config" "$OUT/$case_name.router.log"; then
                     printf '{"router":"%s","triggers":%s,"mode":"%s","error":"did not start"}\n' \
                         "$router" "$triggers" "$mode" >> "$RESULTS"
                     continue

@@ -44,6 +44,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest response head accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// Room kept in the read buffer, so that one `read` can take many responses.
+const READ_CHUNK: usize = 16 * 1024;
+
 /// The most headers in a response head.
 const MAX_HEADERS: usize = 96;
 
@@ -195,11 +198,25 @@ impl Pipeline {
                 lane.outstanding.fetch_add(1, Ordering::Relaxed);
                 lane
             });
+        // Counted from here: given back by the lane once it settles the exchange, or here if
+        // the exchange never reaches it (a closed lane, or a caller that stops waiting first).
+        let mut counted = Counted(Some(&lane.outstanding));
         if lane.tx.send(exchange).await.is_err() {
-            lane.outstanding.fetch_sub(1, Ordering::Relaxed);
             return Err(TransportError::Reset);
         }
+        counted.0 = None;
         response.await.unwrap_or(Err(TransportError::Reset))
+    }
+}
+
+/// A request counted in a lane's `outstanding` that the lane has not taken yet.
+struct Counted<'a>(Option<&'a AtomicUsize>);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if let Some(outstanding) = self.0 {
+            outstanding.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -330,7 +347,7 @@ impl Connection {
     async fn drive<T: AsyncRead + AsyncWrite>(&mut self, io: T, rx: &mut mpsc::Receiver<Exchange>) {
         let (mut rd, mut wr) = tokio::io::split(io);
         let mut out = BytesMut::new();
-        let mut input = BytesMut::with_capacity(16 * 1024);
+        let mut input = BytesMut::with_capacity(READ_CHUNK);
         let mut decoder = ResponseDecoder::default();
         // Bytes queued for output and bytes written, since the connection opened.
         let (mut queued, mut written) = (0u64, 0u64);
@@ -352,6 +369,9 @@ impl Connection {
             }
             if self.waiting.is_empty() && self.rx_closed {
                 break End::Clean;
+            }
+            if input.capacity() - input.len() < READ_CHUNK / 4 {
+                input.reserve(READ_CHUNK);
             }
             let room = self.waiting.len() < self.depth && !self.rx_closed;
             let idle = self.waiting.is_empty();
