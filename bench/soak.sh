@@ -5,6 +5,7 @@
 #   bench/soak.sh                     # 10 minutes (builds the release binaries if needed)
 #   SOAK=120 bench/soak.sh            # a shorter run, e.g. to try the script
 #   RATE=4000 bench/soak.sh           # skip the max-throughput probe and use this rate
+#   PIPELINING=16 bench/soak.sh       # deliver with delivery.pipelining: 16
 #
 # What it does:
 #   1. probes the maximum throughput (tf-loadgen --rate max for $PROBE s, healthy sink) unless
@@ -73,7 +74,8 @@ spec:
   delivery:
     retry: $retry
     backoffPolicy: exponential
-    backoffDelay: PT0.02S
+    backoffDelay: PT0.02S${PIPELINING:+
+    pipelining: $PIPELINING}
     deadLetterSink: {uri: "file://$OUT/dead-letter.jsonl"}
 ---
 apiVersion: eventing.knative.dev/v1

@@ -172,23 +172,7 @@ impl HttpSink {
         }
         let exchange = async {
             match &self.pipeline {
-                Some(pipeline) => {
-                    let request = super::pipeline::encode_request(&self.url, &headers, &body);
-                    match pipeline.send(request, Keep::most(req)).await {
-                        Ok(r) => {
-                            let keep = Keep::of(r.status, &r.headers, req);
-                            let body = match (&keep, r.truncated) {
-                                (Keep::Reply { limit, .. }, true) => {
-                                    Err(crate::body::BodyError::TooLarge { limit: *limit }
-                                        .to_string())
-                                }
-                                _ => Ok(r.body),
-                            };
-                            keep.attempt(r.status, &r.headers, body, req)
-                        }
-                        Err(e) => Attempt::Transport(e),
-                    }
-                }
+                Some(pipeline) => self.pipelined(pipeline, &headers, &body, req).await,
                 None => {
                     let mut request = http::Request::new(Full::new(body));
                     *request.method_mut() = Method::POST;
@@ -204,6 +188,30 @@ impl HttpSink {
         }
     }
 
+    /// One attempt over the sink's pipelined connections.
+    async fn pipelined(
+        &self,
+        pipeline: &super::pipeline::Pipeline,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        req: &Request,
+    ) -> Attempt {
+        let request = super::pipeline::encode_request(&self.url, headers, body);
+        let r = match pipeline.send(request, Keep::most(req)).await {
+            Ok(r) => r,
+            Err(e) => return Attempt::Transport(e),
+        };
+        let keep = Keep::of(r.status, &r.headers, req);
+        let body = match (&keep, r.truncated) {
+            (Keep::Reply { limit, .. }, true) => {
+                Err(crate::body::BodyError::TooLarge { limit: *limit }.to_string())
+            }
+            _ => Ok(r.body),
+        };
+        keep.attempt(r.status, &r.headers, body, req)
+    }
+
+    /// One attempt through the shared pooled client.
     async fn exchange(&self, request: http::Request<Full<Bytes>>, req: &Request) -> Attempt {
         let response = match self.client.request(request).await {
             Ok(r) => r,

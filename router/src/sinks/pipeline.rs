@@ -6,8 +6,8 @@
 //! §9.3.2 requires servers to answer. A request goes to the first connection with room, so a
 //! quiet trigger keeps one connection and a busy one writes many requests in one `write` and
 //! reads many responses in one `read`: the syscalls and wake-ups per event, on both sides,
-//! drop by up to `N` times. Connections open when first needed and close after
-//! [`IDLE_TIMEOUT`] without a request.
+//! drop by up to `N` times. A connection's task starts when first needed; the connection opens
+//! when a request comes and closes after [`IDLE_TIMEOUT`] without one.
 //!
 //! What it does not do: HTTP/2, `Expect: 100-continue`, redirects, or retries of its own.
 //! A request whose bytes never reached the socket when its connection failed is sent again on
@@ -22,8 +22,8 @@
 //! `Content-Length`, chunked transfer coding, or the end of the connection.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
@@ -52,7 +52,10 @@ const MAX_HEADERS: usize = 96;
 
 /// Pipelined connections to one subscriber.
 pub struct Pipeline {
-    lanes: Box<[Lane]>,
+    origin: Arc<Origin>,
+    /// Started when first needed: a trigger that never has more than `depth` requests
+    /// outstanding has one lane task.
+    lanes: Box<[OnceLock<Lane>]>,
     depth: usize,
 }
 
@@ -151,20 +154,26 @@ impl Pipeline {
         let origin = Arc::new(Origin { host, port, tls });
         let depth = depth.max(1);
         let lanes = max_in_flight.div_ceil(depth).max(1);
-        let lanes = (0..lanes)
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(depth);
-                let outstanding = Arc::new(AtomicUsize::new(0));
-                tokio::spawn(lane(
-                    Arc::clone(&origin),
-                    depth,
-                    rx,
-                    Arc::clone(&outstanding),
-                ));
-                Lane { tx, outstanding }
-            })
-            .collect();
-        Ok(Pipeline { lanes, depth })
+        Ok(Pipeline {
+            origin,
+            lanes: (0..lanes).map(|_| OnceLock::new()).collect(),
+            depth,
+        })
+    }
+
+    /// Lane `i`, its task started on first use.
+    fn lane(&self, i: usize) -> &Lane {
+        self.lanes[i].get_or_init(|| {
+            let (tx, rx) = mpsc::channel(self.depth);
+            let outstanding = Arc::new(AtomicUsize::new(0));
+            tokio::spawn(lane(
+                Arc::clone(&self.origin),
+                self.depth,
+                rx,
+                Arc::clone(&outstanding),
+            ));
+            Lane { tx, outstanding }
+        })
     }
 
     /// Sends `request` (a whole HTTP/1.1 request) and waits for its response, keeping at most
@@ -178,9 +187,8 @@ impl Pipeline {
             reply,
         };
         // The first lane with room, so that load gathers on few connections.
-        let lane = self
-            .lanes
-            .iter()
+        let lane = (0..self.lanes.len())
+            .map(|i| self.lane(i))
             .find(|lane| {
                 if lane.outstanding.fetch_add(1, Ordering::Relaxed) < self.depth {
                     return true;
@@ -190,11 +198,10 @@ impl Pipeline {
             })
             .unwrap_or_else(|| {
                 // Every lane is full (callers beyond `maxInFlight`): the least loaded one.
-                let lane = self
-                    .lanes
-                    .iter()
+                let lane = (0..self.lanes.len())
+                    .map(|i| self.lane(i))
                     .min_by_key(|l| l.outstanding.load(Ordering::Relaxed))
-                    .unwrap_or(&self.lanes[0]);
+                    .unwrap_or_else(|| self.lane(0));
                 lane.outstanding.fetch_add(1, Ordering::Relaxed);
                 lane
             });
@@ -937,7 +944,9 @@ mod tests {
     async fn requests_are_pipelined_and_answers_matched_in_order() {
         let n = 8;
         let (url, server) = batch_answering_server(n).await;
-        let pipeline = Arc::new(Pipeline::new(&url, n, n, no_tls).unwrap());
+        // Room for four connections: `n` requests all go on the first, the only one the server
+        // accepts.
+        let pipeline = Arc::new(Pipeline::new(&url, n, 4 * n, no_tls).unwrap());
         let sends = (0..n).map(|i| {
             let pipeline = Arc::clone(&pipeline);
             let request = tagged(&url, i);
