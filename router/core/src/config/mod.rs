@@ -27,8 +27,8 @@
 //! - a `filters` element with no dialect, `exact: {}`, `all: []`, `any: []` and `cesql: ""`
 //!   are rejected.
 //!
-//! Where Triggerfish adds to Knative: `spec.maxInFlight` on a Trigger, `backoffMax` and
-//! `jitter` in `delivery`, the built-in `display:` and `file:` sinks, in-process refs
+//! Where Triggerfish adds to Knative: `spec.maxInFlight` on a Trigger; `backoffMax`,
+//! `jitter`, `retryAfterMax`, `format` and `pipelining` in `delivery`; the built-in `display:` and `file:` sinks, in-process refs
 //! (`triggerfish.dev/v1alpha1` `Display`, `File`, `WorkerPool`, `Scheduler`, `Exec`), and the
 //! `Server` document.
 //!
