@@ -170,33 +170,32 @@ impl HttpSink {
                 }
             }
         }
-        let exchange = async {
-            match &self.pipeline {
-                Some(pipeline) => self.pipelined(pipeline, &headers, &body, req).await,
-                None => {
-                    let mut request = http::Request::new(Full::new(body));
-                    *request.method_mut() = Method::POST;
-                    *request.uri_mut() = self.uri.clone();
-                    *request.headers_mut() = headers;
-                    self.exchange(request, req).await
-                }
+        let attempt = match &self.pipeline {
+            // Boxed, so that every delivery task (pipelined or not) stays the size of the
+            // pooled client's attempt (`dispatch::tests::a_delivery_task_stays_small`).
+            Some(pipeline) => {
+                let request = super::pipeline::encode_request(&self.url, &headers, &body);
+                let pipelined = Box::pin(self.pipelined(pipeline, request, req));
+                tokio::time::timeout(req.timeout, pipelined).await
+            }
+            None => {
+                let mut request = http::Request::new(Full::new(body));
+                *request.method_mut() = Method::POST;
+                *request.uri_mut() = self.uri.clone();
+                *request.headers_mut() = headers;
+                tokio::time::timeout(req.timeout, self.exchange(request, req)).await
             }
         };
-        match tokio::time::timeout(req.timeout, exchange).await {
-            Ok(attempt) => attempt,
-            Err(_) => Attempt::Transport(TransportError::Timeout),
-        }
+        attempt.unwrap_or(Attempt::Transport(TransportError::Timeout))
     }
 
-    /// One attempt over the sink's pipelined connections.
+    /// One attempt over the sink's pipelined connections: `request` is the whole request.
     async fn pipelined(
         &self,
         pipeline: &super::pipeline::Pipeline,
-        headers: &http::HeaderMap,
-        body: &[u8],
+        request: Bytes,
         req: &Request,
     ) -> Attempt {
-        let request = super::pipeline::encode_request(&self.url, headers, body);
         let r = match pipeline.send(request, Keep::most(req)).await {
             Ok(r) => r,
             Err(e) => return Attempt::Transport(e),
