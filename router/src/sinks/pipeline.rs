@@ -41,6 +41,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long connecting (and the TLS handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long closing a connection may take.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The largest response head accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -422,7 +425,8 @@ impl Connection {
                 () = tokio::time::sleep(IDLE_TIMEOUT), if idle => break End::Clean,
             }
         };
-        let _ = wr.shutdown().await;
+        // Bounded: a TLS close_notify cannot go out while a stalled peer leaves the socket full.
+        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, wr.shutdown()).await;
         if let End::Failed(error) = end {
             // Requests none of whose bytes went out go first on the next connection; the
             // others may have been seen, so the delivery policy decides.
