@@ -186,3 +186,46 @@ async fn an_unreachable_subscriber_dead_letters_with_pipelining() {
         )
         .await;
 }
+
+/// Pipelined HTTPS: the subscriber's certificate is checked against the destination's
+/// `CACerts` (and the system's roots), as on the pooled client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_subscribers_are_verified_with_pipelining() {
+    let ca = triggerfish_tests::tls::Ca::new("pipelined-subscriber-ca");
+    let sub = Subscriber::start_tls(&ca.server()).await;
+    let dls = Subscriber::start().await;
+    let trusted = Trigger::new("trusted", &sub.url("/trusted"))
+        .filter("filter:\n  attributes:\n    type: t")
+        .subscriber(&format!(
+            "uri: {}\nCACerts: {}",
+            sub.url("/trusted"),
+            serde_json::to_string(&ca.pem()).unwrap()
+        ))
+        .delivery("pipelining: 8");
+    let untrusted = Trigger::new("untrusted", &sub.url("/untrusted"))
+        .filter("filter:\n  attributes:\n    type: u")
+        .delivery(&format!(
+            "pipelining: 8\nretry: 1\nbackoffDelay: PT0.01S\ndeadLetterSink:\n  uri: {}",
+            dls.url("/dls")
+        ));
+    let config = Config::new()
+        .broker("default", None)
+        .trigger(trusted)
+        .trigger(untrusted);
+    let router = Router::start(&config.render()).await;
+    publish(&router, 50).await;
+    router.publish(&Event::new("u-1", "u")).await;
+
+    let delivered = sub.wait_for_path("/trusted", 50, PATIENCE).await;
+    assert_eq!(delivered.len(), 50);
+    let dead = dls.wait_for(1, PATIENCE).await;
+    assert_eq!(dead[0].id(), "u-1");
+    assert_eq!(
+        dead[0].ce("knativeerrordest").as_deref(),
+        Some(sub.url("/untrusted").as_str())
+    );
+    assert!(
+        sub.requests_to("/untrusted").is_empty(),
+        "no request without a verified handshake"
+    );
+}
