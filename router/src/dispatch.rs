@@ -9,6 +9,13 @@
 //! place, so it counts as queued. Shard drivers wait when the queue is full, which pushes back
 //! through the shard queues to ingress (429).
 //!
+//! Before it is full, a queue that fills faster than it drains is *backlogged* ([`Backlog`]):
+//! from the moment less than a quarter of its places or bytes are free until half of both are
+//! free again. HTTP and QUIC ingress refuse (429) the requests carrying an event that a
+//! backlogged trigger matches, so that the shard drivers, which every trigger of a shard
+//! shares, do not end up waiting on one slow subscriber while the others starve. The queue's
+//! last quarter takes the events accepted before the refusals began.
+//!
 //! - **Unordered** triggers deliver up to `maxInFlight` events at once.
 //! - **Ordered** triggers deliver one event at a time per partition key (the `partitionkey`
 //!   extension, else `source`), in arrival order, retries included; different keys proceed in
@@ -19,7 +26,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -66,14 +73,107 @@ pub struct QueueLimits {
     pub bytes: usize,
 }
 
+/// Whether a trigger's queue is filling faster than it drains, for ingress to refuse the
+/// events it matches (see the module docs). Shared by the trigger's handle and its deliveries.
+///
+/// It is set after an event is queued and cleared after a delivery starts or ends, each a
+/// relaxed load while nothing changes. Every backlogged trigger counts once in a process-wide
+/// count, so that ingress looks no further while it is 0.
+pub struct Backlog {
+    backlogged: AtomicBool,
+    /// Places in the queue: `events` permits.
+    places: Arc<Semaphore>,
+    /// Bytes queued or in flight: `bytes` permits.
+    budget: Arc<Semaphore>,
+    events: usize,
+    bytes: usize,
+    /// Backlogged triggers, process-wide.
+    count: Arc<AtomicUsize>,
+    trigger: String,
+}
+
+impl Backlog {
+    fn new(limits: QueueLimits, count: Arc<AtomicUsize>, trigger: String) -> Backlog {
+        let events = limits.events.min(Semaphore::MAX_PERMITS);
+        let bytes = limits.bytes.min(Semaphore::MAX_PERMITS);
+        Backlog {
+            backlogged: AtomicBool::new(false),
+            places: Arc::new(Semaphore::new(events)),
+            budget: Arc::new(Semaphore::new(bytes)),
+            events,
+            bytes,
+            count,
+            trigger,
+        }
+    }
+
+    /// Whether ingress should refuse the events this trigger matches.
+    pub fn is_backlogged(&self) -> bool {
+        self.backlogged.load(Ordering::Relaxed)
+    }
+
+    /// Less than a quarter of the places or of the bytes is free.
+    fn filling(&self) -> bool {
+        self.places.available_permits() * 4 < self.events
+            || self.budget.available_permits() * 4 < self.bytes
+    }
+
+    /// At least half of the places and of the bytes are free.
+    fn drained(&self) -> bool {
+        self.places.available_permits() * 2 >= self.events
+            && self.budget.available_permits() * 2 >= self.bytes
+    }
+
+    /// After an event was queued.
+    fn note_queued(&self) {
+        if self.is_backlogged() || !self.filling() {
+            return;
+        }
+        if self
+            .backlogged
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.count.fetch_add(1, Ordering::SeqCst);
+            tracing::warn!(trigger = %self.trigger, queued = self.events.saturating_sub(self.places.available_permits()), "trigger is falling behind: ingress refuses the events it matches (429) until its queue is half empty");
+            // Deliveries that ended between `filling` and the flag found no flag to clear; the
+            // fences in `relieve` make either them or this call see the other's change.
+            self.relieve();
+        }
+    }
+
+    /// After a delivery started (its place is free) or ended (its bytes are free).
+    fn relieve(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !self.is_backlogged() || !self.drained() {
+            return;
+        }
+        if self
+            .backlogged
+            .compare_exchange(true, false, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.count.fetch_sub(1, Ordering::SeqCst);
+            tracing::info!(trigger = %self.trigger, "trigger caught up: ingress accepts the events it matches again");
+        }
+    }
+}
+
+impl Drop for Backlog {
+    fn drop(&mut self) {
+        if *self.backlogged.get_mut() {
+            self.count.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// The sending side of a trigger: what shard drivers hold in the routing snapshot.
 pub struct TriggerHandle {
     /// The plan this trigger was started from.
     pub plan: Arc<TriggerPlan>,
     tx: mpsc::Sender<Job>,
-    /// Places in the queue: `limits.events` permits.
-    places: Arc<Semaphore>,
-    budget: Arc<Semaphore>,
+    /// The queue's places and bytes, and whether it is backlogged.
+    pub backlog: Arc<Backlog>,
     limits: QueueLimits,
     /// Counts matches.
     pub matches: Counter,
@@ -113,12 +213,12 @@ impl TriggerHandle {
         accepted_at: Instant,
         completion: Completion,
     ) -> Result<(), Closed> {
-        let place = Arc::clone(&self.places)
+        let place = Arc::clone(&self.backlog.places)
             .acquire_owned()
             .await
             .map_err(|_| Closed)?;
         let size = event.view().wire_size().clamp(1, self.limits.bytes) as u32;
-        let budget = Arc::clone(&self.budget)
+        let budget = Arc::clone(&self.backlog.budget)
             .acquire_many_owned(size)
             .await
             .map_err(|_| Closed)?;
@@ -130,7 +230,9 @@ impl TriggerHandle {
             queued: Some(place),
             _budget: budget,
         };
-        self.tx.send(job).await.map_err(|_| Closed)
+        self.tx.send(job).await.map_err(|_| Closed)?;
+        self.backlog.note_queued();
+        Ok(())
     }
 
     /// Queues an event if the trigger's queue has room now, without waiting: the scheduler
@@ -148,12 +250,12 @@ impl TriggerHandle {
             TryAcquireError::Closed => TryEnqueueError::Closed,
             TryAcquireError::NoPermits => TryEnqueueError::Full(event, completion),
         };
-        let place = match Arc::clone(&self.places).try_acquire_owned() {
+        let place = match Arc::clone(&self.backlog.places).try_acquire_owned() {
             Ok(p) => p,
             Err(e) => return Err(refused(e, event, completion)),
         };
         let size = event.view().wire_size().clamp(1, self.limits.bytes) as u32;
-        let budget = match Arc::clone(&self.budget).try_acquire_many_owned(size) {
+        let budget = match Arc::clone(&self.backlog.budget).try_acquire_many_owned(size) {
             Ok(b) => b,
             Err(e) => return Err(refused(e, event, completion)),
         };
@@ -172,6 +274,7 @@ impl TriggerHandle {
             queued: Some(place),
             _budget: budget,
         });
+        self.backlog.note_queued();
         Ok(())
     }
 
@@ -209,11 +312,11 @@ impl TriggerHandle {
             return Err(EnqueueAllError::TooLarge);
         }
         let too_large = |_| EnqueueAllError::TooLarge;
-        let mut places = Arc::clone(&self.places)
+        let mut places = Arc::clone(&self.backlog.places)
             .acquire_many_owned(u32::try_from(events.len()).map_err(too_large)?)
             .await
             .map_err(|_| EnqueueAllError::Closed)?;
-        let mut budget = Arc::clone(&self.budget)
+        let mut budget = Arc::clone(&self.backlog.budget)
             .acquire_many_owned(u32::try_from(total).map_err(too_large)?)
             .await
             .map_err(|_| EnqueueAllError::Closed)?;
@@ -235,6 +338,7 @@ impl TriggerHandle {
                 _budget: share,
             });
         }
+        self.backlog.note_queued();
         Ok(())
     }
 
@@ -243,7 +347,7 @@ impl TriggerHandle {
     pub fn depth(&self) -> usize {
         self.limits
             .events
-            .saturating_sub(self.places.available_permits())
+            .saturating_sub(self.backlog.places.available_permits())
     }
 }
 
@@ -273,6 +377,8 @@ pub struct TriggerContext {
     pub replies: bool,
     /// The trigger's delivery rate limit (`spec.rateLimit`): attempts wait for a token.
     rate: Option<governor::DefaultDirectRateLimiter>,
+    /// The queue's room, freed as deliveries start and end.
+    backlog: Arc<Backlog>,
     counters: Counters,
 }
 
@@ -336,6 +442,7 @@ pub fn start(
     metrics: &Metrics,
     tracker: TaskTracker,
     in_flight: Arc<AtomicUsize>,
+    backlogged: Arc<AtomicUsize>,
 ) -> TriggerHandle {
     let label = TriggerLabels {
         broker: plan.broker.clone(),
@@ -345,7 +452,9 @@ pub fn start(
         Some(d) => (d.policy.clone(), d.format),
         None => (DeliveryPolicy::default(), DeliveryFormat::default()),
     };
+    let backlog = Arc::new(Backlog::new(limits, backlogged, plan.key.clone()));
     let ctx = Arc::new(TriggerContext {
+        backlog: Arc::clone(&backlog),
         counters: Counters::new(metrics, &label),
         label: label.clone(),
         sink,
@@ -375,8 +484,7 @@ pub fn start(
         matches: metrics.matches.get_or_create(&label).clone(),
         plan,
         tx,
-        places: Arc::new(Semaphore::new(limits.events.min(Semaphore::MAX_PERMITS))),
-        budget: Arc::new(Semaphore::new(limits.bytes.min(Semaphore::MAX_PERMITS))),
+        backlog,
         limits,
     }
 }
@@ -453,6 +561,7 @@ async fn deliver(ctx: &TriggerContext, mut job: Job) {
     let _in_flight = InFlight(&ctx.in_flight);
     // Counted in flight first, so that it is never counted nowhere (see `Router::undelivered`).
     drop(job.queued.take());
+    ctx.backlog.relieve();
     let view = job.event.view();
     let opts = EncodeOptions {
         skip: &[TTL_EXTENSION],
@@ -479,6 +588,8 @@ async fn deliver(ctx: &TriggerContext, mut job: Job) {
         }
     }
     job.completion.finish();
+    drop(job._budget);
+    ctx.backlog.relieve();
 }
 
 /// Counts a delivery in flight until dropped (also when shutdown cancels it).
@@ -666,6 +777,63 @@ mod tests {
         assert!(
             deliver <= 3 * 1024,
             "the delivery future is {deliver} bytes: box the large future that grew it"
+        );
+    }
+
+    /// Backlogged from fewer than a quarter of the places (or bytes) free until half of both
+    /// are free; counted process-wide once, and no longer once dropped.
+    #[test]
+    fn a_backlog_begins_at_three_quarters_and_ends_at_half() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let limits = QueueLimits {
+            events: 8,
+            bytes: 1000,
+        };
+        let backlog = Backlog::new(limits, Arc::clone(&count), "ns/t".into());
+        let take = |n: usize| -> Vec<OwnedSemaphorePermit> {
+            (0..n)
+                .map(|_| Arc::clone(&backlog.places).try_acquire_owned().unwrap())
+                .collect()
+        };
+        let mut places = take(6);
+        backlog.note_queued();
+        assert!(!backlog.is_backlogged(), "2 of 8 free");
+        places.extend(take(1));
+        backlog.note_queued();
+        assert!(backlog.is_backlogged(), "1 of 8 free");
+        backlog.note_queued();
+        assert_eq!(count.load(Ordering::SeqCst), 1, "counted once");
+
+        places.truncate(5);
+        backlog.relieve();
+        assert!(backlog.is_backlogged(), "3 of 8 free: not yet half");
+        places.truncate(4);
+        backlog.relieve();
+        assert!(!backlog.is_backlogged(), "half free");
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+
+        // Bytes count as well, and places alone do not end it.
+        let bytes = Arc::clone(&backlog.budget)
+            .try_acquire_many_owned(751)
+            .unwrap();
+        backlog.note_queued();
+        assert!(backlog.is_backlogged(), "249 of 1000 bytes free");
+        places.extend(take(1));
+        drop(bytes);
+        backlog.relieve();
+        assert!(backlog.is_backlogged(), "bytes free, but 3 of 8 places");
+        drop(places);
+        backlog.relieve();
+        assert!(!backlog.is_backlogged());
+
+        let _places = take(8);
+        backlog.note_queued();
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        drop(backlog);
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            0,
+            "a stopped trigger is not counted"
         );
     }
 }

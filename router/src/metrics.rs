@@ -50,6 +50,8 @@ pub enum IngressOutcome {
     Forbidden,
     /// Over a sender's or broker's rate limit (429).
     RateLimited,
+    /// An event matches a trigger that is falling behind (429).
+    Backlogged,
 }
 
 /// Ingress label set.

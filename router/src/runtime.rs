@@ -218,6 +218,8 @@ pub struct Dispatchers {
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
     in_flight: Arc<AtomicUsize>,
+    /// Triggers (and other dispatchers) whose queues are backlogged ([`dispatch::Backlog`]).
+    backlogged: Arc<AtomicUsize>,
     limits: QueueLimits,
     client: Arc<HttpClient>,
     display: Arc<DisplaySink>,
@@ -268,6 +270,7 @@ impl Dispatchers {
             &self.metrics,
             self.tracker.clone(),
             Arc::clone(&self.in_flight),
+            Arc::clone(&self.backlogged),
         )
     }
 
@@ -510,6 +513,7 @@ impl Router {
             metrics: Arc::clone(&metrics),
             tracker: tracker.clone(),
             in_flight: Arc::clone(&in_flight),
+            backlogged: Arc::new(AtomicUsize::new(0)),
             limits: settings.trigger_limits,
             client: Arc::new(client),
             display: Arc::new(DisplaySink::new()),
@@ -614,6 +618,9 @@ impl Router {
                 Arc::clone(&broker.key),
                 broker.index,
                 handles,
+                // JetStream keeps backlogs in the stream, and takes every event it can store.
+                matches!(self.dispatchers.store, Store::Memory(_))
+                    .then(|| Arc::clone(&self.dispatchers.backlogged)),
                 &self.metrics,
             );
             brokers.insert(broker.key, Arc::new(route));

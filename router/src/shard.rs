@@ -4,18 +4,22 @@
 //! One driver per shard, each a tokio task. A driver reads the routing [`Snapshot`] through an
 //! `ArcSwap` once per run of events (no locks), matches with a reused scratch buffer (no
 //! allocation), and waits when a trigger queue is full: that wait is the backpressure that
-//! fills the shard queue and makes ingress answer 429. A run is bounded (256 events) before
+//! fills the shard queue and makes ingress answer 429. Before a queue is full, ingress refuses
+//! the events of a backlogged trigger ([`BrokerRoute::backlogged`]), so that the drivers rarely
+//! wait on one trigger while the others starve. A run is bounded (256 events) before
 //! the driver yields, so one busy shard never starves the runtime.
 //!
 //! What a driver does not do: deliver. See [`crate::dispatch`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 use triggerfish_core::config::DeliveryOrder;
+use triggerfish_core::event::EventBatch;
 use triggerfish_core::index::{MatchScratch, TriggerIndex};
 
 use crate::dispatch::TriggerHandle;
@@ -50,6 +54,28 @@ pub struct BrokerRoute {
     pub unmatched: Counter,
     /// Events dropped because the process stopped before they reached a trigger queue.
     pub dropped_shutdown: Counter,
+    /// Backlogged triggers, process-wide ([`crate::dispatch::Backlog`]); `None` where the
+    /// store holds backlogs itself (JetStream), and ingress refuses nothing for them.
+    backlogged: Option<Arc<AtomicUsize>>,
+}
+
+/// An event that ingress refuses because a trigger it matches is backlogged.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Backlogged<'a> {
+    /// Its index in the request.
+    pub index: usize,
+    /// The first backlogged trigger it matches, `namespace/name`.
+    pub trigger: &'a str,
+}
+
+impl std::fmt::Display for Backlogged<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "matches trigger {}, which is falling behind: retry later",
+            self.trigger
+        )
+    }
 }
 
 impl BrokerRoute {
@@ -58,6 +84,7 @@ impl BrokerRoute {
         key: BrokerKey,
         index: TriggerIndex,
         triggers: Vec<Arc<TriggerHandle>>,
+        backlogged: Option<Arc<AtomicUsize>>,
         metrics: &Metrics,
     ) -> BrokerRoute {
         let broker = key.to_string();
@@ -78,7 +105,35 @@ impl BrokerRoute {
             key,
             index,
             triggers,
+            backlogged,
         }
+    }
+
+    /// The events of `batch` that match a backlogged trigger. One atomic load while no
+    /// trigger is backlogged; otherwise the batch is matched here as well as in its shard.
+    pub fn backlogged(&self, batch: &EventBatch) -> Vec<Backlogged<'_>> {
+        let mut refused = Vec::new();
+        match &self.backlogged {
+            Some(count) if count.load(Ordering::Relaxed) > 0 => {}
+            _ => return refused,
+        }
+        let mut scratch = MatchScratch::new();
+        let mut matched = Vec::new();
+        for (index, event) in batch.iter().enumerate() {
+            matched.clear();
+            self.index.matches(&event, &mut scratch, &mut matched);
+            let backlogged = matched.iter().find_map(|&id| {
+                let trigger = self.triggers.get(id as usize)?;
+                trigger
+                    .backlog
+                    .is_backlogged()
+                    .then_some(trigger.plan.key.as_str())
+            });
+            if let Some(trigger) = backlogged {
+                refused.push(Backlogged { index, trigger });
+            }
+        }
+        refused
     }
 }
 

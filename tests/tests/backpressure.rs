@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
+use triggerfish_tests::quic::QuicClient;
 use triggerfish_tests::{Config, Event, PATIENCE, Reply, Router, Subscriber, Trigger, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,9 +30,9 @@ async fn full_queues(trigger: Trigger) {
     let router = Router::start(&config.render()).await;
     let url = router.broker_url("default");
 
-    // Fill up: one delivery in flight, the trigger queue, the shard queue. Then 429s: five in
-    // a row, since nothing drains any more. (A 429 can come early, when a shard driver has not
-    // moved an event on yet; the next request may be accepted.)
+    // Fill up: one delivery in flight, the trigger queue (and perhaps the shard queue). Then
+    // 429s: five in a row, since nothing drains any more. (A 429 can come early, when a shard
+    // driver has not moved an event on yet; the next request may be accepted.)
     let mut accepted = BTreeSet::new();
     let (mut throttled, mut in_a_row) = (0, 0);
     let mut i = 0;
@@ -67,11 +68,13 @@ async fn full_queues(trigger: Trigger) {
         }
     }
     // Bounded: 1 in flight, 2 queued for the trigger (whether in its channel or held by its
-    // dispatcher, waiting for a delivery slot or behind their key), and 4 in the shard queue
-    // (one of which the shard driver holds while it waits for trigger-queue room). One more
-    // may be between the trigger's channel and its dispatcher.
+    // dispatcher, waiting for a delivery slot or behind their key). Its queue full, the trigger
+    // is backlogged and ingress refuses its events; at most the 4 that fit in the shard queue
+    // (one of which the shard driver holds while it waits for trigger-queue room) can have been
+    // accepted before the refusals began. One more may be between the trigger's channel and
+    // its dispatcher.
     assert!(
-        (4..=8).contains(&accepted.len()),
+        (3..=8).contains(&accepted.len()),
         "accepted {} before the first 429",
         accepted.len()
     );
@@ -83,13 +86,13 @@ async fn full_queues(trigger: Trigger) {
     assert_eq!(r.code(), 429, "{}", r.text());
 
     let m = router.metrics().await;
-    assert_eq!(
+    let refused = |outcome| {
         m.count(
             "triggerfish_ingress_requests_total",
-            &[("outcome", "throttled")]
-        ),
-        throttled + 1
-    );
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!(refused("throttled") + refused("backlogged"), throttled + 1);
     assert_eq!(sub.count(), 1, "still stalled on the first event");
 
     // Recovery: every accepted event is delivered exactly once, and nothing else.
@@ -117,6 +120,122 @@ async fn full_queues(trigger: Trigger) {
             .count("triggerfish_delivery_dropped_total", &[]),
         0
     );
+}
+
+/// A subscriber that stops answering holds up its own trigger and no other: once that
+/// trigger's queue is three quarters full, ingress refuses (429, naming the trigger) the
+/// events it matches, and the other triggers' events, on the same single shard, keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_trigger_does_not_hold_up_the_others() {
+    let slow = Subscriber::start().await;
+    slow.handle(|_| Reply::ok().held());
+    let fast = Subscriber::start().await;
+    let by_type = |ty: &str| format!("filter:\n  attributes:\n    type: {ty}");
+    let config = Config::new()
+        .server("shards: 1\nqueues:\n  trigger: {events: 8, bytes: 1MiB}")
+        .broker("default", None)
+        .trigger(
+            Trigger::new("slow", &slow.url("/slow"))
+                .filter(&by_type("slow"))
+                .spec("maxInFlight: 1"),
+        )
+        .trigger(Trigger::new("fast", &fast.url("/fast")).filter(&by_type("fast")));
+    let router = Router::start(&config.render()).await;
+    let url = router.broker_url("default");
+    let handle = &router;
+    let matched = |trigger: &'static str| async move {
+        let m = handle.metrics().await;
+        m.count("triggerfish_trigger_matches_total", &[("trigger", trigger)])
+    };
+
+    // One in flight, then the queue fills; each event is routed before the next is sent, so
+    // the refusals begin exactly when 7 of the 8 places are taken.
+    let mut accepted = Vec::new();
+    let refusal = loop {
+        let i = accepted.len();
+        assert!(
+            i < 20,
+            "no 429 after {i} events: the stalled trigger is not refused"
+        );
+        let event = Event::new(format!("s-{i}"), "slow");
+        let r = router.client.send_binary(&url, &event).await;
+        match r.code() {
+            202 => accepted.push(event.id().to_owned()),
+            429 => break r,
+            other => panic!("{}: unexpected {other}: {}", event.id(), r.text()),
+        }
+        eventually("the event to reach its trigger", PATIENCE, || async {
+            (matched("default/slow").await == accepted.len() as u64).then_some(())
+        })
+        .await;
+        if i == 0 {
+            slow.wait_for(1, PATIENCE).await;
+        }
+    };
+    assert_eq!(accepted.len(), 8, "1 in flight and 7 queued: {accepted:?}");
+    assert_eq!(refusal.header("retry-after"), Some("1"));
+    let body = refusal.json();
+    assert!(
+        body["error"].as_str().unwrap().contains("default/slow"),
+        "{body}"
+    );
+    assert_eq!(body["events"][0]["index"], 0, "{body}");
+
+    // The other trigger's events are taken and delivered while the stall goes on.
+    for i in 0..20 {
+        let r = router
+            .client
+            .send_binary(&url, &Event::new(format!("f-{i}"), "fast"))
+            .await;
+        assert_eq!(r.code(), 202, "{}", r.text());
+    }
+    fast.wait_for(20, PATIENCE).await;
+    // A batch is refused whole when one of its events matches the stalled trigger, and the
+    // answer says which.
+    let mixed = [Event::new("m-0", "fast"), Event::new("m-1", "slow")];
+    let r = router.client.send_batch(&url, &mixed).await;
+    assert_eq!(r.code(), 429, "{}", r.text());
+    let events = r.json()["events"].clone();
+    assert_eq!(events.as_array().map(Vec::len), Some(1), "{events}");
+    assert_eq!(events[0]["index"], 1, "{events}");
+    // QUIC ingress refuses the same frame the same way, and takes the other trigger's.
+    let quic = QuicClient::connect(router.quic, &router.quic_cert()).await;
+    let ack = quic.publish("default/default", &mixed).await.ack();
+    assert_eq!((ack.status, ack.accepted), (429, 0), "{ack:?}");
+    assert!(ack.retry_after_ms >= 1000, "{ack:?}");
+    assert!(ack.message.contains("default/slow"), "{ack:?}");
+    let ack = quic.publish("default/default", &mixed[..1]).await.ack();
+    assert_eq!((ack.status, ack.accepted), (202, 1), "{ack:?}");
+    fast.wait_for(21, PATIENCE).await;
+    assert_eq!(slow.count(), 1, "still stalled on the first event");
+    let m = router.metrics().await;
+    assert_eq!(
+        m.count(
+            "triggerfish_ingress_requests_total",
+            &[("outcome", "backlogged")]
+        ),
+        3
+    );
+
+    // Once the subscriber answers again, every accepted event arrives and the trigger takes
+    // events again.
+    slow.release();
+    slow.wait_for(accepted.len(), PATIENCE).await;
+    let late = Event::new("late", "slow");
+    eventually(
+        "ingress to accept the slow trigger's events again",
+        PATIENCE,
+        || async {
+            let r = router.client.send_binary(&url, &late).await;
+            (r.code() == 202).then_some(())
+        },
+    )
+    .await;
+    let got = slow.wait_for(accepted.len() + 1, PATIENCE).await;
+    let ids: BTreeSet<String> = got.iter().map(|r| r.id()).collect();
+    assert_eq!(ids.len(), accepted.len() + 1, "each event once");
+    assert!(ids.contains("late"));
+    assert_eq!(fast.count(), 21);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,7 +36,7 @@ use arc_swap::ArcSwap;
 use crate::body::{BodyError, Budget};
 use crate::http_server::{empty, response};
 use crate::metrics::{IngressLabels, IngressOutcome, Metrics};
-use crate::shard::Snapshot;
+use crate::shard::{Backlogged, Snapshot};
 use crate::store::{OfferError, Store};
 
 /// Limits applied by ingress; reloadable.
@@ -133,6 +133,34 @@ fn retry_later(status: StatusCode, message: &str) -> http::Response<Full<Bytes>>
     r
 }
 
+/// 429 for a request with events that backlogged triggers match, naming each event.
+fn refuse_backlogged(
+    backlogged: &[Backlogged<'_>],
+    first: &Backlogged<'_>,
+    n: usize,
+) -> http::Response<Full<Bytes>> {
+    let message = format!(
+        "{} of {n} events match a trigger that is falling behind ({}); nothing was accepted",
+        backlogged.len(),
+        first.trigger
+    );
+    let body = ErrorBody {
+        error: &message,
+        events: backlogged
+            .iter()
+            .map(|b| EventError {
+                index: b.index,
+                error: b.to_string(),
+            })
+            .collect(),
+    };
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    let mut r = response(StatusCode::TOO_MANY_REQUESTS, "application/json", json);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 impl Ingress {
     /// Handles one request.
     pub async fn handle(
@@ -187,10 +215,10 @@ impl Ingress {
         let key = format!("{ns}/{name}");
         let snapshot = self.snapshot.load();
         let limits = snapshot.limits;
-        let Some(broker) = snapshot
+        let Some((broker, route)) = snapshot
             .brokers
             .get_key_value(key.as_str())
-            .map(|(k, _)| Arc::clone(k))
+            .map(|(k, r)| (Arc::clone(k), Arc::clone(r)))
         else {
             let msg = format!("unknown broker {key}");
             return (error(StatusCode::NOT_FOUND, &msg, &[]), None, NotFound, 0);
@@ -306,6 +334,16 @@ impl Ingress {
             tracing::debug!(broker = %broker, sender = %identity, events = denied.len(), "events refused by event policy");
             return (forbidden(&denied), label, Forbidden, 0);
         }
+        let backlogged = route.backlogged(&batch);
+        if let Some(first) = backlogged.first() {
+            return (
+                refuse_backlogged(&backlogged, first, n),
+                label,
+                Backlogged,
+                n,
+            );
+        }
+        drop(route);
         if let Err(e) = gate.admit(&broker, &identity, n) {
             let mut r = error(StatusCode::TOO_MANY_REQUESTS, &e.to_string(), &[]);
             r.headers_mut()

@@ -305,10 +305,10 @@ impl QuicIngress {
             accepted: 0,
             rejected: 0,
         };
-        let Some(broker) = snapshot
+        let Some((broker, route)) = snapshot
             .brokers
             .get_key_value(target.key)
-            .map(|(k, _)| Arc::clone(k))
+            .map(|(k, r)| (Arc::clone(k), Arc::clone(r)))
         else {
             // Answered without reading the body; the client sees STOP_SENDING, then the ack.
             let _ = recv.stop(StreamCode::NoError.as_u32().into());
@@ -387,6 +387,20 @@ impl QuicIngress {
             );
             return Ok(refuse(Ack::refused(403, message), label, Forbidden));
         }
+        let backlogged = route.backlogged(&decoded.batch);
+        if let Some(first) = backlogged.first() {
+            let message = format!(
+                "{} of {n} events match a trigger that is falling behind ({}); nothing was queued",
+                backlogged.len(),
+                first.trigger
+            );
+            return Ok(refuse(
+                Ack::retry_later(429, message, RETRY_AFTER_MS),
+                label,
+                Backlogged,
+            ));
+        }
+        drop(route);
         if n > 0
             && let Err(e) = gate.admit(&broker, &identity, n)
         {
