@@ -68,6 +68,17 @@ pub struct Backlogged<'a> {
     pub trigger: &'a str,
 }
 
+impl Backlogged<'_> {
+    /// What ingress answers for a request of `n` events of which `refused` are backlogged.
+    pub fn summary(refused: &[Backlogged<'_>], n: usize) -> String {
+        let first = refused.first().map_or("", |b| b.trigger);
+        format!(
+            "{} of {n} events match a trigger that is falling behind ({first}); nothing was accepted",
+            refused.len()
+        )
+    }
+}
+
 impl std::fmt::Display for Backlogged<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

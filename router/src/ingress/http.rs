@@ -97,68 +97,58 @@ struct EventError {
 }
 
 fn error(status: StatusCode, message: &str, events: &[DecodeError]) -> http::Response<Full<Bytes>> {
+    let events = events.iter().map(|e| EventError {
+        index: e.index.unwrap_or(0),
+        error: e.kind.to_string(),
+    });
+    error_per_event(status, message, events.collect())
+}
+
+/// An error body with an entry per event: `{"error": …, "events": [{"index", "error"}]}`.
+fn error_per_event(
+    status: StatusCode,
+    message: &str,
+    events: Vec<EventError>,
+) -> http::Response<Full<Bytes>> {
     let body = ErrorBody {
         error: message,
-        events: events
-            .iter()
-            .map(|e| EventError {
-                index: e.index.unwrap_or(0),
-                error: e.kind.to_string(),
-            })
-            .collect(),
+        events,
     };
     let json = serde_json::to_vec(&body).unwrap_or_default();
     response(status, "application/json", json)
 }
 
 fn forbidden(denied: &[usize]) -> http::Response<Full<Bytes>> {
-    let body = ErrorBody {
-        error: "forbidden",
-        events: denied
-            .iter()
-            .map(|&index| EventError {
-                index,
-                error: "not allowed by any EventPolicy".into(),
-            })
-            .collect(),
-    };
-    let json = serde_json::to_vec(&body).unwrap_or_default();
-    response(StatusCode::FORBIDDEN, "application/json", json)
+    let events = denied.iter().map(|&index| EventError {
+        index,
+        error: "not allowed by any EventPolicy".into(),
+    });
+    error_per_event(StatusCode::FORBIDDEN, "forbidden", events.collect())
 }
 
 fn retry_later(status: StatusCode, message: &str) -> http::Response<Full<Bytes>> {
-    let mut r = error(status, message, &[]);
+    in_a_second(error(status, message, &[]))
+}
+
+/// Adds `Retry-After: 1`.
+fn in_a_second(mut r: http::Response<Full<Bytes>>) -> http::Response<Full<Bytes>> {
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }
 
 /// 429 for a request with events that backlogged triggers match, naming each event.
-fn refuse_backlogged(
-    backlogged: &[Backlogged<'_>],
-    first: &Backlogged<'_>,
-    n: usize,
-) -> http::Response<Full<Bytes>> {
-    let message = format!(
-        "{} of {n} events match a trigger that is falling behind ({}); nothing was accepted",
-        backlogged.len(),
-        first.trigger
-    );
-    let body = ErrorBody {
-        error: &message,
-        events: backlogged
-            .iter()
-            .map(|b| EventError {
-                index: b.index,
-                error: b.to_string(),
-            })
-            .collect(),
-    };
-    let json = serde_json::to_vec(&body).unwrap_or_default();
-    let mut r = response(StatusCode::TOO_MANY_REQUESTS, "application/json", json);
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
+fn refuse_backlogged(backlogged: &[Backlogged<'_>], n: usize) -> http::Response<Full<Bytes>> {
+    let events = backlogged.iter().map(|b| EventError {
+        index: b.index,
+        error: b.to_string(),
+    });
+    let message = Backlogged::summary(backlogged, n);
+    in_a_second(error_per_event(
+        StatusCode::TOO_MANY_REQUESTS,
+        &message,
+        events.collect(),
+    ))
 }
 
 impl Ingress {
@@ -335,13 +325,8 @@ impl Ingress {
             return (forbidden(&denied), label, Forbidden, 0);
         }
         let backlogged = route.backlogged(&batch);
-        if let Some(first) = backlogged.first() {
-            return (
-                refuse_backlogged(&backlogged, first, n),
-                label,
-                Backlogged,
-                n,
-            );
+        if !backlogged.is_empty() {
+            return (refuse_backlogged(&backlogged, n), label, Backlogged, n);
         }
         drop(route);
         if let Err(e) = gate.admit(&broker, &identity, n) {

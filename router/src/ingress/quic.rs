@@ -388,12 +388,8 @@ impl QuicIngress {
             return Ok(refuse(Ack::refused(403, message), label, Forbidden));
         }
         let backlogged = route.backlogged(&decoded.batch);
-        if let Some(first) = backlogged.first() {
-            let message = format!(
-                "{} of {n} events match a trigger that is falling behind ({}); nothing was queued",
-                backlogged.len(),
-                first.trigger
-            );
+        if !backlogged.is_empty() {
+            let message = crate::shard::Backlogged::summary(&backlogged, n);
             return Ok(refuse(
                 Ack::retry_later(429, message, RETRY_AFTER_MS),
                 label,
