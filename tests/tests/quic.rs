@@ -517,14 +517,20 @@ async fn full_queues_answer_429_with_a_retry_after() {
             429 => {
                 in_a_row += 1;
                 assert_eq!((ack.accepted, ack.retry_after_ms), (0, 1000), "{ack:?}");
-                assert_eq!(ack.message, "queues are full");
+                // The trigger's queue three quarters full: refused as backlogged (naming
+                // it); full, with the shard queue behind it: "queues are full".
+                assert!(
+                    ack.message == "queues are full"
+                        || ack.message.contains("falling behind (default/stalled)"),
+                    "{ack:?}"
+                );
             }
             other => panic!("unexpected {other}: {ack:?}"),
         }
     }
     assert_eq!(in_a_row, 5, "no steady 429: the queues are not bounded");
     assert!(
-        (4..=8).contains(&accepted.len()),
+        (3..=8).contains(&accepted.len()),
         "accepted {}",
         accepted.len()
     );
