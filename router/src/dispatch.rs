@@ -89,11 +89,25 @@ pub struct Backlog {
     bytes: usize,
     /// Backlogged triggers, process-wide.
     count: Arc<AtomicUsize>,
+    /// Times this queue became backlogged.
+    episodes: Counter,
+    /// When the last warning was logged, in ms since the backlog was made (`u64::MAX`: never);
+    /// one a minute at most, with the count since.
+    warned_at: std::sync::atomic::AtomicU64,
+    made: Instant,
     trigger: String,
 }
 
+/// How often a backlogged trigger is logged at most.
+const BACKLOG_LOG_EVERY: Duration = Duration::from_secs(60);
+
 impl Backlog {
-    fn new(limits: QueueLimits, count: Arc<AtomicUsize>, trigger: String) -> Backlog {
+    fn new(
+        limits: QueueLimits,
+        count: Arc<AtomicUsize>,
+        episodes: Counter,
+        trigger: String,
+    ) -> Backlog {
         let events = limits.events.min(Semaphore::MAX_PERMITS);
         let bytes = limits.bytes.min(Semaphore::MAX_PERMITS);
         Backlog {
@@ -103,6 +117,9 @@ impl Backlog {
             events,
             bytes,
             count,
+            episodes,
+            warned_at: std::sync::atomic::AtomicU64::new(u64::MAX),
+            made: Instant::now(),
             trigger,
         }
     }
@@ -135,7 +152,8 @@ impl Backlog {
             .is_ok()
         {
             self.count.fetch_add(1, Ordering::SeqCst);
-            tracing::warn!(trigger = %self.trigger, queued = self.events.saturating_sub(self.places.available_permits()), "trigger is falling behind: ingress refuses the events it matches (429) until its queue is half empty");
+            self.episodes.inc();
+            self.warn();
             // Deliveries that ended between `filling` and the flag found no flag to clear; the
             // fences in `relieve` make either them or this call see the other's change.
             self.relieve();
@@ -154,7 +172,31 @@ impl Backlog {
             .is_ok()
         {
             self.count.fetch_sub(1, Ordering::SeqCst);
-            tracing::info!(trigger = %self.trigger, "trigger caught up: ingress accepts the events it matches again");
+            tracing::debug!(trigger = %self.trigger, "trigger caught up: ingress accepts the events it matches again");
+        }
+    }
+
+    /// Logs the backlog, unless it was logged within [`BACKLOG_LOG_EVERY`]: a trigger at its
+    /// limit is backlogged many times a second (`triggerfish_trigger_backlogs_total` counts
+    /// each time).
+    fn warn(&self) {
+        let now = u64::try_from(self.made.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let last = self.warned_at.load(Ordering::Relaxed);
+        let every = BACKLOG_LOG_EVERY.as_millis() as u64;
+        if last != u64::MAX && now.saturating_sub(last) < every {
+            return;
+        }
+        if self
+            .warned_at
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(
+                trigger = %self.trigger,
+                queued = self.events.saturating_sub(self.places.available_permits()),
+                times = self.episodes.get(),
+                "trigger is falling behind: ingress refuses the events it matches (429) until its queue is half empty; logged once a minute at most, triggerfish_trigger_backlogs_total counts every time"
+            );
         }
     }
 }
@@ -452,7 +494,12 @@ pub fn start(
         Some(d) => (d.policy.clone(), d.format),
         None => (DeliveryPolicy::default(), DeliveryFormat::default()),
     };
-    let backlog = Arc::new(Backlog::new(limits, backlogged, plan.key.clone()));
+    let backlog = Arc::new(Backlog::new(
+        limits,
+        backlogged,
+        metrics.backlogs.get_or_create(&label).clone(),
+        plan.key.clone(),
+    ));
     let ctx = Arc::new(TriggerContext {
         backlog: Arc::clone(&backlog),
         counters: Counters::new(metrics, &label),
@@ -789,7 +836,12 @@ mod tests {
             events: 8,
             bytes: 1000,
         };
-        let backlog = Backlog::new(limits, Arc::clone(&count), "ns/t".into());
+        let backlog = Backlog::new(
+            limits,
+            Arc::clone(&count),
+            Counter::default(),
+            "ns/t".into(),
+        );
         let take = |n: usize| -> Vec<OwnedSemaphorePermit> {
             (0..n)
                 .map(|_| Arc::clone(&backlog.places).try_acquire_owned().unwrap())
@@ -803,6 +855,7 @@ mod tests {
         assert!(backlog.is_backlogged(), "1 of 8 free");
         backlog.note_queued();
         assert_eq!(count.load(Ordering::SeqCst), 1, "counted once");
+        assert_eq!(backlog.episodes.get(), 1);
 
         places.truncate(5);
         backlog.relieve();
@@ -829,6 +882,7 @@ mod tests {
         let _places = take(8);
         backlog.note_queued();
         assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert_eq!(backlog.episodes.get(), 3, "each time");
         drop(backlog);
         assert_eq!(
             count.load(Ordering::SeqCst),

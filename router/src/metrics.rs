@@ -176,6 +176,8 @@ pub struct Metrics {
     pub ingress_duration: Histogram,
     /// Events matched, per trigger.
     pub matches: Family<TriggerLabels, Counter>,
+    /// Times a trigger's queue became backlogged, so that ingress refused its events.
+    pub backlogs: Family<TriggerLabels, Counter>,
     /// Events that matched no trigger, per broker.
     pub unmatched: Family<BrokerLabels, Counter>,
     /// Delivery attempts by trigger and outcome.
@@ -222,6 +224,7 @@ impl Metrics {
         let ingress_events = Family::default();
         let ingress_duration = latency_histogram();
         let matches = Family::default();
+        let backlogs = Family::default();
         let unmatched = Family::default();
         let attempts = Family::default();
         let retries = Family::default();
@@ -252,6 +255,11 @@ impl Metrics {
             "trigger_matches",
             "Events matched by a trigger",
             matches.clone(),
+        );
+        registry.register(
+            "trigger_backlogs",
+            "Times a trigger's queue became backlogged (three quarters full): ingress refused the events it matched with 429 until the queue was half empty",
+            backlogs.clone(),
         );
         registry.register(
             "broker_unmatched",
@@ -335,6 +343,7 @@ impl Metrics {
             ingress_events,
             ingress_duration,
             matches,
+            backlogs,
             unmatched,
             attempts,
             retries,

@@ -216,6 +216,15 @@ async fn a_stalled_trigger_does_not_hold_up_the_others() {
         ),
         3
     );
+    assert_eq!(
+        m.count(
+            "triggerfish_trigger_backlogs_total",
+            &[("trigger", "default/slow")]
+        ),
+        1
+    );
+    let logs = router.wait_log("trigger is falling behind", PATIENCE).await;
+    assert!(logs.contains("default/slow"), "{logs}");
 
     // Once the subscriber answers again, every accepted event arrives and the trigger takes
     // events again.
