@@ -76,8 +76,8 @@ pub struct QueueLimits {
 /// Whether a trigger's queue is filling faster than it drains, for ingress to refuse the
 /// events it matches (see the module docs). Shared by the trigger's handle and its deliveries.
 ///
-/// It is set after an event is queued and cleared after a delivery starts or ends, each a
-/// relaxed load while nothing changes. Every backlogged trigger counts once in a process-wide
+/// It is set after an event is queued and cleared after a delivery starts or ends: while
+/// nothing changes, a relaxed load (and for clearing a fence) each. Every backlogged trigger counts once in a process-wide
 /// count, so that ingress looks no further while it is 0.
 pub struct Backlog {
     backlogged: AtomicBool,
@@ -91,8 +91,8 @@ pub struct Backlog {
     count: Arc<AtomicUsize>,
     /// Times this queue became backlogged.
     episodes: Counter,
-    /// When the last warning was logged, in ms since the backlog was made (`u64::MAX`: never);
-    /// one a minute at most, with the count since.
+    /// When the last warning was logged, in ms since `made` (`u64::MAX`: never); one a minute
+    /// at most.
     warned_at: std::sync::atomic::AtomicU64,
     made: Instant,
     trigger: String,
