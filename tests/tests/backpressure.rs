@@ -149,7 +149,7 @@ async fn a_stalled_trigger_does_not_hold_up_the_others() {
     };
 
     // One in flight, then the queue fills; each event is routed before the next is sent, so
-    // the refusals begin exactly when 7 of the 8 places are taken.
+    // the refusals begin when 7 of the 8 places are taken.
     let mut accepted = Vec::new();
     let refusal = loop {
         let i = accepted.len();
@@ -172,7 +172,12 @@ async fn a_stalled_trigger_does_not_hold_up_the_others() {
             slow.wait_for(1, PATIENCE).await;
         }
     };
-    assert_eq!(accepted.len(), 8, "1 in flight and 7 queued: {accepted:?}");
+    // 1 in flight and 7 queued; one more if it was decoded before the flag was up (a match
+    // is counted just before its event is queued).
+    assert!(
+        (8..=9).contains(&accepted.len()),
+        "1 in flight and 7 queued: {accepted:?}"
+    );
     assert_eq!(refusal.header("retry-after"), Some("1"));
     let body = refusal.json();
     assert!(
@@ -181,22 +186,43 @@ async fn a_stalled_trigger_does_not_hold_up_the_others() {
     );
     assert_eq!(body["events"][0]["index"], 0, "{body}");
 
-    // The other trigger's events are taken and delivered while the stall goes on.
+    // The other trigger's events are taken and delivered while the stall goes on. (Its queue
+    // is as small, so on a busy machine it may be backlogged for a moment itself: such an
+    // event is sent again, as a producer would after `Retry-After`.)
+    let target = url.as_str();
+    let accept = |event: Event| async move {
+        eventually(
+            "the fast trigger's event to be accepted",
+            PATIENCE,
+            || async {
+                let r = handle.client.send_binary(target, &event).await;
+                match r.code() {
+                    202 => Some(()),
+                    429 if r.text().contains("default/fast") => None,
+                    other => panic!("{}: unexpected {other}: {}", event.id(), r.text()),
+                }
+            },
+        )
+        .await;
+    };
     for i in 0..20 {
-        let r = router
-            .client
-            .send_binary(&url, &Event::new(format!("f-{i}"), "fast"))
-            .await;
-        assert_eq!(r.code(), 202, "{}", r.text());
+        accept(Event::new(format!("f-{i}"), "fast")).await;
     }
     fast.wait_for(20, PATIENCE).await;
     // A batch is refused whole when one of its events matches the stalled trigger, and the
     // answer says which.
     let mixed = [Event::new("m-0", "fast"), Event::new("m-1", "slow")];
-    let r = router.client.send_batch(&url, &mixed).await;
-    assert_eq!(r.code(), 429, "{}", r.text());
-    let events = r.json()["events"].clone();
-    assert_eq!(events.as_array().map(Vec::len), Some(1), "{events}");
+    let events = eventually(
+        "a 429 naming only the slow trigger's event",
+        PATIENCE,
+        || async {
+            let r = handle.client.send_batch(&url, &mixed).await;
+            assert_eq!(r.code(), 429, "{}", r.text());
+            let events = r.json()["events"].clone();
+            (events.as_array().map(Vec::len) == Some(1)).then_some(events)
+        },
+    )
+    .await;
     assert_eq!(events[0]["index"], 1, "{events}");
     // QUIC ingress refuses the same frame the same way, and takes the other trigger's.
     let quic = QuicClient::connect(router.quic, &router.quic_cert()).await;
@@ -204,17 +230,27 @@ async fn a_stalled_trigger_does_not_hold_up_the_others() {
     assert_eq!((ack.status, ack.accepted), (429, 0), "{ack:?}");
     assert!(ack.retry_after_ms >= 1000, "{ack:?}");
     assert!(ack.message.contains("default/slow"), "{ack:?}");
-    let ack = quic.publish("default/default", &mixed[..1]).await.ack();
-    assert_eq!((ack.status, ack.accepted), (202, 1), "{ack:?}");
+    eventually(
+        "QUIC ingress to take the fast trigger's event",
+        PATIENCE,
+        || async {
+            let ack = quic.publish("default/default", &mixed[..1]).await.ack();
+            match (ack.status, ack.accepted) {
+                (202, 1) => Some(()),
+                (429, 0) if ack.message.contains("default/fast") => None,
+                _ => panic!("{ack:?}"),
+            }
+        },
+    )
+    .await;
     fast.wait_for(21, PATIENCE).await;
     assert_eq!(slow.count(), 1, "still stalled on the first event");
     let m = router.metrics().await;
-    assert_eq!(
+    assert!(
         m.count(
             "triggerfish_ingress_requests_total",
             &[("outcome", "backlogged")]
-        ),
-        3
+        ) >= 3
     );
     assert_eq!(
         m.count(
