@@ -20,6 +20,9 @@
 #   PIPELINING=16 bench/compare-broker.sh        # also `triggerfish-pipelined`: Triggerfish on
 #                                                # the same config plus the broker's
 #                                                # delivery.pipelining: 16
+#   BATCHING=100 bench/compare-broker.sh         # also `triggerfish-batched`: each trigger's
+#                                                # spec.batch.maxEvents: 100 (batched content
+#                                                # mode to the sink; not Knative's contract)
 #   bench/compare-broker.sh --router 'name=CMD'  # any other router; CMD may use {config}
 #                                                # and {listen}; repeatable
 #   bench/compare-broker.sh --only none          # no router: tf-loadgen sends straight to its
@@ -41,6 +44,8 @@
 #                   accepted per second and the producer's ack latency (nothing is delivered)
 #   PIPELINING [unset]  adds the router triggerfish-pipelined (and --only triggerfish-pipelined
 #                   runs it alone): delivery.pipelining set to this depth
+#   BATCHING [unset]  adds the router triggerfish-batched (--only triggerfish-batched runs it
+#                   alone): spec.batch.maxEvents set to this on every trigger
 #   TRANSPORTS [http]  "http quic" adds Triggerfish's QUIC ingress (frames on QUIC_CONNECTIONS
 #                   connections, CONNECTIONS frames in flight; single events are frames of one)
 #   QUIC_CONNECTIONS [1]  QUIC connections tf-loadgen spreads its frames over
@@ -60,7 +65,7 @@ cd "$(dirname "$0")/.."
 
 # The command as given (the variables set for it, then the arguments), for --write-readme.
 COMMAND="bench/compare-broker.sh $*"
-for v in PIPELINING LATENCY_RATE LOADGEN_CPUS ROUTER_CPUS QUIC_SPEC QUIC_CONNECTIONS TRANSPORTS FILTERS \
+for v in PIPELINING BATCHING LATENCY_RATE LOADGEN_CPUS ROUTER_CPUS QUIC_SPEC QUIC_CONNECTIONS TRANSPORTS FILTERS \
          MODES TRIGGERS BATCH CONNECTIONS DURATION SKIP_BUILD CALIBRATE; do
     if [[ -n ${!v:-} ]]; then COMMAND="$v=${!v@Q} $COMMAND"; fi
 done
@@ -112,6 +117,8 @@ def case(r):
 def name(r):
     if r["router"] == "triggerfish-pipelined":
         return f'triggerfish HTTP, pipelining {run.get("pipelining", "?")}'
+    if r["router"] == "triggerfish-batched":
+        return f'triggerfish HTTP, batched delivery ({run.get("batching", "?")})'
     return r["router"] + (" QUIC" if r.get("transport") == "quic" else " HTTP" if r["router"] == "triggerfish" else "")
 print(f"Loadgen, sink and router share {cores} cores; {duration} per run, {connections} connections.")
 at = f"{run['latency_rate']:,} events/s for every case" if run.get("latency_rate") else "half of max"
@@ -216,19 +223,30 @@ fi
 if [[ ${#ROUTERS[@]} -eq 0 ]]; then
     ROUTERS=(triggerfish)
     if [[ -n ${PIPELINING:-} ]]; then ROUTERS+=(triggerfish-pipelined); fi
+    if [[ -n ${BATCHING:-} ]]; then ROUTERS+=(triggerfish-batched); fi
     ROUTERS+=(naive)
 fi
 if [[ " ${ROUTERS[*]} " == *" triggerfish-pipelined "* && -z ${PIPELINING:-} ]]; then
     PIPELINING=16
 fi
+if [[ " ${ROUTERS[*]} " == *" triggerfish-batched "* && -z ${BATCHING:-} ]]; then
+    BATCHING=100
+fi
 if [[ -n ${CALIBRATE:-} ]]; then ROUTERS=(none "${ROUTERS[@]}"); fi
+
+variant_flags() { # variant of the Triggerfish config → its tf-benchconfig flags
+    case $1 in
+        pipelined) echo "--pipelining $PIPELINING" ;;
+        batched) echo "--batch $BATCHING" ;;
+    esac
+}
 
 router_cmd() { # name config → the command line, with {config} and {listen} filled in
     local name=$1 config=$2 listen=127.0.0.1:$ROUTER_PORT cmd=""
     for c in "${CUSTOM[@]}"; do if [[ ${c%%=*} == "$name" ]]; then cmd=${c#*=}; fi; done
     if [[ -z $cmd ]]; then
         case $name in
-            triggerfish|triggerfish-pipelined) cmd="$TRIGGERFISH_BIN serve --config {config} --quic 127.0.0.1:$QUIC_PORT" ;;
+            triggerfish|triggerfish-pipelined|triggerfish-batched) cmd="$TRIGGERFISH_BIN serve --config {config} --quic 127.0.0.1:$QUIC_PORT" ;;
             naive) cmd="$NAIVE_BIN --config {config} --listen {listen}" ;;
         esac
     fi
@@ -247,7 +265,7 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
     for r in "${ROUTERS[@]}"; do
         case $r in
             naive) cargo build --release --manifest-path bench/peers/naive-router/Cargo.toml ;;
-            triggerfish|triggerfish-pipelined)
+            triggerfish|triggerfish-pipelined|triggerfish-batched)
                 if [[ $TRIGGERFISH_BIN == target/release/triggerfish ]]; then
                     # shellcheck disable=SC2086
                     cargo build --release -p triggerfish-router --bin triggerfish ${CARGO_FLAGS_TRIGGERFISH:-}
@@ -341,25 +359,28 @@ if [[ -n $(git status --porcelain --untracked-files=no -- '*.rs' '*Cargo.toml' '
 fi
 python3 - "$(nproc)" "$DURATION" "$DRAIN" "$CONNECTIONS" "$BATCH" "$NICE" "${LATENCY_RATE:-0}" \
     "$(cat /proc/loadavg)" "$COMMAND" "$commit" "$(date -u '+%Y-%m-%d at %H:%M UTC')" \
-    "$(uname -m)" "$TRANSPORTS" "${PIPELINING:-0}" > "$OUT/run.json" <<'PY'
+    "$(uname -m)" "$TRANSPORTS" "${PIPELINING:-0}" "${BATCHING:-0}" > "$OUT/run.json" <<'PY'
 import json, sys
 a = sys.argv[1:]
 print(json.dumps({"cores": int(a[0]), "duration": a[1], "drain": a[2], "connections": int(a[3]),
                   "batch": int(a[4]), "nice": int(a[5]), "latency_rate": int(a[6]),
                   "loadavg_before": a[7], "command": a[8], "commit": a[9], "started": a[10],
-                  "machine": a[11], "transports": a[12], "pipelining": int(a[13])}))
+                  "machine": a[11], "transports": a[12], "pipelining": int(a[13]),
+                  "batching": int(a[14])}))
 PY
 for triggers in $TRIGGERS; do
     # With no trigger nothing reaches the sink: measure what ingress accepted, without a drain.
     CASE_DRAIN=""; figure=delivered_per_s
     if [[ $triggers == 0 ]]; then CASE_DRAIN=0s; figure=accepted_per_s; fi
     config=$OUT/config-$triggers.yaml
-    for depth in "" ${PIPELINING:-}; do
+    # The plain config, then one per variant: -pipelined and -batched.
+    for variant in "" ${PIPELINING:+pipelined} ${BATCHING:+batched}; do
         "$BENCHCONFIG" --triggers "$triggers" --filters "$FILTERS" \
-            ${QUIC_SPEC:+--quic "$QUIC_SPEC"} ${depth:+--pipelining "$depth"} \
+            ${QUIC_SPEC:+--quic "$QUIC_SPEC"} \
+            $(variant_flags "$variant") \
             --subscriber "http://127.0.0.1:$SINK_PORT/" \
             --listen "127.0.0.1:$ROUTER_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
-            -o "${config%.yaml}${depth:+-pipelined}.yaml"
+            -o "${config%.yaml}${variant:+-$variant}.yaml"
     done
     for mode in $MODES; do
       for transport in $TRANSPORTS; do
@@ -383,9 +404,10 @@ for triggers in $TRIGGERS; do
             else
                 echo "## $router ($transport), $triggers trigger(s), $mode" >&2
                 router_config=$config
-                if [[ $router == triggerfish-pipelined ]]; then
-                    router_config=${config%.yaml}-pipelined.yaml
-                fi
+                case $router in
+                    triggerfish-pipelined) router_config=${config%.yaml}-pipelined.yaml ;;
+                    triggerfish-batched) router_config=${config%.yaml}-batched.yaml ;;
+                esac
                 if ! start_router "$router" "$router_config" "$OUT/$case_name.router.log"; then
                     printf '{"router":"%s","triggers":%s,"mode":"%s","error":"did not start"}\n' \
                         "$router" "$triggers" "$mode" >> "$RESULTS"

@@ -51,6 +51,9 @@ pub struct BenchConfig {
     pub retry: Option<u32>,
     /// The broker's `delivery.pipelining` (HTTP/1.1 requests outstanding per connection).
     pub pipelining: Option<u16>,
+    /// Each trigger's `spec.batch.maxEvents`: deliveries in batched content mode, up to this
+    /// many events per request. One event per request when `None`.
+    pub batch: Option<u32>,
     /// The `Server` document's `store`, as a YAML flow mapping
     /// (`{kind: jetstream, url: "nats://127.0.0.1:4222"}`); the memory store when `None`.
     pub store: Option<String>,
@@ -157,6 +160,9 @@ impl BenchConfig {
                 )?,
             }
             writeln!(y, "  subscriber:\n    uri: {uri}")?;
+            if let Some(n) = self.batch {
+                writeln!(y, "  batch: {{maxEvents: {n}}}")?;
+            }
         }
         Ok(())
     }
@@ -180,6 +186,7 @@ mod tests {
             admin: Some("127.0.0.1:19090".parse().unwrap()),
             retry: Some(0),
             pipelining: None,
+            batch: None,
             store: None,
             quic: None,
         }
@@ -193,6 +200,16 @@ mod tests {
         let broker = &loaded.brokers()[0];
         let delivery = broker.delivery.as_ref().unwrap();
         assert_eq!(delivery.pipelining.get(), 16);
+    }
+
+    #[test]
+    fn writes_the_batch_size() {
+        let mut c = config(3, FilterStyle::Mix);
+        c.batch = Some(100);
+        let loaded = Config::load(&c.to_yaml(), "bench.yaml").unwrap();
+        for t in loaded.triggers() {
+            assert_eq!(t.http_batch.unwrap().max_events.get(), 100);
+        }
     }
 
     #[test]

@@ -9,8 +9,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use triggerfish_core::config::{
-    Config, ConfigError, ConfigErrors, CustomResource, CustomSpec, Delivery, DeliveryOrder,
-    Destination, FieldPath, Kind, OidcSpec, RateLimitsSpec, RateSpec, ResourceId, Trigger,
+    Batching, Config, ConfigError, ConfigErrors, CustomResource, CustomSpec, Delivery,
+    DeliveryOrder, Destination, FieldPath, Kind, OidcSpec, RateLimitsSpec, RateSpec, ResourceId,
+    Trigger,
 };
 use triggerfish_core::cron::recurring::Recurring;
 use triggerfish_core::event::DecodeLimits;
@@ -113,6 +114,8 @@ pub struct TriggerPlan {
     pub credential: Option<Credential>,
     /// Deliveries per second toward the subscriber, if limited.
     pub rate_limit: Option<RateSpec>,
+    /// Batched content mode toward an HTTP(S) subscriber (`spec.batch`).
+    pub http_batch: Option<Batching>,
 }
 
 impl Plan {
@@ -175,6 +178,7 @@ impl Plan {
                     replies: true,
                     credential: credential(&config, trigger, minter.as_ref(), &mut errors),
                     rate_limit: trigger.rate_limit,
+                    http_batch: trigger.http_batch,
                 }));
             }
             brokers.push(BrokerPlan {
@@ -230,6 +234,7 @@ impl Plan {
                             replies: false,
                             credential: None,
                             rate_limit: None,
+                            http_batch: None,
                         }),
                     });
                 }

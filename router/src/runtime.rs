@@ -255,6 +255,12 @@ impl Dispatchers {
             }
             (sink, _) => sink,
         };
+        let sink = match (sink, plan.http_batch) {
+            (Sink::Http(http), Some(batching)) => {
+                Sink::Http(Box::new(http.with_batching(batching, reply_limits)))
+            }
+            (sink, _) => sink,
+        };
         let dead_letter = plan
             .delivery
             .as_ref()
@@ -789,6 +795,7 @@ fn schedule_factory(
             replies: false,
             credential: None,
             rate_limit: None,
+            http_batch: None,
         });
         let direct = dispatchers.direct_broker(&plan);
         Ok((

@@ -831,9 +831,14 @@ async fn config_errors_name_the_field() {
     let err = stderr(&out);
     assert!(err.contains("not a UDP address"), "{err}");
 
+    let display = "ref: {apiVersion: triggerfish.dev/v1alpha1, kind: Display, name: display}";
     let config = Config::new()
         .broker("default", None)
-        .trigger(Trigger::new("a", "http://127.0.0.1:1/").spec("batch: {maxEvents: 10}"))
+        .trigger(
+            Trigger::new("a", "")
+                .subscriber(display)
+                .spec("batch: {maxEvents: 10}"),
+        )
         .trigger(Trigger::new("b", "quic://127.0.0.1:1/default"))
         .trigger(Trigger::new("c", "quic://127.0.0.1:1/default/x").spec("batch: {linger: PT5S}"));
     std::fs::write(&path, config.render()).unwrap();
@@ -845,7 +850,7 @@ async fn config_errors_name_the_field() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
-        err.contains("spec.batch: batch applies only to quic:// subscribers"),
+        err.contains("spec.batch: batch applies only to quic:// and HTTP(S) subscribers"),
         "{err}"
     );
     assert!(

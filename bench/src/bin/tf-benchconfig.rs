@@ -41,6 +41,10 @@ struct Args {
     /// subscriber.
     #[arg(long)]
     pipelining: Option<u16>,
+    /// Each trigger's `spec.batch.maxEvents`: batched content mode, up to this many events
+    /// per request to the subscriber.
+    #[arg(long)]
+    batch: Option<u32>,
     /// The `Server` document's `store`, as a YAML flow mapping, e.g.
     /// '{kind: jetstream, url: "nats://127.0.0.1:4222"}'. Default: the memory store.
     #[arg(long)]
@@ -63,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         admin: args.admin,
         retry: args.retry,
         pipelining: args.pipelining,
+        batch: args.batch,
         store: args.store,
         quic: args.quic,
     }

@@ -5,24 +5,33 @@
 //! Requests carry `Prefer: reply` (Knative's reply contract). A 2xx response whose headers or
 //! content type say it is a CloudEvent is decoded as a reply; an error response's first KiB is
 //! kept for `knativeerrordata`.
+//!
+//! With `spec.batch` (batched content mode, a Triggerfish extension) the events that are ready
+//! at the same time go as one `application/cloudevents-batch+json` request ([`super::batch`]).
+//! Its response is every event's: each gets its status, `Retry-After` and error body, and is
+//! retried or dead-lettered on its own. A reply to a batch (one event, or a batch of them)
+//! re-enters the broker once, as the reply of the batch's event with the lowest ttl.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::future::Either;
 use http::{HeaderValue, Method, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use triggerfish_core::config::{CaCerts, DeliveryFormat};
+use triggerfish_core::config::{Batching, CaCerts, DeliveryFormat};
 use triggerfish_core::delivery::TransportError;
 use triggerfish_core::event::{
-    ContentMode, EncodeOptions, EventView, decode_batched, decode_binary, decode_structured,
-    encode_binary, encode_structured,
+    ContentMode, DecodeLimits, EncodeOptions, EventView, decode_batched, decode_binary,
+    decode_structured, encode_binary, encode_structured,
 };
 use url::Url;
 
+use super::batch::{Batcher, Pending, complete_all, json_array};
 use super::{Attempt, Request, Response};
 
 /// The most bytes of an error response kept for `knativeerrordata`.
@@ -104,6 +113,8 @@ pub struct HttpSink {
     credential: Option<crate::auth::outbound::Credential>,
     /// Pipelined connections of this sink's own (`delivery.pipelining`), instead of `client`.
     pipeline: Option<Arc<super::pipeline::Pipeline>>,
+    /// The gathering task of batched content mode (`spec.batch`).
+    batcher: Option<Batcher>,
 }
 
 impl HttpSink {
@@ -115,6 +126,7 @@ impl HttpSink {
             client,
             credential: None,
             pipeline: None,
+            batcher: None,
         })
     }
 
@@ -138,14 +150,34 @@ impl HttpSink {
         &self.url
     }
 
+    /// Batched content mode (`spec.batch`): each attempt joins a batch, and a batch is one
+    /// `application/cloudevents-batch+json` request. Starts the sink's gathering task, which
+    /// ends when the last clone of the sink is dropped. `reply_limits` bound a batch's reply.
+    pub fn with_batching(mut self, batching: Batching, reply_limits: DecodeLimits) -> HttpSink {
+        let unbatched = Arc::new(self.clone());
+        self.batcher = Some(Batcher::spawn(batching, move |items| {
+            let sink = Arc::clone(&unbatched);
+            async move { sink.send_batch(items, &reply_limits).await }
+        }));
+        self
+    }
+
     /// Makes one attempt.
-    pub async fn send(
-        &self,
+    ///
+    /// Not an `async fn`: the returned future is the request's own (or a boxed batched
+    /// attempt), with no frame around it, so every delivery task stays small
+    /// (`dispatch::tests::a_delivery_task_stays_small`).
+    pub fn send<'a>(
+        &'a self,
         view: &EventView<'_>,
         opts: &EncodeOptions<'_>,
-        req: &Request,
-    ) -> Attempt {
-        let (mut headers, body) = match req.format {
+        req: &'a Request,
+    ) -> impl Future<Output = Attempt> + 'a {
+        if let Some(batcher) = &self.batcher {
+            let event = encode_structured(view, opts);
+            return Either::Left(Box::pin(batcher.send(event, req)));
+        }
+        let (headers, body) = match req.format {
             DeliveryFormat::Json => {
                 let mut h = http::HeaderMap::new();
                 h.insert(
@@ -156,6 +188,36 @@ impl HttpSink {
             }
             _ => encode_binary(view, opts),
         };
+        Either::Right(self.post(headers, body, req.timeout, &req.reply_limits))
+    }
+
+    /// Sends one batch of events and completes each attempt with the response.
+    async fn send_batch(&self, items: Vec<Pending>, reply_limits: &DecodeLimits) {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/cloudevents-batch+json"),
+        );
+        // The latest deadline: an attempt past its own has already given up (a timeout).
+        let deadline = items.iter().map(|p| p.deadline).max();
+        let timeout = deadline.map_or(Duration::ZERO, |d| {
+            d.saturating_duration_since(tokio::time::Instant::now())
+        });
+        let attempt = self
+            .post(headers, json_array(&items), timeout, reply_limits)
+            .await;
+        complete_all(items, attempt);
+    }
+
+    /// POSTs `body` with `headers` (and `Prefer: reply`, and the credential) and reads the
+    /// response, within `timeout`.
+    async fn post(
+        &self,
+        mut headers: http::HeaderMap,
+        body: Bytes,
+        timeout: Duration,
+        reply_limits: &DecodeLimits,
+    ) -> Attempt {
         headers.insert("prefer", HeaderValue::from_static("reply"));
         if let Some(credential) = &self.credential {
             match credential.authorization() {
@@ -175,15 +237,15 @@ impl HttpSink {
             // pooled client's attempt (`dispatch::tests::a_delivery_task_stays_small`).
             Some(pipeline) => {
                 let request = super::pipeline::encode_request(&self.url, &headers, &body);
-                let pipelined = Box::pin(self.pipelined(pipeline, request, req));
-                tokio::time::timeout(req.timeout, pipelined).await
+                let pipelined = Box::pin(self.pipelined(pipeline, request, reply_limits));
+                tokio::time::timeout(timeout, pipelined).await
             }
             None => {
                 let mut request = http::Request::new(Full::new(body));
                 *request.method_mut() = Method::POST;
                 *request.uri_mut() = self.uri.clone();
                 *request.headers_mut() = headers;
-                tokio::time::timeout(req.timeout, self.exchange(request, req)).await
+                tokio::time::timeout(timeout, self.exchange(request, reply_limits)).await
             }
         };
         attempt.unwrap_or(Attempt::Transport(TransportError::Timeout))
@@ -194,39 +256,39 @@ impl HttpSink {
         &self,
         pipeline: &super::pipeline::Pipeline,
         request: Bytes,
-        req: &Request,
+        limits: &DecodeLimits,
     ) -> Attempt {
-        let r = match pipeline.send(request, Keep::most(req)).await {
+        let r = match pipeline.send(request, Keep::most(limits)).await {
             Ok(r) => r,
             Err(e) => return Attempt::Transport(e),
         };
-        let keep = Keep::of(r.status, &r.headers, req);
+        let keep = Keep::of(r.status, &r.headers, limits);
         let body = match (&keep, r.truncated) {
             (Keep::Reply { limit, .. }, true) => {
                 Err(crate::body::BodyError::TooLarge { limit: *limit }.to_string())
             }
             _ => Ok(r.body),
         };
-        keep.attempt(r.status, &r.headers, body, req)
+        keep.attempt(r.status, &r.headers, body, limits)
     }
 
     /// One attempt through the shared pooled client.
-    async fn exchange(&self, request: http::Request<Full<Bytes>>, req: &Request) -> Attempt {
+    async fn exchange(
+        &self,
+        request: http::Request<Full<Bytes>>,
+        limits: &DecodeLimits,
+    ) -> Attempt {
         let response = match self.client.request(request).await {
             Ok(r) => r,
             Err(e) => return Attempt::Transport(transport_error(&e)),
         };
         let (parts, body) = response.into_parts();
-        let keep = Keep::of(parts.status, &parts.headers, req);
+        let keep = Keep::of(parts.status, &parts.headers, limits);
         let body = match &keep {
             Keep::Nothing => {
                 // Drain the body so the connection goes back to the pool.
-                if let Err(e) = crate::body::read_limited(
-                    &parts.headers,
-                    body,
-                    req.reply_limits.max_event_bytes,
-                )
-                .await
+                if let Err(e) =
+                    crate::body::read_limited(&parts.headers, body, limits.max_event_bytes).await
                 {
                     tracing::debug!(error = %e, "could not drain a subscriber response");
                 }
@@ -237,7 +299,7 @@ impl HttpSink {
                 .map_err(|e| e.to_string()),
             Keep::Excerpt => Ok(excerpt(body, ERROR_DATA_LIMIT).await),
         };
-        keep.attempt(parts.status, &parts.headers, body, req)
+        keep.attempt(parts.status, &parts.headers, body, limits)
     }
 }
 
@@ -258,7 +320,7 @@ enum Keep {
 
 impl Keep {
     /// What to keep of a response with `status` and `headers`.
-    fn of(status: http::StatusCode, headers: &http::HeaderMap, req: &Request) -> Keep {
+    fn of(status: http::StatusCode, headers: &http::HeaderMap, limits: &DecodeLimits) -> Keep {
         if !status.is_success() {
             return Keep::Excerpt;
         }
@@ -267,7 +329,7 @@ impl Keep {
         if headers.contains_key("ce-specversion") || !matches!(mode, ContentMode::Binary) {
             Keep::Reply {
                 mode,
-                limit: Keep::reply_limit(req),
+                limit: Keep::reply_limit(limits),
             }
         } else {
             Keep::Nothing
@@ -275,15 +337,15 @@ impl Keep {
     }
 
     /// The most a reply may take: a batch of up to 16 events of the largest size.
-    fn reply_limit(req: &Request) -> usize {
-        req.reply_limits
+    fn reply_limit(limits: &DecodeLimits) -> usize {
+        limits
             .max_event_bytes
-            .saturating_mul(req.reply_limits.max_batch_events.min(16))
+            .saturating_mul(limits.max_batch_events.min(16))
     }
 
     /// The most body bytes any response may need kept, before its status is known.
-    fn most(req: &Request) -> usize {
-        Keep::reply_limit(req).max(ERROR_DATA_LIMIT)
+    fn most(limits: &DecodeLimits) -> usize {
+        Keep::reply_limit(limits).max(ERROR_DATA_LIMIT)
     }
 
     /// The attempt a response with `status`, `headers` and `body` (as kept) comes to.
@@ -292,7 +354,7 @@ impl Keep {
         status: http::StatusCode,
         headers: &http::HeaderMap,
         body: Result<Bytes, String>,
-        req: &Request,
+        limits: &DecodeLimits,
     ) -> Attempt {
         let retry_after = headers
             .get(header::RETRY_AFTER)
@@ -315,7 +377,7 @@ impl Keep {
                     {
                         None
                     }
-                    Ok(bytes) => Some(decode_reply(mode, headers, bytes, &req.reply_limits)),
+                    Ok(bytes) => Some(decode_reply(mode, headers, bytes, limits)),
                 };
                 (reply, Bytes::new())
             }
@@ -333,7 +395,7 @@ fn decode_reply(
     mode: ContentMode,
     headers: &http::HeaderMap,
     body: Bytes,
-    limits: &triggerfish_core::event::DecodeLimits,
+    limits: &DecodeLimits,
 ) -> Result<triggerfish_core::event::EventBatch, String> {
     match mode {
         ContentMode::Structured => decode_structured(body, limits).map_err(|e| e.to_string()),

@@ -6,6 +6,7 @@
 //! policy, dead-lettering and replies are the dispatcher's business ([`crate::dispatch`]), so
 //! every sink gets Knative's semantics the same way.
 
+pub mod batch;
 pub mod display;
 pub mod exec;
 pub mod file;
@@ -31,7 +32,7 @@ use crate::store::{BrokerKey, Store};
 pub enum Sink {
     /// An HTTP or HTTPS endpoint.
     Http(Box<http::HttpSink>),
-    /// Another Triggerfish's QUIC ingress, in batches.
+    /// Another Triggerfish's QUIC ingress, in batches ([`batch`]).
     Quic(quic::QuicSink),
     /// Prints events to standard output.
     Display(Arc<display::DisplaySink>),
@@ -166,6 +167,30 @@ impl Attempt {
             reply: None,
             body_excerpt: Bytes::new(),
         })
+    }
+
+    /// The attempt without its reply events, and the reply.
+    pub fn take_reply(mut self) -> (Attempt, Option<Result<EventBatch, String>>) {
+        let reply = match &mut self {
+            Attempt::Response(r) => r.reply.take(),
+            _ => None,
+        };
+        (self, reply)
+    }
+
+    /// The same outcome, without reply events (which belong to one attempt only).
+    pub fn duplicate(&self) -> Attempt {
+        match self {
+            Attempt::Response(r) => Attempt::Response(Response {
+                status: r.status,
+                retry_after: r.retry_after.clone(),
+                reply: None,
+                body_excerpt: r.body_excerpt.clone(),
+            }),
+            Attempt::Transport(t) => Attempt::Transport(*t),
+            Attempt::Internal(i) => Attempt::Internal(*i),
+            Attempt::TtlExhausted => Attempt::TtlExhausted,
+        }
     }
 
     /// The outcome for the delivery policy.

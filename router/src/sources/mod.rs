@@ -378,6 +378,7 @@ pub fn plan(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<EventSourcePl
                     replies: false,
                     credential: None,
                     rate_limit: None,
+                    http_batch: None,
                 }))
             }
         };
@@ -441,6 +442,7 @@ fn dead_letter_plan(
         replies: false,
         credential: None,
         rate_limit: None,
+        http_batch: None,
     }))
 }
 

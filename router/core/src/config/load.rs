@@ -23,7 +23,7 @@ use crate::config::custom::{
     CustomResource, CustomSpec, EventPolicySpec, ExecSpec, PingSourceSpec, SchedulerSpec,
 };
 use crate::config::delivery::{Delivery, DeliverySpec, MAX_PIPELINING};
-use crate::config::destination::{Destination, DestinationSpec, Resolver};
+use crate::config::destination::{Batching, Destination, DestinationSpec, Resolver};
 use crate::config::error::{ConfigError, ConfigErrors, ErrorKind, suggest};
 use crate::config::meta::{
     DEFAULT_NAMESPACE, Kind, ObjectMeta, ResourceId, check_name, check_namespace,
@@ -917,40 +917,46 @@ impl Loader<'_> {
 
         let mut subscriber =
             check.resolve(&resolver, &spec.subscriber, &spec_path.key("subscriber"));
+        let mut http_batch = None;
         if let Some(batch) = &spec.batch {
             let path = spec_path.key("batch");
-            match subscriber.as_mut() {
-                Some(Destination::Quic(q)) => {
-                    if let Some(n) = batch.max_events {
-                        if n.get() > MAX_BATCH_EVENTS {
-                            check.error(
-                                path.key("maxEvents"),
-                                ErrorKind::Invalid(format!(
-                                    "{n} is over the limit of {MAX_BATCH_EVENTS} events"
-                                )),
-                            );
-                        }
-                        q.batch.max_events = n;
-                    }
-                    if let Some(linger) = batch.linger {
-                        if linger.get() > MAX_LINGER {
-                            check.error(
-                                path.key("linger"),
-                                ErrorKind::Invalid(format!(
-                                    "{linger} is longer than the limit of PT1S"
-                                )),
-                            );
-                        }
-                        q.batch.linger = linger.get();
-                    }
+            let batching = match subscriber.as_mut() {
+                Some(Destination::Quic(q)) => Some(&mut q.batch),
+                Some(d) if d.http_url().is_some() => Some(http_batch.insert(Batching::default())),
+                Some(_) => {
+                    check.error(
+                        path.clone(),
+                        ErrorKind::Invalid(
+                            "batch applies only to quic:// and HTTP(S) subscribers".into(),
+                        ),
+                    );
+                    None
                 }
-                Some(_) => check.error(
-                    path,
-                    ErrorKind::Invalid(
-                        "batch applies only to quic:// subscribers; HTTP subscribers get one event per request".into(),
-                    ),
-                ),
-                None => {}
+                None => None,
+            };
+            if let Some(batching) = batching {
+                if let Some(n) = batch.max_events {
+                    if n.get() > MAX_BATCH_EVENTS {
+                        check.error(
+                            path.key("maxEvents"),
+                            ErrorKind::Invalid(format!(
+                                "{n} is over the limit of {MAX_BATCH_EVENTS} events"
+                            )),
+                        );
+                    }
+                    batching.max_events = n;
+                }
+                if let Some(linger) = batch.linger {
+                    if linger.get() > MAX_LINGER {
+                        check.error(
+                            path.key("linger"),
+                            ErrorKind::Invalid(format!(
+                                "{linger} is longer than the limit of PT1S"
+                            )),
+                        );
+                    }
+                    batching.linger = linger.get();
+                }
             }
         }
         // `delivery: {}` sets nothing: the broker's applies.
@@ -986,6 +992,7 @@ impl Loader<'_> {
             attributes,
             filters: filters.into_iter().flatten().collect(),
             subscriber: subscriber?,
+            http_batch,
             delivery: delivery.flatten(),
             delivery_order,
             max_in_flight: parsed.spec.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),

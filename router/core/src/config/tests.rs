@@ -680,3 +680,54 @@ fn build_steps_report_in_the_same_shape() {
         r#"c.yaml: Trigger "y" in namespace "x": gone"#
     );
 }
+
+#[test]
+fn batch_on_an_http_subscriber_turns_on_batched_content_mode() {
+    let c = load(&with_trigger(
+        "  broker: default\n  subscriber: {uri: \"https://sub.example/x\"}\n  batch: {maxEvents: 50, linger: PT0.01S}\n",
+    ));
+    let batch = c.triggers()[0].http_batch.expect("batched");
+    assert_eq!(batch.max_events.get(), 50);
+    assert_eq!(batch.linger, Duration::from_millis(10));
+
+    let c = load(&with_trigger(
+        "  broker: default\n  subscriber: {uri: \"http://sub.example/\"}\n  batch: {}\n",
+    ));
+    assert_eq!(c.triggers()[0].http_batch, Some(Batching::default()));
+
+    let c = load(&with_trigger(
+        "  broker: default\n  subscriber: {uri: \"http://sub.example/\"}\n",
+    ));
+    assert_eq!(
+        c.triggers()[0].http_batch,
+        None,
+        "one event per request by default"
+    );
+
+    let c = load(&with_trigger(
+        "  broker: default\n  subscriber: {uri: \"quic://peer:8443/default/default\"}\n  batch: {maxEvents: 7}\n",
+    ));
+    assert_eq!(c.triggers()[0].http_batch, None, "QUIC keeps its own");
+    let Destination::Quic(q) = &c.triggers()[0].subscriber else {
+        panic!("not QUIC")
+    };
+    assert_eq!(q.batch.max_events.get(), 7);
+}
+
+#[test]
+fn batch_elsewhere_or_too_large_is_an_error() {
+    let e = error(&with_trigger(
+        "  broker: default\n  subscriber:\n    ref: {apiVersion: triggerfish.dev/v1alpha1, kind: Display, name: display}\n  batch: {maxEvents: 5}\n",
+    ));
+    assert!(
+        e.contains("spec.batch: batch applies only to quic:// and HTTP(S) subscribers"),
+        "{e}"
+    );
+    let e = error(&with_trigger(
+        "  broker: default\n  subscriber: {uri: \"http://sub.example/\"}\n  batch: {maxEvents: 10001}\n",
+    ));
+    assert!(
+        e.contains("spec.batch.maxEvents: 10001 is over the limit of 10000 events"),
+        "{e}"
+    );
+}

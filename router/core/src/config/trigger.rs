@@ -50,9 +50,11 @@ pub struct TriggerSpec {
     /// smoothing bursts toward a fragile one (events wait in the trigger's queue).
     #[serde(default)]
     pub rate_limit: Option<crate::config::RateSpec>,
-    /// Triggerfish extension, for `quic://` subscribers only: how events are gathered into
-    /// frames. Events that are ready at the same time share a frame; retries, dead-lettering
-    /// and ordering stay per event.
+    /// Triggerfish extension: how events are gathered into batches. `quic://` subscribers
+    /// always get frames of events (this sets their size); on an HTTP(S) subscriber it turns on
+    /// CloudEvents batched content mode: one `application/cloudevents-batch+json` request
+    /// carries the events that are ready at the same time. Retries, dead-lettering and
+    /// ordering stay per event. Other destinations reject it.
     ///
     /// ```yaml
     /// batch: {maxEvents: 100, linger: PT0.005S}
@@ -61,16 +63,16 @@ pub struct TriggerSpec {
     pub batch: Option<BatchSpec>,
 }
 
-/// `spec.batch` of a trigger with a `quic://` subscriber.
+/// `spec.batch` of a trigger with a `quic://` or HTTP(S) subscriber.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BatchSpec {
-    /// The most events in one frame, up to [`MAX_BATCH_EVENTS`]. Defaults to 100.
+    /// The most events in one frame or request, up to [`MAX_BATCH_EVENTS`]. Defaults to 100.
     #[serde(default)]
     pub max_events: Option<NonZeroU32>,
-    /// How long the first event of a frame waits for more before the frame is sent, as an
-    /// ISO-8601 duration of at most `PT1S`. Defaults to `PT0S`: a frame leaves at once with
-    /// whatever gathered while the previous frames were in flight, so batches grow with the
+    /// How long the first event of a batch waits for more before the batch is sent, as an
+    /// ISO-8601 duration of at most `PT1S`. Defaults to `PT0S`: a batch leaves at once with
+    /// whatever gathered while the previous batches were in flight, so batches grow with the
     /// load and a lone event is not delayed.
     #[serde(default)]
     pub linger: Option<IsoDuration>,
@@ -149,6 +151,10 @@ pub struct Trigger {
     pub filters: Vec<Filter>,
     /// Where matching events go.
     pub subscriber: Destination,
+    /// For an HTTP(S) subscriber with `spec.batch`: deliveries in batched content mode, this
+    /// many events at most per request. (A `quic://` subscriber's batching is part of its
+    /// [`Destination::Quic`].)
+    pub http_batch: Option<crate::config::Batching>,
     /// The trigger's own `delivery`, if set. [`Config::delivery_for`] applies the broker's
     /// when it is not.
     ///

@@ -1,0 +1,234 @@
+//! `spec.batch` on an HTTP subscriber: CloudEvents batched content mode. Events that are ready
+//! together arrive as one `application/cloudevents-batch+json` request, each exactly once and
+//! without the broker's ttl extension; a failed batch is retried and dead-lettered per event
+//! with the batch's status and body; a batch of replies re-enters the broker; an ordered
+//! trigger still delivers one event per key at a time, in order.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use triggerfish_tests::{
+    Client, Config, Event, PATIENCE, Reply, Request, Router, Subscriber, Trigger,
+};
+
+const BATCH: &str = "application/cloudevents-batch+json";
+
+/// The events of a batched-mode request.
+fn events_of(req: &Request) -> Vec<Value> {
+    assert_eq!(req.header("content-type"), Some(BATCH), "{}", req.path);
+    match req.json() {
+        Value::Array(events) => events,
+        other => panic!("not a batch: {other}"),
+    }
+}
+
+/// Waits until the requests to `path` carry `n` events, and returns the requests.
+async fn wait_events(sub: &Subscriber, path: &str, n: usize) -> Vec<std::sync::Arc<Request>> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let requests = sub.requests_to(path);
+        let got: usize = requests.iter().map(|r| events_of(r).len()).sum();
+        if got >= n || tokio::time::Instant::now() > deadline {
+            assert_eq!(got, n, "events delivered to {path}");
+            return requests;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn id(event: &Value) -> String {
+    event["id"].as_str().unwrap().to_owned()
+}
+
+/// Publishes `n` events of type `ty` with ids `{ty}-0`… in batched requests of 50.
+async fn publish(router: &Router, ty: &str, n: usize, each: impl Fn(Event) -> Event) {
+    let client = Client::new();
+    let events: Vec<Event> = (0..n)
+        .map(|i| each(Event::new(format!("{ty}-{i}"), ty)))
+        .collect();
+    for chunk in events.chunks(50) {
+        let response = client
+            .send_batch(&router.broker_url("default"), chunk)
+            .await;
+        assert_eq!(response.code(), 202, "{}", response.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_delivery_keeps_knative_semantics_per_event() {
+    let sub = Subscriber::start().await;
+    let dls = Subscriber::start().await;
+    sub.handle(|req| match req.path.as_str() {
+        "/fail" => Reply::status(500).body("text/plain", "batch refused"),
+        "/ask" => {
+            let answers: Vec<Value> = events_of(req)
+                .iter()
+                .map(|e| {
+                    json!({"specversion": "1.0", "id": format!("{}-answer", id(e)),
+                           "source": "/answers", "type": "answer"})
+                })
+                .collect();
+            Reply::ok().body(BATCH, serde_json::to_vec(&answers).unwrap())
+        }
+        _ => Reply::ok(),
+    });
+    let batch = "batch: {maxEvents: 40, linger: PT0.05S}";
+    let config = Config::new()
+        .broker("default", None)
+        .trigger(
+            Trigger::new("t", &sub.url("/t"))
+                .filter("filter:\n  attributes:\n    type: t")
+                .spec(batch),
+        )
+        .trigger(
+            Trigger::new("fail", &sub.url("/fail"))
+                .filter("filter:\n  attributes:\n    type: fail")
+                .delivery(&format!(
+                    "retry: 1\nbackoffDelay: PT0.05S\ndeadLetterSink:\n  uri: {}",
+                    dls.url("/dls")
+                ))
+                .spec(batch),
+        )
+        .trigger(
+            Trigger::new("ask", &sub.url("/ask"))
+                .filter("filter:\n  attributes:\n    type: ask")
+                .spec(batch),
+        )
+        .trigger(
+            Trigger::new("answers", &sub.url("/answers"))
+                .filter("filter:\n  attributes:\n    type: answer"),
+        );
+    let router = Router::start(&config.render()).await;
+
+    // Every event once, in batches of at most 40, several events per request.
+    let n = 300;
+    publish(&router, "t", n, |e| e.data(json!({"n": 1}))).await;
+    let requests = wait_events(&sub, "/t", n).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in &requests {
+        assert_eq!(r.header("prefer"), Some("reply"));
+        let events = events_of(r);
+        assert!(events.len() <= 40, "{} events in one request", events.len());
+        for e in events {
+            assert_eq!(e["data"], json!({"n": 1}));
+            assert!(e.get("knativebrokerttl").is_none(), "{e}");
+            *counts.entry(id(&e)).or_default() += 1;
+        }
+    }
+    assert_eq!(counts.len(), n);
+    assert!(counts.values().all(|c| *c == 1), "each event once");
+    assert!(
+        requests.len() < n / 2,
+        "{} requests for {n} events: not batched",
+        requests.len()
+    );
+
+    // A refused batch: every event retried, then dead-lettered alone with the batch's answer.
+    let failing = 60;
+    publish(&router, "fail", failing, |e| e).await;
+    let dead = dls.wait_for(failing, PATIENCE).await;
+    let data = base64::engine::general_purpose::STANDARD.encode("batch refused");
+    let mut dead_ids: Vec<String> = dead.iter().map(|d| d.id()).collect();
+    dead_ids.sort();
+    dead_ids.dedup();
+    assert_eq!(dead_ids.len(), failing, "each event dead-lettered once");
+    for d in &dead {
+        assert_eq!(d.ce("knativeerrorcode").as_deref(), Some("500"));
+        assert_eq!(d.ce("knativeerrordata"), Some(data.clone()));
+    }
+    let attempts = wait_events(&sub, "/fail", 2 * failing).await;
+    assert!(attempts.len() < failing, "the retries were batched too");
+
+    // A batch of replies re-enters the broker: one answer per question.
+    let asked = 80;
+    publish(&router, "ask", asked, |e| e).await;
+    let answers = sub.wait_for_path("/answers", asked, PATIENCE).await;
+    let mut answer_ids: Vec<String> = answers.iter().map(|a| a.id()).collect();
+    answer_ids.sort();
+    answer_ids.dedup();
+    assert_eq!(answer_ids.len(), asked);
+    assert!(answer_ids.iter().all(|a| a.ends_with("-answer")));
+
+    let m = router.metrics().await;
+    let ok = [("trigger", "default/t"), ("outcome", "success")];
+    assert_eq!(
+        m.count("triggerfish_delivery_attempts_total", &ok),
+        n as u64
+    );
+    assert_eq!(
+        m.count(
+            "triggerfish_delivery_dead_lettered_total",
+            &[("trigger", "default/fail")]
+        ),
+        failing as u64
+    );
+    assert_eq!(m.count("triggerfish_delivery_dropped_total", &[]), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_batched_trigger_keeps_each_keys_order() {
+    let sub = Subscriber::start().await;
+    // Every third request fails once: its events are retried before their keys move on.
+    sub.handle(|req| {
+        if req.seq % 3 == 1 {
+            Reply::status(503)
+        } else {
+            Reply::ok().delay(Duration::from_millis(5))
+        }
+    });
+    let config = Config::new().broker("default", None).trigger(
+        Trigger::new("t", &sub.url("/t"))
+            .ordered()
+            .delivery("retry: 5\nbackoffDelay: PT0.01S")
+            .spec("batch: {maxEvents: 100, linger: PT0.01S}"),
+    );
+    let router = Router::start(&config.render()).await;
+    let (keys, per_key) = (5, 30);
+    let client = Client::new();
+    for i in 0..per_key {
+        let events: Vec<Event> = (0..keys)
+            .map(|k| Event::new(format!("k{k}-{i}"), "t").attr("partitionkey", format!("k{k}")))
+            .collect();
+        let response = client
+            .send_batch(&router.broker_url("default"), &events)
+            .await;
+        assert_eq!(response.code(), 202, "{}", response.text());
+    }
+    let requests = wait_events_ok(&sub, keys * per_key).await;
+    // Per key: accepted deliveries in publication order, and never two of a key in one batch.
+    let mut next: HashMap<String, usize> = HashMap::new();
+    for r in requests {
+        let events = events_of(&r);
+        let mut seen = std::collections::HashSet::new();
+        for e in &events {
+            let key = e["partitionkey"].as_str().unwrap().to_owned();
+            assert!(seen.insert(key.clone()), "two events of {key} in one batch");
+            let expected = next.entry(key.clone()).or_default();
+            assert_eq!(id(e), format!("{key}-{expected}"), "order of {key}");
+            *expected += 1;
+        }
+    }
+    assert!(next.values().all(|n| *n == per_key), "{next:?}");
+}
+
+/// Waits until the answered-with-success requests carry `n` events; returns them in arrival
+/// order.
+async fn wait_events_ok(sub: &Subscriber, n: usize) -> Vec<std::sync::Arc<Request>> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let ok: Vec<_> = sub
+            .requests()
+            .into_iter()
+            .filter(|r| r.seq % 3 != 1)
+            .collect();
+        let got: usize = ok.iter().map(|r| events_of(r).len()).sum();
+        if got >= n || tokio::time::Instant::now() > deadline {
+            assert_eq!(got, n, "events delivered");
+            return ok;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
