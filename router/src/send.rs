@@ -403,16 +403,7 @@ fn invalid_events(body: &[u8]) -> Vec<(usize, String)> {
 }
 
 fn body(events: &[Event]) -> Bytes {
-    let mut out = Vec::with_capacity(events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 2);
-    out.push(b'[');
-    for (i, e) in events.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&e.json);
-    }
-    out.push(b']');
-    Bytes::from(out)
+    triggerfish_core::event::join_batched(events.iter().map(|e| &e.json[..]))
 }
 
 /// `Bearer <token>` from `--token`, `TRIGGERFISH_TOKEN` or `--token-file`; marked sensitive.

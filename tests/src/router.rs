@@ -144,6 +144,18 @@ impl Router {
         );
     }
 
+    /// Publishes `events` to broker `default/default` in batched requests of 50; panics
+    /// unless each is accepted (202).
+    pub async fn publish_batches(&self, events: &[Event]) {
+        for chunk in events.chunks(50) {
+            let r = self
+                .client
+                .send_batch(&self.broker_url("default"), chunk)
+                .await;
+            assert_eq!(r.code(), 202, "publishing a batch: {}", r.text());
+        }
+    }
+
     /// Scrapes `/metrics`.
     pub async fn metrics(&self) -> Metrics {
         let r = self.client.get(&self.admin_url("/metrics")).await;

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use triggerfish_tests::{
-    Client, Config, Event, PATIENCE, Reply, Request, Router, Subscriber, Trigger,
-};
+use triggerfish_tests::{Config, Event, PATIENCE, Reply, Request, Router, Subscriber, Trigger};
 
 const BATCH: &str = "application/cloudevents-batch+json";
 
@@ -43,18 +41,12 @@ fn id(event: &Value) -> String {
     event["id"].as_str().unwrap().to_owned()
 }
 
-/// Publishes `n` events of type `ty` with ids `{ty}-0`… in batched requests of 50.
+/// Publishes `n` events of type `ty` with ids `{ty}-0`…, each changed by `each`.
 async fn publish(router: &Router, ty: &str, n: usize, each: impl Fn(Event) -> Event) {
-    let client = Client::new();
     let events: Vec<Event> = (0..n)
         .map(|i| each(Event::new(format!("{ty}-{i}"), ty)))
         .collect();
-    for chunk in events.chunks(50) {
-        let response = client
-            .send_batch(&router.broker_url("default"), chunk)
-            .await;
-        assert_eq!(response.code(), 202, "{}", response.text());
-    }
+    router.publish_batches(&events).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,16 +179,14 @@ async fn an_ordered_batched_trigger_keeps_each_keys_order() {
     );
     let router = Router::start(&config.render()).await;
     let (keys, per_key) = (5, 30);
-    let client = Client::new();
-    for i in 0..per_key {
-        let events: Vec<Event> = (0..keys)
-            .map(|k| Event::new(format!("k{k}-{i}"), "t").attr("partitionkey", format!("k{k}")))
-            .collect();
-        let response = client
-            .send_batch(&router.broker_url("default"), &events)
-            .await;
-        assert_eq!(response.code(), 202, "{}", response.text());
-    }
+    let events: Vec<Event> = (0..per_key)
+        .flat_map(|i| {
+            (0..keys).map(move |k| {
+                Event::new(format!("k{k}-{i}"), "t").attr("partitionkey", format!("k{k}"))
+            })
+        })
+        .collect();
+    router.publish_batches(&events).await;
     let requests = wait_events_ok(&sub, keys * per_key).await;
     // Per key: accepted deliveries in publication order, and never two of a key in one batch.
     let mut next: HashMap<String, usize> = HashMap::new();
@@ -231,4 +221,58 @@ async fn wait_events_ok(sub: &Subscriber, n: usize) -> Vec<std::sync::Arc<Reques
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_times_out_is_retried_without_holding_up_the_others() {
+    let sub = Subscriber::start().await;
+    // The first batch is answered only after the attempts' timeout.
+    sub.handle(|req| {
+        if req.seq == 0 {
+            Reply::ok().delay(Duration::from_secs(3))
+        } else {
+            Reply::ok()
+        }
+    });
+    let config = Config::new().broker("default", None).trigger(
+        Trigger::new("t", &sub.url("/t"))
+            .delivery("timeout: PT0.5S\nretry: 3\nbackoffDelay: PT0.05S")
+            .spec("batch: {maxEvents: 10, linger: PT0.05S}"),
+    );
+    let router = Router::start(&config.render()).await;
+    let n = 40;
+    publish(&router, "t", n, |e| e).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let answered = loop {
+        let answered: Vec<String> = sub
+            .requests()
+            .iter()
+            .filter(|r| r.seq > 0)
+            .flat_map(|r| events_of(r).iter().map(id).collect::<Vec<_>>())
+            .collect();
+        if answered.len() >= n || tokio::time::Instant::now() > deadline {
+            break answered;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let first: Vec<String> = events_of(&sub.requests()[0]).iter().map(id).collect();
+    assert!(!first.is_empty());
+    let mut unique = answered.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), n, "every event answered: {answered:?}");
+    assert_eq!(answered.len(), n, "and once, after the timed-out batch");
+    // The timed-out batch's events were retried well before its late answer (3 s).
+    let requests = sub.requests();
+    let retried = requests
+        .iter()
+        .find(|r| r.seq > 0 && events_of(r).iter().any(|e| first.contains(&id(e))))
+        .unwrap();
+    assert!(retried.at.duration_since(requests[0].at) < Duration::from_secs(2));
+    let m = router.metrics().await;
+    let timeouts = [("trigger", "default/t"), ("outcome", "retryable")];
+    assert_eq!(
+        m.count("triggerfish_delivery_attempts_total", &timeouts),
+        first.len() as u64
+    );
 }

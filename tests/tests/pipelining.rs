@@ -8,18 +8,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::json;
-use triggerfish_tests::{Client, Config, Event, PATIENCE, Reply, Router, Subscriber, Trigger};
+use triggerfish_tests::{Config, Event, PATIENCE, Reply, Router, Subscriber, Trigger};
 
 /// Publishes `n` events of type `t` with ids `e-0`… in batches of 50.
 async fn publish(router: &Router, n: usize) {
-    let client = Client::new();
     let events: Vec<Event> = (0..n).map(|i| Event::new(format!("e-{i}"), "t")).collect();
-    for chunk in events.chunks(50) {
-        let response = client
-            .send_batch(&router.broker_url("default"), chunk)
-            .await;
-        assert_eq!(response.code(), 202, "{}", response.text());
-    }
+    router.publish_batches(&events).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

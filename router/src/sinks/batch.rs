@@ -19,11 +19,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::{BufMut as _, Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use triggerfish_core::config::Batching;
 use triggerfish_core::delivery::{InternalError, TransportError};
+use triggerfish_core::event::join_batched;
 
 use super::{Attempt, Request};
 
@@ -136,17 +137,7 @@ where
 
 /// The events of `items` as a JSON array: the body of a batched-mode request or QUIC frame.
 pub fn json_array(items: &[Pending]) -> Bytes {
-    let size = items.iter().map(|p| p.event.len() + 1).sum::<usize>() + 2;
-    let mut body = BytesMut::with_capacity(size);
-    body.put_u8(b'[');
-    for (i, p) in items.iter().enumerate() {
-        if i > 0 {
-            body.put_u8(b',');
-        }
-        body.put_slice(&p.event);
-    }
-    body.put_u8(b']');
-    body.freeze()
+    join_batched(items.iter().map(|p| &p.event[..]))
 }
 
 /// Completes every attempt of a batch with the batch's one outcome. A reply in it goes to

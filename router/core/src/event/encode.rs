@@ -148,6 +148,27 @@ pub fn encode_batched<'a>(
     Bytes::from(out)
 }
 
+/// Joins events already encoded in structured mode (JSON objects) into a batched-mode JSON
+/// array.
+pub fn join_batched<'a>(events: impl IntoIterator<Item = &'a [u8]> + Clone) -> Bytes {
+    let size = events
+        .clone()
+        .into_iter()
+        .map(|e| e.len() + 1)
+        .sum::<usize>()
+        + 2;
+    let mut out = Vec::with_capacity(size);
+    out.push(b'[');
+    for (i, event) in events.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(event);
+    }
+    out.push(b']');
+    Bytes::from(out)
+}
+
 /// Appends the structured JSON form of `view` to `out`.
 ///
 /// Data mapping (JSON format §3.1.1): JSON data is written verbatim as `data`; text as a JSON

@@ -32,7 +32,7 @@ pub use attr::{AttrValue, Attributes, KnownAttr, SpecVersion, is_valid_attribute
 pub use batch::{Data, EventBatch, EventRef, EventView, Extensions};
 pub use binary::decode_binary;
 pub use encode::{
-    EncodeOptions, encode_batched, encode_binary, encode_structured, write_structured,
+    EncodeOptions, encode_batched, encode_binary, encode_structured, join_batched, write_structured,
 };
 pub use error::{DecodeError, DecodeErrorKind};
 pub use json::{BatchDecode, decode_batched, decode_structured};
