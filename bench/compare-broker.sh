@@ -20,8 +20,9 @@
 #   PIPELINING=16 bench/compare-broker.sh        # also `triggerfish-pipelined`: Triggerfish on
 #                                                # the same config plus the broker's
 #                                                # delivery.pipelining: 16
-#   BATCHING=100 bench/compare-broker.sh         # also `triggerfish-batched`: each trigger's
-#                                                # spec.batch.maxEvents: 100 (batched content
+#   BATCHING='{maxEvents: 100}' bench/compare-broker.sh
+#                                                # also `triggerfish-batched`: each trigger's
+#                                                # spec.batch set to this (batched content
 #                                                # mode to the sink; not Knative's contract)
 #   bench/compare-broker.sh --router 'name=CMD'  # any other router; CMD may use {config}
 #                                                # and {listen}; repeatable
@@ -45,7 +46,8 @@
 #   PIPELINING [unset]  adds the router triggerfish-pipelined (and --only triggerfish-pipelined
 #                   runs it alone): delivery.pipelining set to this depth
 #   BATCHING [unset]  adds the router triggerfish-batched (--only triggerfish-batched runs it
-#                   alone): spec.batch.maxEvents set to this on every trigger
+#                   alone): every trigger's spec.batch, a YAML flow mapping such as
+#                   '{maxEvents: 100, linger: PT0.002S}'
 #   TRANSPORTS [http]  "http quic" adds Triggerfish's QUIC ingress (frames on QUIC_CONNECTIONS
 #                   connections, CONNECTIONS frames in flight; single events are frames of one)
 #   QUIC_CONNECTIONS [1]  QUIC connections tf-loadgen spreads its frames over
@@ -118,7 +120,7 @@ def name(r):
     if r["router"] == "triggerfish-pipelined":
         return f'triggerfish HTTP, pipelining {run.get("pipelining", "?")}'
     if r["router"] == "triggerfish-batched":
-        return f'triggerfish HTTP, batched delivery ({run.get("batching", "?")})'
+        return f'triggerfish HTTP, batched delivery `{run.get("batching", "?")}`'
     return r["router"] + (" QUIC" if r.get("transport") == "quic" else " HTTP" if r["router"] == "triggerfish" else "")
 print(f"Loadgen, sink and router share {cores} cores; {duration} per run, {connections} connections.")
 at = f"{run['latency_rate']:,} events/s for every case" if run.get("latency_rate") else "half of max"
@@ -230,16 +232,9 @@ if [[ " ${ROUTERS[*]} " == *" triggerfish-pipelined "* && -z ${PIPELINING:-} ]];
     PIPELINING=16
 fi
 if [[ " ${ROUTERS[*]} " == *" triggerfish-batched "* && -z ${BATCHING:-} ]]; then
-    BATCHING=100
+    BATCHING='{maxEvents: 100, linger: PT0.002S}'
 fi
 if [[ -n ${CALIBRATE:-} ]]; then ROUTERS=(none "${ROUTERS[@]}"); fi
-
-variant_flags() { # variant of the Triggerfish config → its tf-benchconfig flags
-    case $1 in
-        pipelined) echo "--pipelining $PIPELINING" ;;
-        batched) echo "--batch $BATCHING" ;;
-    esac
-}
 
 router_cmd() { # name config → the command line, with {config} and {listen} filled in
     local name=$1 config=$2 listen=127.0.0.1:$ROUTER_PORT cmd=""
@@ -359,14 +354,14 @@ if [[ -n $(git status --porcelain --untracked-files=no -- '*.rs' '*Cargo.toml' '
 fi
 python3 - "$(nproc)" "$DURATION" "$DRAIN" "$CONNECTIONS" "$BATCH" "$NICE" "${LATENCY_RATE:-0}" \
     "$(cat /proc/loadavg)" "$COMMAND" "$commit" "$(date -u '+%Y-%m-%d at %H:%M UTC')" \
-    "$(uname -m)" "$TRANSPORTS" "${PIPELINING:-0}" "${BATCHING:-0}" > "$OUT/run.json" <<'PY'
+    "$(uname -m)" "$TRANSPORTS" "${PIPELINING:-0}" "${BATCHING:-}" > "$OUT/run.json" <<'PY'
 import json, sys
 a = sys.argv[1:]
 print(json.dumps({"cores": int(a[0]), "duration": a[1], "drain": a[2], "connections": int(a[3]),
                   "batch": int(a[4]), "nice": int(a[5]), "latency_rate": int(a[6]),
                   "loadavg_before": a[7], "command": a[8], "commit": a[9], "started": a[10],
                   "machine": a[11], "transports": a[12], "pipelining": int(a[13]),
-                  "batching": int(a[14])}))
+                  "batching": a[14]}))
 PY
 for triggers in $TRIGGERS; do
     # With no trigger nothing reaches the sink: measure what ingress accepted, without a drain.
@@ -375,9 +370,13 @@ for triggers in $TRIGGERS; do
     config=$OUT/config-$triggers.yaml
     # The plain config, then one per variant: -pipelined and -batched.
     for variant in "" ${PIPELINING:+pipelined} ${BATCHING:+batched}; do
+        flags=()
+        case $variant in
+            pipelined) flags=(--pipelining "$PIPELINING") ;;
+            batched) flags=(--batch "$BATCHING") ;;
+        esac
         "$BENCHCONFIG" --triggers "$triggers" --filters "$FILTERS" \
-            ${QUIC_SPEC:+--quic "$QUIC_SPEC"} \
-            $(variant_flags "$variant") \
+            ${QUIC_SPEC:+--quic "$QUIC_SPEC"} "${flags[@]}" \
             --subscriber "http://127.0.0.1:$SINK_PORT/" \
             --listen "127.0.0.1:$ROUTER_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
             -o "${config%.yaml}${variant:+-$variant}.yaml"

@@ -51,9 +51,9 @@ pub struct BenchConfig {
     pub retry: Option<u32>,
     /// The broker's `delivery.pipelining` (HTTP/1.1 requests outstanding per connection).
     pub pipelining: Option<u16>,
-    /// Each trigger's `spec.batch.maxEvents`: deliveries in batched content mode, up to this
-    /// many events per request. One event per request when `None`.
-    pub batch: Option<u32>,
+    /// Each trigger's `spec.batch`, as a YAML flow mapping (`{maxEvents: 100, linger:
+    /// PT0.002S}`): deliveries in batched content mode. One event per request when `None`.
+    pub batch: Option<String>,
     /// The `Server` document's `store`, as a YAML flow mapping
     /// (`{kind: jetstream, url: "nats://127.0.0.1:4222"}`); the memory store when `None`.
     pub store: Option<String>,
@@ -160,8 +160,8 @@ impl BenchConfig {
                 )?,
             }
             writeln!(y, "  subscriber:\n    uri: {uri}")?;
-            if let Some(n) = self.batch {
-                writeln!(y, "  batch: {{maxEvents: {n}}}")?;
+            if let Some(batch) = &self.batch {
+                writeln!(y, "  batch: {batch}")?;
             }
         }
         Ok(())
@@ -205,10 +205,12 @@ mod tests {
     #[test]
     fn writes_the_batch_size() {
         let mut c = config(3, FilterStyle::Mix);
-        c.batch = Some(100);
+        c.batch = Some("{maxEvents: 100, linger: PT0.002S}".into());
         let loaded = Config::load(&c.to_yaml(), "bench.yaml").unwrap();
         for t in loaded.triggers() {
-            assert_eq!(t.http_batch.unwrap().max_events.get(), 100);
+            let batch = t.http_batch.unwrap();
+            assert_eq!(batch.max_events.get(), 100);
+            assert_eq!(batch.linger, std::time::Duration::from_millis(2));
         }
     }
 

@@ -257,7 +257,12 @@ impl Dispatchers {
         };
         let sink = match (sink, plan.http_batch) {
             (Sink::Http(http), Some(batching)) => {
-                Sink::Http(Box::new(http.with_batching(batching, reply_limits)))
+                let max_in_flight = plan.max_in_flight.get();
+                Sink::Http(Box::new(http.with_batching(
+                    batching,
+                    max_in_flight,
+                    reply_limits,
+                )))
             }
             (sink, _) => sink,
         };

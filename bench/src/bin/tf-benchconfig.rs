@@ -41,10 +41,10 @@ struct Args {
     /// subscriber.
     #[arg(long)]
     pipelining: Option<u16>,
-    /// Each trigger's `spec.batch.maxEvents`: batched content mode, up to this many events
-    /// per request to the subscriber.
+    /// Each trigger's `spec.batch`, as a YAML flow mapping, e.g. '{maxEvents: 100, linger:
+    /// PT0.002S}': batched content mode to the subscriber.
     #[arg(long)]
-    batch: Option<u32>,
+    batch: Option<String>,
     /// The `Server` document's `store`, as a YAML flow mapping, e.g.
     /// '{kind: jetstream, url: "nats://127.0.0.1:4222"}'. Default: the memory store.
     #[arg(long)]

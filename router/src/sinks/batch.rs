@@ -9,9 +9,16 @@
 //! ```text
 //!  delivery tasks ──(event, oneshot)──► gathering task ──batch──► the sink's send function,
 //!   (one per event)    bounded channel   up to `maxEvents`,        ≤ 16 batches in flight
-//!                                        `linger`, 1 MiB           │
+//!                                        `linger`, 1 MiB           │  (HTTP: fewer, below)
 //!                  ◄──────────── Attempt per event ────────────────┘
 //! ```
+//!
+//! A batch leaves as soon as a slot is free, with whatever has gathered (after `linger`, if
+//! set): a lone event is not delayed, and batches grow with the load because events gather
+//! while every slot is busy. The fewer the slots, the sooner they grow. A QUIC sink has 16 (a
+//! frame is a cheap stream on one connection); an HTTP sink has as many as the trigger's
+//! `maxInFlight` fills with full batches (256 / 100: 3), since each is a request and a
+//! connection of its own.
 //!
 //! It does not encode, send or decide outcomes: the sinks do ([`super::quic`],
 //! [`super::http`]).
@@ -28,9 +35,9 @@ use triggerfish_core::event::join_batched;
 
 use super::{Attempt, Request};
 
-/// Batches in flight per sink at once. While all are out, attempts wait in the channel and
-/// the next batch grows.
-const MAX_BATCHES_IN_FLIGHT: usize = 16;
+/// The most batches in flight per sink at once. While all of a sink's are out, attempts wait
+/// in the channel and the next batch grows.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 16;
 
 /// A batch stops growing at this many body bytes (a Triggerfish server's default
 /// `maxRequestBytes` is 4 MiB); an event larger than this still goes, alone.
@@ -57,16 +64,17 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts gathering by `batching`; `send` sends one batch and completes each of its
-    /// attempts.
-    pub fn spawn<F, Fut>(batching: Batching, send: F) -> Batcher
+    /// Starts gathering by `batching`, with at most `in_flight` batches out at once (1 to
+    /// [`MAX_BATCHES_IN_FLIGHT`]); `send` sends one batch and completes each of its attempts.
+    pub fn spawn<F, Fut>(batching: Batching, in_flight: usize, send: F) -> Batcher
     where
         F: Fn(Vec<Pending>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let max = batching.max_events.get() as usize;
         let (tx, rx) = mpsc::channel(max.saturating_mul(2).max(16));
-        tokio::spawn(gather(rx, batching, send));
+        let in_flight = in_flight.clamp(1, MAX_BATCHES_IN_FLIGHT);
+        tokio::spawn(gather(rx, batching, in_flight, send));
         Batcher { tx }
     }
 
@@ -96,13 +104,17 @@ impl Batcher {
 }
 
 /// The gathering task.
-async fn gather<F, Fut>(mut rx: mpsc::Receiver<Pending>, batching: Batching, send: F)
-where
+async fn gather<F, Fut>(
+    mut rx: mpsc::Receiver<Pending>,
+    batching: Batching,
+    in_flight: usize,
+    send: F,
+) where
     F: Fn(Vec<Pending>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let max = batching.max_events.get() as usize;
-    let slots = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    let slots = Arc::new(Semaphore::new(in_flight));
     while let Some(first) = rx.recv().await {
         // While every slot is busy, events keep gathering in the channel.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
@@ -217,6 +229,46 @@ mod tests {
             assert_eq!(r.retry_after.as_deref(), Some("3"));
             assert_eq!(&r.body_excerpt[..], b"x");
             assert_eq!(r.reply.is_some(), i == 1, "{i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_grow_while_every_slot_is_busy() {
+        // Each batch goes to the test, and holds its slot until the test lets it go.
+        type Sent = (Vec<Pending>, oneshot::Sender<()>);
+        let (sent_tx, mut sent) = mpsc::unbounded_channel::<Sent>();
+        let batcher = Batcher::spawn(Batching::default(), 1, move |items| {
+            let (release, released) = oneshot::channel();
+            let _ = sent_tx.send((items, release));
+            async move {
+                let _ = released.await;
+            }
+        });
+        let req = Arc::new(Request {
+            format: triggerfish_core::config::DeliveryFormat::Json,
+            timeout: std::time::Duration::from_secs(10),
+            reply_limits: triggerfish_core::event::DecodeLimits::default(),
+            ttl: 255,
+            broker: Arc::from("default/default"),
+        });
+        let attempt = |n: u8| {
+            let (batcher, req) = (batcher.clone(), Arc::clone(&req));
+            tokio::spawn(async move { batcher.send(Bytes::from(vec![b'0' + n]), &req).await })
+        };
+        let first = attempt(0);
+        let (batch, release) = sent.recv().await.unwrap();
+        assert_eq!(batch.len(), 1, "a lone event leaves at once");
+        let rest: Vec<_> = (1..5).map(attempt).collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(sent.try_recv().is_err(), "the only slot is busy");
+        complete_all(batch, Attempt::accepted());
+        let _ = release.send(());
+        assert!(matches!(first.await.unwrap(), Attempt::Response(_)));
+        let (batch, _release) = sent.recv().await.unwrap();
+        assert_eq!(&json_array(&batch)[..], b"[1,2,3,4]", "the next batch grew");
+        complete_all(batch, Attempt::accepted());
+        for r in rest {
+            assert!(matches!(r.await.unwrap(), Attempt::Response(_)));
         }
     }
 

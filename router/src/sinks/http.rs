@@ -152,10 +152,18 @@ impl HttpSink {
 
     /// Batched content mode (`spec.batch`): each attempt joins a batch, and a batch is one
     /// `application/cloudevents-batch+json` request. Starts the sink's gathering task, which
-    /// ends when the last clone of the sink is dropped. `reply_limits` bound a batch's reply.
-    pub fn with_batching(mut self, batching: Batching, reply_limits: DecodeLimits) -> HttpSink {
+    /// ends when the last clone of the sink is dropped. `max_in_flight` is the trigger's: as
+    /// many requests go out at once as it fills with full batches. `reply_limits` bound a
+    /// batch's reply.
+    pub fn with_batching(
+        mut self,
+        batching: Batching,
+        max_in_flight: u32,
+        reply_limits: DecodeLimits,
+    ) -> HttpSink {
         let unbatched = Arc::new(self.clone());
-        self.batcher = Some(Batcher::spawn(batching, move |items| {
+        let requests = max_in_flight.div_ceil(batching.max_events.get()) as usize;
+        self.batcher = Some(Batcher::spawn(batching, requests, move |items| {
             let sink = Arc::clone(&unbatched);
             async move { sink.send_batch(items, &reply_limits).await }
         }));

@@ -35,7 +35,7 @@ use triggerfish_core::delivery::{InternalError, TransportError};
 use triggerfish_core::event::{EncodeOptions, EventView, encode_structured};
 use triggerfish_core::quic::Ack;
 
-use super::batch::{Batcher, Pending, complete_all, json_array};
+use super::batch::{Batcher, MAX_BATCHES_IN_FLIGHT, Pending, complete_all, json_array};
 use super::{Attempt, Request, Response};
 use crate::auth::outbound::Credential;
 use crate::quic::client::Peer;
@@ -65,7 +65,7 @@ impl QuicSink {
             target: Arc::from(dest.target.as_str()),
             credential,
         });
-        let batcher = Batcher::spawn(dest.batch, move |items| {
+        let batcher = Batcher::spawn(dest.batch, MAX_BATCHES_IN_FLIGHT, move |items| {
             let frames = Arc::clone(&frames);
             async move { send_frame(&frames, items).await }
         });
