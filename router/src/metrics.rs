@@ -160,6 +160,11 @@ pub fn register_http_connections(
     (open, waits)
 }
 
+fn batch_histogram() -> Histogram {
+    // 1 .. 1,024 events.
+    Histogram::new(exponential_buckets(1.0, 2.0, 11))
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~6.5 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
@@ -194,6 +199,8 @@ pub struct Metrics {
     pub queue_depth: Family<QueueLabels, Gauge>,
     /// Time from acceptance to successful delivery, per trigger.
     pub delivery_latency: Family<TriggerLabels, Histogram>,
+    /// Events per batched request or QUIC frame to a trigger's subscriber.
+    pub delivery_batch_events: Family<TriggerLabels, Histogram>,
     /// Config reloads by outcome.
     pub reloads: Family<ReloadLabels, Counter>,
     /// Events a durable store handed out again, per broker (JetStream: after a replica died
@@ -233,6 +240,8 @@ impl Metrics {
         let replies = Family::default();
         let queue_depth = Family::default();
         let delivery_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let delivery_batch_events =
+            Family::new_with_constructor(batch_histogram as fn() -> Histogram);
         let reloads = Family::default();
         let redelivered = Family::default();
         registry.register(
@@ -299,6 +308,12 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             delivery_latency.clone(),
         );
+        registry.register_with_unit(
+            "delivery_batch",
+            "Events per batched request (spec.batch) or QUIC frame sent to a trigger's subscriber",
+            prometheus_client::registry::Unit::Other("events".into()),
+            delivery_batch_events.clone(),
+        );
         registry.register("config_reloads", "Config reloads", reloads.clone());
         registry.register(
             "store_redelivered",
@@ -352,6 +367,7 @@ impl Metrics {
             replies,
             queue_depth,
             delivery_latency,
+            delivery_batch_events,
             reloads,
             redelivered,
             #[cfg(feature = "media")]

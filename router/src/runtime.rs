@@ -14,6 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use triggerfish_core::config::{
@@ -25,7 +26,7 @@ use triggerfish_core::event::DecodeLimits;
 use crate::auth::outbound::Credential;
 use crate::dispatch::{self, QueueLimits, TriggerHandle};
 use crate::ingress::http::IngressLimits;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TriggerLabels};
 use crate::plan::{Plan, TriggerPlan};
 use crate::quic::client::{Peer, QuicClient};
 use crate::scheduler::{Scheduler, SchedulerHandle, SchedulerMetrics, TargetFactory};
@@ -243,11 +244,22 @@ pub struct Dispatchers {
 impl Dispatchers {
     /// Starts a dispatcher for `plan`.
     pub fn start(&self, plan: Arc<TriggerPlan>, reply_limits: DecodeLimits) -> TriggerHandle {
+        let label = TriggerLabels {
+            broker: plan.broker.clone(),
+            trigger: plan.key.clone(),
+        };
+        // Only subscribers that get batches have the metric (a series per trigger otherwise).
+        let batched = plan.http_batch.is_some() || matches!(plan.subscriber, Destination::Quic(_));
+        let batch_sizes = batched.then(|| {
+            let sizes = self.metrics.delivery_batch_events.get_or_create(&label);
+            sizes.clone()
+        });
         let sink = self.sink(
             &plan.subscriber,
             plan.subscriber_resource.as_ref(),
             plan.credential.as_ref(),
             reply_limits,
+            batch_sizes.as_ref(),
         );
         let sink = match (sink, plan.delivery.as_ref().map(|d| d.pipelining.get())) {
             (Sink::Http(http), Some(depth)) if depth > 1 => {
@@ -255,22 +267,26 @@ impl Dispatchers {
             }
             (sink, _) => sink,
         };
-        let sink = match (sink, plan.http_batch) {
-            (Sink::Http(http), Some(batching)) => {
+        let sink = match (sink, plan.http_batch, batch_sizes) {
+            (Sink::Http(http), Some(batching), Some(batch_sizes)) => {
                 let max_in_flight = plan.max_in_flight.get();
                 Sink::Http(Box::new(http.with_batching(
                     batching,
                     max_in_flight,
                     reply_limits,
+                    batch_sizes,
                 )))
             }
-            (sink, _) => sink,
+            (sink, ..) => sink,
         };
         let dead_letter = plan
             .delivery
             .as_ref()
             .and_then(|d| d.dead_letter_sink.as_ref())
-            .map(|d| self.sink(d, plan.dead_letter_resource.as_ref(), None, reply_limits));
+            .map(|d| {
+                let resource = plan.dead_letter_resource.as_ref();
+                self.sink(d, resource, None, reply_limits, None)
+            });
         dispatch::start(
             plan,
             sink,
@@ -297,13 +313,15 @@ impl Dispatchers {
             })
     }
 
-    /// The sink for `dest`; `credential` is the bearer token HTTP and QUIC requests carry.
+    /// The sink for `dest`; `credential` is the bearer token HTTP and QUIC requests carry,
+    /// and a QUIC sink observes its frames' sizes in `batch_sizes`.
     fn sink(
         &self,
         dest: &Destination,
         resource: Option<&CustomResource>,
         credential: Option<&Credential>,
         reply_limits: DecodeLimits,
+        batch_sizes: Option<&Histogram>,
     ) -> Sink {
         match dest {
             Destination::Uri(url, _) | Destination::Service { url, .. } => {
@@ -325,7 +343,12 @@ impl Dispatchers {
                 let peer = self.peers.get((q.host.clone(), q.port), || {
                     Peer::new(Arc::clone(&self.quic), &q.host, q.port)
                 });
-                Sink::Quic(QuicSink::new(q, peer, credential.cloned()))
+                Sink::Quic(QuicSink::new(
+                    q,
+                    peer,
+                    credential.cloned(),
+                    batch_sizes.cloned(),
+                ))
             }
             Destination::Display => Sink::Display(Arc::clone(&self.display)),
             Destination::File { path } => {

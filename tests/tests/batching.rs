@@ -158,6 +158,20 @@ async fn batched_delivery_keeps_knative_semantics_per_event() {
         failing as u64
     );
     assert_eq!(m.count("triggerfish_delivery_dropped_total", &[]), 0);
+    // Batch sizes: one observation per request, summing to the events; none for the trigger
+    // that gets one event per request.
+    let t = [("trigger", "default/t")];
+    let batches = "triggerfish_delivery_batch_events_count";
+    assert_eq!(m.count(batches, &t), requests.len() as u64);
+    assert_eq!(
+        m.count("triggerfish_delivery_batch_events_sum", &t),
+        n as u64
+    );
+    let unbatched = m.samples().into_iter().any(|s| {
+        s.name.starts_with("triggerfish_delivery_batch_events")
+            && s.labels.iter().any(|(_, v)| v == "default/answers")
+    });
+    assert!(!unbatched, "{}", m.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

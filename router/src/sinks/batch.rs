@@ -27,6 +27,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use triggerfish_core::config::Batching;
@@ -66,7 +67,13 @@ pub struct Batcher {
 impl Batcher {
     /// Starts gathering by `batching`, with at most `in_flight` batches out at once (1 to
     /// [`MAX_BATCHES_IN_FLIGHT`]); `send` sends one batch and completes each of its attempts.
-    pub fn spawn<F, Fut>(batching: Batching, in_flight: usize, send: F) -> Batcher
+    /// Each batch's size is observed in `sizes`, when given.
+    pub fn spawn<F, Fut>(
+        batching: Batching,
+        in_flight: usize,
+        sizes: Option<Histogram>,
+        send: F,
+    ) -> Batcher
     where
         F: Fn(Vec<Pending>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -74,7 +81,7 @@ impl Batcher {
         let max = batching.max_events.get() as usize;
         let (tx, rx) = mpsc::channel(max.saturating_mul(2).max(16));
         let in_flight = in_flight.clamp(1, MAX_BATCHES_IN_FLIGHT);
-        tokio::spawn(gather(rx, batching, in_flight, send));
+        tokio::spawn(gather(rx, batching, in_flight, sizes, send));
         Batcher { tx }
     }
 
@@ -108,6 +115,7 @@ async fn gather<F, Fut>(
     mut rx: mpsc::Receiver<Pending>,
     batching: Batching,
     in_flight: usize,
+    sizes: Option<Histogram>,
     send: F,
 ) where
     F: Fn(Vec<Pending>) -> Fut,
@@ -138,6 +146,9 @@ async fn gather<F, Fut>(
             let Some(p) = next else { break };
             bytes += p.event.len() + 1;
             items.push(p);
+        }
+        if let Some(sizes) = &sizes {
+            sizes.observe(items.len() as f64);
         }
         let sent = send(items);
         tokio::spawn(async move {
@@ -237,7 +248,8 @@ mod tests {
         // Each batch goes to the test, and holds its slot until the test lets it go.
         type Sent = (Vec<Pending>, oneshot::Sender<()>);
         let (sent_tx, mut sent) = mpsc::unbounded_channel::<Sent>();
-        let batcher = Batcher::spawn(Batching::default(), 1, move |items| {
+        let sizes = Histogram::new([1.0, 4.0]);
+        let batcher = Batcher::spawn(Batching::default(), 1, Some(sizes.clone()), move |items| {
             let (release, released) = oneshot::channel();
             let _ = sent_tx.send((items, release));
             async move {
@@ -270,6 +282,12 @@ mod tests {
         for r in rest {
             assert!(matches!(r.await.unwrap(), Attempt::Response(_)));
         }
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("batch", "", sizes);
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("batch_sum 5.0"), "{text}");
+        assert!(text.contains("batch_count 2"), "{text}");
     }
 
     #[test]

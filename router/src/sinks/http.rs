@@ -23,6 +23,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use prometheus_client::metrics::histogram::Histogram;
 use triggerfish_core::config::{Batching, CaCerts, DeliveryFormat};
 use triggerfish_core::delivery::TransportError;
 use triggerfish_core::event::{
@@ -154,19 +155,25 @@ impl HttpSink {
     /// `application/cloudevents-batch+json` request. Starts the sink's gathering task, which
     /// ends when the last clone of the sink is dropped. `max_in_flight` is the trigger's: as
     /// many requests go out at once as it fills with full batches. `reply_limits` bound a
-    /// batch's reply.
+    /// batch's reply; each batch's size is observed in `sizes`.
     pub fn with_batching(
         mut self,
         batching: Batching,
         max_in_flight: u32,
         reply_limits: DecodeLimits,
+        sizes: Histogram,
     ) -> HttpSink {
         let unbatched = Arc::new(self.clone());
         let requests = max_in_flight.div_ceil(batching.max_events.get()) as usize;
-        self.batcher = Some(Batcher::spawn(batching, requests, move |items| {
-            let sink = Arc::clone(&unbatched);
-            async move { sink.send_batch(items, &reply_limits).await }
-        }));
+        self.batcher = Some(Batcher::spawn(
+            batching,
+            requests,
+            Some(sizes),
+            move |items| {
+                let sink = Arc::clone(&unbatched);
+                async move { sink.send_batch(items, &reply_limits).await }
+            },
+        ));
         self
     }
 

@@ -28,6 +28,7 @@
 
 use bytes::Bytes;
 use http::StatusCode;
+use prometheus_client::metrics::histogram::Histogram;
 use std::sync::Arc;
 use std::time::Duration;
 use triggerfish_core::config::QuicDestination;
@@ -55,17 +56,19 @@ impl QuicSink {
     /// A sink for `dest` over `peer`'s connection; starts its batching task, which ends when
     /// the last clone of the sink is dropped.
     /// Frames carry `credential` (a bearer token) when given.
+    /// Each frame's size is observed in `sizes`, when given.
     pub fn new(
         dest: &QuicDestination,
         peer: Arc<Peer>,
         credential: Option<Credential>,
+        sizes: Option<Histogram>,
     ) -> QuicSink {
         let frames = Arc::new(Frames {
             peer,
             target: Arc::from(dest.target.as_str()),
             credential,
         });
-        let batcher = Batcher::spawn(dest.batch, MAX_BATCHES_IN_FLIGHT, move |items| {
+        let batcher = Batcher::spawn(dest.batch, MAX_BATCHES_IN_FLIGHT, sizes, move |items| {
             let frames = Arc::clone(&frames);
             async move { send_frame(&frames, items).await }
         });
