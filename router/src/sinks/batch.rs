@@ -147,6 +147,12 @@ async fn gather<F, Fut>(
             bytes += p.event.len() + 1;
             items.push(p);
         }
+        // An attempt that gave up (its timeout) while it waited for a slot is retried on its
+        // own: sending it too would only duplicate it.
+        items.retain(|p| !p.done.is_closed());
+        if items.is_empty() {
+            continue;
+        }
         if let Some(sizes) = &sizes {
             sizes.observe(items.len() as f64);
         }
@@ -256,13 +262,14 @@ mod tests {
                 let _ = released.await;
             }
         });
-        let req = Arc::new(Request {
+        let request = |timeout| Request {
             format: triggerfish_core::config::DeliveryFormat::Json,
-            timeout: std::time::Duration::from_secs(10),
+            timeout,
             reply_limits: triggerfish_core::event::DecodeLimits::default(),
             ttl: 255,
             broker: Arc::from("default/default"),
-        });
+        };
+        let req = Arc::new(request(std::time::Duration::from_secs(10)));
         let attempt = |n: u8| {
             let (batcher, req) = (batcher.clone(), Arc::clone(&req));
             tokio::spawn(async move { batcher.send(Bytes::from(vec![b'0' + n]), &req).await })
@@ -270,14 +277,28 @@ mod tests {
         let first = attempt(0);
         let (batch, release) = sent.recv().await.unwrap();
         assert_eq!(batch.len(), 1, "a lone event leaves at once");
+        // One attempt gives up while it waits: it is not sent (its retry would duplicate it).
+        let hasty = {
+            let batcher = batcher.clone();
+            let req = request(std::time::Duration::from_millis(10));
+            tokio::spawn(async move { batcher.send(Bytes::from_static(b"9"), &req).await })
+        };
         let rest: Vec<_> = (1..5).map(attempt).collect();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(matches!(
+            hasty.await.unwrap(),
+            Attempt::Transport(TransportError::Timeout)
+        ));
         assert!(sent.try_recv().is_err(), "the only slot is busy");
         complete_all(batch, Attempt::accepted());
         let _ = release.send(());
         assert!(matches!(first.await.unwrap(), Attempt::Response(_)));
         let (batch, _release) = sent.recv().await.unwrap();
-        assert_eq!(&json_array(&batch)[..], b"[1,2,3,4]", "the next batch grew");
+        assert_eq!(
+            String::from_utf8_lossy(&json_array(&batch)),
+            "[1,2,3,4]",
+            "the next batch grew, without the attempt that gave up"
+        );
         complete_all(batch, Attempt::accepted());
         for r in rest {
             assert!(matches!(r.await.unwrap(), Attempt::Response(_)));
