@@ -284,3 +284,31 @@ async fn a_batch_that_times_out_is_retried_without_holding_up_the_others() {
         first.len() as u64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_batched_trigger_spends_a_token_per_event() {
+    let sub = Subscriber::start().await;
+    // Batches of up to 50 events against a burst of 10 and 100 events/s: each batch waits
+    // until its tokens have come in, 10 at a time.
+    let config = Config::new().broker("default", None).trigger(
+        Trigger::new("t", &sub.url("/t"))
+            .spec("batch: {maxEvents: 50, linger: PT0.02S}")
+            .spec("rateLimit: {eventsPerSecond: 100, burst: 10}"),
+    );
+    let router = Router::start(&config.render()).await;
+    let n = 60;
+    let start = std::time::Instant::now();
+    publish(&router, "t", n, |e| e).await;
+    let requests = wait_events(&sub, "/t", n).await;
+    let mut ids: Vec<String> = requests
+        .iter()
+        .flat_map(|r| events_of(r).iter().map(id).collect::<Vec<_>>())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "each event once");
+    // 60 tokens with 10 at hand take (60 - 10) / 100 s at least.
+    let last = requests.iter().map(|r| r.at).max().unwrap();
+    let took = last.duration_since(start);
+    assert!(took >= Duration::from_millis(450), "{took:?}");
+}

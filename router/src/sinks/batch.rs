@@ -1,10 +1,17 @@
-//! Gathering one-event attempts into batches, for the sinks that send many events at once: QUIC
+//! Gathering events into batches, for the sinks that send many events at once: QUIC
 //! subscribers (a frame per batch) and HTTP subscribers in batched content mode
 //! (`spec.batch`, one `application/cloudevents-batch+json` request per batch).
 //!
-//! The dispatcher still makes one attempt per event, so retries, timeouts, dead letters and
-//! ordering stay per event. A [`Batcher`] takes the attempts that wait at the same moment,
-//! hands each batch to its sink's send function, and that function completes every attempt:
+//! [`gather`] is the loop both paths share: it takes what is waiting in a channel, up to
+//! `maxEvents`, 1 MiB and `linger`, and hands each batch to a send function, with at most a
+//! fixed number of batches in flight. It feeds two callers:
+//!
+//! - **Unordered triggers** gather their queued jobs directly: a batch is one delivery task,
+//!   which encodes the events once and retries, times out and dead-letters them together
+//!   (`dispatch::batched`). This is the fast path: no task, timer or channel per event.
+//! - **Ordered triggers and dead-letter sinks** make one attempt per event, so that a key's
+//!   events never share a batch. A [`Batcher`] gathers the attempts that wait at the same moment
+//!   and completes each from its batch's outcome:
 //!
 //! ```text
 //!  delivery tasks ──(event, oneshot)──► gathering task ──batch──► the sink's send function,
@@ -21,7 +28,7 @@
 //! connection of its own.
 //!
 //! It does not encode, send or decide outcomes: the sinks do ([`super::quic`],
-//! [`super::http`]).
+//! [`super::http`]), and the dispatcher decides retries.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,11 +37,12 @@ use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use triggerfish_core::config::Batching;
 use triggerfish_core::delivery::{InternalError, TransportError};
 use triggerfish_core::event::join_batched;
 
-use super::{Attempt, Request};
+use super::{Attempt, BatchAttempt, Request};
 
 /// The most batches in flight per sink at once. While all of a sink's are out, attempts wait
 /// in the channel and the next batch grows.
@@ -57,6 +65,38 @@ pub struct Pending {
     pub done: oneshot::Sender<Attempt>,
 }
 
+/// How a sink gathers batches: its `spec.batch`, how many batches it keeps in flight, and
+/// where each batch's size is observed (`triggerfish_delivery_batch_events`).
+#[derive(Clone)]
+pub struct BatchSpec {
+    /// Most events and linger.
+    pub batching: Batching,
+    /// Most batches in flight at once (1 to [`MAX_BATCHES_IN_FLIGHT`]).
+    pub in_flight: usize,
+    /// Observes each batch's size, when given.
+    pub sizes: Option<Histogram>,
+}
+
+/// Something [`gather`] puts into batches.
+pub trait Gathered: Send + 'static {
+    /// Its share of the batch's body, in bytes (about: the 1 MiB cap is soft).
+    fn bytes(&self) -> usize;
+    /// Whether it no longer wants to be sent (its attempt gave up while it waited).
+    fn given_up(&self) -> bool {
+        false
+    }
+}
+
+impl Gathered for Pending {
+    fn bytes(&self) -> usize {
+        self.event.len() + 1
+    }
+
+    fn given_up(&self) -> bool {
+        self.done.is_closed()
+    }
+}
+
 /// The gathering task in front of one sink; clones share it. The task ends when the last
 /// clone is dropped.
 #[derive(Clone)]
@@ -65,23 +105,16 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts gathering by `batching`, with at most `in_flight` batches out at once (1 to
-    /// [`MAX_BATCHES_IN_FLIGHT`]); `send` sends one batch and completes each of its attempts.
-    /// Each batch's size is observed in `sizes`, when given.
-    pub fn spawn<F, Fut>(
-        batching: Batching,
-        in_flight: usize,
-        sizes: Option<Histogram>,
-        send: F,
-    ) -> Batcher
+    /// Starts gathering by `spec`; `send` sends one batch and completes each of its attempts.
+    pub fn spawn<F, Fut>(spec: BatchSpec, send: F) -> Batcher
     where
         F: Fn(Vec<Pending>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let max = batching.max_events.get() as usize;
+        let max = spec.batching.max_events.get() as usize;
         let (tx, rx) = mpsc::channel(max.saturating_mul(2).max(16));
-        let in_flight = in_flight.clamp(1, MAX_BATCHES_IN_FLIGHT);
-        tokio::spawn(gather(rx, batching, in_flight, sizes, send));
+        // Its batches need no tracking: each attempt waits for its own.
+        tokio::spawn(gather(rx, spec, TaskTracker::new(), send));
         Batcher { tx }
     }
 
@@ -110,26 +143,34 @@ impl Batcher {
     }
 }
 
-/// The gathering task.
-async fn gather<F, Fut>(
-    mut rx: mpsc::Receiver<Pending>,
-    batching: Batching,
-    in_flight: usize,
-    sizes: Option<Histogram>,
+/// Takes batches off `rx` until it closes: each holds what is waiting when a slot is free
+/// (after `spec.batching.linger`, if set), up to `maxEvents` and 1 MiB, and goes to `send`,
+/// whose future runs as a task of `tracker` and holds the slot until it ends.
+pub async fn gather<T, F, Fut>(
+    mut rx: mpsc::Receiver<T>,
+    spec: BatchSpec,
+    tracker: TaskTracker,
     send: F,
 ) where
-    F: Fn(Vec<Pending>) -> Fut,
+    T: Gathered,
+    F: Fn(Vec<T>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let BatchSpec {
+        batching, sizes, ..
+    } = spec;
     let max = batching.max_events.get() as usize;
-    let slots = Arc::new(Semaphore::new(in_flight));
+    let slots = Arc::new(Semaphore::new(
+        spec.in_flight.clamp(1, MAX_BATCHES_IN_FLIGHT),
+    ));
     while let Some(first) = rx.recv().await {
         // While every slot is busy, events keep gathering in the channel.
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             break;
         };
-        let mut bytes = first.event.len();
-        let mut items = vec![first];
+        let mut bytes = first.bytes();
+        let mut items = Vec::with_capacity(max.min(rx.len() + 1));
+        items.push(first);
         let deadline = Instant::now() + batching.linger;
         while items.len() < max && bytes < MAX_BATCH_BYTES {
             let next = match rx.try_recv() {
@@ -144,12 +185,12 @@ async fn gather<F, Fut>(
                 }
             };
             let Some(p) = next else { break };
-            bytes += p.event.len() + 1;
+            bytes += p.bytes();
             items.push(p);
         }
         // An attempt that gave up (its timeout) while it waited for a slot is retried on its
         // own: sending it too would only duplicate it.
-        items.retain(|p| !p.done.is_closed());
+        items.retain(|p| !p.given_up());
         if items.is_empty() {
             continue;
         }
@@ -157,7 +198,7 @@ async fn gather<F, Fut>(
             sizes.observe(items.len() as f64);
         }
         let sent = send(items);
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             sent.await;
             drop(slot);
         });
@@ -186,6 +227,18 @@ pub fn complete_all(items: Vec<Pending>, attempt: Attempt) {
             r.reply = reply.take();
         }
         let _ = p.done.send(each);
+    }
+}
+
+/// Completes every attempt of a batch from the batch's outcome, in order.
+pub fn complete(items: Vec<Pending>, attempt: BatchAttempt) {
+    match attempt {
+        BatchAttempt::All(a) => complete_all(items, a),
+        BatchAttempt::Each(each) => {
+            for (p, a) in items.into_iter().zip(each) {
+                let _ = p.done.send(a);
+            }
+        }
     }
 }
 
@@ -255,7 +308,12 @@ mod tests {
         type Sent = (Vec<Pending>, oneshot::Sender<()>);
         let (sent_tx, mut sent) = mpsc::unbounded_channel::<Sent>();
         let sizes = Histogram::new([1.0, 4.0]);
-        let batcher = Batcher::spawn(Batching::default(), 1, Some(sizes.clone()), move |items| {
+        let spec = BatchSpec {
+            batching: Batching::default(),
+            in_flight: 1,
+            sizes: Some(sizes.clone()),
+        };
+        let batcher = Batcher::spawn(spec, move |items| {
             let (release, released) = oneshot::channel();
             let _ = sent_tx.send((items, release));
             async move {

@@ -7,10 +7,12 @@
 //! kept for `knativeerrordata`.
 //!
 //! With `spec.batch` (batched content mode, a Triggerfish extension) the events that are ready
-//! at the same time go as one `application/cloudevents-batch+json` request ([`super::batch`]).
-//! Its response is every event's: each gets its status, `Retry-After` and error body, and is
-//! retried or dead-lettered on its own. A reply to a batch (one event, or a batch of them)
-//! re-enters the broker once, as the reply of the batch's event with the lowest ttl.
+//! at the same time go as one `application/cloudevents-batch+json` request ([`super::batch`]):
+//! [`HttpSink::send_batch`] for the batches an unordered trigger's dispatcher gathers, and
+//! [`HttpSink::send`] for one-event attempts (ordered triggers), which the sink's gathering
+//! task batches. The response is every event's: each gets its status, `Retry-After` and error
+//! body. A reply to a batch (one event, or a batch of them) re-enters the broker once, with the
+//! lowest ttl of the batch's events.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,7 +34,7 @@ use triggerfish_core::event::{
 };
 use url::Url;
 
-use super::batch::{Batcher, Pending, complete_all, json_array};
+use super::batch::{BatchSpec, Batcher, Pending, complete_all, json_array};
 use super::{Attempt, Request, Response};
 
 /// The most bytes of an error response kept for `knativeerrordata`.
@@ -114,8 +116,16 @@ pub struct HttpSink {
     credential: Option<crate::auth::outbound::Credential>,
     /// Pipelined connections of this sink's own (`delivery.pipelining`), instead of `client`.
     pipeline: Option<Arc<super::pipeline::Pipeline>>,
-    /// The gathering task of batched content mode (`spec.batch`).
-    batcher: Option<Batcher>,
+    /// Batched content mode (`spec.batch`).
+    batched: Option<Arc<Batched>>,
+}
+
+/// An HTTP sink's batched content mode.
+struct Batched {
+    spec: BatchSpec,
+    reply_limits: DecodeLimits,
+    /// The gathering task of one-event attempts, started by the first.
+    batcher: std::sync::OnceLock<Batcher>,
 }
 
 impl HttpSink {
@@ -127,7 +137,7 @@ impl HttpSink {
             client,
             credential: None,
             pipeline: None,
-            batcher: None,
+            batched: None,
         })
     }
 
@@ -151,11 +161,10 @@ impl HttpSink {
         &self.url
     }
 
-    /// Batched content mode (`spec.batch`): each attempt joins a batch, and a batch is one
-    /// `application/cloudevents-batch+json` request. Starts the sink's gathering task, which
-    /// ends when the last clone of the sink is dropped. `max_in_flight` is the trigger's: as
-    /// many requests go out at once as it fills with full batches. `reply_limits` bound a
-    /// batch's reply; each batch's size is observed in `sizes`.
+    /// Batched content mode (`spec.batch`): events go in `application/cloudevents-batch+json`
+    /// requests. `max_in_flight` is the trigger's: as many requests go out at once as it fills
+    /// with full batches. `reply_limits` bound a batch's reply; each batch's size is observed
+    /// in `sizes`.
     pub fn with_batching(
         mut self,
         batching: Batching,
@@ -163,18 +172,38 @@ impl HttpSink {
         reply_limits: DecodeLimits,
         sizes: Histogram,
     ) -> HttpSink {
-        let unbatched = Arc::new(self.clone());
         let requests = max_in_flight.div_ceil(batching.max_events.get()) as usize;
-        self.batcher = Some(Batcher::spawn(
-            batching,
-            requests,
-            Some(sizes),
-            move |items| {
-                let sink = Arc::clone(&unbatched);
-                async move { sink.send_batch(items, &reply_limits).await }
+        self.batched = Some(Arc::new(Batched {
+            spec: BatchSpec {
+                batching,
+                in_flight: requests,
+                sizes: Some(sizes),
             },
-        ));
+            reply_limits,
+            batcher: std::sync::OnceLock::new(),
+        }));
         self
+    }
+
+    /// How the sink gathers batches, in batched content mode.
+    pub fn batches(&self) -> Option<&BatchSpec> {
+        self.batched.as_ref().map(|b| &b.spec)
+    }
+
+    /// The gathering task of one-event attempts in batched content mode; the first call starts
+    /// it, and it ends when the last clone of the sink is dropped.
+    fn batcher<'a>(&self, batched: &'a Batched) -> &'a Batcher {
+        batched.batcher.get_or_init(|| {
+            let unbatched = Arc::new(HttpSink {
+                batched: None,
+                ..self.clone()
+            });
+            let limits = batched.reply_limits;
+            Batcher::spawn(batched.spec.clone(), move |items| {
+                let sink = Arc::clone(&unbatched);
+                async move { sink.send_pending(items, &limits).await }
+            })
+        })
     }
 
     /// Makes one attempt.
@@ -188,9 +217,9 @@ impl HttpSink {
         opts: &EncodeOptions<'_>,
         req: &'a Request,
     ) -> impl Future<Output = Attempt> + 'a {
-        if let Some(batcher) = &self.batcher {
+        if let Some(batched) = &self.batched {
             let event = encode_structured(view, opts);
-            return Either::Left(Box::pin(batcher.send(event, req)));
+            return Either::Left(Box::pin(self.batcher(batched).send(event, req)));
         }
         let (headers, body) = match req.format {
             DeliveryFormat::Json => {
@@ -206,20 +235,26 @@ impl HttpSink {
         Either::Right(self.post(headers, body, req.timeout, &req.reply_limits))
     }
 
-    /// Sends one batch of events and completes each attempt with the response.
-    async fn send_batch(&self, items: Vec<Pending>, reply_limits: &DecodeLimits) {
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/cloudevents-batch+json"),
-        );
+    /// Makes one attempt at a batch: POSTs `body`, a JSON array of structured events, in
+    /// batched content mode.
+    pub fn send_batch<'a>(
+        &'a self,
+        body: Bytes,
+        req: &'a Request,
+    ) -> impl Future<Output = Attempt> + 'a {
+        self.post(batch_headers(), body, req.timeout, &req.reply_limits)
+    }
+
+    /// Sends the one-event attempts of `items` as one batch and completes each with the
+    /// response.
+    async fn send_pending(&self, items: Vec<Pending>, reply_limits: &DecodeLimits) {
         // The latest deadline: an attempt past its own has already given up (a timeout).
         let deadline = items.iter().map(|p| p.deadline).max();
         let timeout = deadline.map_or(Duration::ZERO, |d| {
             d.saturating_duration_since(tokio::time::Instant::now())
         });
         let attempt = self
-            .post(headers, json_array(&items), timeout, reply_limits)
+            .post(batch_headers(), json_array(&items), timeout, reply_limits)
             .await;
         complete_all(items, attempt);
     }
@@ -316,6 +351,16 @@ impl HttpSink {
         };
         keep.attempt(parts.status, &parts.headers, body, limits)
     }
+}
+
+/// The headers of a batched-mode request (`post` adds the rest).
+fn batch_headers() -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/cloudevents-batch+json"),
+    );
+    headers
 }
 
 /// What of a response's body an attempt needs.

@@ -58,7 +58,39 @@ pub enum Sink {
     },
 }
 
+/// A sink that takes whole batches: what [`Sink::batched`] returns.
+#[derive(Clone)]
+pub enum BatchSink {
+    /// An HTTP subscriber in batched content mode.
+    Http(Box<http::HttpSink>),
+    /// A QUIC subscriber.
+    Quic(quic::QuicSink),
+}
+
+impl BatchSink {
+    /// Makes one attempt at `body`, a JSON array of `events` structured events.
+    pub async fn send(&self, body: Bytes, events: usize, req: &Request) -> BatchAttempt {
+        match self {
+            BatchSink::Http(h) => BatchAttempt::All(h.send_batch(body, req).await),
+            BatchSink::Quic(q) => q.send_batch(body, events, req).await,
+        }
+    }
+}
+
 impl Sink {
+    /// The sink as one that takes whole batches, and how it gathers them: QUIC subscribers,
+    /// and HTTP subscribers with `spec.batch`. `None` for the others.
+    pub fn batched(&self) -> Option<(BatchSink, batch::BatchSpec)> {
+        match self {
+            Sink::Http(h) => {
+                let spec = h.batches()?.clone();
+                Some((BatchSink::Http(h.clone()), spec))
+            }
+            Sink::Quic(q) => Some((BatchSink::Quic(q.clone()), q.batches().clone())),
+            _ => None,
+        }
+    }
+
     /// A short description for logs and the `knativeerrordest` extension.
     pub fn describe(&self) -> String {
         match self {
@@ -144,6 +176,14 @@ pub struct Response {
     pub reply: Option<Result<EventBatch, String>>,
     /// The start of the body of an error response, for `knativeerrordata`.
     pub body_excerpt: Bytes,
+}
+
+/// What one attempt at a batch came to (a batched request, or a QUIC frame).
+pub enum BatchAttempt {
+    /// One outcome for every event: an HTTP response, a frame refused whole, no answer.
+    All(Attempt),
+    /// An outcome per event, in the batch's order: a QUIC ack that names some events.
+    Each(Vec<Attempt>),
 }
 
 /// What one attempt came to.

@@ -1,16 +1,17 @@
 //! QUIC subscribers: `quic://host:port/{namespace}/{broker}`, another Triggerfish's QUIC
 //! ingress (router-to-router forwarding, or a remote worker pool).
 //!
-//! The dispatcher makes one attempt per event, as for every sink. The sink's
-//! [`Batcher`] gathers the attempts that are waiting at the same moment into frames, and this
-//! module completes each attempt with its own outcome from the ack:
+//! A frame is a batch ([`super::batch`]): an unordered trigger's dispatcher gathers its
+//! queued events into frames itself ([`QuicSink::send_batch`]); one-event attempts (ordered
+//! triggers, dead letters) go through the sink's [`Batcher`], which gathers the attempts that
+//! wait at the same moment. Either way each event gets its own outcome from the ack:
 //!
 //! ```text
-//!  delivery tasks ──(event, oneshot)──► batcher task ──frame──► stream on the shared
-//!   (one per event,   bounded channel    per sink: up to        connection to the peer
-//!    retries and                         `batch.maxEvents`,           │
-//!    dead letters                        `batch.linger`, and          ▼
-//!    as usual)        ◄──── Attempt ──── ≤ 16 frames in flight    ack: per-index outcome
+//!  dispatcher ──batch of jobs──────────────────────► frame ──► stream on the shared
+//!   (unordered)                                                 connection to the peer
+//!  delivery tasks ──(event, oneshot)──► batcher task ─┘              │
+//!   (one per event)                     ≤ 16 frames in flight        ▼
+//!                  ◄──────────── outcome per event ──────────── ack: per-index outcome
 //! ```
 //!
 //! - An accepted event's attempt is a 202; an event the ack names is a 400 or 413 with the
@@ -36,8 +37,8 @@ use triggerfish_core::delivery::{InternalError, TransportError};
 use triggerfish_core::event::{EncodeOptions, EventView, encode_structured};
 use triggerfish_core::quic::Ack;
 
-use super::batch::{Batcher, MAX_BATCHES_IN_FLIGHT, Pending, complete_all, json_array};
-use super::{Attempt, Request, Response};
+use super::batch::{BatchSpec, Batcher, MAX_BATCHES_IN_FLIGHT, complete, json_array};
+use super::{Attempt, BatchAttempt, Request, Response};
 use crate::auth::outbound::Credential;
 use crate::quic::client::Peer;
 
@@ -45,36 +46,38 @@ use crate::quic::client::Peer;
 /// a frame slot for ever (each attempt has its own, usually shorter, timeout as well).
 const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One QUIC destination and the batching task in front of it.
+/// One QUIC destination.
 #[derive(Clone)]
 pub struct QuicSink {
     url: Arc<str>,
-    batcher: Batcher,
+    frames: Arc<Frames>,
+    spec: BatchSpec,
+    /// The gathering task of one-event attempts, started by the first.
+    batcher: Arc<std::sync::OnceLock<Batcher>>,
 }
 
 impl QuicSink {
-    /// A sink for `dest` over `peer`'s connection; starts its batching task, which ends when
-    /// the last clone of the sink is dropped.
-    /// Frames carry `credential` (a bearer token) when given.
-    /// Each frame's size is observed in `sizes`, when given.
+    /// A sink for `dest` over `peer`'s connection. Frames carry `credential` (a bearer token)
+    /// when given; each frame's size is observed in `sizes`, when given.
     pub fn new(
         dest: &QuicDestination,
         peer: Arc<Peer>,
         credential: Option<Credential>,
         sizes: Option<Histogram>,
     ) -> QuicSink {
-        let frames = Arc::new(Frames {
-            peer,
-            target: Arc::from(dest.target.as_str()),
-            credential,
-        });
-        let batcher = Batcher::spawn(dest.batch, MAX_BATCHES_IN_FLIGHT, sizes, move |items| {
-            let frames = Arc::clone(&frames);
-            async move { send_frame(&frames, items).await }
-        });
         QuicSink {
             url: Arc::from(dest.url.as_str()),
-            batcher,
+            frames: Arc::new(Frames {
+                peer,
+                target: Arc::from(dest.target.as_str()),
+                credential,
+            }),
+            spec: BatchSpec {
+                batching: dest.batch,
+                in_flight: MAX_BATCHES_IN_FLIGHT,
+                sizes,
+            },
+            batcher: Arc::default(),
         }
     }
 
@@ -83,14 +86,37 @@ impl QuicSink {
         &self.url
     }
 
-    /// Makes one attempt: the event joins the next frame.
+    /// How the sink gathers frames.
+    pub fn batches(&self) -> &BatchSpec {
+        &self.spec
+    }
+
+    /// Makes one attempt: the event joins the next frame of the sink's gathering task, which
+    /// the first call starts and which ends when the last clone of the sink is dropped.
     pub async fn send(
         &self,
         view: &EventView<'_>,
         opts: &EncodeOptions<'_>,
         req: &Request,
     ) -> Attempt {
-        self.batcher.send(encode_structured(view, opts), req).await
+        let batcher = self.batcher.get_or_init(|| {
+            let frames = Arc::clone(&self.frames);
+            Batcher::spawn(self.spec.clone(), move |items| {
+                let frames = Arc::clone(&frames);
+                async move {
+                    let body = json_array(&items);
+                    let attempt = frames.send(body, items.len(), FRAME_TIMEOUT).await;
+                    complete(items, attempt);
+                }
+            })
+        });
+        batcher.send(encode_structured(view, opts), req).await
+    }
+
+    /// Makes one attempt at a frame: `body` is a JSON array of `events` structured events.
+    pub async fn send_batch(&self, body: Bytes, events: usize, req: &Request) -> BatchAttempt {
+        let timeout = req.timeout.min(FRAME_TIMEOUT);
+        self.frames.send(body, events, timeout).await
     }
 }
 
@@ -101,68 +127,72 @@ struct Frames {
     credential: Option<Credential>,
 }
 
-/// Sends one frame and completes each attempt from the ack.
-async fn send_frame(to: &Frames, items: Vec<Pending>) {
-    let (peer, target) = (&to.peer, &*to.target);
-    let credential = match to.credential.as_ref().map(Credential::authorization) {
-        None => None,
-        Some(Ok(value)) => Some(Bytes::copy_from_slice(value.as_bytes())),
-        Some(Err(e)) => {
-            tracing::error!(peer = %peer.address(), target, error = %e, "no bearer token for the subscriber");
-            complete_all(items, Attempt::Internal(InternalError::Unavailable));
-            return;
-        }
-    };
-    let n = items.len() as u32;
-    let answer = tokio::time::timeout(
-        FRAME_TIMEOUT,
-        peer.publish(target, credential.as_deref(), json_array(&items), n),
-    )
-    .await;
-    match answer {
-        Err(_) => complete_all(items, Attempt::Transport(TransportError::Timeout)),
-        Ok(Ok(ack)) => complete(items, &ack),
-        Ok(Err(e)) => {
-            tracing::debug!(peer = %peer.address(), target, events = n, error = %e, "QUIC frame not acknowledged");
-            complete_all(items, Attempt::Transport(e.transport()));
+impl Frames {
+    /// Sends one frame of `events` events and waits up to `timeout` for its ack.
+    async fn send(&self, body: Bytes, events: usize, timeout: Duration) -> BatchAttempt {
+        let (peer, target) = (&self.peer, &*self.target);
+        let credential = match self.credential.as_ref().map(Credential::authorization) {
+            None => None,
+            Some(Ok(value)) => Some(Bytes::copy_from_slice(value.as_bytes())),
+            Some(Err(e)) => {
+                tracing::error!(peer = %peer.address(), target, error = %e, "no bearer token for the subscriber");
+                return BatchAttempt::All(Attempt::Internal(InternalError::Unavailable));
+            }
+        };
+        let n = events as u32;
+        let answer = tokio::time::timeout(
+            timeout,
+            peer.publish(target, credential.as_deref(), body, n),
+        )
+        .await;
+        match answer {
+            Err(_) => BatchAttempt::All(Attempt::Transport(TransportError::Timeout)),
+            Ok(Ok(ack)) => outcomes(&ack, events),
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer.address(), target, events = n, error = %e, "QUIC frame not acknowledged");
+                BatchAttempt::All(Attempt::Transport(e.transport()))
+            }
         }
     }
 }
 
-/// One attempt per event from a frame's ack.
-fn complete(items: Vec<Pending>, ack: &Ack) {
+/// Each event's outcome from its frame's ack (`events` events).
+fn outcomes(ack: &Ack, events: usize) -> BatchAttempt {
     let status = StatusCode::from_u16(ack.status).unwrap_or(StatusCode::BAD_GATEWAY);
     if ack.status != 202 {
         let retry_after =
             (ack.retry_after_ms > 0).then(|| ack.retry_after_ms.div_ceil(1000).to_string());
-        let refused = Attempt::Response(Response {
+        return BatchAttempt::All(Attempt::Response(Response {
             status,
             retry_after,
             reply: None,
             body_excerpt: Bytes::copy_from_slice(ack.message.as_bytes()),
-        });
-        complete_all(items, refused);
-        return;
+        }));
+    }
+    if ack.rejected.is_empty() && ack.accepted as usize == events {
+        return BatchAttempt::All(Attempt::accepted());
     }
     // The decoder checked that accepted + rejected ≤ events; anything unaccounted for is a
     // protocol error, never a success.
-    let consistent = ack.accepted as usize + ack.rejected.len() == items.len();
+    let consistent = ack.accepted as usize + ack.rejected.len() == events;
     let mut rejected = ack.rejected.iter().peekable();
-    for (i, p) in items.into_iter().enumerate() {
-        let attempt = if let Some(r) = rejected.next_if(|r| r.index as usize == i) {
-            Attempt::Response(Response {
-                status: StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
-                retry_after: None,
-                reply: None,
-                body_excerpt: Bytes::copy_from_slice(r.error.as_bytes()),
-            })
-        } else if consistent {
-            Attempt::accepted()
-        } else {
-            Attempt::Transport(TransportError::Protocol)
-        };
-        let _ = p.done.send(attempt);
-    }
+    let each = (0..events)
+        .map(|i| {
+            if let Some(r) = rejected.next_if(|r| r.index as usize == i) {
+                Attempt::Response(Response {
+                    status: StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
+                    retry_after: None,
+                    reply: None,
+                    body_excerpt: Bytes::copy_from_slice(r.error.as_bytes()),
+                })
+            } else if consistent {
+                Attempt::accepted()
+            } else {
+                Attempt::Transport(TransportError::Protocol)
+            }
+        })
+        .collect();
+    BatchAttempt::Each(each)
 }
 
 #[cfg(test)]
@@ -202,7 +232,7 @@ mod tests {
                 },
             ],
         );
-        complete(items, &ack);
+        complete(items, outcomes(&ack, 4));
         let got: Vec<_> = rx
             .iter_mut()
             .map(|r| status(r.try_recv().unwrap()))
@@ -219,7 +249,10 @@ mod tests {
     #[test]
     fn a_frame_refused_whole_refuses_every_event_with_its_retry_after() {
         let (items, mut rx) = pending(3, &[]);
-        complete(items, &Ack::retry_later(429, "queues are full", 1500));
+        complete(
+            items,
+            outcomes(&Ack::retry_later(429, "queues are full", 1500), 3),
+        );
         for r in &mut rx {
             assert_eq!(
                 status(r.try_recv().unwrap()),
@@ -231,7 +264,7 @@ mod tests {
     #[test]
     fn an_ack_that_does_not_add_up_is_never_a_success() {
         let (items, mut rx) = pending(3, &[]);
-        complete(items, &Ack::accepted(1, vec![]));
+        complete(items, outcomes(&Ack::accepted(1, vec![]), 3));
         for r in &mut rx {
             assert_eq!(status(r.try_recv().unwrap()).2, "invalid HTTP response");
         }

@@ -16,7 +16,9 @@
 //! shares, do not end up waiting on one slow subscriber while the others starve. The queue's
 //! last quarter takes the events accepted before the refusals began.
 //!
-//! - **Unordered** triggers deliver up to `maxInFlight` events at once.
+//! - **Unordered** triggers deliver up to `maxInFlight` events at once. When their subscriber
+//!   takes batches (HTTP with `spec.batch`, QUIC), they deliver batch by batch instead
+//!   ([`batched`]).
 //! - **Ordered** triggers deliver one event at a time per partition key (the `partitionkey`
 //!   extension, else `source`), in arrival order, retries included; different keys proceed in
 //!   parallel, up to `maxInFlight` keys.
@@ -43,6 +45,8 @@ use crate::metrics::{
 };
 use crate::plan::TriggerPlan;
 use crate::sinks::{Attempt, Request, Response, Sink};
+
+mod batched;
 use crate::store::{BrokerKey, Completion, Store, TTL_EXTENSION};
 
 /// Per-attempt timeout when the delivery spec sets none.
@@ -523,8 +527,9 @@ pub fn start(
     });
     let (tx, rx) = mpsc::channel(limits.events.max(1));
     let max_in_flight = plan.max_in_flight.get() as usize;
-    match plan.order {
-        DeliveryOrder::Ordered => tracker.spawn(run_ordered(rx, ctx, max_in_flight)),
+    match (plan.order, ctx.sink.batched()) {
+        (DeliveryOrder::Ordered, _) => tracker.spawn(run_ordered(rx, ctx, max_in_flight)),
+        (_, Some((sink, spec))) => tracker.spawn(batched::run(rx, ctx, sink, spec)),
         _ => tracker.spawn(run_unordered(rx, ctx, max_in_flight)),
     };
     TriggerHandle {
@@ -605,7 +610,7 @@ fn spawn_keyed(ctx: &Arc<TriggerContext>, job: Job, key: u64, done: mpsc::Sender
 /// Delivers one job with retries, then dead-letters, drops or feeds back its reply.
 async fn deliver(ctx: &TriggerContext, mut job: Job) {
     ctx.in_flight.fetch_add(1, Ordering::AcqRel);
-    let _in_flight = InFlight(&ctx.in_flight);
+    let _in_flight = InFlight(&ctx.in_flight, 1);
     // Counted in flight first, so that it is never counted nowhere (see `Router::undelivered`).
     drop(job.queued.take());
     ctx.backlog.relieve();
@@ -639,12 +644,12 @@ async fn deliver(ctx: &TriggerContext, mut job: Job) {
     ctx.backlog.relieve();
 }
 
-/// Counts a delivery in flight until dropped (also when shutdown cancels it).
-struct InFlight<'a>(&'a AtomicUsize);
+/// Counts a delivery's events in flight until dropped (also when shutdown cancels it).
+struct InFlight<'a>(&'a AtomicUsize, usize);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
     }
 }
 
@@ -662,7 +667,7 @@ async fn attempts(
     let mut number = 1;
     loop {
         if !dead_letter {
-            ctx.wait_for_rate().await;
+            ctx.wait_for_rate(1).await;
         }
         let attempt = sink.send(event, opts, req).await;
         if matches!(attempt, Attempt::TtlExhausted) {
@@ -710,14 +715,23 @@ async fn attempts(
 }
 
 impl TriggerContext {
-    /// Waits until the trigger's rate limit allows one more attempt (retries count too: they
-    /// load the subscriber like first attempts).
-    async fn wait_for_rate(&self) {
+    /// Waits until the trigger's rate limit allows an attempt at `events` events (retries
+    /// count too: they load the subscriber like first attempts). More events than the limit's
+    /// burst take it in bursts.
+    async fn wait_for_rate(&self, events: usize) {
         use governor::clock::Clock;
         let Some(limiter) = &self.rate else { return };
-        while let Err(not_until) = limiter.check() {
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            tokio::time::sleep(wait).await;
+        let mut left = u32::try_from(events).unwrap_or(u32::MAX);
+        let mut burst = left;
+        while let Some(n) = std::num::NonZeroU32::new(left.min(burst)) {
+            match limiter.check_n(n) {
+                Ok(Ok(())) => left -= n.get(),
+                Ok(Err(not_until)) => {
+                    let now = governor::clock::DefaultClock::default().now();
+                    tokio::time::sleep(not_until.wait_time_from(now)).await;
+                }
+                Err(governor::InsufficientCapacity(most)) => burst = most.max(1),
+            }
         }
     }
 
