@@ -130,7 +130,7 @@ impl EventBatch {
     }
 
     /// All events in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = EventView<'_>> + '_ {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = EventView<'_>> + Clone + '_ {
         self.slots
             .iter()
             .map(move |slot| EventView { batch: self, slot })
