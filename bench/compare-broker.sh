@@ -48,6 +48,8 @@
 #   BATCHING [unset]  adds the router triggerfish-batched (--only triggerfish-batched runs it
 #                   alone): every trigger's spec.batch, a YAML flow mapping such as
 #                   '{maxEvents: 100, linger: PT0.002S}'
+#   BATCH_IN_FLIGHT [unset]  triggerfish-batched's spec.maxInFlight (events in flight; the
+#                   requests in flight are ceil(maxInFlight / maxEvents): 3 with the default 256)
 #   TRANSPORTS [http]  "http quic" adds Triggerfish's QUIC ingress (frames on QUIC_CONNECTIONS
 #                   connections, CONNECTIONS frames in flight; single events are frames of one)
 #   QUIC_CONNECTIONS [1]  QUIC connections tf-loadgen spreads its frames over
@@ -67,7 +69,7 @@ cd "$(dirname "$0")/.."
 
 # The command as given (the variables set for it, then the arguments), for --write-readme.
 COMMAND="bench/compare-broker.sh $*"
-for v in PIPELINING BATCHING LATENCY_RATE LOADGEN_CPUS ROUTER_CPUS QUIC_SPEC QUIC_CONNECTIONS TRANSPORTS FILTERS \
+for v in PIPELINING BATCHING BATCH_IN_FLIGHT LATENCY_RATE LOADGEN_CPUS ROUTER_CPUS QUIC_SPEC QUIC_CONNECTIONS TRANSPORTS FILTERS \
          MODES TRIGGERS BATCH CONNECTIONS DURATION SKIP_BUILD CALIBRATE; do
     if [[ -n ${!v:-} ]]; then COMMAND="$v=${!v@Q} $COMMAND"; fi
 done
@@ -120,7 +122,8 @@ def name(r):
     if r["router"] == "triggerfish-pipelined":
         return f'triggerfish HTTP, pipelining {run.get("pipelining", "?")}'
     if r["router"] == "triggerfish-batched":
-        return f'triggerfish HTTP, batched delivery `{run.get("batching", "?")}`'
+        in_flight = f', maxInFlight {run["batch_in_flight"]}' if run.get("batch_in_flight") else ""
+        return f'triggerfish HTTP, batched delivery `{run.get("batching", "?")}`{in_flight}'
     return r["router"] + (" QUIC" if r.get("transport") == "quic" else " HTTP" if r["router"] == "triggerfish" else "")
 print(f"Loadgen, sink and router share {cores} cores; {duration} per run, {connections} connections.")
 at = f"{run['latency_rate']:,} events/s for every case" if run.get("latency_rate") else "half of max"
@@ -354,14 +357,15 @@ if [[ -n $(git status --porcelain --untracked-files=no -- '*.rs' '*Cargo.toml' '
 fi
 python3 - "$(nproc)" "$DURATION" "$DRAIN" "$CONNECTIONS" "$BATCH" "$NICE" "${LATENCY_RATE:-0}" \
     "$(cat /proc/loadavg)" "$COMMAND" "$commit" "$(date -u '+%Y-%m-%d at %H:%M UTC')" \
-    "$(uname -m)" "$TRANSPORTS" "${PIPELINING:-0}" "${BATCHING:-}" > "$OUT/run.json" <<'PY'
+    "$(uname -m)" "$TRANSPORTS" "${PIPELINING:-0}" "${BATCHING:-}" "${BATCH_IN_FLIGHT:-0}" \
+    > "$OUT/run.json" <<'PY'
 import json, sys
 a = sys.argv[1:]
 print(json.dumps({"cores": int(a[0]), "duration": a[1], "drain": a[2], "connections": int(a[3]),
                   "batch": int(a[4]), "nice": int(a[5]), "latency_rate": int(a[6]),
                   "loadavg_before": a[7], "command": a[8], "commit": a[9], "started": a[10],
                   "machine": a[11], "transports": a[12], "pipelining": int(a[13]),
-                  "batching": a[14]}))
+                  "batching": a[14], "batch_in_flight": int(a[15])}))
 PY
 for triggers in $TRIGGERS; do
     # With no trigger nothing reaches the sink: measure what ingress accepted, without a drain.
@@ -373,7 +377,7 @@ for triggers in $TRIGGERS; do
         flags=()
         case $variant in
             pipelined) flags=(--pipelining "$PIPELINING") ;;
-            batched) flags=(--batch "$BATCHING") ;;
+            batched) flags=(--batch "$BATCHING" ${BATCH_IN_FLIGHT:+--max-in-flight "$BATCH_IN_FLIGHT"}) ;;
         esac
         "$BENCHCONFIG" --triggers "$triggers" --filters "$FILTERS" \
             ${QUIC_SPEC:+--quic "$QUIC_SPEC"} "${flags[@]}" \

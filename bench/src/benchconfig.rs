@@ -54,6 +54,9 @@ pub struct BenchConfig {
     /// Each trigger's `spec.batch`, as a YAML flow mapping (`{maxEvents: 100, linger:
     /// PT0.002S}`): deliveries in batched content mode. One event per request when `None`.
     pub batch: Option<String>,
+    /// Each trigger's `spec.maxInFlight` (events in flight; with `batch`, the requests in
+    /// flight are `ceil(maxInFlight / maxEvents)`). The default (256) when `None`.
+    pub max_in_flight: Option<u32>,
     /// The `Server` document's `store`, as a YAML flow mapping
     /// (`{kind: jetstream, url: "nats://127.0.0.1:4222"}`); the memory store when `None`.
     pub store: Option<String>,
@@ -163,6 +166,9 @@ impl BenchConfig {
             if let Some(batch) = &self.batch {
                 writeln!(y, "  batch: {batch}")?;
             }
+            if let Some(n) = self.max_in_flight {
+                writeln!(y, "  maxInFlight: {n}")?;
+            }
         }
         Ok(())
     }
@@ -187,6 +193,7 @@ mod tests {
             retry: Some(0),
             pipelining: None,
             batch: None,
+            max_in_flight: None,
             store: None,
             quic: None,
         }
@@ -206,11 +213,13 @@ mod tests {
     fn writes_the_batch_size() {
         let mut c = config(3, FilterStyle::Mix);
         c.batch = Some("{maxEvents: 100, linger: PT0.002S}".into());
+        c.max_in_flight = Some(800);
         let loaded = Config::load(&c.to_yaml(), "bench.yaml").unwrap();
         for t in loaded.triggers() {
             let batch = t.http_batch.unwrap();
             assert_eq!(batch.max_events.get(), 100);
             assert_eq!(batch.linger, std::time::Duration::from_millis(2));
+            assert_eq!(t.max_in_flight.get(), 800);
         }
     }
 

@@ -45,6 +45,10 @@ struct Args {
     /// PT0.002S}': batched content mode to the subscriber.
     #[arg(long)]
     batch: Option<String>,
+    /// Each trigger's `spec.maxInFlight`: events in flight (with `--batch`, requests in
+    /// flight are `ceil(maxInFlight / maxEvents)`).
+    #[arg(long)]
+    max_in_flight: Option<u32>,
     /// The `Server` document's `store`, as a YAML flow mapping, e.g.
     /// '{kind: jetstream, url: "nats://127.0.0.1:4222"}'. Default: the memory store.
     #[arg(long)]
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         retry: args.retry,
         pipelining: args.pipelining,
         batch: args.batch,
+        max_in_flight: args.max_in_flight,
         store: args.store,
         quic: args.quic,
     }
