@@ -65,6 +65,13 @@ impl FileSink {
     pub async fn send(&self, view: &EventView<'_>, opts: &EncodeOptions<'_>) -> Attempt {
         let mut line = Vec::with_capacity(view.wire_size() + 64);
         write_structured(view, opts, &mut line);
+        // One line per event: a line break in JSON can only be whitespace between tokens
+        // (inside strings it is escaped), so a space keeps the same JSON on one line.
+        for b in &mut line {
+            if matches!(*b, b'\n' | b'\r') {
+                *b = b' ';
+            }
+        }
         line.push(b'\n');
         let (done, written) = oneshot::channel();
         if self.lines.send((line, done)).await.is_err() {
@@ -186,6 +193,22 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), n, "one whole line per delivery");
+    }
+
+    #[tokio::test]
+    async fn a_pretty_printed_event_is_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let sink = FileSink::new(path.clone());
+        let json = "{\r\n  \"specversion\": \"1.0\",\n  \"id\": \"a b\",\n  \"source\": \"/s\",\n  \"type\": \"t\",\n  \"data\": {\n    \"text\": \"two\\nlines\"\n  }\n}";
+        let batch = decode_structured(Bytes::from(json), &DecodeLimits::default()).unwrap();
+        let view = batch.get(0).unwrap();
+        assert!(accepted(&sink.send(&view, &EncodeOptions::default()).await));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(v["id"], "a b");
+        assert_eq!(v["data"]["text"], "two\nlines");
     }
 
     #[tokio::test]

@@ -72,6 +72,9 @@ pub(crate) struct Slot {
     pub(crate) data: DataSpan,
     /// Size of the event on the wire, for limits and queue accounting.
     pub(crate) wire_size: u32,
+    /// The event's own JSON object in the batch's `raw`, when it was read from structured
+    /// or batched JSON: encoding it again in structured mode copies these bytes.
+    pub(crate) json: Option<Span>,
 }
 
 impl Slot {
@@ -83,6 +86,7 @@ impl Slot {
             ext_len: 0,
             data: DataSpan::None,
             wire_size: 0,
+            json: None,
         }
     }
 }
@@ -349,6 +353,15 @@ impl<'a> EventView<'a> {
     /// Size of the event on the wire, in bytes.
     pub fn wire_size(&self) -> usize {
         self.slot.wire_size as usize
+    }
+
+    /// The event's JSON object as it was received, when it came in structured or batched
+    /// JSON.
+    pub(crate) fn received_json(&self) -> Option<&'a [u8]> {
+        let span = self.slot.json?;
+        self.batch
+            .raw
+            .get(span.start as usize..(span.start + span.len) as usize)
     }
 
     #[inline]

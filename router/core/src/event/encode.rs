@@ -1,7 +1,8 @@
 //! Encoders: binary-mode headers, structured JSON and batched JSON.
 //!
-//! Encoders write from an [`EventView`]. JSON data is copied verbatim from the received bytes;
-//! a binary-mode body is a shared slice of them. [`EncodeOptions`] lets the broker drop or add
+//! Encoders write from an [`EventView`]. JSON data is copied verbatim from the received bytes,
+//! and so is a whole event received in JSON when no extension changes; a binary-mode body is a
+//! shared slice of them. [`EncodeOptions`] lets the broker drop or add
 //! extensions on the way out (the TTL is never sent to subscribers; dead letters gain the
 //! `knativeerror*` extensions) without building a new event.
 
@@ -173,11 +174,24 @@ pub fn join_batched<'a>(events: impl IntoIterator<Item = &'a [u8]> + Clone) -> B
 
 /// Appends the structured JSON form of `view` to `out`.
 ///
+/// An event that was received in structured or batched JSON, when `opts` changes none of its
+/// extensions, is copied as it was received (its bytes decode to this event); any other is
+/// written member by member:
+///
 /// Data mapping (JSON format §3.1.1): JSON data is written verbatim as `data`; text as a JSON
 /// string; base64 data as `data_base64` (0.3: `datacontentencoding: base64`). A binary-mode body
 /// becomes `data` when its content type is JSON and it parses as JSON, a string when it is text
 /// in UTF-8, and `data_base64` otherwise.
 pub fn write_structured(view: &EventView<'_>, opts: &EncodeOptions<'_>, out: &mut Vec<u8>) {
+    // An event received as JSON, with no extension to add or leave out, goes as it came: its
+    // bytes are already valid JSON that decodes to this event.
+    if let Some(json) = view.received_json()
+        && opts.add.is_empty()
+        && !opts.skip.iter().any(|name| view.extension(name).is_some())
+    {
+        out.extend_from_slice(json);
+        return;
+    }
     let version = view.spec_version();
     out.extend_from_slice(b"{\"specversion\":\"");
     out.extend_from_slice(version.as_str().as_bytes());
@@ -329,16 +343,20 @@ mod tests {
         }
     }
 
-    /// Attribute values are copied as they are unless they need escaping; either way they
-    /// decode back to themselves, and a batch re-encodes to the same events.
+    /// Written member by member (an extension is left out), attribute values are copied as
+    /// they are unless they need escaping; either way they decode back to themselves.
     #[test]
     fn attribute_strings_are_escaped_only_when_they_must_be() {
         let limits = DecodeLimits::default();
-        let body = r#"[{"specversion":"1.0","id":"plain","source":"/s","type":"t","subject":"caf\u00e9 \"quoted\" back\\slash","xname":"émoji 🐟"},{"specversion":"1.0","id":"2","source":"/s","type":"t"}]"#;
+        let body = r#"[{"specversion":"1.0","id":"plain","source":"/s","type":"t","subject":"caf\u00e9 \"quoted\" back\\slash","xname":"émoji 🐟","drop":1},{"specversion":"1.0","id":"2","source":"/s","type":"t","drop":1}]"#;
         let batch = crate::event::decode_batched(Bytes::from(body), &limits)
             .unwrap()
             .batch;
-        let json = encode_batched(batch.iter(), &EncodeOptions::default());
+        let opts = EncodeOptions {
+            skip: &["drop"],
+            add: &[],
+        };
+        let json = encode_batched(batch.iter(), &opts);
         let text = std::str::from_utf8(&json).unwrap();
         assert!(text.contains(r#""id":"plain""#), "{text}");
         assert!(
@@ -346,6 +364,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#""xname":"émoji 🐟""#), "{text}");
+        assert!(!text.contains("drop"), "{text}");
         let again = crate::event::decode_batched(json, &limits).unwrap().batch;
         assert_eq!(again.len(), 2);
         let (a, b) = (batch.get(0).unwrap(), again.get(0).unwrap());
@@ -356,6 +375,57 @@ mod tests {
             Some(AttrValue::Str("émoji 🐟"))
         ));
         assert_eq!(again.get(1).unwrap().id(), "2");
+    }
+
+    /// An event received as JSON goes out as it came, unless an extension is added or left
+    /// out; then it is written member by member, and both decode to the same event.
+    #[test]
+    fn an_event_received_as_json_is_copied_unless_its_extensions_change() {
+        let limits = DecodeLimits::default();
+        let body = r#"[ {"specversion": "1.0", "id": "a", "source": "/s", "type": "t", "subject": null, "n": 7, "data": {"x": [1, 2]}} , {"specversion":"1.0","id":"b","source":"/s","type":"t","knativebrokerttl":5} ]"#;
+        let batch = crate::event::decode_batched(Bytes::from(body), &limits)
+            .unwrap()
+            .batch;
+        let (a, b) = (batch.get(0).unwrap(), batch.get(1).unwrap());
+        let a_received = r#"{"specversion": "1.0", "id": "a", "source": "/s", "type": "t", "subject": null, "n": 7, "data": {"x": [1, 2]}}"#;
+        assert_eq!(
+            &encode_structured(&a, &EncodeOptions::default())[..],
+            a_received.as_bytes()
+        );
+        // Leaving out an extension the event does not have changes nothing.
+        let skip_ttl = EncodeOptions {
+            skip: &["knativebrokerttl"],
+            add: &[],
+        };
+        assert_eq!(&encode_structured(&a, &skip_ttl)[..], a_received.as_bytes());
+        // One it has: written anew, without it.
+        let b_out = encode_structured(&b, &skip_ttl);
+        assert_eq!(
+            &b_out[..],
+            br#"{"specversion":"1.0","id":"b","source":"/s","type":"t"}"#
+        );
+        // Adding one: written anew, with it.
+        let add = [("knativeerrorcode", AttrValue::Int(500))];
+        let dead = EncodeOptions {
+            skip: &[],
+            add: &add,
+        };
+        let a_dead = encode_structured(&a, &dead);
+        let again = decode_structured(a_dead, &limits).unwrap();
+        let view = again.get(0).unwrap();
+        assert!(matches!(view.extension("n"), Some(AttrValue::Int(7))));
+        assert!(matches!(
+            view.extension("knativeerrorcode"),
+            Some(AttrValue::Int(500))
+        ));
+        assert_eq!(view.subject(), None);
+        // A binary-mode event has no JSON of its own: written member by member.
+        let headers = binary_headers("application/json");
+        let binary = decode_binary(&headers, Bytes::from_static(b"{\"k\": 1}"), &limits).unwrap();
+        assert_eq!(
+            &encode_structured(&binary.get(0).unwrap(), &EncodeOptions::default())[..],
+            br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"application/json","data":{"k": 1}}"#
+        );
     }
 
     /// Binary-mode headers of event `1` from `/s` of type `t`, with this content type.

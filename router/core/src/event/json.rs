@@ -434,6 +434,7 @@ fn read_event<'t>(
     // Second pass: attributes and extensions.
     let mut slot = Slot::new(version, t.exts.len());
     slot.wire_size = size as u32;
+    slot.json = Some(Span::new(open.pos, size));
     let mut known: [Option<&str>; KnownAttr::COUNT] = [None; KnownAttr::COUNT];
     let mut base64_encoded = false;
     for (key, value) in members {
