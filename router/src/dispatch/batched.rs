@@ -15,7 +15,7 @@
 //! - a reply to a batch re-enters the broker once, with the lowest ttl of the batch's events.
 //!
 //! What it saves over one task per event is the per-event machinery: a task, a timer, a
-//! oneshot, a channel hop and the semaphores. Ordered triggers keep one task per event
+//! oneshot, a channel hop and a delivery slot. Ordered triggers keep one task per event
 //! (`run_ordered`), so that two events of a key never share a batch.
 
 use std::sync::Arc;
