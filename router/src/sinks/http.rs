@@ -162,9 +162,9 @@ impl HttpSink {
     }
 
     /// Batched content mode (`spec.batch`): events go in `application/cloudevents-batch+json`
-    /// requests. `max_in_flight` is the trigger's: as many requests (16 at most) go out at once as it fills
-    /// with full batches. `reply_limits` bound a batch's reply; each batch's size is observed
-    /// in `sizes`.
+    /// requests. `max_in_flight` is the trigger's: as many requests go out at once as it fills
+    /// with full batches, 16 at most. `reply_limits` bound a batch's reply; each batch's size
+    /// is observed in `sizes`.
     pub fn with_batching(
         mut self,
         batching: Batching,
