@@ -151,15 +151,25 @@ async fn what_the_grace_period_cannot_drain_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_queues_behind_busy_dispatchers() {
     // Events wait in places other than the trigger queues: behind an ordered key's delivery
-    // in flight, and in an unordered dispatcher waiting for a free slot (maxInFlight: 1). The
+    // in flight, in an unordered dispatcher waiting for a free slot (maxInFlight: 1), and in
+    // a batch being gathered behind the one batch in flight (maxInFlight of one batch). The
     // drain must count them as undelivered until each is delivered.
     const N: usize = 150;
     let sub = Subscriber::start().await;
+    sub.handle(|req| match req.path.as_str() {
+        "/batched" => Reply::ok().delay(Duration::from_millis(50)),
+        _ => Reply::ok(),
+    });
     let config = Config::new()
         .server("shutdownGracePeriod: PT20S")
         .broker("default", None)
         .trigger(Trigger::new("ordered", &sub.url("/ordered")).ordered())
-        .trigger(Trigger::new("one-slot", &sub.url("/one-slot")).spec("maxInFlight: 1"));
+        .trigger(Trigger::new("one-slot", &sub.url("/one-slot")).spec("maxInFlight: 1"))
+        .trigger(
+            Trigger::new("batched", &sub.url("/batched"))
+                .spec("batch: {maxEvents: 10, linger: PT0.05S}")
+                .spec("maxInFlight: 10"),
+        );
     let mut router = Router::start(&config.render()).await;
     let events: Vec<Event> = (0..N)
         .map(|i| Event::new(format!("e-{i}"), "t").attr("partitionkey", "one"))
@@ -180,6 +190,19 @@ async fn sigterm_drains_queues_behind_busy_dispatchers() {
             router.stderr()
         );
     }
+    let batches = sub.requests_to("/batched");
+    let mut ids: Vec<String> = batches
+        .iter()
+        .flat_map(|r| match r.json() {
+            serde_json::Value::Array(events) => events,
+            other => panic!("not a batch: {other}"),
+        })
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), N, "/batched: delivered before exit");
+    assert!(batches.len() >= N / 10, "in batches of at most 10");
     assert!(
         router.stderr().contains("all accepted events were handled"),
         "{}",
