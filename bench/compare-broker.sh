@@ -49,7 +49,8 @@
 #                   alone): every trigger's spec.batch, a YAML flow mapping such as
 #                   '{maxEvents: 100, linger: PT0.002S}'
 #   BATCH_IN_FLIGHT [unset]  triggerfish-batched's spec.maxInFlight (events in flight; the
-#                   requests in flight are ceil(maxInFlight / maxEvents): 3 with the default 256)
+#                   requests in flight are ceil(maxInFlight / maxEvents); unset, the default
+#                   is eight full batches: 800 for batches of 100)
 #   TRANSPORTS [http]  "http quic" adds Triggerfish's QUIC ingress (frames on QUIC_CONNECTIONS
 #                   connections, CONNECTIONS frames in flight; single events are frames of one)
 #   QUIC_CONNECTIONS [1]  QUIC connections tf-loadgen spreads its frames over

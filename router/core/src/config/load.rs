@@ -32,8 +32,8 @@ use crate::config::path::{FieldPath, Segment};
 use crate::config::server::ServerSpec;
 use crate::config::source_map::{Location, SourceMap};
 use crate::config::trigger::{
-    DEFAULT_MAX_IN_FLIGHT, DELIVERY_ORDER_ANNOTATION, DeliveryOrder, Filter, FilterExpr,
-    FilterSpec, MAX_BATCH_EVENTS, MAX_LINGER, Trigger, TriggerSpec, is_valid_filter_attribute,
+    DELIVERY_ORDER_ANNOTATION, DeliveryOrder, Filter, FilterExpr, FilterSpec, MAX_BATCH_EVENTS,
+    MAX_LINGER, Trigger, TriggerSpec, default_max_in_flight, is_valid_filter_attribute,
 };
 use crate::config::{Config, ResourceIndex};
 use crate::delivery::DeliveryPolicy;
@@ -986,6 +986,10 @@ impl Loader<'_> {
         if check.failed {
             return None;
         }
+        let max_in_flight = parsed
+            .spec
+            .max_in_flight
+            .unwrap_or_else(|| default_max_in_flight(http_batch.as_ref()));
         Some(Trigger {
             id: parsed.id.clone(),
             broker: parsed.spec.broker.clone(),
@@ -995,7 +999,7 @@ impl Loader<'_> {
             http_batch,
             delivery: delivery.flatten(),
             delivery_order,
-            max_in_flight: parsed.spec.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            max_in_flight,
             rate_limit: parsed.spec.rate_limit,
             subscriber_audience: parsed.spec.subscriber.audience.clone(),
             subscriber_token: parsed.spec.subscriber.token.clone(),

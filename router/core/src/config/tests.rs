@@ -689,6 +689,33 @@ fn batch_on_an_http_subscriber_turns_on_batched_content_mode() {
     let batch = c.triggers()[0].http_batch.expect("batched");
     assert_eq!(batch.max_events.get(), 50);
     assert_eq!(batch.linger, Duration::from_millis(10));
+    assert_eq!(
+        c.triggers()[0].max_in_flight.get(),
+        400,
+        "eight batches of 50"
+    );
+
+    let c = load(&with_trigger(
+        "  broker: default\n  subscriber: {uri: \"http://sub.example/\"}\n  batch: {maxEvents: 20}\n",
+    ));
+    assert_eq!(
+        c.triggers()[0].max_in_flight,
+        DEFAULT_MAX_IN_FLIGHT,
+        "eight batches of 20 are fewer than 256 events"
+    );
+
+    let c = load(&with_trigger(
+        "  broker: default\n  subscriber: {uri: \"http://sub.example/\"}\n  batch: {maxEvents: 100}\n",
+    ));
+    assert_eq!(
+        c.triggers()[0].max_in_flight.get(),
+        800,
+        "eight batches of 100"
+    );
+    let c = load(&with_trigger(
+        "  broker: default\n  subscriber: {uri: \"http://sub.example/\"}\n  batch: {maxEvents: 100}\n  maxInFlight: 300\n",
+    ));
+    assert_eq!(c.triggers()[0].max_in_flight.get(), 300, "as set");
 
     let c = load(&with_trigger(
         "  broker: default\n  subscriber: {uri: \"http://sub.example/\"}\n  batch: {}\n",
@@ -708,6 +735,7 @@ fn batch_on_an_http_subscriber_turns_on_batched_content_mode() {
         "  broker: default\n  subscriber: {uri: \"quic://peer:8443/default/default\"}\n  batch: {maxEvents: 7}\n",
     ));
     assert_eq!(c.triggers()[0].http_batch, None, "QUIC keeps its own");
+    assert_eq!(c.triggers()[0].max_in_flight, DEFAULT_MAX_IN_FLIGHT);
     let Destination::Quic(q) = &c.triggers()[0].subscriber else {
         panic!("not QUIC")
     };
