@@ -682,6 +682,36 @@ fn build_steps_report_in_the_same_shape() {
 }
 
 #[test]
+fn max_in_flight_defaults_to_eight_batches_of_a_batched_http_subscriber() {
+    const HTTP: &str = "http://sub.example/";
+    const QUIC: &str = "quic://peer:8443/default/default";
+    // (subscriber, extra spec, expected maxInFlight)
+    let cases = [
+        (HTTP, "batch: {maxEvents: 100}", 800),
+        (HTTP, "batch: {maxEvents: 50}", 400),
+        (HTTP, "batch: {}", 800),
+        // Eight batches of 20 are fewer than the plain default.
+        (HTTP, "batch: {maxEvents: 20}", 256),
+        (HTTP, "batch: {maxEvents: 100}\n  maxInFlight: 300", 300),
+        (HTTP, "maxInFlight: 8", 8),
+        (HTTP, "", 256),
+        // QUIC frames in flight do not follow maxInFlight.
+        (QUIC, "batch: {maxEvents: 100}", 256),
+    ];
+    for (uri, extra, expected) in cases {
+        let c = load(&with_trigger(&format!(
+            "  broker: default\n  subscriber: {{uri: \"{uri}\"}}\n  {extra}\n"
+        )));
+        assert_eq!(
+            c.triggers()[0].max_in_flight.get(),
+            expected,
+            "{uri} with {extra:?}"
+        );
+    }
+    assert_eq!(DEFAULT_MAX_IN_FLIGHT.get(), 256);
+}
+
+#[test]
 fn batch_on_an_http_subscriber_turns_on_batched_content_mode() {
     let c = load(&with_trigger(
         "  broker: default\n  subscriber: {uri: \"https://sub.example/x\"}\n  batch: {maxEvents: 50, linger: PT0.01S}\n",
@@ -689,33 +719,6 @@ fn batch_on_an_http_subscriber_turns_on_batched_content_mode() {
     let batch = c.triggers()[0].http_batch.expect("batched");
     assert_eq!(batch.max_events.get(), 50);
     assert_eq!(batch.linger, Duration::from_millis(10));
-    assert_eq!(
-        c.triggers()[0].max_in_flight.get(),
-        400,
-        "eight batches of 50"
-    );
-
-    let c = load(&with_trigger(
-        "  broker: default\n  subscriber: {uri: \"http://sub.example/\"}\n  batch: {maxEvents: 20}\n",
-    ));
-    assert_eq!(
-        c.triggers()[0].max_in_flight,
-        DEFAULT_MAX_IN_FLIGHT,
-        "eight batches of 20 are fewer than 256 events"
-    );
-
-    let c = load(&with_trigger(
-        "  broker: default\n  subscriber: {uri: \"http://sub.example/\"}\n  batch: {maxEvents: 100}\n",
-    ));
-    assert_eq!(
-        c.triggers()[0].max_in_flight.get(),
-        800,
-        "eight batches of 100"
-    );
-    let c = load(&with_trigger(
-        "  broker: default\n  subscriber: {uri: \"http://sub.example/\"}\n  batch: {maxEvents: 100}\n  maxInFlight: 300\n",
-    ));
-    assert_eq!(c.triggers()[0].max_in_flight.get(), 300, "as set");
 
     let c = load(&with_trigger(
         "  broker: default\n  subscriber: {uri: \"http://sub.example/\"}\n  batch: {}\n",
@@ -735,7 +738,6 @@ fn batch_on_an_http_subscriber_turns_on_batched_content_mode() {
         "  broker: default\n  subscriber: {uri: \"quic://peer:8443/default/default\"}\n  batch: {maxEvents: 7}\n",
     ));
     assert_eq!(c.triggers()[0].http_batch, None, "QUIC keeps its own");
-    assert_eq!(c.triggers()[0].max_in_flight, DEFAULT_MAX_IN_FLIGHT);
     let Destination::Quic(q) = &c.triggers()[0].subscriber else {
         panic!("not QUIC")
     };
