@@ -51,8 +51,9 @@
 #   BATCH_IN_FLIGHT [unset]  triggerfish-batched's spec.maxInFlight (events in flight; the
 #                   requests in flight are ceil(maxInFlight / maxEvents); unset, the default
 #                   is eight full batches: 800 for batches of 100)
-#   TRANSPORTS [http]  "http quic" adds Triggerfish's QUIC ingress (frames on QUIC_CONNECTIONS
-#                   connections, CONNECTIONS frames in flight; single events are frames of one)
+#   TRANSPORTS [http]  "http quic" adds Triggerfish's QUIC ingress, for each Triggerfish variant
+#                   run (frames on QUIC_CONNECTIONS connections, CONNECTIONS frames in flight;
+#                   single events are frames of one)
 #   QUIC_CONNECTIONS [1]  QUIC connections tf-loadgen spreads its frames over
 #   QUIC_SPEC [unset]  the Server document's `quic`, e.g. '{threads: 1}' (QUIC on its own thread)
 #   QUIC_PORT [18443]  QUIC_CA [data/quic/dev-cert.pem, the router's development certificate]
@@ -119,13 +120,19 @@ def case(r):
     quic = r.get("transport") == "quic"
     return t + (("single events (QUIC frames of 1)" if quic else "single binary events") if r["mode"] == "binary" else
                        f"batches of {batch}" if r["mode"] == "batch" else r["mode"])
-def name(r):
+def variant(r):
+    """How a Triggerfish variant delivers: '' for the plain router."""
     if r["router"] == "triggerfish-pipelined":
-        return f'triggerfish HTTP, pipelining {run.get("pipelining", "?")}'
+        return f'pipelining {run.get("pipelining", "?")}'
     if r["router"] == "triggerfish-batched":
         in_flight = f', maxInFlight {run["batch_in_flight"]}' if run.get("batch_in_flight") else ""
-        return f'triggerfish HTTP, batched delivery `{run.get("batching", "?")}`{in_flight}'
-    return r["router"] + (" QUIC" if r.get("transport") == "quic" else " HTTP" if r["router"] == "triggerfish" else "")
+        return f'batched delivery `{run.get("batching", "?")}`{in_flight}'
+    return ""
+def name(r):
+    if not r["router"].startswith("triggerfish"):
+        return r["router"]
+    ingress = "QUIC" if r.get("transport") == "quic" else "HTTP"
+    return f"triggerfish {ingress}" + (f", {variant(r)}" if variant(r) else "")
 print(f"Loadgen, sink and router share {cores} cores; {duration} per run, {connections} connections.")
 at = f"{run['latency_rate']:,} events/s for every case" if run.get("latency_rate") else "half of max"
 print("Max: `--rate max`, delivered events/s (first send to last arrival). Latency: open loop at")
@@ -147,9 +154,10 @@ for r in rows:
           f'{used(c["max"]["router_s"], c["max"]) if r["router"] != "none" else "n/a"} | {lost} | '
           f'{h["send_lag"]["p99_us"]:,.0f} | '
           f'{max(used(c[k]["other_s"], c[k]) for k in ("max", "half"))} |')
-quic = {(r["triggers"], r["mode"]): r for r in rows if "error" not in r and r.get("transport") == "quic"}
-http = {(r["triggers"], r["mode"]): r for r in rows
-        if "error" not in r and r["router"] == "triggerfish" and r.get("transport", "http") == "http"}
+quic = {(r["router"], r["triggers"], r["mode"]): r for r in rows
+        if "error" not in r and r.get("transport") == "quic"}
+http = {(r["router"], r["triggers"], r["mode"]): r for r in rows
+        if "error" not in r and r["router"].startswith("triggerfish") and r.get("transport", "http") == "http"}
 both = [(quic[k], http[k]) for k in quic if k in http]
 if both:
     print("\nTriggerfish QUIC ingress / HTTP ingress (max events/s and ack rate: higher is better;")
@@ -160,7 +168,8 @@ if both:
     ratio = lambda a, b: f"{a / b:.2f}×" if b else "n/a"
     for q, h in both:
         qh, hh = q["half"], h["half"]
-        print(f'| {case(h)} | {ratio(thru(q, q["max"]), thru(h, h["max"]))} | '
+        label = case(h) + (f", {variant(h)}" if variant(h) else "")
+        print(f'| {label} | {ratio(thru(q, q["max"]), thru(h, h["max"]))} | '
               f'{ratio(lat(q, qh)["p50_us"], lat(h, hh)["p50_us"])} | {ratio(lat(q, qh)["p99_us"], lat(h, hh)["p99_us"])} | '
               f'{ratio(qh["ack"]["p50_us"], hh["ack"]["p50_us"])} | {ratio(qh["ack"]["p99_us"], hh["ack"]["p99_us"])} | '
               f'{ratio(q["cpu"]["max"]["router_s"], h["cpu"]["max"]["router_s"])} |')
@@ -391,8 +400,8 @@ for triggers in $TRIGGERS; do
         for router in "${ROUTERS[@]}"; do
             extra=()
             if [[ $transport == quic ]]; then
-                # Only Triggerfish has a QUIC ingress.
-                [[ $router == triggerfish ]] || continue
+                # Only Triggerfish has a QUIC ingress (each of its variants).
+                [[ $router == triggerfish* ]] || continue
                 case_name=$router-quic-$triggers-$mode
                 target=quic://127.0.0.1:$QUIC_PORT/default/default
                 extra=(--quic-ca-file "$QUIC_CA" --quic-connections "${QUIC_CONNECTIONS:-1}")
