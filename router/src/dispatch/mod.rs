@@ -18,7 +18,7 @@
 //!
 //! - **Unordered** triggers deliver up to `maxInFlight` events at once. When their subscriber
 //!   takes batches (HTTP with `spec.batch`, QUIC), they deliver batch by batch instead
-//!   ([`batched`]).
+//!   (`batched.rs`).
 //! - **Ordered** triggers deliver one event at a time per partition key (the `partitionkey`
 //!   extension, else `source`), in arrival order, retries included; different keys proceed in
 //!   parallel, up to `maxInFlight` keys.
