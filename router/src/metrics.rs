@@ -29,6 +29,16 @@ pub struct TriggerLabels {
     pub trigger: String,
 }
 
+impl TriggerLabels {
+    /// The labels of `plan`'s trigger.
+    pub fn of(plan: &crate::plan::TriggerPlan) -> TriggerLabels {
+        TriggerLabels {
+            broker: plan.broker.clone(),
+            trigger: plan.key.clone(),
+        }
+    }
+}
+
 /// How an ingress request or event ended.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum IngressOutcome {

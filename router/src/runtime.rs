@@ -244,10 +244,7 @@ pub struct Dispatchers {
 impl Dispatchers {
     /// Starts a dispatcher for `plan`.
     pub fn start(&self, plan: Arc<TriggerPlan>, reply_limits: DecodeLimits) -> TriggerHandle {
-        let label = TriggerLabels {
-            broker: plan.broker.clone(),
-            trigger: plan.key.clone(),
-        };
+        let label = TriggerLabels::of(&plan);
         // Only subscribers that get batches have the metric (a series per trigger otherwise).
         let batched = plan.http_batch.is_some() || matches!(plan.subscriber, Destination::Quic(_));
         let batch_sizes = batched.then(|| {

@@ -490,10 +490,7 @@ pub fn start(
     in_flight: Arc<AtomicUsize>,
     backlogged: Arc<AtomicUsize>,
 ) -> TriggerHandle {
-    let label = TriggerLabels {
-        broker: plan.broker.clone(),
-        trigger: plan.key.clone(),
-    };
+    let label = TriggerLabels::of(&plan);
     let (policy, format) = match &plan.delivery {
         Some(d) => (d.policy.clone(), d.format),
         None => (DeliveryPolicy::default(), DeliveryFormat::default()),
