@@ -55,7 +55,8 @@ pub struct BenchConfig {
     /// PT0.002S}`): deliveries in batched content mode. One event per request when `None`.
     pub batch: Option<String>,
     /// Each trigger's `spec.maxInFlight` (events in flight; with `batch`, the requests in
-    /// flight are `ceil(maxInFlight / maxEvents)`). The default (256) when `None`.
+    /// flight are `ceil(maxInFlight / maxEvents)`). The router's default when `None`: 256, or
+    /// with `batch` eight full batches when that is more.
     pub max_in_flight: Option<u32>,
     /// The `Server` document's `store`, as a YAML flow mapping
     /// (`{kind: jetstream, url: "nats://127.0.0.1:4222"}`); the memory store when `None`.

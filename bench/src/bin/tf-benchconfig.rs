@@ -46,7 +46,8 @@ struct Args {
     #[arg(long)]
     batch: Option<String>,
     /// Each trigger's `spec.maxInFlight`: events in flight (with `--batch`, requests in
-    /// flight are `ceil(maxInFlight / maxEvents)`).
+    /// flight are `ceil(maxInFlight / maxEvents)`). Unset: the router's default, 256, or
+    /// with `--batch` eight full batches when that is more.
     #[arg(long)]
     max_in_flight: Option<u32>,
     /// The `Server` document's `store`, as a YAML flow mapping, e.g.
