@@ -205,6 +205,9 @@ pub struct Metrics {
     pub dropped: Family<DropLabels, Counter>,
     /// Replies fed back into the broker, per trigger.
     pub replies: Family<TriggerLabels, Counter>,
+    /// Replies the broker refused (queues full, or a backlogged trigger), per trigger: the
+    /// events they answer were dead-lettered or dropped.
+    pub replies_refused: Family<TriggerLabels, Counter>,
     /// Events waiting in a queue.
     pub queue_depth: Family<QueueLabels, Gauge>,
     /// Time from acceptance to successful delivery, per trigger.
@@ -248,6 +251,7 @@ impl Metrics {
         let dead_lettered = Family::default();
         let dropped = Family::default();
         let replies = Family::default();
+        let replies_refused = Family::default();
         let queue_depth = Family::default();
         let delivery_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let delivery_batch_events =
@@ -305,6 +309,11 @@ impl Metrics {
             "delivery_replies",
             "Reply events fed back into the broker",
             replies.clone(),
+        );
+        registry.register(
+            "delivery_replies_refused",
+            "Replies the broker refused (full queues, or a backlogged trigger such as the replying one in a reply loop); the events they answer were dead-lettered or dropped",
+            replies_refused.clone(),
         );
         registry.register_with_unit(
             "queue_depth",
@@ -375,6 +384,7 @@ impl Metrics {
             dead_lettered,
             dropped,
             replies,
+            replies_refused,
             queue_depth,
             delivery_latency,
             delivery_batch_events,

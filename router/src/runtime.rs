@@ -29,6 +29,7 @@ use crate::ingress::http::IngressLimits;
 use crate::metrics::{Metrics, TriggerLabels};
 use crate::plan::{Plan, TriggerPlan};
 use crate::quic::client::{Peer, QuicClient};
+use crate::republish::Republisher;
 use crate::scheduler::{Scheduler, SchedulerHandle, SchedulerMetrics, TargetFactory};
 use crate::shard::{BrokerRoute, Snapshot};
 use crate::sinks::Sink;
@@ -216,6 +217,8 @@ impl<K: Eq + std::hash::Hash, V> Shared<K, V> {
 /// share.
 pub struct Dispatchers {
     store: Store,
+    /// Publishes replies and forwards to a broker ([`crate::republish`]).
+    republisher: Republisher,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
     in_flight: Arc<AtomicUsize>,
@@ -288,7 +291,7 @@ impl Dispatchers {
             plan,
             sink,
             dead_letter,
-            self.store.clone(),
+            self.republisher.clone(),
             reply_limits,
             self.limits,
             &self.metrics,
@@ -353,7 +356,7 @@ impl Dispatchers {
             }
             Destination::Broker { namespace, name } => Sink::Broker {
                 key: Arc::from(format!("{namespace}/{name}")),
-                store: self.store.clone(),
+                publisher: self.republisher.clone(),
             },
             Destination::InProcess {
                 kind: "Scheduler", ..
@@ -539,8 +542,10 @@ impl Router {
             stop.clone(),
             settings.server.limits.max_buffered_bytes.as_usize(),
         );
+        let snapshot = Arc::new(ArcSwap::from_pointee(empty));
         let dispatchers = Arc::new(Dispatchers {
             store: store.clone(),
+            republisher: Republisher::new(Arc::clone(&snapshot), store.clone()),
             metrics: Arc::clone(&metrics),
             tracker: tracker.clone(),
             in_flight: Arc::clone(&in_flight),
@@ -576,7 +581,7 @@ impl Router {
         .await?;
         let _ = dispatchers.scheduler.set(scheduler.clone());
         Ok(Router {
-            snapshot: Arc::new(ArcSwap::from_pointee(empty)),
+            snapshot,
             store,
             metrics,
             status: ArcSwap::from_pointee(ConfigStatus {

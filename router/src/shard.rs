@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 use triggerfish_core::config::DeliveryOrder;
-use triggerfish_core::event::EventBatch;
+use triggerfish_core::event::{EventBatch, EventView};
 use triggerfish_core::index::{MatchScratch, TriggerIndex};
 
 use crate::dispatch::TriggerHandle;
@@ -124,6 +124,16 @@ impl BrokerRoute {
     /// The events of `batch` that match a backlogged trigger. One atomic load while no
     /// trigger is backlogged; otherwise the batch is matched here as well as in its shard.
     pub fn backlogged(&self, batch: &EventBatch) -> Vec<Backlogged<'_>> {
+        self.backlogged_among(batch.iter(), None)
+    }
+
+    /// Like [`BrokerRoute::backlogged`], for any events; where an event matches several
+    /// backlogged triggers and `prefer` (`namespace/name`) is one of them, it is the one named.
+    pub fn backlogged_among<'e>(
+        &self,
+        events: impl IntoIterator<Item = EventView<'e>>,
+        prefer: Option<&str>,
+    ) -> Vec<Backlogged<'_>> {
         let mut refused = Vec::new();
         match &self.backlogged {
             Some(count) if count.load(Ordering::Relaxed) > 0 => {}
@@ -131,17 +141,25 @@ impl BrokerRoute {
         }
         let mut scratch = MatchScratch::new();
         let mut matched = Vec::new();
-        for (index, event) in batch.iter().enumerate() {
+        for (index, event) in events.into_iter().enumerate() {
             matched.clear();
             self.index.matches(&event, &mut scratch, &mut matched);
-            let backlogged = matched.iter().find_map(|&id| {
-                let trigger = self.triggers.get(id as usize)?;
-                trigger
-                    .backlog
-                    .is_backlogged()
-                    .then_some(trigger.plan.key.as_str())
-            });
-            if let Some(trigger) = backlogged {
+            let mut named = None;
+            for trigger in matched
+                .iter()
+                .filter_map(|&id| self.triggers.get(id as usize))
+            {
+                if !trigger.backlog.is_backlogged() {
+                    continue;
+                }
+                let key = trigger.plan.key.as_str();
+                named = named.or(Some(key));
+                if prefer == Some(key) {
+                    named = Some(key);
+                    break;
+                }
+            }
+            if let Some(trigger) = named {
                 refused.push(Backlogged { index, trigger });
             }
         }

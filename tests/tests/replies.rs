@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use base64::Engine as _;
 use serde_json::json;
 use triggerfish_tests::{Config, Event, PATIENCE, Reply, Router, Subscriber, Trigger};
 
@@ -250,4 +251,109 @@ async fn a_batched_reply_reenters_as_separate_events() {
             PATIENCE,
         )
         .await;
+}
+
+/// Queues small enough that a reply loop fills them in a few hops.
+const SMALL_QUEUES: &str = "shards: 1\nqueues: {shard: {events: 20, bytes: 1MiB}, trigger: {events: 50, bytes: 1MiB}}\nlimits: {maxBatchEvents: 10, maxRequestBytes: 64KiB, maxEventBytes: 16KiB}";
+
+/// Publishes `event` to broker `default/default`, again while the answer is 429 or 503 (the
+/// shard queue is small and busy); panics unless it is accepted within [`PATIENCE`].
+async fn publish_patiently(router: &Router, event: &Event) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let r = router
+            .client
+            .send_binary(&router.broker_url("default"), event)
+            .await;
+        match r.code() {
+            202 => return,
+            429 | 503 if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            code => panic!("publishing {}: {code} {}", event.id(), r.text()),
+        }
+    }
+}
+
+/// A subscriber that answers every `fan` event with two more: a reply loop that grows. The
+/// trigger's queue fills, its shard driver waits for room in it, and the replies wait for
+/// room in the shard, which only that driver makes. Replies that match their own backlogged
+/// trigger are refused at once instead, and the events they answer go to the dead-letter
+/// sink with the broker as `knativeerrordest`; the broker's other triggers keep receiving
+/// events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_growing_reply_loop_is_dead_lettered_and_stalls_no_other_trigger() {
+    let sub = Subscriber::start().await;
+    sub.handle(|req| match req.path.as_str() {
+        "/fan" => Reply::ok().body(
+            "application/cloudevents-batch+json",
+            triggerfish_tests::event::batch(&[
+                Event::new(format!("{}.a", req.id()), "fan"),
+                Event::new(format!("{}.b", req.id()), "fan"),
+            ]),
+        ),
+        _ => Reply::ok(),
+    });
+    let config = Config::new()
+        .server(SMALL_QUEUES)
+        .broker(
+            "default",
+            Some(&format!("deadLetterSink:\n  uri: {}", sub.url("/dls"))),
+        )
+        .trigger(
+            Trigger::new("fan", &sub.url("/fan"))
+                .filter("filter:\n  attributes:\n    type: fan")
+                .spec("maxInFlight: 4"),
+        )
+        .trigger(
+            Trigger::new("other", &sub.url("/other"))
+                .filter("filter:\n  attributes:\n    type: other"),
+        );
+    let router = Router::start(&config.render()).await;
+    router.publish(&Event::new("fan", "fan")).await;
+    router
+        .wait_metric(
+            "triggerfish_delivery_dead_lettered_total",
+            &[("trigger", "default/fan")],
+            1.0,
+            PATIENCE,
+        )
+        .await;
+
+    for i in 0..50 {
+        publish_patiently(&router, &Event::new(format!("other-{i}"), "other")).await;
+    }
+    let others = sub.wait_for_path("/other", 50, PATIENCE).await;
+    assert_eq!(others.len(), 50);
+
+    let dead = sub.wait_for_path("/dls", 1, PATIENCE).await;
+    let d = &dead[0];
+    assert_eq!(d.ce("type").as_deref(), Some("fan"));
+    assert_eq!(d.ce("knativeerrorcode").as_deref(), Some("429"));
+    assert_eq!(
+        d.ce("knativeerrordest").as_deref(),
+        Some("broker:default/default")
+    );
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(d.ce("knativeerrordata").unwrap())
+        .unwrap();
+    let reason = String::from_utf8(data).unwrap();
+    assert!(
+        reason.contains("match trigger default/fan, which published them and is falling behind"),
+        "{reason}"
+    );
+    let m = router.metrics().await;
+    assert!(
+        m.get(
+            "triggerfish_delivery_replies_refused_total",
+            &[("trigger", "default/fan")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        m.get(
+            "triggerfish_delivery_replies_refused_total",
+            &[("trigger", "default/other")]
+        ),
+        0.0
+    );
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::future::join_all;
+use futures::future::{Either, join_all};
 use tokio::sync::mpsc;
 use triggerfish_core::delivery::{Decision, TransportError};
 use triggerfish_core::event::{EncodeOptions, encode_batched};
@@ -137,7 +137,7 @@ async fn settle(
         after: Duration::ZERO,
         number: number + 1,
     };
-    let mut delivered = false;
+    let mut delivered = Vec::new();
     let mut dead = Vec::new();
     for (job, attempt) in jobs.into_iter().zip(each) {
         match ctx
@@ -148,8 +148,7 @@ async fn settle(
                 ctx.counters.success.inc();
                 let latency = now.saturating_duration_since(job.accepted_at);
                 ctx.counters.latency.observe(latency.as_secs_f64());
-                delivered = true;
-                job.completion.finish();
+                delivered.push(job);
             }
             Decision::Retry {
                 after,
@@ -172,15 +171,24 @@ async fn settle(
             }
         }
     }
-    if delivered && let Some(reply) = reply {
-        ctx.reply(reply, ttl).await;
-    }
-    join_all(
-        dead.iter()
-            .map(|(job, attempt, dl)| ctx.dead_letter(&job.event, attempt, *dl, job.ttl)),
-    )
-    .await;
-    for (job, ..) in dead {
+    // The delivered jobs finish after their reply is in: a refused reply dead-letters them.
+    let refused = match reply {
+        Some(reply) if !delivered.is_empty() => ctx.reply(reply, ttl).await.err(),
+        _ => None,
+    };
+    let answered = refused.iter().flat_map(|refused| {
+        delivered
+            .iter()
+            .map(move |job| Either::Left(ctx.reply_refused(&job.event, refused, job.ttl)))
+    });
+    let failed = dead.iter().map(|(job, attempt, dl)| {
+        Either::Right(ctx.dead_letter(&job.event, attempt, *dl, job.ttl))
+    });
+    join_all(answered.chain(failed)).await;
+    for job in delivered
+        .into_iter()
+        .chain(dead.into_iter().map(|(job, ..)| job))
+    {
         job.completion.finish();
     }
     ctx.backlog.relieve();

@@ -22,6 +22,9 @@
 //! - **Ordered** triggers deliver one event at a time per partition key (the `partitionkey`
 //!   extension, else `source`), in arrival order, retries included; different keys proceed in
 //!   parallel, up to `maxInFlight` keys.
+//! - **Replies** re-enter the broker through [`crate::republish`], under ingress's rules and
+//!   with a bounded wait (a reply loop would otherwise stall its shard); a reply the broker
+//!   refuses dead-letters the event it answers.
 //!
 //! The decisions themselves (what to retry, how long to wait) come from
 //! `triggerfish_core::delivery`; this module only drives them.
@@ -37,7 +40,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 use triggerfish_core::config::{DeliveryFormat, DeliveryOrder};
-use triggerfish_core::delivery::{DeadLetter, Decision, DeliveryPolicy};
+use triggerfish_core::delivery::{
+    Cause, DeadLetter, Decision, DeliveryPolicy, ErrorSource, Failure, GiveUp,
+};
 use triggerfish_core::event::{AttrValue, DecodeLimits, EncodeOptions, EventRef};
 
 use crate::metrics::{
@@ -47,7 +52,8 @@ use crate::plan::TriggerPlan;
 use crate::sinks::{Attempt, Request, Response, Sink};
 
 mod batched;
-use crate::store::{BrokerKey, Completion, Store, TTL_EXTENSION};
+use crate::republish::{Refused, Republisher};
+use crate::store::{BrokerKey, Completion, TTL_EXTENSION};
 
 /// Per-attempt timeout when the delivery spec sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -95,15 +101,13 @@ pub struct Backlog {
     count: Arc<AtomicUsize>,
     /// Times this queue became backlogged.
     episodes: Counter,
-    /// When the last warning was logged, in ms since `made` (`u64::MAX`: never); one a minute
-    /// at most.
-    warned_at: std::sync::atomic::AtomicU64,
-    made: Instant,
+    /// One warning a minute at most.
+    warnings: LogLimit,
     trigger: String,
 }
 
-/// How often a backlogged trigger is logged at most.
-const BACKLOG_LOG_EVERY: Duration = Duration::from_secs(60);
+/// How often a recurring warning (a backlogged trigger, refused replies) is logged at most.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 impl Backlog {
     fn new(
@@ -122,8 +126,7 @@ impl Backlog {
             bytes,
             count,
             episodes,
-            warned_at: std::sync::atomic::AtomicU64::new(u64::MAX),
-            made: Instant::now(),
+            warnings: LogLimit::new(WARN_EVERY),
             trigger,
         }
     }
@@ -180,21 +183,11 @@ impl Backlog {
         }
     }
 
-    /// Logs the backlog, unless it was logged within [`BACKLOG_LOG_EVERY`]: a trigger at its
+    /// Logs the backlog, unless it was logged within [`WARN_EVERY`]: a trigger at its
     /// limit is backlogged many times a second (`triggerfish_trigger_backlogs_total` counts
     /// each time).
     fn warn(&self) {
-        let now = u64::try_from(self.made.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-        let last = self.warned_at.load(Ordering::Relaxed);
-        let every = BACKLOG_LOG_EVERY.as_millis() as u64;
-        if last != u64::MAX && now.saturating_sub(last) < every {
-            return;
-        }
-        if self
-            .warned_at
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-        {
+        if self.warnings.allow() {
             tracing::warn!(
                 trigger = %self.trigger,
                 queued = self.events.saturating_sub(self.places.available_permits()),
@@ -202,6 +195,38 @@ impl Backlog {
                 "trigger is falling behind: ingress refuses the events it matches (429) until its queue is half empty; logged once a minute at most, triggerfish_trigger_backlogs_total counts every time"
             );
         }
+    }
+}
+
+/// Lets a log line through at most once per period, for conditions that can recur many times
+/// a second (a metric counts every time).
+struct LogLimit {
+    every: Duration,
+    made: Instant,
+    /// When a line last went through, in ms since `made`; `u64::MAX`: never.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl LogLimit {
+    fn new(every: Duration) -> LogLimit {
+        LogLimit {
+            every,
+            made: Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Whether to log now; when it answers yes, the next yes is a period away.
+    fn allow(&self) -> bool {
+        let now = u64::try_from(self.made.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let last = self.last.load(Ordering::Relaxed);
+        let every = u64::try_from(self.every.as_millis()).unwrap_or(u64::MAX);
+        if last != u64::MAX && now.saturating_sub(last) < every {
+            return false;
+        }
+        self.last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 }
 
@@ -411,8 +436,10 @@ pub struct TriggerContext {
     pub format: DeliveryFormat,
     /// The broker replies go back to.
     pub broker: BrokerKey,
-    /// The store replies are published through.
-    pub store: Store,
+    /// Publishes replies, under ingress's rules and with a bounded wait.
+    pub republisher: Republisher,
+    /// One warning a minute at most about refused replies.
+    refusals_logged: LogLimit,
     /// Limits for decoding replies.
     pub reply_limits: DecodeLimits,
     /// Tracks delivery tasks, so shutdown can wait for them.
@@ -435,6 +462,7 @@ struct Counters {
     retries: Counter,
     dead_lettered: Counter,
     replies: Counter,
+    replies_refused: Counter,
     no_dls: Counter,
     dls_failed: Counter,
     ttl_exhausted: Counter,
@@ -468,6 +496,7 @@ impl Counters {
             retries: metrics.retries.get_or_create(label).clone(),
             dead_lettered: metrics.dead_lettered.get_or_create(label).clone(),
             replies: metrics.replies.get_or_create(label).clone(),
+            replies_refused: metrics.replies_refused.get_or_create(label).clone(),
             no_dls: dropped(DropReason::NoDeadLetterSink),
             dls_failed: dropped(DropReason::DeadLetterFailed),
             ttl_exhausted: dropped(DropReason::TtlExhausted),
@@ -482,7 +511,7 @@ pub fn start(
     plan: Arc<TriggerPlan>,
     sink: Sink,
     dead_letter: Option<Sink>,
-    store: Store,
+    republisher: Republisher,
     reply_limits: DecodeLimits,
     limits: QueueLimits,
     metrics: &Metrics,
@@ -510,7 +539,8 @@ pub fn start(
         policy,
         format,
         broker: Arc::from(plan.broker.as_str()),
-        store,
+        republisher,
+        refusals_logged: LogLimit::new(WARN_EVERY),
         reply_limits,
         tracker: tracker.clone(),
         in_flight,
@@ -626,8 +656,9 @@ async fn deliver(ctx: &TriggerContext, mut job: Job) {
             if let Attempt::Response(Response {
                 reply: Some(reply), ..
             }) = attempt
+                && let Err(refused) = ctx.reply(reply, job.ttl).await
             {
-                ctx.reply(reply, job.ttl).await;
+                ctx.reply_refused(&job.event, &refused, job.ttl).await;
             }
         }
         Some(Decision::DeadLetter(dl)) => ctx.dead_letter(&job.event, &attempt, dl, job.ttl).await,
@@ -742,42 +773,89 @@ impl TriggerContext {
         }
     }
 
-    async fn reply(&self, reply: Result<triggerfish_core::event::EventBatch, String>, ttl: u8) {
+    /// Feeds a delivered event's reply back into its broker. `Err` when the broker refused it
+    /// ([`Republisher::publish`], waiting up to the trigger's `timeout`): the delivery failed
+    /// after all, and the caller dead-letters the events the reply answers
+    /// ([`TriggerContext::reply_refused`]).
+    async fn reply(
+        &self,
+        reply: Result<triggerfish_core::event::EventBatch, String>,
+        ttl: u8,
+    ) -> Result<(), Refused> {
         if !self.replies {
-            return;
+            return Ok(());
         }
         let batch = match reply {
-            Ok(b) if b.is_empty() => return,
+            Ok(b) if b.is_empty() => return Ok(()),
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(trigger = %self.label.trigger, error = %e, "subscriber replied with an invalid event; the reply is ignored");
-                return;
+                return Ok(());
             }
         };
         let ttl = ttl.saturating_sub(1);
         if ttl == 0 {
             self.counters.ttl_exhausted.inc_by(batch.len() as u64);
             tracing::warn!(trigger = %self.label.trigger, "reply dropped: knativebrokerttl exhausted (reply loop?)");
-            return;
+            return Ok(());
         }
-        let n = batch.len() as u64;
-        match self
-            .store
-            .offer(&self.broker, Arc::new(batch), Some(ttl))
-            .await
-        {
+        let events: Vec<EventRef> = Arc::new(batch).into_refs().collect();
+        let patience = self.policy.timeout().unwrap_or(DEFAULT_TIMEOUT);
+        let trigger = Some(self.label.trigger.as_str());
+        let published = self
+            .republisher
+            .publish(&self.broker, &events, ttl, patience, trigger)
+            .await;
+        match &published {
             Ok(()) => {
-                self.counters.replies.inc_by(n);
+                self.counters.replies.inc_by(events.len() as u64);
             }
-            Err(e) => {
-                tracing::error!(trigger = %self.label.trigger, error = %e, "reply could not be published");
+            Err(refused) => {
+                self.counters.replies_refused.inc();
+                if self.refusals_logged.allow() {
+                    tracing::warn!(trigger = %self.label.trigger, error = %refused,
+                        "the broker refused a reply, so the event it answers goes to the dead-letter sink (or is dropped without one); logged once a minute at most, triggerfish_delivery_replies_refused_total counts every time");
+                }
             }
         }
+        published
+    }
+
+    /// The broker refused the reply to `event`: as Knative does when a reply destination
+    /// refuses, the event goes to the dead-letter sink, with `knativeerrordest` naming the
+    /// broker, `knativeerrorcode` 429 (503 for an unavailable store) and the reason as
+    /// `knativeerrordata`.
+    async fn reply_refused(&self, event: &EventRef, refused: &Refused, ttl: u8) {
+        let dl = DeadLetter {
+            failure: Failure {
+                cause: Cause::Status(refused.status()),
+                source: ErrorSource::Router,
+                retryable: false,
+            },
+            attempts: 1,
+            reason: GiveUp::NotRetryable,
+        };
+        let destination = format!("broker:{}", self.broker);
+        self.dead_letter_to(&destination, event, &Attempt::refused(refused), dl, ttl)
+            .await;
     }
 
     async fn dead_letter(&self, event: &EventRef, attempt: &Attempt, dl: DeadLetter, ttl: u8) {
+        self.dead_letter_to(&self.sink.describe(), event, attempt, dl, ttl)
+            .await;
+    }
+
+    /// Sends `event` to the dead-letter sink with the `knativeerror*` extensions of its failed
+    /// `attempt` at `destination`; without a dead-letter sink, drops it with a count and a log.
+    async fn dead_letter_to(
+        &self,
+        destination: &str,
+        event: &EventRef,
+        attempt: &Attempt,
+        dl: DeadLetter,
+        ttl: u8,
+    ) {
         let view = &event.view();
-        let destination = self.sink.describe();
         let Some(dls) = &self.dead_letter else {
             self.counters.no_dls.inc();
             tracing::warn!(trigger = %self.label.trigger, destination = %destination, id = view.id(), attempts = dl.attempts,
@@ -792,7 +870,7 @@ impl TriggerContext {
         };
         let code = i32::from(dl.error_code());
         let mut add = vec![
-            ("knativeerrordest", AttrValue::Str(&destination)),
+            ("knativeerrordest", AttrValue::Str(destination)),
             ("knativeerrorcode", AttrValue::Int(code)),
         ];
         if let Some(d) = &data {

@@ -25,7 +25,8 @@ use triggerfish_core::config::DeliveryFormat;
 use triggerfish_core::delivery::{InternalError, Outcome, TransportError};
 use triggerfish_core::event::{EncodeOptions, EventBatch, EventRef};
 
-use crate::store::{BrokerKey, Store};
+use crate::republish::{Refused, Republisher};
+use crate::store::BrokerKey;
 
 /// Where a trigger (or a dead-letter sink) delivers.
 #[derive(Clone)]
@@ -53,8 +54,8 @@ pub enum Sink {
     Broker {
         /// The broker.
         key: BrokerKey,
-        /// The store to publish through.
-        store: Store,
+        /// Publishes under ingress's rules, waiting for room up to the attempt's timeout.
+        publisher: Republisher,
     },
 }
 
@@ -126,26 +127,30 @@ impl Sink {
             Sink::WorkerPool(w) => w.send(view).await,
             Sink::Kafka(k) => k.send(view, opts, req.timeout).await,
             Sink::RocketMq(r) => Box::pin(r.send(view, opts, req.timeout)).await,
-            Sink::Broker { key, store } => {
+            Sink::Broker { key, publisher } => {
                 let Some(ttl) = req.ttl.checked_sub(1).filter(|t| *t > 0) else {
                     return Attempt::TtlExhausted;
                 };
-                let offered = if opts.add.is_empty() {
+                let published = if opts.add.is_empty() {
                     // The event as it is: the TTL travels beside it, not in it.
-                    store
-                        .offer_events(key, std::slice::from_ref(event), Some(ttl))
-                        .await
+                    let event = std::slice::from_ref(event);
+                    publisher.publish(key, event, ttl, req.timeout, None).await
                 } else {
                     // Extensions to add (a dead letter): a new event.
                     let body = triggerfish_core::event::encode_structured(view, opts);
                     match triggerfish_core::event::decode_structured(body, &req.reply_limits) {
-                        Ok(batch) => store.offer(key, Arc::new(batch), Some(ttl)).await,
+                        Ok(batch) => {
+                            let events: Vec<EventRef> = Arc::new(batch).into_refs().collect();
+                            publisher
+                                .publish(key, &events, ttl, req.timeout, None)
+                                .await
+                        }
                         Err(_) => return Attempt::Internal(InternalError::Encode),
                     }
                 };
-                match offered {
+                match published {
                     Ok(()) => Attempt::accepted(),
-                    Err(_) => Attempt::Internal(InternalError::Unavailable),
+                    Err(refused) => Attempt::refused(&refused),
                 }
             }
         }
@@ -206,6 +211,17 @@ impl Attempt {
             retry_after: None,
             reply: None,
             body_excerpt: Bytes::new(),
+        })
+    }
+
+    /// What a broker's ingress would have answered a producer for `refused`: 429 (or 503) with
+    /// the reason as the body, for `knativeerrordata`.
+    pub fn refused(refused: &Refused) -> Attempt {
+        Attempt::Response(Response {
+            status: refused.status(),
+            retry_after: None,
+            reply: None,
+            body_excerpt: Bytes::from(refused.to_string()),
         })
     }
 

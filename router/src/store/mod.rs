@@ -88,22 +88,36 @@ impl Store {
         }
     }
 
-    /// Like [`Store::offer`], for single events of existing batches.
-    pub async fn offer_events(
+    /// Takes events of existing batches, all or nothing, answering at once as
+    /// [`Store::publish`] does.
+    pub async fn offer_once(
         &self,
         broker: &BrokerKey,
         events: &[EventRef],
         ttl: Option<u8>,
     ) -> Result<(), OfferError> {
+        match self {
+            Store::Memory(m) => m.try_offer_events(broker, events, ttl),
+            // Boxed: JetStream's publish future is ~5 KB, and every caller's future (each
+            // delivery task's among them) would otherwise carry it inline.
+            Store::JetStream(js) => Box::pin(js.publish(broker, events, ttl)).await,
+        }
+    }
+
+    /// Offers events, waiting for room instead of failing when the queues are full, for as
+    /// long as it takes. For events the router itself produces with no producer to push back
+    /// on and no delivery slot held while they wait (delayed events). Replies and forwards to a
+    /// broker hold a slot, and use [`crate::republish`], which bounds the wait.
+    pub async fn offer(
+        &self,
+        broker: &BrokerKey,
+        batch: Arc<EventBatch>,
+        ttl: Option<u8>,
+    ) -> Result<(), OfferError> {
+        let refs: Vec<EventRef> = batch.into_refs().collect();
         let mut pause = std::time::Duration::from_millis(1);
         loop {
-            let result = match self {
-                Store::Memory(m) => m.try_offer_events(broker, events, ttl),
-                // Boxed: JetStream's publish future is ~5 KB, and every caller's future (each
-                // delivery task's among them) would otherwise carry it inline.
-                Store::JetStream(js) => Box::pin(js.publish(broker, events, ttl)).await,
-            };
-            match result {
+            match self.offer_once(broker, &refs, ttl).await {
                 // Full queues, or JetStream unreachable: the router's own events wait.
                 Err(OfferError::Full | OfferError::Unavailable(_)) => {
                     tokio::time::sleep(pause).await;
@@ -112,19 +126,6 @@ impl Store {
                 other => return other,
             }
         }
-    }
-
-    /// Offers events, waiting for room instead of failing when the queues are full. Used for
-    /// events the router itself produces (replies, forwards to another broker), which have no
-    /// producer to push back on.
-    pub async fn offer(
-        &self,
-        broker: &BrokerKey,
-        batch: Arc<EventBatch>,
-        ttl: Option<u8>,
-    ) -> Result<(), OfferError> {
-        let refs: Vec<EventRef> = batch.into_refs().collect();
-        self.offer_events(broker, &refs, ttl).await
     }
 
     /// Publishes events for a source that commits its position in an external log (Kafka)
