@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
+
+use base64::Engine as _;
 use triggerfish_tests::quic::QuicClient;
 use triggerfish_tests::{Config, Event, PATIENCE, Reply, Router, Subscriber, Trigger, eventually};
 
@@ -335,4 +337,70 @@ async fn a_batch_too_big_for_any_shard_is_never_throttled() {
         .await;
     assert_eq!(r.code(), 202, "{}", r.text());
     sub.wait_for(4, PATIENCE).await;
+}
+
+/// A trigger that forwards to another broker meets that broker's backpressure as a producer
+/// does. While the trigger there is backlogged, a forward waits at most the forwarding
+/// trigger's `timeout`, then counts as an attempt answered 429, and the event goes to the
+/// dead-letter sink with the broker as `knativeerrordest`. Nothing is lost: every event
+/// reaches the stalled subscriber or the dead-letter sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_into_a_backlogged_trigger_is_refused_and_dead_lettered() {
+    let sub = Subscriber::start().await;
+    sub.handle(|req| {
+        if req.path == "/stalled" {
+            Reply::ok().held()
+        } else {
+            Reply::ok()
+        }
+    });
+    let config = Config::new()
+        .server("queues:\n  shard: {events: 64, bytes: 1MiB}\n  trigger: {events: 8, bytes: 1MiB}\nlimits: {maxBatchEvents: 32, maxRequestBytes: 1MiB}")
+        .broker("default", None)
+        .broker("downstream", None)
+        .trigger(
+            Trigger::new("forward", "")
+                .subscriber("ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: downstream}")
+                .delivery(&format!("timeout: PT0.3S\ndeadLetterSink:\n  uri: {}", sub.url("/dls"))),
+        )
+        .trigger(
+            Trigger::new("stalled", &sub.url("/stalled"))
+                .broker("downstream")
+                .spec("maxInFlight: 1"),
+        );
+    let router = Router::start(&config.render()).await;
+    let events: Vec<Event> = (0..20).map(|i| Event::new(format!("e-{i}"), "t")).collect();
+    router.publish_batches(&events).await;
+
+    let dead = sub.wait_for_path("/dls", 1, PATIENCE).await;
+    let d = &dead[0];
+    assert_eq!(d.ce("knativeerrorcode").as_deref(), Some("429"));
+    assert_eq!(
+        d.ce("knativeerrordest").as_deref(),
+        Some("broker:default/downstream")
+    );
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(d.ce("knativeerrordata").unwrap())
+        .unwrap();
+    let reason = String::from_utf8(data).unwrap();
+    assert!(
+        reason.contains("match trigger default/stalled, which was still falling behind after"),
+        "{reason}"
+    );
+
+    sub.release();
+    eventually(
+        "every event at the subscriber or the dead-letter sink",
+        PATIENCE,
+        || {
+            let ids: BTreeSet<String> = sub
+                .requests()
+                .iter()
+                .filter(|r| r.path == "/stalled" || r.path == "/dls")
+                .map(|r| r.id())
+                .collect();
+            std::future::ready((ids.len() == 20).then_some(()))
+        },
+    )
+    .await;
 }

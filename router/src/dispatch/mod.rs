@@ -656,12 +656,16 @@ async fn deliver(ctx: &TriggerContext, mut job: Job) {
             if let Attempt::Response(Response {
                 reply: Some(reply), ..
             }) = attempt
-                && let Err(refused) = ctx.reply(reply, job.ttl).await
             {
-                ctx.reply_refused(&job.event, &refused, job.ttl).await;
+                // Boxed: the wait for room makes the future large, and every delivery task
+                // would carry it, replies or not.
+                Box::pin(ctx.reply_or_dead_letter(&job.event, reply, job.ttl)).await;
             }
         }
-        Some(Decision::DeadLetter(dl)) => ctx.dead_letter(&job.event, &attempt, dl, job.ttl).await,
+        // Boxed, as the reply: a failure path, kept out of every delivery task's future.
+        Some(Decision::DeadLetter(dl)) => {
+            Box::pin(ctx.dead_letter(&job.event, &attempt, dl, job.ttl)).await;
+        }
         Some(Decision::Retry { .. }) | None => {
             ctx.counters.ttl_exhausted.inc();
             tracing::warn!(trigger = %ctx.label.trigger, id = view.id(), "event dropped: knativebrokerttl exhausted");
@@ -821,6 +825,18 @@ impl TriggerContext {
         published
     }
 
+    /// Feeds back `event`'s reply, and dead-letters `event` if the broker refuses it.
+    async fn reply_or_dead_letter(
+        &self,
+        event: &EventRef,
+        reply: Result<triggerfish_core::event::EventBatch, String>,
+        ttl: u8,
+    ) {
+        if let Err(refused) = self.reply(reply, ttl).await {
+            self.reply_refused(event, &refused, ttl).await;
+        }
+    }
+
     /// The broker refused the reply to `event`: as Knative does when a reply destination
     /// refuses, the event goes to the dead-letter sink, with `knativeerrordest` naming the
     /// broker, `knativeerrorcode` 429 (503 for an unavailable store) and the reason as
@@ -836,20 +852,27 @@ impl TriggerContext {
             reason: GiveUp::NotRetryable,
         };
         let destination = format!("broker:{}", self.broker);
-        self.dead_letter_to(&destination, event, &Attempt::refused(refused), dl, ttl)
+        self.dead_letter_to(destination, event, &Attempt::refused(refused), dl, ttl)
             .await;
     }
 
-    async fn dead_letter(&self, event: &EventRef, attempt: &Attempt, dl: DeadLetter, ttl: u8) {
-        self.dead_letter_to(&self.sink.describe(), event, attempt, dl, ttl)
-            .await;
+    /// [`TriggerContext::dead_letter_to`] with the subscriber as `knativeerrordest` (not an
+    /// `async fn`, so that its future is `dead_letter_to`'s, no larger).
+    fn dead_letter<'a>(
+        &'a self,
+        event: &'a EventRef,
+        attempt: &'a Attempt,
+        dl: DeadLetter,
+        ttl: u8,
+    ) -> impl std::future::Future<Output = ()> + 'a {
+        self.dead_letter_to(self.sink.describe(), event, attempt, dl, ttl)
     }
 
     /// Sends `event` to the dead-letter sink with the `knativeerror*` extensions of its failed
     /// `attempt` at `destination`; without a dead-letter sink, drops it with a count and a log.
     async fn dead_letter_to(
         &self,
-        destination: &str,
+        destination: String,
         event: &EventRef,
         attempt: &Attempt,
         dl: DeadLetter,
@@ -870,7 +893,7 @@ impl TriggerContext {
         };
         let code = i32::from(dl.error_code());
         let mut add = vec![
-            ("knativeerrordest", AttrValue::Str(destination)),
+            ("knativeerrordest", AttrValue::Str(&destination)),
             ("knativeerrorcode", AttrValue::Int(code)),
         ];
         if let Some(d) = &data {

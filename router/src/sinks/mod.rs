@@ -112,7 +112,7 @@ impl Sink {
     /// Makes one delivery attempt of `event`, with the extension changes in `opts`.
     ///
     /// Every delivery task carries this future, so rarely used sinks whose futures are
-    /// large (exec, scheduler, RocketMQ) are boxed: the task stays the size of an HTTP attempt, and
+    /// large (exec, scheduler, RocketMQ, a broker) are boxed: the task stays the size of an HTTP attempt, and
     /// spawning it copies less.
     pub async fn send(&self, event: &EventRef, opts: &EncodeOptions<'_>, req: &Request) -> Attempt {
         let view = &event.view();
@@ -134,16 +134,14 @@ impl Sink {
                 let published = if opts.add.is_empty() {
                     // The event as it is: the TTL travels beside it, not in it.
                     let event = std::slice::from_ref(event);
-                    publisher.publish(key, event, ttl, req.timeout, None).await
+                    Box::pin(publisher.publish(key, event, ttl, req.timeout, None)).await
                 } else {
                     // Extensions to add (a dead letter): a new event.
                     let body = triggerfish_core::event::encode_structured(view, opts);
                     match triggerfish_core::event::decode_structured(body, &req.reply_limits) {
                         Ok(batch) => {
                             let events: Vec<EventRef> = Arc::new(batch).into_refs().collect();
-                            publisher
-                                .publish(key, &events, ttl, req.timeout, None)
-                                .await
+                            Box::pin(publisher.publish(key, &events, ttl, req.timeout, None)).await
                         }
                         Err(_) => return Attempt::Internal(InternalError::Encode),
                     }
