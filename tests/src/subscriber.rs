@@ -61,6 +61,23 @@ impl Request {
         )
     }
 
+    /// A dead letter's `knativeerrordest`, `knativeerrorcode` and `knativeerrordata` (decoded
+    /// from base64, as text), each `None` when absent.
+    pub fn error_extensions(&self) -> (Option<String>, Option<String>, Option<String>) {
+        use base64::Engine as _;
+        let data = self.ce("knativeerrordata").map(|d| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&d)
+                .unwrap_or_else(|e| panic!("knativeerrordata {d:?} is not base64: {e}"));
+            String::from_utf8_lossy(&bytes).into_owned()
+        });
+        (
+            self.ce("knativeerrordest"),
+            self.ce("knativeerrorcode"),
+            data,
+        )
+    }
+
     /// The event id: `ce-id`, or `id` of a structured-mode body.
     pub fn id(&self) -> String {
         if let Some(id) = self.ce("id") {

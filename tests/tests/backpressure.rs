@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 
-use base64::Engine as _;
 use triggerfish_tests::quic::QuicClient;
 use triggerfish_tests::{Config, Event, PATIENCE, Reply, Router, Subscriber, Trigger, eventually};
 
@@ -373,16 +372,10 @@ async fn a_forward_into_a_backlogged_trigger_is_refused_and_dead_lettered() {
     router.publish_batches(&events).await;
 
     let dead = sub.wait_for_path("/dls", 1, PATIENCE).await;
-    let d = &dead[0];
-    assert_eq!(d.ce("knativeerrorcode").as_deref(), Some("429"));
-    assert_eq!(
-        d.ce("knativeerrordest").as_deref(),
-        Some("broker:default/downstream")
-    );
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(d.ce("knativeerrordata").unwrap())
-        .unwrap();
-    let reason = String::from_utf8(data).unwrap();
+    let (dest, code, reason) = dead[0].error_extensions();
+    assert_eq!(dest.as_deref(), Some("broker:default/downstream"));
+    assert_eq!(code.as_deref(), Some("429"));
+    let reason = reason.unwrap();
     assert!(
         reason.contains("match trigger default/stalled, which was still falling behind after"),
         "{reason}"
