@@ -14,7 +14,7 @@
 //! - [`scheduler`]: PingSources, run-time schedules and delayed events.
 //! - [`sources`]: event sources (OSS via MNS, S3, GitHub, registries, a watched directory).
 //! - [`shard`]: shard drivers; [`dispatch`]: delivery semantics; [`sinks`]: destinations.
-//! - [`republish`]: replies and forwards to a broker, published under ingress's rules.
+//! - [`republish`]: replies and forwards to a broker, published with a bounded wait for room.
 //! - [`tls`]: TLS for the HTTP listeners, reloaded when the files change.
 //! - [`body`]: size-limited body reading; [`http_server`]: the shared accept loop;
 //!   [`metrics`]: Prometheus metrics; [`open_files`]: the open-file limit and connection caps.

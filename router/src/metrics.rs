@@ -205,7 +205,7 @@ pub struct Metrics {
     pub dropped: Family<DropLabels, Counter>,
     /// Replies fed back into the broker, per trigger.
     pub replies: Family<TriggerLabels, Counter>,
-    /// Replies the broker refused (queues full, or a backlogged trigger), per trigger: the
+    /// Replies the broker refused (its queues, or a matched trigger's, full), per trigger: the
     /// events they answer were dead-lettered or dropped.
     pub replies_refused: Family<TriggerLabels, Counter>,
     /// Events waiting in a queue.
@@ -312,7 +312,7 @@ impl Metrics {
         );
         registry.register(
             "delivery_replies_refused",
-            "Replies the broker refused (full queues, or a backlogged trigger such as the replying one in a reply loop); the events they answer were dead-lettered or dropped",
+            "Replies the broker refused (full queues, such as the replying trigger's own in a reply loop); the events they answer were dead-lettered or dropped",
             replies_refused.clone(),
         );
         registry.register_with_unit(

@@ -1,17 +1,21 @@
 //! Publishing the events the router makes while it delivers: replies, and events a trigger
 //! forwards to a broker (a `Broker` subscriber or dead-letter sink).
 //!
-//! They meet the rules a producer meets at ingress: the broker's queues must have room, and
-//! no event may match a backlogged trigger ([`crate::dispatch::Backlog`]). Unlike a producer,
-//! the delivery that makes them holds one of its trigger's delivery slots while it waits, and
-//! a full queue may be waiting on that very slot. A subscriber that replies with events its
-//! own trigger matches again (a reply loop, or a reply of several events) fills the trigger's
-//! queue; the shard driver then waits for room in it, and the replies wait for room in the
-//! shard. Waiting without a bound would stall every trigger of the shard for good, so
-//! [`Republisher::publish`]:
-//! - waits for room at most `patience` (the trigger's `timeout`, 30 s by default);
-//! - does not wait at all when the trigger refusing the events is the one publishing them:
-//!   only its own deliveries can make room in its queue.
+//! The delivery that makes them holds one of its trigger's delivery slots while they wait for
+//! room, and the room may be waiting on that very slot. A subscriber that replies with events
+//! its own trigger matches again (a reply loop, growing if a reply carries several events)
+//! fills the trigger's queue; the shard driver then waits for room in it, and replies that
+//! wait for room in the shard wait on that driver. Waiting without a bound stalled every
+//! trigger of the shard for good. So [`Republisher::publish`]:
+//! - does not hand the shard an event for a trigger whose queue is full (the shard driver
+//!   would wait on it), nor anything while the shard queues are full, and tries again;
+//! - waits so at most `patience` (the trigger's `timeout`, 30 s by default);
+//! - does not wait at all when the full queue is the publishing trigger's own: only its own
+//!   deliveries can make room there.
+//!
+//! It waits on *full* queues, not on backlogged ones as ingress does: a backlog lasts until
+//! its queue is half empty, and two triggers replying to each other (A answers with B's
+//! events, B with A's) would each hold the other's backlog, with room in both queues.
 //!
 //! A refused publication fails the delivery, as in Knative when a reply destination refuses
 //! a reply: the caller dead-letters the event that was answered (replies) or treats the
@@ -37,7 +41,7 @@ const FIRST_PAUSE: Duration = Duration::from_millis(1);
 /// The longest pause between two tries.
 const MAX_PAUSE: Duration = Duration::from_millis(200);
 
-/// Publishes the router's own events under ingress's rules, waiting a bounded time.
+/// Publishes the router's own events, waiting a bounded time for room.
 #[derive(Clone)]
 pub struct Republisher {
     snapshot: Arc<ArcSwap<Snapshot>>,
@@ -47,18 +51,18 @@ pub struct Republisher {
 /// Why the router's own events were not taken. Nothing of them was queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
-    /// An event matches the publishing trigger itself, which is falling behind: a reply loop.
+    /// An event matches the publishing trigger itself, whose queue is full: a reply loop.
     /// Only the trigger's own deliveries could make room, so waiting cannot help.
     #[error(
-        "the events match trigger {trigger}, which published them and is falling behind (a reply loop?): only its own deliveries can make room, so they are refused at once"
+        "the events match trigger {trigger}, which published them and whose queue is full (a reply loop?): only its own deliveries can make room, so they are refused at once"
     )]
-    OwnBacklog {
+    OwnQueueFull {
         /// The trigger, `namespace/name`.
         trigger: String,
     },
-    /// An event matches a trigger that was still falling behind when patience ran out.
-    #[error("the events match trigger {trigger}, which was still falling behind after {waited:?}")]
-    Backlogged {
+    /// An event matches a trigger whose queue was still full when patience ran out.
+    #[error("the events match trigger {trigger}, whose queue was still full after {waited:?}")]
+    TriggerFull {
         /// The trigger, `namespace/name`.
         trigger: String,
         /// How long the publication waited.
@@ -113,11 +117,11 @@ impl Republisher {
         let started = Instant::now();
         let mut pause = FIRST_PAUSE;
         loop {
-            let refused = match self.backlogged(broker, events, publisher) {
+            let refused = match self.full_trigger(broker, events, publisher) {
                 Some(trigger) if publisher == Some(trigger.as_str()) => {
-                    return Err(Refused::OwnBacklog { trigger });
+                    return Err(Refused::OwnQueueFull { trigger });
                 }
-                Some(trigger) => Refused::Backlogged {
+                Some(trigger) => Refused::TriggerFull {
                     trigger,
                     waited: started.elapsed(),
                 },
@@ -142,9 +146,9 @@ impl Republisher {
         }
     }
 
-    /// The backlogged trigger of `broker` that one of `events` matches, preferring
-    /// `publisher`; `None` when none is (or the store keeps no backlogs).
-    fn backlogged(
+    /// The trigger of `broker` whose queue is full for one of `events`, preferring
+    /// `publisher`; `None` when there is none (or the store keeps no queues per trigger).
+    fn full_trigger(
         &self,
         broker: &BrokerKey,
         events: &[EventRef],
@@ -152,11 +156,8 @@ impl Republisher {
     ) -> Option<String> {
         let snapshot = self.snapshot.load();
         let route = snapshot.brokers.get(broker)?;
-        let refused = route.backlogged_among(events.iter().map(EventRef::view), publisher);
-        refused
-            .iter()
-            .find(|b| Some(b.trigger) == publisher)
-            .or(refused.first())
-            .map(|b| b.trigger.to_owned())
+        route
+            .full_for(events.iter().map(EventRef::view), publisher)
+            .map(str::to_owned)
     }
 }

@@ -124,15 +124,37 @@ impl BrokerRoute {
     /// The events of `batch` that match a backlogged trigger. One atomic load while no
     /// trigger is backlogged; otherwise the batch is matched here as well as in its shard.
     pub fn backlogged(&self, batch: &EventBatch) -> Vec<Backlogged<'_>> {
-        self.backlogged_among(batch.iter(), None)
+        self.refusing(batch.iter(), None, |trigger, _| {
+            trigger.backlog.is_backlogged()
+        })
     }
 
-    /// Like [`BrokerRoute::backlogged`], for any events; where an event matches several
-    /// backlogged triggers and `prefer` (`namespace/name`) is one of them, it is the one named.
-    pub fn backlogged_among<'e>(
+    /// The first trigger whose queue is full for one of `events`, preferring `prefer`
+    /// (`namespace/name`) where an event matches several: what [`crate::republish`] waits
+    /// on. As cheap as [`BrokerRoute::backlogged`] while no trigger is backlogged (a full
+    /// queue is backlogged).
+    pub fn full_for<'e>(
         &self,
         events: impl IntoIterator<Item = EventView<'e>>,
         prefer: Option<&str>,
+    ) -> Option<&str> {
+        let full = self.refusing(events, prefer, |trigger, event| {
+            trigger.backlog.is_full_for(event.wire_size())
+        });
+        full.iter()
+            .find(|b| Some(b.trigger) == prefer)
+            .or(full.first())
+            .map(|b| b.trigger)
+    }
+
+    /// The events among `events` that match a trigger `refuses`, each with the first such
+    /// trigger, or `prefer` (`namespace/name`) where it is one of them. Matches only while
+    /// some trigger is backlogged: `refuses` must never hold for a trigger that is not.
+    fn refusing<'e>(
+        &self,
+        events: impl IntoIterator<Item = EventView<'e>>,
+        prefer: Option<&str>,
+        refuses: impl Fn(&TriggerHandle, &EventView<'_>) -> bool,
     ) -> Vec<Backlogged<'_>> {
         let mut refused = Vec::new();
         match &self.backlogged {
@@ -149,7 +171,7 @@ impl BrokerRoute {
                 .iter()
                 .filter_map(|&id| self.triggers.get(id as usize))
             {
-                if !trigger.backlog.is_backlogged() {
+                if !refuses(trigger, &event) {
                     continue;
                 }
                 let key = trigger.plan.key.as_str();

@@ -338,13 +338,14 @@ async fn a_batch_too_big_for_any_shard_is_never_throttled() {
     sub.wait_for(4, PATIENCE).await;
 }
 
-/// A trigger that forwards to another broker meets that broker's backpressure as a producer
-/// does. While the trigger there is backlogged, a forward waits at most the forwarding
-/// trigger's `timeout`, then counts as an attempt answered 429, and the event goes to the
+/// A trigger that forwards to another broker meets that broker's backpressure. While the
+/// queue of the trigger there is full, a forward waits at most the forwarding trigger's
+/// `timeout` (it used to wait for good, in the shard queue, where the shard driver then waited
+/// on the full queue), then counts as an attempt answered 429, and the event goes to the
 /// dead-letter sink with the broker as `knativeerrordest`. Nothing is lost: every event
 /// reaches the stalled subscriber or the dead-letter sink.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forward_into_a_backlogged_trigger_is_refused_and_dead_lettered() {
+async fn a_forward_into_a_full_trigger_queue_is_refused_and_dead_lettered() {
     let sub = Subscriber::start().await;
     sub.handle(|req| {
         if req.path == "/stalled" {
@@ -377,7 +378,7 @@ async fn a_forward_into_a_backlogged_trigger_is_refused_and_dead_lettered() {
     assert_eq!(code.as_deref(), Some("429"));
     let reason = reason.unwrap();
     assert!(
-        reason.contains("match trigger default/stalled, which was still falling behind after"),
+        reason.contains("match trigger default/stalled, whose queue was still full after"),
         "{reason}"
     );
 

@@ -22,9 +22,9 @@
 //! - **Ordered** triggers deliver one event at a time per partition key (the `partitionkey`
 //!   extension, else `source`), in arrival order, retries included; different keys proceed in
 //!   parallel, up to `maxInFlight` keys.
-//! - **Replies** re-enter the broker through [`crate::republish`], under ingress's rules and
-//!   with a bounded wait (a reply loop would otherwise stall its shard); a reply the broker
-//!   refuses dead-letters the event it answers.
+//! - **Replies** re-enter the broker through [`crate::republish`], which waits a bounded time
+//!   for room (a reply loop would otherwise stall its shard); a reply the broker refuses
+//!   dead-letters the event it answers.
 //!
 //! The decisions themselves (what to retry, how long to wait) come from
 //! `triggerfish_core::delivery`; this module only drives them.
@@ -106,7 +106,8 @@ pub struct Backlog {
     trigger: String,
 }
 
-/// How often a recurring warning (a backlogged trigger, refused replies) is logged at most.
+/// How often a recurring warning (a backlogged trigger, refused replies, a TTL used up) is
+/// logged at most.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
 impl Backlog {
@@ -134,6 +135,13 @@ impl Backlog {
     /// Whether ingress should refuse the events this trigger matches.
     pub fn is_backlogged(&self) -> bool {
         self.backlogged.load(Ordering::Relaxed)
+    }
+
+    /// Whether the queue has no place, or too few bytes free, for an event of `bytes` now. A
+    /// full queue is backlogged too (it was marked when it filled).
+    pub fn is_full_for(&self, bytes: usize) -> bool {
+        self.places.available_permits() == 0
+            || self.budget.available_permits() < bytes.clamp(1, self.bytes)
     }
 
     /// Less than a quarter of the places or of the bytes is free.
@@ -436,10 +444,12 @@ pub struct TriggerContext {
     pub format: DeliveryFormat,
     /// The broker replies go back to.
     pub broker: BrokerKey,
-    /// Publishes replies, under ingress's rules and with a bounded wait.
+    /// Publishes replies, with a bounded wait for room.
     pub republisher: Republisher,
     /// One warning a minute at most about refused replies.
     refusals_logged: LogLimit,
+    /// One warning a minute at most about events dropped at `knativebrokerttl` 0.
+    ttl_logged: LogLimit,
     /// Limits for decoding replies.
     pub reply_limits: DecodeLimits,
     /// Tracks delivery tasks, so shutdown can wait for them.
@@ -541,6 +551,7 @@ pub fn start(
         broker: Arc::from(plan.broker.as_str()),
         republisher,
         refusals_logged: LogLimit::new(WARN_EVERY),
+        ttl_logged: LogLimit::new(WARN_EVERY),
         reply_limits,
         tracker: tracker.clone(),
         in_flight,
@@ -668,7 +679,10 @@ async fn deliver(ctx: &TriggerContext, mut job: Job) {
         }
         Some(Decision::Retry { .. }) | None => {
             ctx.counters.ttl_exhausted.inc();
-            tracing::warn!(trigger = %ctx.label.trigger, id = view.id(), "event dropped: knativebrokerttl exhausted");
+            if ctx.ttl_logged.allow() {
+                tracing::warn!(trigger = %ctx.label.trigger, id = view.id(),
+                    "event dropped: knativebrokerttl exhausted; logged once a minute at most, triggerfish_delivery_dropped_total{{reason=\"ttl_exhausted\"}} counts every time");
+            }
         }
     }
     job.completion.finish();
@@ -800,7 +814,10 @@ impl TriggerContext {
         let ttl = ttl.saturating_sub(1);
         if ttl == 0 {
             self.counters.ttl_exhausted.inc_by(batch.len() as u64);
-            tracing::warn!(trigger = %self.label.trigger, "reply dropped: knativebrokerttl exhausted (reply loop?)");
+            if self.ttl_logged.allow() {
+                tracing::warn!(trigger = %self.label.trigger,
+                    "reply dropped: knativebrokerttl exhausted (reply loop?); logged once a minute at most, triggerfish_delivery_dropped_total{{reason=\"ttl_exhausted\"}} counts every time");
+            }
             return Ok(());
         }
         let events: Vec<EventRef> = Arc::new(batch).into_refs().collect();

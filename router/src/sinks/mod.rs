@@ -54,7 +54,7 @@ pub enum Sink {
     Broker {
         /// The broker.
         key: BrokerKey,
-        /// Publishes under ingress's rules, waiting for room up to the attempt's timeout.
+        /// Publishes, waiting for room up to the attempt's timeout ([`crate::republish`]).
         publisher: Republisher,
     },
 }
