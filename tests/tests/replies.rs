@@ -255,6 +255,25 @@ async fn a_batched_reply_reenters_as_separate_events() {
 /// Queues small enough that a reply loop fills them in a few hops.
 const SMALL_QUEUES: &str = "shards: 1\nqueues: {shard: {events: 20, bytes: 1MiB}, trigger: {events: 50, bytes: 1MiB}}\nlimits: {maxBatchEvents: 10, maxRequestBytes: 64KiB, maxEventBytes: 16KiB}";
 
+/// Broker `default` with [`SMALL_QUEUES`] and a dead-letter sink at `sub`'s `/dls`, and for
+/// each `(type, spec)` a trigger of that name taking that event type to `sub`'s `/{type}`,
+/// with the extra `spec` fields if any.
+fn small_broker(sub: &Subscriber, triggers: &[(&str, Option<&str>)]) -> Config {
+    let dls = format!("deadLetterSink:\n  uri: {}", sub.url("/dls"));
+    let mut config = Config::new()
+        .server(SMALL_QUEUES)
+        .broker("default", Some(&dls));
+    for &(kind, spec) in triggers {
+        let mut trigger = Trigger::new(kind, &sub.url(&format!("/{kind}")))
+            .filter(&format!("filter:\n  attributes:\n    type: {kind}"));
+        if let Some(spec) = spec {
+            trigger = trigger.spec(spec);
+        }
+        config = config.trigger(trigger);
+    }
+    config
+}
+
 /// Publishes `events` in one request to broker `default/default`, again while the answer is
 /// 429 or 503 (the queues are small and busy); panics unless they are accepted within
 /// [`PATIENCE`].
@@ -294,21 +313,7 @@ async fn a_growing_reply_loop_is_dead_lettered_and_stalls_no_other_trigger() {
         ),
         _ => Reply::ok(),
     });
-    let config = Config::new()
-        .server(SMALL_QUEUES)
-        .broker(
-            "default",
-            Some(&format!("deadLetterSink:\n  uri: {}", sub.url("/dls"))),
-        )
-        .trigger(
-            Trigger::new("fan", &sub.url("/fan"))
-                .filter("filter:\n  attributes:\n    type: fan")
-                .spec("maxInFlight: 4"),
-        )
-        .trigger(
-            Trigger::new("other", &sub.url("/other"))
-                .filter("filter:\n  attributes:\n    type: other"),
-        );
+    let config = small_broker(&sub, &[("fan", Some("maxInFlight: 4")), ("other", None)]);
     let router = Router::start(&config.render()).await;
     router.publish(&Event::new("fan", "fan")).await;
     router
@@ -368,22 +373,8 @@ async fn two_triggers_replying_to_each_other_keep_flowing_under_load() {
         };
         Reply::event_binary(&Event::new(format!("{}.{answer}", req.id()), answer))
     });
-    let config = Config::new()
-        .server(SMALL_QUEUES)
-        .broker(
-            "default",
-            Some(&format!("deadLetterSink:\n  uri: {}", sub.url("/dls"))),
-        )
-        .trigger(
-            Trigger::new("ping", &sub.url("/ping"))
-                .filter("filter:\n  attributes:\n    type: ping")
-                .spec("maxInFlight: 8"),
-        )
-        .trigger(
-            Trigger::new("pong", &sub.url("/pong"))
-                .filter("filter:\n  attributes:\n    type: pong")
-                .spec("maxInFlight: 8"),
-        );
+    let in_flight = Some("maxInFlight: 8");
+    let config = small_broker(&sub, &[("ping", in_flight), ("pong", in_flight)]);
     let router = Router::start(&config.render()).await;
     // 120 chains of 20 deliveries each: the producer's TTL of 20 ends each one.
     let events: Vec<Event> = (0..120)
