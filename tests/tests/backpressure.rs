@@ -343,9 +343,10 @@ async fn a_batch_too_big_for_any_shard_is_never_throttled() {
 /// `timeout` (it used to wait for good, in the shard queue, where the shard driver then waited
 /// on the full queue), then counts as an attempt answered 429, and the event goes to the
 /// dead-letter sink with the broker as `knativeerrordest`. Nothing is lost: every event
-/// reaches the stalled subscriber or the dead-letter sink. One forward at a time: forwards
-/// that check the queue at the same moment all find room, and the ones beyond it wait in the
-/// shard (the queue's fullness is checked, not reserved).
+/// reaches the stalled subscriber or the dead-letter sink. Forwards are spaced out (20 a
+/// second, one at a time): the queue's fullness is checked, not reserved, so forwards that
+/// check it before the shard driver has moved the earlier ones in all find room, and wait in
+/// the shard instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_into_a_full_trigger_queue_is_refused_and_dead_lettered() {
     let sub = Subscriber::start().await;
@@ -364,7 +365,7 @@ async fn a_forward_into_a_full_trigger_queue_is_refused_and_dead_lettered() {
             Trigger::new("forward", "")
                 .subscriber("ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: downstream}")
                 .delivery(&format!("timeout: PT0.3S\ndeadLetterSink:\n  uri: {}", sub.url("/dls")))
-                .spec("maxInFlight: 1"),
+                .spec("maxInFlight: 1\nrateLimit: {eventsPerSecond: 20, burst: 1}"),
         )
         .trigger(
             Trigger::new("stalled", &sub.url("/stalled"))
