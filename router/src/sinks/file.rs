@@ -12,6 +12,12 @@
 //! policy) and the file is reopened for the next one: it may have been rotated or the disk
 //! freed.
 //!
+//! **No torn lines.** A write that fails part way (a full disk, a file size limit) is cut back
+//! off the file, so that the retried lines do not start in the middle of a line. A file that
+//! ends in the middle of a line when the sink opens it (a crash or `kill -9` during a write,
+//! which Linux may interrupt between pages) gets a line break first: the torn line stays one
+//! unreadable line instead of swallowing the next, whole, event.
+//!
 //! What it does not do: fsync (an event is as durable as the page cache), or rotate files.
 
 use std::io::Write as _;
@@ -124,24 +130,39 @@ impl Writer {
         let Some(file) = self.file.as_mut() else {
             return false;
         };
+        // Where the file ends, to cut a failed write back to. One `fstat` per write, not per
+        // line; the length is not tracked, since something else may truncate the file.
+        let before = file.metadata().map(|m| m.len());
         match file.write_all(buf) {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "file sink write failed");
+                let cut = before.and_then(|len| file.set_len(len));
+                tracing::warn!(path = %self.path.display(), error = %e, cut_back = cut.is_ok(), "file sink write failed; its deliveries are retried");
+                // Reopened for the next write, which also ends a torn line that is left.
                 self.file = None;
                 false
             }
         }
     }
 
+    /// Opens the file for appending, ending the torn line a crash may have left.
     fn open(&self) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::FileExt as _;
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
-            .open(&self.path)
+            .open(&self.path)?;
+        let len = file.metadata()?.len();
+        let mut last = [0u8];
+        if len > 0 && file.read_at(&mut last, len - 1)? == 1 && last[0] != b'\n' {
+            file.write_all(b"\n")?;
+            tracing::warn!(path = %self.path.display(), "the file ended in the middle of a line (a crash during a write?); that line is ended there and left as it is");
+        }
+        Ok(file)
     }
 }
 
@@ -209,6 +230,77 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
         assert_eq!(v["id"], "a b");
         assert_eq!(v["data"]["text"], "two\nlines");
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_line_is_ended_before_the_next_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        // What a crash in the middle of a write leaves.
+        std::fs::write(&path, b"{\"id\":\"e0\",\"sou").unwrap();
+        let sink = FileSink::new(path.clone());
+        let batch = event(1);
+        assert!(accepted(
+            &sink
+                .send(&batch.get(0).unwrap(), &EncodeOptions::default())
+                .await
+        ));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(
+            lines[0], "{\"id\":\"e0\",\"sou",
+            "the torn line is left as it was"
+        );
+        let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(v["id"], "e1", "the new event is a line of its own");
+    }
+
+    /// Set in the child process of [`a_write_cut_short_is_taken_back_off_the_file`]: the file
+    /// it writes.
+    const SIZE_LIMITED_CHILD: &str = "TF_FILE_SINK_SIZE_LIMITED_CHILD";
+
+    /// A write that fails part way, as on a full disk. The test runs itself again in a child
+    /// process whose file size limit is 4 KiB (`prlimit`), with `SIGXFSZ` ignored, so that a
+    /// write past the limit writes what fits and then fails with `EFBIG`.
+    #[test]
+    fn a_write_cut_short_is_taken_back_off_the_file() {
+        if let Some(path) = std::env::var_os(SIZE_LIMITED_CHILD) {
+            let mut writer = Writer {
+                path: path.into(),
+                file: None,
+            };
+            assert!(writer.write(b"first\n"));
+            let mut group = vec![b'x'; 8192];
+            group.push(b'\n');
+            assert!(!writer.write(&group), "the write passes the 4 KiB limit");
+            assert!(writer.write(b"after\n"));
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let child = std::process::Command::new("sh")
+            .args(["-c", "trap '' XFSZ; exec prlimit --fsize=4096 \"$@\"", "sh"])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sinks::file::tests::a_write_cut_short_is_taken_back_off_the_file",
+            ])
+            .env(SIZE_LIMITED_CHILD, &path)
+            .output()
+            .unwrap();
+        assert!(
+            child.status.success(),
+            "the child's assertions: {}\n{}",
+            String::from_utf8_lossy(&child.stdout),
+            String::from_utf8_lossy(&child.stderr)
+        );
+        let text = std::fs::read(&path).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&text),
+            "first\nafter\n",
+            "the part of the failed write that landed is cut back off"
+        );
     }
 
     #[tokio::test]
