@@ -10,7 +10,8 @@
 //! - does not hand the shard an event for a trigger whose queue is full (the shard driver
 //!   would wait on it), nor anything while the shard queues are full, and tries again;
 //! - waits so at most `patience` (the trigger's `timeout`, 30 s by default);
-//! - does not wait at all when the full queue is the publishing trigger's own: only its own
+//! - does not wait at all when the full queue is the publishing trigger's own (the trigger
+//!   whose reply, forward or dead letter it is, even into its own broker): only its own
 //!   deliveries can make room there.
 //!
 //! It waits on *full* queues, not on backlogged ones as ingress does: a backlog lasts until
@@ -54,7 +55,7 @@ pub enum Refused {
     /// An event matches the publishing trigger itself, whose queue is full: a reply loop.
     /// Only the trigger's own deliveries could make room, so waiting cannot help.
     #[error(
-        "the events match trigger {trigger}, which published them and whose queue is full (a reply loop?): only its own deliveries can make room, so they are refused at once"
+        "the events match trigger {trigger}, which published them and whose queue is full (a reply or forward loop?): only its own deliveries can make room, so they are refused at once"
     )]
     OwnQueueFull {
         /// The trigger, `namespace/name`.

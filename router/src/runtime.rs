@@ -254,13 +254,15 @@ impl Dispatchers {
             let sizes = self.metrics.delivery_batch_events.get_or_create(&label);
             sizes.clone()
         });
-        let sink = self.sink(
-            &plan.subscriber,
-            plan.subscriber_resource.as_ref(),
-            plan.credential.as_ref(),
-            reply_limits,
-            batch_sizes.as_ref(),
-        );
+        let sink = self
+            .sink(
+                &plan.subscriber,
+                plan.subscriber_resource.as_ref(),
+                plan.credential.as_ref(),
+                reply_limits,
+                batch_sizes.as_ref(),
+            )
+            .delivered_by(&label.trigger);
         let sink = match (sink, plan.delivery.as_ref().map(|d| d.pipelining.get())) {
             (Sink::Http(http), Some(depth)) if depth > 1 => {
                 Sink::Http(Box::new(pipelined(*http, &plan, usize::from(depth))))
@@ -286,6 +288,7 @@ impl Dispatchers {
             .map(|d| {
                 let resource = plan.dead_letter_resource.as_ref();
                 self.sink(d, resource, None, reply_limits, None)
+                    .delivered_by(&label.trigger)
             });
         dispatch::start(
             plan,
@@ -357,6 +360,7 @@ impl Dispatchers {
             Destination::Broker { namespace, name } => Sink::Broker {
                 key: Arc::from(format!("{namespace}/{name}")),
                 publisher: self.republisher.clone(),
+                trigger: None,
             },
             Destination::InProcess {
                 kind: "Scheduler", ..

@@ -156,6 +156,25 @@ impl Router {
         }
     }
 
+    /// Publishes `events` in one request to broker `default/default`, again while the answer is
+    /// 429 or 503 (small, busy queues); panics unless they are accepted within [`PATIENCE`].
+    pub async fn publish_patiently(&self, events: &[Event]) {
+        let deadline = Instant::now() + crate::PATIENCE;
+        loop {
+            let r = self
+                .client
+                .send_batch(&self.broker_url("default"), events)
+                .await;
+            match r.code() {
+                202 => return,
+                429 | 503 if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                code => panic!("publishing {} events: {code} {}", events.len(), r.text()),
+            }
+        }
+    }
+
     /// Scrapes `/metrics`.
     pub async fn metrics(&self) -> Metrics {
         let r = self.client.get(&self.admin_url("/metrics")).await;

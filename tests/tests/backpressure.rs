@@ -402,3 +402,57 @@ async fn a_forward_into_a_full_trigger_queue_is_refused_and_dead_lettered() {
     )
     .await;
 }
+
+/// Two triggers that both forward `loop` events into their own broker: each forward yields two,
+/// so their queues fill. A forward that the full queue of its own trigger would take is refused
+/// at once (only that trigger's deliveries make room there) instead of waiting out the
+/// trigger's `timeout`, and is dead-lettered; other events keep flowing meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_loop_into_its_own_broker_is_refused_at_once() {
+    let sub = Subscriber::start().await;
+    let forward = |name: &str| {
+        Trigger::new(name, "")
+            .subscriber("ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}")
+            .filter("filter:\n  attributes:\n    type: loop")
+            // Patience a refusal that waited would show: far longer than the test's deadline.
+            .delivery(&format!(
+                "timeout: PT60S\ndeadLetterSink:\n  uri: {}",
+                sub.url("/dls")
+            ))
+            .spec("maxInFlight: 2")
+    };
+    let config = Config::new()
+        .server("queues:\n  shard: {events: 64, bytes: 1MiB}\n  trigger: {events: 8, bytes: 1MiB}\nlimits: {maxBatchEvents: 32, maxRequestBytes: 1MiB}")
+        .broker("default", None)
+        .trigger(forward("fwd-a"))
+        .trigger(forward("fwd-b"))
+        .trigger(
+            Trigger::new("other", &sub.url("/other"))
+                .filter("filter:\n  attributes:\n    type: other"),
+        );
+    let router = Router::start(&config.render()).await;
+    let started = std::time::Instant::now();
+    router.publish(&Event::new("seed", "loop")).await;
+
+    let dead = sub.wait_for_path("/dls", 1, PATIENCE).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "refused before the 60 s timeout ran out: {:?}",
+        started.elapsed()
+    );
+    let (dest, code, reason) = dead[0].error_extensions();
+    assert_eq!(dest.as_deref(), Some("broker:default/default"));
+    assert_eq!(code.as_deref(), Some("429"));
+    let reason = reason.unwrap();
+    assert!(
+        reason.contains("which published them and whose queue is full"),
+        "{reason}"
+    );
+
+    // The loop keeps the shard queue busy, so ingress may answer 429 at times.
+    for i in 0..20 {
+        let event = Event::new(format!("o-{i}"), "other");
+        router.publish_patiently(&[event]).await;
+    }
+    sub.wait_for_path("/other", 20, PATIENCE).await;
+}

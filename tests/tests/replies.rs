@@ -274,26 +274,6 @@ fn small_broker(sub: &Subscriber, triggers: &[(&str, Option<&str>)]) -> Config {
     config
 }
 
-/// Publishes `events` in one request to broker `default/default`, again while the answer is
-/// 429 or 503 (the queues are small and busy); panics unless they are accepted within
-/// [`PATIENCE`].
-async fn publish_patiently(router: &Router, events: &[Event]) {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        let r = router
-            .client
-            .send_batch(&router.broker_url("default"), events)
-            .await;
-        match r.code() {
-            202 => return,
-            429 | 503 if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            code => panic!("publishing {} events: {code} {}", events.len(), r.text()),
-        }
-    }
-}
-
 /// A subscriber that answers every `fan` event with two more: a reply loop that grows. The
 /// trigger's queue fills, its shard driver waits for room in it, and the replies wait for
 /// room in the shard, which only that driver makes. Replies that match their own backlogged
@@ -326,7 +306,9 @@ async fn a_growing_reply_loop_is_dead_lettered_and_stalls_no_other_trigger() {
         .await;
 
     for i in 0..50 {
-        publish_patiently(&router, &[Event::new(format!("other-{i}"), "other")]).await;
+        router
+            .publish_patiently(&[Event::new(format!("other-{i}"), "other")])
+            .await;
     }
     let others = sub.wait_for_path("/other", 50, PATIENCE).await;
     assert_eq!(others.len(), 50);
@@ -381,7 +363,7 @@ async fn two_triggers_replying_to_each_other_keep_flowing_under_load() {
         .map(|i| Event::new(format!("c{i}"), "ping").attr("knativebrokerttl", 20))
         .collect();
     for chunk in events.chunks(10) {
-        publish_patiently(&router, chunk).await;
+        router.publish_patiently(chunk).await;
     }
     let m = router
         .wait_metric(

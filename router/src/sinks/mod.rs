@@ -56,6 +56,9 @@ pub enum Sink {
         key: BrokerKey,
         /// Publishes, waiting for room up to the attempt's timeout ([`crate::republish`]).
         publisher: Republisher,
+        /// The trigger (`namespace/name`) whose deliveries publish here, if any: events it
+        /// matches itself are refused at once while its queue is full.
+        trigger: Option<Arc<str>>,
     },
 }
 
@@ -79,6 +82,20 @@ impl BatchSink {
 }
 
 impl Sink {
+    /// The sink, as one that `trigger` (`namespace/name`) delivers to. Only a broker sink
+    /// keeps it: a forward or dead letter that the trigger matches again cannot wait for room
+    /// in its full queue, since only the trigger's own deliveries make room there.
+    pub fn delivered_by(self, trigger: &str) -> Sink {
+        match self {
+            Sink::Broker { key, publisher, .. } => Sink::Broker {
+                key,
+                publisher,
+                trigger: Some(Arc::from(trigger)),
+            },
+            sink => sink,
+        }
+    }
+
     /// The sink as one that takes whole batches, and how it gathers them: QUIC subscribers,
     /// and HTTP subscribers with `spec.batch`. `None` for the others.
     pub fn batched(&self) -> Option<(BatchSink, batch::BatchSpec)> {
@@ -127,21 +144,27 @@ impl Sink {
             Sink::WorkerPool(w) => w.send(view).await,
             Sink::Kafka(k) => k.send(view, opts, req.timeout).await,
             Sink::RocketMq(r) => Box::pin(r.send(view, opts, req.timeout)).await,
-            Sink::Broker { key, publisher } => {
+            Sink::Broker {
+                key,
+                publisher,
+                trigger,
+            } => {
                 let Some(ttl) = req.ttl.checked_sub(1).filter(|t| *t > 0) else {
                     return Attempt::TtlExhausted;
                 };
+                let trigger = trigger.as_deref();
                 let published = if opts.add.is_empty() {
                     // The event as it is: the TTL travels beside it, not in it.
                     let event = std::slice::from_ref(event);
-                    Box::pin(publisher.publish(key, event, ttl, req.timeout, None)).await
+                    Box::pin(publisher.publish(key, event, ttl, req.timeout, trigger)).await
                 } else {
                     // Extensions to add (a dead letter): a new event.
                     let body = triggerfish_core::event::encode_structured(view, opts);
                     match triggerfish_core::event::decode_structured(body, &req.reply_limits) {
                         Ok(batch) => {
                             let events: Vec<EventRef> = Arc::new(batch).into_refs().collect();
-                            Box::pin(publisher.publish(key, &events, ttl, req.timeout, None)).await
+                            Box::pin(publisher.publish(key, &events, ttl, req.timeout, trigger))
+                                .await
                         }
                         Err(_) => return Attempt::Internal(InternalError::Encode),
                     }
