@@ -247,6 +247,17 @@ pub struct Dispatchers {
 impl Dispatchers {
     /// Starts a dispatcher for `plan`.
     pub fn start(&self, plan: Arc<TriggerPlan>, reply_limits: DecodeLimits) -> TriggerHandle {
+        self.start_after(plan, None, reply_limits)
+    }
+
+    /// Starts a dispatcher for `plan`, replacing the dispatcher whose
+    /// [`TriggerHandle::drained`] is `after`, if any (see [`dispatch::start`]).
+    pub fn start_after(
+        &self,
+        plan: Arc<TriggerPlan>,
+        after: Option<CancellationToken>,
+        reply_limits: DecodeLimits,
+    ) -> TriggerHandle {
         let label = TriggerLabels::of(&plan);
         // Only subscribers that get batches have the metric (a series per trigger otherwise).
         let batched = plan.http_batch.is_some() || matches!(plan.subscriber, Destination::Quic(_));
@@ -292,6 +303,7 @@ impl Dispatchers {
             });
         dispatch::start(
             plan,
+            after,
             sink,
             dead_letter,
             self.republisher.clone(),
@@ -641,10 +653,16 @@ impl Router {
                         handles.push(Arc::clone(h));
                         kept += 1;
                     }
-                    _ => {
-                        handles.push(Arc::new(
-                            self.dispatchers.start(Arc::clone(t), limits.decode),
-                        ));
+                    previous => {
+                        // An ordered trigger's new dispatcher waits for the old one.
+                        let after = previous
+                            .filter(|_| t.order == triggerfish_core::config::DeliveryOrder::Ordered)
+                            .map(|h| h.drained.clone());
+                        handles.push(Arc::new(self.dispatchers.start_after(
+                            Arc::clone(t),
+                            after,
+                            limits.decode,
+                        )));
                         started += 1;
                     }
                 }

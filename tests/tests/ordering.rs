@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use triggerfish_tests::{
-    Config, Event, Options, PATIENCE, Reply, Request, Router, Subscriber, Trigger,
+    Config, Event, Options, PATIENCE, Reply, Request, Router, Subscriber, Trigger, eventually,
 };
 
 /// The partition key of a delivery, as the test set it.
@@ -175,4 +175,62 @@ async fn max_in_flight_bounds_unordered_concurrency() {
     sub.wait_for(8, PATIENCE).await;
     sub.wait_answered(8, PATIENCE).await;
     assert_eq!(sub.max_concurrent(), 2);
+}
+
+/// A reload that changes an ordered trigger's delivery starts a new dispatcher for it while the
+/// old one still holds events. The new one delivers nothing before the old one has delivered
+/// (or dead-lettered) all of them, so each key's order holds across the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_delivery_keeps_each_keys_order_across_a_reload() {
+    const PER_RELOAD: usize = 10;
+    let sub = Subscriber::start().await;
+    // Every event's first attempt fails: the old dispatcher's events are retried one after
+    // another, 0.2 s apart, while the new dispatcher's arrive.
+    let failed_once: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let failed = Arc::clone(&failed_once);
+    sub.handle(move |req| {
+        if failed.lock().insert(req.id()) {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    });
+    let config = |retry: u32| {
+        Config::new()
+            .broker("default", None)
+            .trigger(
+                Trigger::new("ordered", &sub.url("/ordered"))
+                    .ordered()
+                    .delivery(&format!(
+                        "retry: {retry}\nbackoffPolicy: linear\nbackoffDelay: PT0.2S"
+                    )),
+            )
+            .render()
+    };
+    let router = Router::start(&config(5)).await;
+    let version = router.config_status().await["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let event = |i: usize| Event::new(format!("e-{i}"), "t").attr("partitionkey", "k");
+    for i in 0..PER_RELOAD {
+        router.publish(&event(i)).await;
+    }
+    // A changed retry count: a new dispatcher for the trigger.
+    router.write_config(&config(6));
+    eventually("the new config to become active", PATIENCE, || async {
+        let status = router.config_status().await;
+        (status["version"].as_str() != Some(version.as_str())).then_some(())
+    })
+    .await;
+    for i in PER_RELOAD..2 * PER_RELOAD {
+        router.publish(&event(i)).await;
+    }
+
+    let requests = sub.wait_for(4 * PER_RELOAD, PATIENCE).await;
+    let ids: Vec<String> = requests.iter().map(|r| r.id()).collect();
+    let expected: Vec<String> = (0..2 * PER_RELOAD)
+        .flat_map(|i| [format!("e-{i}"), format!("e-{i}")])
+        .collect();
+    assert_eq!(ids, expected, "each event's attempts, in publishing order");
 }

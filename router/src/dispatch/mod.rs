@@ -38,6 +38,7 @@ use base64::Engine as _;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use triggerfish_core::config::{DeliveryFormat, DeliveryOrder};
 use triggerfish_core::delivery::{
@@ -256,6 +257,9 @@ pub struct TriggerHandle {
     limits: QueueLimits,
     /// Counts matches.
     pub matches: Counter,
+    /// Cancelled once the dispatcher has stopped (its queue closed, every event taken) and its
+    /// last delivery has finished: what an ordered successor waits for.
+    pub drained: CancellationToken,
 }
 
 /// The trigger's dispatcher stopped (only during shutdown).
@@ -463,6 +467,9 @@ pub struct TriggerContext {
     /// The queue's room, freed as deliveries start and end.
     backlog: Arc<Backlog>,
     counters: Counters,
+    /// Cancels [`TriggerHandle::drained`] when the last holder of the context (the dispatcher
+    /// and its delivery tasks) is gone.
+    _drained: DropGuard,
 }
 
 struct Counters {
@@ -516,9 +523,15 @@ impl Counters {
 }
 
 /// Starts a trigger's dispatcher and returns its handle.
+///
+/// `after` is the [`TriggerHandle::drained`] of the dispatcher this one replaces (a reload
+/// changed the trigger's delivery). An ordered trigger delivers nothing before it is
+/// cancelled, so that each key's events before the reload are delivered (or dead-lettered)
+/// before those after it; the new events wait in the queue meanwhile.
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     plan: Arc<TriggerPlan>,
+    after: Option<CancellationToken>,
     sink: Sink,
     dead_letter: Option<Sink>,
     republisher: Republisher,
@@ -540,7 +553,9 @@ pub fn start(
         metrics.backlogs.get_or_create(&label).clone(),
         plan.key.clone(),
     ));
+    let drained = CancellationToken::new();
     let ctx = Arc::new(TriggerContext {
+        _drained: drained.clone().drop_guard(),
         backlog: Arc::clone(&backlog),
         counters: Counters::new(metrics, &label),
         label: label.clone(),
@@ -566,7 +581,7 @@ pub fn start(
     let (tx, rx) = mpsc::channel(limits.events.max(1));
     let max_in_flight = plan.max_in_flight.get() as usize;
     match (plan.order, ctx.sink.batched()) {
-        (DeliveryOrder::Ordered, _) => tracker.spawn(run_ordered(rx, ctx, max_in_flight)),
+        (DeliveryOrder::Ordered, _) => tracker.spawn(run_ordered(rx, ctx, max_in_flight, after)),
         (_, Some((sink, spec))) => tracker.spawn(batched::run(rx, ctx, sink, spec)),
         _ => tracker.spawn(run_unordered(rx, ctx, max_in_flight)),
     };
@@ -576,6 +591,7 @@ pub fn start(
         tx,
         backlog,
         limits,
+        drained,
     }
 }
 
@@ -597,7 +613,18 @@ async fn run_unordered(
     }
 }
 
-async fn run_ordered(mut rx: mpsc::Receiver<Job>, ctx: Arc<TriggerContext>, max_in_flight: usize) {
+async fn run_ordered(
+    mut rx: mpsc::Receiver<Job>,
+    ctx: Arc<TriggerContext>,
+    max_in_flight: usize,
+    after: Option<CancellationToken>,
+) {
+    if let Some(after) = after.filter(|a| !a.is_cancelled()) {
+        tracing::info!(trigger = %ctx.label.trigger,
+            "ordered trigger changed: its new delivery waits until the previous one has delivered or dead-lettered the events it holds");
+        after.cancelled().await;
+        tracing::debug!(trigger = %ctx.label.trigger, "previous delivery drained; delivering");
+    }
     let hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
     // Keys with a delivery in flight, and the events of each waiting behind it.
     let mut waiting: HashMap<u64, VecDeque<Job>> = HashMap::new();
