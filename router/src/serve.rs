@@ -307,11 +307,13 @@ fn bind_quic(
     } else {
         tracing::info!(cert = %cert, fingerprint = %fingerprint, "QUIC ingress certificate");
     }
+    let secret = tls::endpoint_secret(&identity.key);
     let mut config = tls::server_config(identity)
         .map_err(|e| StartError::Other(anyhow::anyhow!("QUIC ingress TLS: {e}")))?;
     let transport = Arc::new(quic.transport_config());
     config.transport_config(Arc::clone(&transport));
-    let endpoint = crate::quic::endpoint(addr, Some(config))
+    let server = crate::quic::Server { config, secret };
+    let endpoint = crate::quic::endpoint(addr, Some(server))
         .with_context(|| format!("binding the QUIC ingress listener to {addr} (UDP)"))
         .map_err(StartError::Other)?;
     if let Some(files) = files {

@@ -63,6 +63,7 @@ pub struct Router {
     pub quic: SocketAddr,
     dir: TempDir,
     config: PathBuf,
+    options: Options,
     /// A client for ingress and admin requests.
     pub client: Client,
     exit: Option<ExitStatus>,
@@ -82,7 +83,8 @@ impl Router {
             .expect("creating a temporary directory");
         let config_path = dir.path().join("config.yaml");
         fs::write(&config_path, config).expect("writing the config");
-        let mut child = spawn(dir.path(), &config_path, &options);
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut child = spawn(dir.path(), &config_path, &options, [any; 3]);
         match wait_ready(&mut child, dir.path()).await {
             Ok([http, admin, quic]) => Router {
                 child: Some(child),
@@ -91,6 +93,7 @@ impl Router {
                 quic,
                 dir,
                 config: config_path,
+                options,
                 client: Client::new(),
                 exit: None,
             },
@@ -289,6 +292,30 @@ impl Router {
         }
     }
 
+    /// Kills the process with SIGKILL, as a crash would, and starts it again in the same
+    /// directory (its data directory too), on the same config and addresses. The first run's
+    /// logs move to `stderr.1.log` and `stdout.1.log`.
+    pub async fn crash_and_restart(&mut self) {
+        self.kill();
+        for log in ["stderr", "stdout"] {
+            let (from, to) = (format!("{log}.log"), format!("{log}.1.log"));
+            let _ = fs::rename(self.dir.path().join(from), self.dir.path().join(to));
+        }
+        let addrs = [self.http, self.admin, self.quic];
+        let mut child = spawn(self.dir.path(), &self.config, &self.options, addrs);
+        match wait_ready(&mut child, self.dir.path()).await {
+            Ok(_) => {
+                self.child = Some(child);
+                self.exit = None;
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the router did not start again: {e}");
+            }
+        }
+    }
+
     /// Freezes the process (SIGSTOP), as a long pause would: it holds its connections and
     /// leases but does nothing until [`Router::resume`].
     pub fn pause(&self) {
@@ -364,15 +391,16 @@ impl Drop for Router {
     }
 }
 
-fn spawn(dir: &Path, config: &Path, options: &Options) -> Child {
+/// Starts `triggerfish serve` in `dir` with its HTTP, admin and QUIC listeners on `addrs`.
+fn spawn(dir: &Path, config: &Path, options: &Options, addrs: [SocketAddr; 3]) -> Child {
+    let [http, admin, quic] = addrs.map(|a| a.to_string());
     let stdout = fs::File::create(dir.join("stdout.log")).expect("creating stdout.log");
     let stderr = fs::File::create(dir.join("stderr.log")).expect("creating stderr.log");
     Command::new(triggerfish())
         .arg("serve")
         .arg("--config")
         .arg(config)
-        .args(["--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(["--quic", "127.0.0.1:0"])
+        .args(["--http", &http, "--admin", &admin, "--quic", &quic])
         .arg("--shards")
         .arg(options.shards.to_string())
         .current_dir(dir)

@@ -812,6 +812,43 @@ async fn http_ingress_forwards_to_a_second_router_over_quic() {
     assert_eq!(dead[1].ce("knativeerrorcode").as_deref(), Some("500"));
 }
 
+/// A second router that crashes and restarts on the same address with the same certificate
+/// answers the packets of the connection the first one had with a stateless reset its client
+/// recognises (the reset key derives from the certificate's key), so the forwarding router
+/// reconnects at once rather than waiting for its attempt or idle timeout to run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_resets_the_old_connection_at_once() {
+    let sub = Subscriber::start().await;
+    let mut b = router_to(&sub, "").await;
+    let config = Config::new()
+        .server(&format!(
+            "quic:\n  client: {{caFile: {}}}",
+            b.quic_cert().display()
+        ))
+        .broker("default", None)
+        .trigger(
+            Trigger::new("forward", &b.quic_url("default"))
+                // Far beyond the test's patience: only a reset ends the stale attempt in time.
+                .delivery("retry: 5\nbackoffDelay: PT0.05S\ntimeout: PT60S"),
+        );
+    let a = Router::start(&config.render()).await;
+    a.publish(&Event::new("before", "t")).await;
+    sub.wait_for(1, PATIENCE).await;
+
+    b.crash_and_restart().await;
+    let restarted = std::time::Instant::now();
+    a.publish(&Event::new("after", "t")).await;
+    let got = sub.wait_for(2, PATIENCE).await;
+    assert_eq!(got[1].id(), "after");
+    assert!(
+        a.stderr()
+            .contains("error=connection lost before the ack: reset by peer"),
+        "the forwarding router says why its attempt failed:\n{}",
+        a.stderr()
+    );
+    println!("delivered {:?} after the restart", restarted.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_errors_name_the_field() {
     let dir = tempfile::tempdir().unwrap();

@@ -266,7 +266,14 @@ pub async fn publish(
     events: u32,
 ) -> Result<Ack, PublishError> {
     let head = encode_publish_head(target, credential, body.len())?;
-    let lost = |e: &dyn std::fmt::Display| PublishError::ConnectionLost(e.to_string());
+    // quinn's stream errors say only "connection lost"; the connection says why (closed by
+    // the server, timed out, or reset by a server that restarted).
+    let lost = |e: &dyn std::fmt::Display| {
+        PublishError::ConnectionLost(match connection.close_reason() {
+            Some(reason) => reason.to_string(),
+            None => e.to_string(),
+        })
+    };
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
     let mut chunks = [Bytes::from(head), body];
     let stopped = match send.write_all_chunks(&mut chunks).await {
@@ -310,8 +317,10 @@ mod tests {
         let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let identity = tls::server_identity(None, dir, listen).unwrap();
         let fingerprint = identity.fingerprint.clone();
-        let server =
-            crate::quic::endpoint(listen, Some(tls::server_config(identity).unwrap())).unwrap();
+        let secret = tls::endpoint_secret(&identity.key);
+        let config = tls::server_config(identity).unwrap();
+        let server = crate::quic::Server { config, secret };
+        let server = crate::quic::endpoint(listen, Some(server)).unwrap();
         let addr = server.local_addr().unwrap();
         tokio::spawn(async move {
             while let Some(incoming) = server.accept().await {

@@ -85,7 +85,7 @@ pub const SOCKET_BUFFER: usize = 8 << 20;
 /// socket buffers of up to [`SOCKET_BUFFER`]; a server when `server` is given.
 pub fn endpoint(
     addr: std::net::SocketAddr,
-    server: Option<quinn::ServerConfig>,
+    server: Option<Server>,
 ) -> std::io::Result<quinn::Endpoint> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -98,11 +98,42 @@ pub fn endpoint(
     let socket: std::net::UdpSocket = socket.into();
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
-    let mut config = quinn::EndpointConfig::default();
+    let (mut config, server) = match server {
+        Some(s) => (restartable(&s.secret), Some(s.config)),
+        // A client's connection IDs and resets only matter while it runs: random keys do.
+        None => (quinn::EndpointConfig::default(), None),
+    };
     config
         .max_udp_payload_size(LOOPBACK_UDP_PAYLOAD)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     quinn::Endpoint::new(config, server, socket, runtime)
+}
+
+/// What a server endpoint needs beyond a client's.
+pub struct Server {
+    /// TLS and transport settings.
+    pub config: quinn::ServerConfig,
+    /// The secret its connection-ID and reset keys derive from ([`tls::endpoint_secret`]).
+    pub secret: [u8; 32],
+}
+
+/// An endpoint config whose connection IDs and stateless resets (RFC 9000 §10.3) are keyed by
+/// `secret` instead of random keys. A server that crashed and restarted with the same secret
+/// then recognises the connection IDs it gave out before (quinn drops packets whose IDs it
+/// cannot validate), and answers their packets with a reset the clients accept: they
+/// reconnect at once instead of waiting out their idle timeout, with their frames in flight
+/// failing as transport errors (retried by the delivery policy).
+fn restartable(secret: &[u8; 32]) -> quinn::EndpointConfig {
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let cid_key = ring::hmac::sign(&reset_key, b"connection ids");
+    let mut cid_key_bytes = [0u8; 8];
+    cid_key_bytes.copy_from_slice(&cid_key.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key_bytes);
+    let mut config = quinn::EndpointConfig::new(std::sync::Arc::new(reset_key));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 /// Asks for [`SOCKET_BUFFER`] each way; a smaller buffer works, with more drops under bursts.

@@ -178,6 +178,17 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     format_fingerprint(&Sha256::digest(cert.as_ref()).into())
 }
 
+/// A secret of the QUIC server's endpoint that outlives the process: SHA-256 of a label and
+/// the TLS private key's DER (one-way, so it reveals nothing of the key). A server restarted
+/// with the same certificate (or a replica sharing it) derives the same keys for its
+/// connection IDs and stateless resets from it ([`super::Server`]).
+pub fn endpoint_secret(key: &PrivateKeyDer<'_>) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(b"triggerfish/1 QUIC endpoint secret\0");
+    hash.update(key.secret_der());
+    hash.finalize().into()
+}
+
 /// The rustls side of the QUIC server: TLS 1.3, every supported ALPN, no client
 /// certificates.
 pub fn server_config(identity: ServerIdentity) -> Result<quinn::ServerConfig, TlsError> {
