@@ -314,20 +314,29 @@ fn generate_development(
     }
     let certified = rcgen::generate_simple_self_signed(names)?;
     fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
-    let mut key = {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(key_path)
-            .map_err(|e| write_error(key_path, e))?
-    };
-    key.write_all(certified.signing_key.serialize_pem().as_bytes())
-        .map_err(|e| write_error(key_path, e))?;
-    fs::write(cert_path, certified.cert.pem()).map_err(|e| write_error(cert_path, e))?;
+    // Each file is written aside and renamed into place, the certificate last: a crash
+    // leaves no half-written file, and a key without its certificate is generated again.
+    let key = certified.signing_key.serialize_pem();
+    write_then_rename(key_path, key.as_bytes(), 0o600).map_err(|e| write_error(key_path, e))?;
+    write_then_rename(cert_path, certified.cert.pem().as_bytes(), 0o644)
+        .map_err(|e| write_error(cert_path, e))?;
     Ok(())
+}
+
+/// Writes `path` whole or not at all: into `{path}.tmp` (created with `mode`), then renamed.
+fn write_then_rename(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)
 }
 
 /// Trusts a pinned certificate, else whatever the system roots and the CA file vouch for,
@@ -410,6 +419,17 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = fs::read_dir(dir.path().join("quic"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary file is left: {names:?}");
+        // A restart derives the same endpoint secret; another key, another secret.
+        let secret = endpoint_secret(&first.key);
+        assert_eq!(endpoint_secret(&again.key), secret);
+        let other = tempfile::tempdir().unwrap();
+        let other = server_identity(None, other.path(), listen).unwrap();
+        assert_ne!(endpoint_secret(&other.key), secret);
         assert!(server_config(again).is_ok());
     }
 
