@@ -54,6 +54,18 @@ async fn router_to(sub: &Subscriber, server: &str) -> Router {
     Router::start(&config.render()).await
 }
 
+/// A router with `forward`, a trigger of broker `default` that delivers to `b` over QUIC,
+/// trusting `b`'s development certificate.
+fn forwarding_to(b: &Router, forward: Trigger) -> Config {
+    Config::new()
+        .server(&format!(
+            "quic:\n  client: {{caFile: {}}}",
+            b.quic_cert().display()
+        ))
+        .broker("default", None)
+        .trigger(forward)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_ingress_delivers_to_an_http_subscriber() {
     let sub = Subscriber::start().await;
@@ -736,20 +748,15 @@ async fn http_ingress_forwards_to_a_second_router_over_quic() {
     let b = router_to(&sub, "limits: {maxEventBytes: 1KiB}").await;
     // A: HTTP ingress, a trigger forwarding to B over QUIC, dead letters to an HTTP sink.
     let dls = Subscriber::start().await;
-    let config = Config::new()
-        .server(&format!(
-            "quic:\n  client: {{caFile: {}}}",
-            b.quic_cert().display()
-        ))
-        .broker("default", None)
-        .trigger(
-            Trigger::new("forward", &b.quic_url("default"))
-                .spec("batch: {maxEvents: 20, linger: PT0.01S}")
-                .delivery(&format!(
-                    "retry: 2\nbackoffDelay: PT0.01S\ntimeout: PT1S\ndeadLetterSink:\n  uri: {}",
-                    dls.url("/dead")
-                )),
-        );
+    let config = forwarding_to(
+        &b,
+        Trigger::new("forward", &b.quic_url("default"))
+            .spec("batch: {maxEvents: 20, linger: PT0.01S}")
+            .delivery(&format!(
+                "retry: 2\nbackoffDelay: PT0.01S\ntimeout: PT1S\ndeadLetterSink:\n  uri: {}",
+                dls.url("/dead")
+            )),
+    );
     let a = Router::start(&config.render()).await;
     let events: Vec<Event> = (0..50)
         .map(|i| Event::new(format!("fw-{i}"), "t").attr("seq", i))
@@ -820,17 +827,12 @@ async fn http_ingress_forwards_to_a_second_router_over_quic() {
 async fn a_restarted_peer_resets_the_old_connection_at_once() {
     let sub = Subscriber::start().await;
     let mut b = router_to(&sub, "").await;
-    let config = Config::new()
-        .server(&format!(
-            "quic:\n  client: {{caFile: {}}}",
-            b.quic_cert().display()
-        ))
-        .broker("default", None)
-        .trigger(
-            Trigger::new("forward", &b.quic_url("default"))
-                // Far beyond the test's patience: only a reset ends the stale attempt in time.
-                .delivery("retry: 5\nbackoffDelay: PT0.05S\ntimeout: PT60S"),
-        );
+    let config = forwarding_to(
+        &b,
+        Trigger::new("forward", &b.quic_url("default"))
+            // Far beyond the test's patience: only a reset ends the stale attempt in time.
+            .delivery("retry: 5\nbackoffDelay: PT0.05S\ntimeout: PT60S"),
+    );
     let a = Router::start(&config.render()).await;
     a.publish(&Event::new("before", "t")).await;
     sub.wait_for(1, PATIENCE).await;
