@@ -274,6 +274,23 @@ async fn worker(shared: Arc<Shared>) {
     }
 }
 
+/// `e` and its causes, `: `-separated: hyper's client error alone says only "client error
+/// (Connect)", its causes say "Connection refused (os error 111)".
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some layers repeat their cause's text in their own.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 async fn request(
     transport: &Transport,
     authorization: Option<&HeaderValue>,
@@ -338,7 +355,7 @@ async fn request(
                     return Outcome::Failed {
                         maybe: !e.is_connect(),
                         fatal: e.is_connect(),
-                        error: format!("{e}"),
+                        error: with_causes(&e),
                     };
                 }
             };
@@ -766,7 +783,8 @@ impl Summary {
                 let note = if maybe {
                     format!("not acknowledged ({error}); the server may have queued it")
                 } else {
-                    format!("not sent ({error})")
+                    // Counted as not acknowledged, with the reason it certainly was not queued.
+                    format!("not acknowledged: never reached the server ({error})")
                 };
                 for e in events {
                     self.note(e, &note);
