@@ -170,9 +170,10 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(plan) => {
                 let triggers: usize = plan.brokers.iter().map(|b| b.triggers.len()).sum();
                 println!(
-                    "{}: valid ({} brokers, {triggers} triggers, version {})",
+                    "{}: valid ({}, {}, version {})",
                     config.display(),
-                    plan.brokers.len(),
+                    count(plan.brokers.len() as u64, "broker"),
+                    count(triggers as u64, "trigger"),
                     plan.config.version()
                 );
                 ExitCode::SUCCESS
@@ -220,6 +221,15 @@ pub fn run(cli: Cli) -> ExitCode {
 /// `--quic ADDR|off`.
 #[derive(Clone, Copy, Debug)]
 pub struct QuicListenArg(pub Option<SocketAddr>);
+
+/// `n` and a regular English noun, singular for one: `1 event`, `3 requests`.
+pub(crate) fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
 
 fn parse_quic_listen(s: &str) -> Result<QuicListenArg, String> {
     if s == "off" {

@@ -839,14 +839,10 @@ impl Summary {
         } else {
             0.0
         };
-        let plural =
-            |n: u64, one: &'static str, many: &'static str| if n == 1 { one } else { many };
         eprintln!(
-            "sent {} {} in {} {} to {} in {:.2} s: accepted {}, rejected {}, throttled {}, not acknowledged {}, not sent {} ({rate:.0} accepted/s)",
-            self.sent,
-            plural(self.sent, "event", "events"),
-            self.requests,
-            plural(self.requests, "request", "requests"),
+            "sent {} in {} to {} in {:.2} s: accepted {}, rejected {}, throttled {}, not acknowledged {}, not sent {} ({rate:.0} accepted/s)",
+            crate::cli::count(self.sent, "event"),
+            crate::cli::count(self.requests, "request"),
             self.to,
             self.seconds,
             self.accepted,

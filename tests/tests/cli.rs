@@ -76,7 +76,7 @@ fn validate_accepts_a_valid_config() {
     assert_eq!(
         text(&out.stdout).trim(),
         format!(
-            "{}: valid (1 brokers, 2 triggers, version {version})",
+            "{}: valid (1 broker, 2 triggers, version {version})",
             path.display()
         )
     );
