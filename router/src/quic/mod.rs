@@ -124,11 +124,16 @@ pub struct Server {
 /// reconnect at once instead of waiting out their idle timeout, with their frames in flight
 /// failing as transport errors (retried by the delivery policy).
 fn restartable(secret: &[u8; 32]) -> quinn::EndpointConfig {
-    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-    let cid_key = ring::hmac::sign(&reset_key, b"connection ids");
-    let mut cid_key_bytes = [0u8; 8];
-    cid_key_bytes.copy_from_slice(&cid_key.as_ref()[..8]);
-    let cid_key = u64::from_le_bytes(cid_key_bytes);
+    use ring::hmac;
+    // One key per use, each derived from the secret under its own label.
+    let secret = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let reset_key = hmac::Key::new(
+        hmac::HMAC_SHA256,
+        hmac::sign(&secret, b"stateless resets").as_ref(),
+    );
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&hmac::sign(&secret, b"connection ids").as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
     let mut config = quinn::EndpointConfig::new(std::sync::Arc::new(reset_key));
     config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
