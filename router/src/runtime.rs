@@ -224,6 +224,9 @@ pub struct Dispatchers {
     in_flight: Arc<AtomicUsize>,
     /// Triggers (and other dispatchers) whose queues are backlogged ([`dispatch::Backlog`]).
     backlogged: Arc<AtomicUsize>,
+    /// The queues of the trigger dispatchers started, while they run: those a reload replaced
+    /// too, which drain what they hold outside the routing snapshot ([`Router::undelivered`]).
+    trigger_queues: parking_lot::Mutex<Vec<Weak<dispatch::Backlog>>>,
     limits: QueueLimits,
     client: Arc<HttpClient>,
     display: Arc<DisplaySink>,
@@ -245,14 +248,39 @@ pub struct Dispatchers {
 }
 
 impl Dispatchers {
-    /// Starts a dispatcher for `plan`.
+    /// Starts a trigger's dispatcher, replacing the dispatcher whose [`TriggerHandle::drained`]
+    /// is `after`, if any (see [`dispatch::start`]). Its queue counts in
+    /// [`Router::undelivered`] for as long as it runs.
+    pub fn start_trigger(
+        &self,
+        plan: Arc<TriggerPlan>,
+        after: Option<CancellationToken>,
+        reply_limits: DecodeLimits,
+    ) -> TriggerHandle {
+        let handle = self.start_after(plan, after, reply_limits);
+        let mut queues = self.trigger_queues.lock();
+        queues.retain(|q| q.strong_count() > 0);
+        queues.push(Arc::downgrade(&handle.backlog));
+        handle
+    }
+
+    /// Events waiting in the queues of trigger dispatchers (not in flight), replaced ones
+    /// included.
+    fn trigger_depth(&self) -> usize {
+        let queues = self.trigger_queues.lock();
+        queues
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|q| q.depth())
+            .sum()
+    }
+
+    /// Starts a dispatcher for `plan` (a source's or a schedule's).
     pub fn start(&self, plan: Arc<TriggerPlan>, reply_limits: DecodeLimits) -> TriggerHandle {
         self.start_after(plan, None, reply_limits)
     }
 
-    /// Starts a dispatcher for `plan`, replacing the dispatcher whose
-    /// [`TriggerHandle::drained`] is `after`, if any (see [`dispatch::start`]).
-    pub fn start_after(
+    fn start_after(
         &self,
         plan: Arc<TriggerPlan>,
         after: Option<CancellationToken>,
@@ -566,6 +594,7 @@ impl Router {
             tracker: tracker.clone(),
             in_flight: Arc::clone(&in_flight),
             backlogged: Arc::new(AtomicUsize::new(0)),
+            trigger_queues: parking_lot::Mutex::new(Vec::new()),
             limits: settings.trigger_limits,
             client: Arc::new(client),
             display: Arc::new(DisplaySink::new()),
@@ -658,7 +687,7 @@ impl Router {
                         let after = previous
                             .filter(|_| t.order == triggerfish_core::config::DeliveryOrder::Ordered)
                             .map(|h| h.drained.clone());
-                        handles.push(Arc::new(self.dispatchers.start_after(
+                        handles.push(Arc::new(self.dispatchers.start_trigger(
                             Arc::clone(t),
                             after,
                             limits.decode,
@@ -782,18 +811,12 @@ impl Router {
         tracing::info!(version = %current.version, "the config file holds the active config again");
     }
 
-    /// Events not yet delivered: queued in shards or triggers, or in flight.
+    /// Events not yet delivered: queued in shards or triggers (those a reload replaced
+    /// included, while they drain), or in flight.
     pub fn undelivered(&self) -> Undelivered {
-        let snapshot = self.snapshot.load();
-        let triggers = snapshot
-            .brokers
-            .values()
-            .flat_map(|b| b.triggers.iter())
-            .map(|t| t.depth())
-            .sum();
         Undelivered {
             shards: self.store.queued(),
-            triggers,
+            triggers: self.dispatchers.trigger_depth(),
             in_flight: self.in_flight.load(Ordering::Acquire),
         }
     }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use triggerfish_tests::{Config, Event, PATIENCE, Reply, Router, Subscriber, Trigger};
+use triggerfish_tests::{Config, Event, PATIENCE, Reply, Router, Subscriber, Trigger, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_accepted_events_and_refuses_new_ones() {
@@ -207,5 +207,52 @@ async fn sigterm_drains_queues_behind_busy_dispatchers() {
         router.stderr().contains("all accepted events were handled"),
         "{}",
         router.stderr()
+    );
+}
+
+/// A reload that changes a trigger's delivery starts a new dispatcher; the old one drains
+/// what it holds outside the routing snapshot. Shutdown waits for those events too, and
+/// reports them when the grace period runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_replaced_dispatcher_holds_is_waited_for_and_reported() {
+    let sub = Subscriber::start().await;
+    sub.handle(|_| Reply::ok().held());
+    let config = |timeout: &str| {
+        Config::new()
+            .server("shutdownGracePeriod: PT0.5S")
+            .broker("default", None)
+            .trigger(
+                Trigger::new("stuck", &sub.url("/stuck"))
+                    .spec("maxInFlight: 1")
+                    .delivery(&format!("timeout: {timeout}")),
+            )
+            .render()
+    };
+    let mut router = Router::start(&config("PT60S")).await;
+    let events: Vec<Event> = (0..3).map(|i| Event::new(format!("e-{i}"), "t")).collect();
+    let r = router
+        .client
+        .send_batch(&router.broker_url("default"), &events)
+        .await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+    sub.wait_for(1, PATIENCE).await;
+    // A changed delivery: a new dispatcher, while the old one holds one event in flight and
+    // two queued.
+    let version = router.config_status().await["version"].clone();
+    router.write_config(&config("PT50S"));
+    eventually("the new config to become active", PATIENCE, || async {
+        (router.config_status().await["version"] != version).then_some(())
+    })
+    .await;
+
+    router.sigterm();
+    let status = router.wait_exit(PATIENCE).await;
+    sub.release();
+    assert!(status.success(), "exit status {status}");
+    let logs = router.stderr();
+    assert!(
+        logs.contains("shutdown grace period over")
+            && logs.contains("trigger_queues=2 in_flight=1"),
+        "the replaced dispatcher's events are counted: {logs}"
     );
 }

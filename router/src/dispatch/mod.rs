@@ -112,6 +112,12 @@ pub struct Backlog {
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
 impl Backlog {
+    /// Events waiting in the queue (not counting those being delivered): in the channel, or
+    /// taken off it by the dispatcher and not started yet.
+    pub fn depth(&self) -> usize {
+        self.events.saturating_sub(self.places.available_permits())
+    }
+
     fn new(
         limits: QueueLimits,
         count: Arc<AtomicUsize>,
@@ -428,9 +434,7 @@ impl TriggerHandle {
     /// Events waiting in the queue (not counting those being delivered): in the channel, or
     /// taken off it by the dispatcher and not started yet.
     pub fn depth(&self) -> usize {
-        self.limits
-            .events
-            .saturating_sub(self.backlog.places.available_permits())
+        self.backlog.depth()
     }
 }
 
