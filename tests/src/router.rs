@@ -237,6 +237,36 @@ impl Router {
         self.dir.path()
     }
 
+    /// The active config's version (`/config`).
+    pub async fn config_version(&self) -> String {
+        let status = self.config_status().await;
+        status["version"]
+            .as_str()
+            .expect("/config has a version")
+            .to_owned()
+    }
+
+    /// Polls `/config` until its version differs from `old`; returns the new one.
+    pub async fn wait_config_change(&self, old: &str) -> String {
+        crate::eventually(
+            "the new config to become active",
+            crate::PATIENCE,
+            || async {
+                let v = self.config_version().await;
+                (v != old).then_some(v)
+            },
+        )
+        .await
+    }
+
+    /// Replaces the config with `text` ([`Router::write_config`]) and waits until it is
+    /// active; returns its version.
+    pub async fn reload(&self, text: &str) -> String {
+        let old = self.config_version().await;
+        self.write_config(text);
+        self.wait_config_change(&old).await
+    }
+
     /// Replaces the config file atomically (write a sibling, then rename over it), as editors
     /// and Kubernetes do.
     pub fn write_config(&self, text: &str) {

@@ -10,16 +10,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use triggerfish_tests::{Config, Event, PATIENCE, Router, Subscriber, Trigger, eventually};
 
-/// Polls `/config` until its version differs from `old`; returns the new one.
-async fn wait_version_change(router: &Router, old: &str) -> String {
-    eventually("the new config to become active", PATIENCE, || async {
-        let status = router.config_status().await;
-        let v = status["version"].as_str().unwrap().to_owned();
-        (v != old).then_some(v)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_traffic_loses_nothing() {
     let sub = Subscriber::start().await;
@@ -33,10 +23,7 @@ async fn reload_under_traffic_loses_nothing() {
         .trigger(Trigger::new("b", &sub.url("/b")))
         .trigger(Trigger::new("a", &sub.url("/a")));
     let router = Arc::new(Router::start(&v1.render()).await);
-    let version1 = router.config_status().await["version"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let version1 = router.config_version().await;
 
     // A producer sending one event after the other until told to stop; it records what was
     // accepted, and when.
@@ -67,7 +54,7 @@ async fn reload_under_traffic_loses_nothing() {
 
     sub.wait_for_path("/a", 20, PATIENCE).await;
     router.write_config(&v2.render());
-    let version2 = wait_version_change(&router, &version1).await;
+    let version2 = router.wait_config_change(&version1).await;
     let active_at = Instant::now();
     assert_eq!(
         version2,
@@ -213,7 +200,7 @@ async fn an_invalid_reload_is_rejected_and_the_old_config_stays() {
         .trigger(Trigger::new("a", &sub.url("/a")))
         .trigger(Trigger::new("fixed", &sub.url("/fixed")));
     router.write_config(&fixed.render());
-    let v = wait_version_change(&router, &version).await;
+    let v = router.wait_config_change(&version).await;
     assert_eq!(v, triggerfish_core::config::version_of(&fixed.render()));
     let status = router.config_status().await;
     assert!(status["lastRejected"].is_null(), "{status}");
@@ -230,16 +217,13 @@ async fn an_in_place_write_reloads_too() {
         .broker("default", None)
         .trigger(Trigger::new("a", &sub.url("/a")));
     let router = Router::start(&v1.render()).await;
-    let version = router.config_status().await["version"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let version = router.config_version().await;
     // Change a's subscriber by writing the file in place (truncate and write).
     let v2 = Config::new()
         .broker("default", None)
         .trigger(Trigger::new("a", &sub.url("/a2")));
     std::fs::write(router.config_path(), v2.render()).unwrap();
-    wait_version_change(&router, &version).await;
+    router.wait_config_change(&version).await;
     router.publish(&Event::new("moved", "t")).await;
     let got = sub.wait_for(1, PATIENCE).await;
     assert_eq!(got[0].path, "/a2");
@@ -261,10 +245,7 @@ async fn a_kubernetes_configmap_swap_reloads() {
         .render();
     let router = Router::start(&v1).await;
     let dir = router.dir().to_path_buf();
-    let version = router.config_status().await["version"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let version = router.config_version().await;
     std::fs::create_dir(dir.join("..2024_01_01_v1")).unwrap();
     std::fs::write(dir.join("..2024_01_01_v1/config.yaml"), &v1).unwrap();
     symlink("..2024_01_01_v1", dir.join("..data")).unwrap();
@@ -277,7 +258,7 @@ async fn a_kubernetes_configmap_swap_reloads() {
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     std::fs::remove_dir_all(dir.join("..2024_01_01_v1")).unwrap();
 
-    let v = wait_version_change(&router, &version).await;
+    let v = router.wait_config_change(&version).await;
     assert_eq!(v, triggerfish_core::config::version_of(&v2));
     router.publish(&Event::new("k8s", "t")).await;
     let got = sub.wait_for(1, PATIENCE).await;
@@ -292,10 +273,7 @@ async fn a_deleted_then_recreated_file_and_a_reverted_file() {
         .trigger(Trigger::new("a", &sub.url("/a")))
         .render();
     let router = Router::start(&v1).await;
-    let version = router.config_status().await["version"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let version = router.config_version().await;
 
     // Deleted: rejected (the file cannot be read), the config stays.
     std::fs::remove_file(router.config_path()).unwrap();
@@ -369,7 +347,7 @@ async fn a_reload_that_needs_a_restart_says_so() {
         .trigger(Trigger::new("a", &sub.url("/a")))
         .trigger(Trigger::new("b", &sub.url("/b")));
     router.write_config(&v2.render());
-    let version2 = wait_version_change(&router, &version1).await;
+    let version2 = router.wait_config_change(&version1).await;
     let status = router.config_status().await;
     assert_eq!(
         status["restartPending"],
@@ -390,7 +368,7 @@ async fn a_reload_that_needs_a_restart_says_so() {
         .trigger(Trigger::new("a", &sub.url("/a")))
         .trigger(Trigger::new("b", &sub.url("/b")));
     router.write_config(&v3.render());
-    wait_version_change(&router, &version2).await;
+    router.wait_config_change(&version2).await;
     assert_eq!(
         router.config_status().await["restartPending"],
         serde_json::json!([])
