@@ -129,19 +129,9 @@ async fn what_the_grace_period_cannot_drain_is_reported() {
         .broker("default", None)
         .trigger(Trigger::new("stuck", &sub.url("/stuck")).spec("maxInFlight: 1"));
     let mut router = Router::start(&config.render()).await;
-    let events: Vec<Event> = (0..3).map(|i| Event::new(format!("e-{i}"), "t")).collect();
-    let r = router
-        .client
-        .send_batch(&router.broker_url("default"), &events)
-        .await;
-    assert_eq!(r.code(), 202, "{}", r.text());
-    sub.wait_for(1, PATIENCE).await;
+    publish_three_and_hold_one(&router, &sub).await;
 
-    router.sigterm();
-    let status = router.wait_exit(PATIENCE).await;
-    sub.release();
-    assert!(status.success(), "exit status {status}");
-    let logs = router.stderr();
+    let logs = stop_and_release(&mut router, &sub).await;
     assert!(
         logs.contains("shutdown grace period over") && logs.contains("are lost"),
         "the loss is logged: {logs}"
@@ -229,6 +219,22 @@ async fn what_a_replaced_dispatcher_holds_is_waited_for_and_reported() {
             .render()
     };
     let mut router = Router::start(&config("PT60S")).await;
+    publish_three_and_hold_one(&router, &sub).await;
+    // A changed delivery: a new dispatcher, while the old one holds one event in flight and
+    // two queued.
+    router.reload(&config("PT50S")).await;
+
+    let logs = stop_and_release(&mut router, &sub).await;
+    assert!(
+        logs.contains("shutdown grace period over")
+            && logs.contains("trigger_queues=2 in_flight=1"),
+        "the replaced dispatcher's events are counted: {logs}"
+    );
+}
+
+/// Publishes three events to a trigger whose subscriber holds every request, and waits until
+/// the first is held.
+async fn publish_three_and_hold_one(router: &Router, sub: &Subscriber) {
     let events: Vec<Event> = (0..3).map(|i| Event::new(format!("e-{i}"), "t")).collect();
     let r = router
         .client
@@ -236,18 +242,14 @@ async fn what_a_replaced_dispatcher_holds_is_waited_for_and_reported() {
         .await;
     assert_eq!(r.code(), 202, "{}", r.text());
     sub.wait_for(1, PATIENCE).await;
-    // A changed delivery: a new dispatcher, while the old one holds one event in flight and
-    // two queued.
-    router.reload(&config("PT50S")).await;
+}
 
+/// Sends SIGTERM, waits for a clean exit, releases the held requests and returns the
+/// router's log.
+async fn stop_and_release(router: &mut Router, sub: &Subscriber) -> String {
     router.sigterm();
     let status = router.wait_exit(PATIENCE).await;
     sub.release();
     assert!(status.success(), "exit status {status}");
-    let logs = router.stderr();
-    assert!(
-        logs.contains("shutdown grace period over")
-            && logs.contains("trigger_queues=2 in_flight=1"),
-        "the replaced dispatcher's events are counted: {logs}"
-    );
+    router.stderr()
 }
