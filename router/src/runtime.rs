@@ -224,9 +224,9 @@ pub struct Dispatchers {
     in_flight: Arc<AtomicUsize>,
     /// Triggers (and other dispatchers) whose queues are backlogged ([`dispatch::Backlog`]).
     backlogged: Arc<AtomicUsize>,
-    /// The queues of the trigger dispatchers started, while they run: those a reload replaced
-    /// too, which drain what they hold outside the routing snapshot ([`Router::undelivered`]).
-    trigger_queues: parking_lot::Mutex<Vec<Weak<dispatch::Backlog>>>,
+    /// The queues of the dispatchers started, while they run: those a reload replaced too,
+    /// which drain what they hold outside the routing snapshot ([`Router::undelivered`]).
+    queues: parking_lot::Mutex<Vec<Weak<dispatch::Backlog>>>,
     limits: QueueLimits,
     client: Arc<HttpClient>,
     display: Arc<DisplaySink>,
@@ -248,26 +248,32 @@ pub struct Dispatchers {
 }
 
 impl Dispatchers {
-    /// Starts a trigger's dispatcher, replacing the dispatcher whose [`TriggerHandle::drained`]
-    /// is `after`, if any (see [`dispatch::start`]). Its queue counts in
-    /// [`Router::undelivered`] for as long as it runs.
-    pub fn start_trigger(
+    /// Starts a dispatcher for `plan` (a trigger's, a schedule's or a source's).
+    pub fn start(&self, plan: Arc<TriggerPlan>, reply_limits: DecodeLimits) -> TriggerHandle {
+        self.start_after(plan, None, reply_limits)
+    }
+
+    /// Starts a dispatcher for `plan`, replacing the dispatcher whose
+    /// [`TriggerHandle::drained`] is `after`, if any (see [`dispatch::start`]). Its queue
+    /// counts in [`Router::undelivered`] for as long as it runs, after a reload replaced it
+    /// too.
+    pub fn start_after(
         &self,
         plan: Arc<TriggerPlan>,
         after: Option<CancellationToken>,
         reply_limits: DecodeLimits,
     ) -> TriggerHandle {
-        let handle = self.start_after(plan, after, reply_limits);
-        let mut queues = self.trigger_queues.lock();
+        let handle = self.build(plan, after, reply_limits);
+        let mut queues = self.queues.lock();
         queues.retain(|q| q.strong_count() > 0);
         queues.push(Arc::downgrade(&handle.backlog));
         handle
     }
 
-    /// Events waiting in the queues of trigger dispatchers (not in flight), replaced ones
-    /// included.
-    fn trigger_depth(&self) -> usize {
-        let queues = self.trigger_queues.lock();
+    /// Events waiting in the queues of every running dispatcher (not in flight), replaced
+    /// ones included.
+    fn queued(&self) -> usize {
+        let queues = self.queues.lock();
         queues
             .iter()
             .filter_map(Weak::upgrade)
@@ -275,12 +281,7 @@ impl Dispatchers {
             .sum()
     }
 
-    /// Starts a dispatcher for `plan` (a source's or a schedule's).
-    pub fn start(&self, plan: Arc<TriggerPlan>, reply_limits: DecodeLimits) -> TriggerHandle {
-        self.start_after(plan, None, reply_limits)
-    }
-
-    fn start_after(
+    fn build(
         &self,
         plan: Arc<TriggerPlan>,
         after: Option<CancellationToken>,
@@ -594,7 +595,7 @@ impl Router {
             tracker: tracker.clone(),
             in_flight: Arc::clone(&in_flight),
             backlogged: Arc::new(AtomicUsize::new(0)),
-            trigger_queues: parking_lot::Mutex::new(Vec::new()),
+            queues: parking_lot::Mutex::new(Vec::new()),
             limits: settings.trigger_limits,
             client: Arc::new(client),
             display: Arc::new(DisplaySink::new()),
@@ -687,7 +688,7 @@ impl Router {
                         let after = previous
                             .filter(|_| t.order == triggerfish_core::config::DeliveryOrder::Ordered)
                             .map(|h| h.drained.clone());
-                        handles.push(Arc::new(self.dispatchers.start_trigger(
+                        handles.push(Arc::new(self.dispatchers.start_after(
                             Arc::clone(t),
                             after,
                             limits.decode,
@@ -816,7 +817,7 @@ impl Router {
     pub fn undelivered(&self) -> Undelivered {
         Undelivered {
             shards: self.store.queued(),
-            triggers: self.dispatchers.trigger_depth(),
+            triggers: self.dispatchers.queued(),
             in_flight: self.in_flight.load(Ordering::Acquire),
         }
     }
@@ -887,7 +888,8 @@ pub struct Undelivered {
     /// In shard queues.
     pub shards: usize,
     /// Matched, and waiting for their delivery to start: in a trigger queue, or taken off it
-    /// by the trigger's dispatcher (waiting for a delivery slot, or behind their partition key).
+    /// by the trigger's dispatcher (waiting for a delivery slot, or behind their partition
+    /// key). Schedules' and sources' dispatcher queues count here too.
     pub triggers: usize,
     /// Being delivered (including waits between retries).
     pub in_flight: usize,
