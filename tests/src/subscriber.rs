@@ -78,6 +78,19 @@ impl Request {
         )
     }
 
+    /// Asserts that this dead letter names `dest` and `code`, and that its reason
+    /// (`knativeerrordata`) contains `reason`.
+    pub fn assert_dead_letter(&self, dest: &str, code: &str, reason: &str) {
+        let (got_dest, got_code, got_reason) = self.error_extensions();
+        assert_eq!(got_dest.as_deref(), Some(dest), "knativeerrordest");
+        assert_eq!(got_code.as_deref(), Some(code), "knativeerrorcode");
+        let got_reason = got_reason.unwrap_or_default();
+        assert!(
+            got_reason.contains(reason),
+            "knativeerrordata {got_reason:?} lacks {reason:?}"
+        );
+    }
+
     /// The event id: `ce-id`, or `id` of a structured-mode body.
     pub fn id(&self) -> String {
         if let Some(id) = self.ce("id") {

@@ -377,13 +377,10 @@ async fn a_forward_into_a_full_trigger_queue_is_refused_and_dead_lettered() {
     router.publish_batches(&events).await;
 
     let dead = sub.wait_for_path("/dls", 1, PATIENCE).await;
-    let (dest, code, reason) = dead[0].error_extensions();
-    assert_eq!(dest.as_deref(), Some("broker:default/downstream"));
-    assert_eq!(code.as_deref(), Some("429"));
-    let reason = reason.unwrap();
-    assert!(
-        reason.contains("match trigger default/stalled, whose queue was still full after"),
-        "{reason}"
+    dead[0].assert_dead_letter(
+        "broker:default/downstream",
+        "429",
+        "match trigger default/stalled, whose queue was still full after",
     );
 
     sub.release();
@@ -440,13 +437,10 @@ async fn a_forward_loop_into_its_own_broker_is_refused_at_once() {
         "refused before the 60 s timeout ran out: {:?}",
         started.elapsed()
     );
-    let (dest, code, reason) = dead[0].error_extensions();
-    assert_eq!(dest.as_deref(), Some("broker:default/default"));
-    assert_eq!(code.as_deref(), Some("429"));
-    let reason = reason.unwrap();
-    assert!(
-        reason.contains("which published them and whose queue is full"),
-        "{reason}"
+    dead[0].assert_dead_letter(
+        "broker:default/default",
+        "429",
+        "which published them and whose queue is full",
     );
 
     // The loop keeps the shard queue busy, so ingress may answer 429 at times.

@@ -315,13 +315,10 @@ async fn a_growing_reply_loop_is_dead_lettered_and_stalls_no_other_trigger() {
 
     let dead = sub.wait_for_path("/dls", 1, PATIENCE).await;
     assert_eq!(dead[0].ce("type").as_deref(), Some("fan"));
-    let (dest, code, reason) = dead[0].error_extensions();
-    assert_eq!(dest.as_deref(), Some("broker:default/default"));
-    assert_eq!(code.as_deref(), Some("429"));
-    let reason = reason.unwrap();
-    assert!(
-        reason.contains("match trigger default/fan, which published them and whose queue is full"),
-        "{reason}"
+    dead[0].assert_dead_letter(
+        "broker:default/default",
+        "429",
+        "match trigger default/fan, which published them and whose queue is full",
     );
     let m = router.metrics().await;
     assert!(
