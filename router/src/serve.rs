@@ -227,20 +227,37 @@ pub async fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result
     }
     let left = router.undelivered();
     if left.total() > 0 {
+        // Stopping consumers commit what is finished and leave their groups now, not after
+        // their own drain wait.
+        router.event_sources.gave_up();
         if matches!(store, Store::Memory(_)) {
-            metrics
-                .dropped
-                .get_or_create(&DropLabels {
-                    broker: "*".to_owned(),
-                    reason: DropReason::Shutdown,
-                })
-                .inc_by(left.total() as u64);
-            tracing::error!(
-                shard_queues = left.shards,
-                trigger_queues = left.triggers,
-                in_flight = left.in_flight,
-                "shutdown grace period over: these events were accepted but not delivered, and are lost (memory store)"
-            );
+            // Records of Kafka and RocketMQ sources are not committed until delivered: they
+            // are read again, not lost.
+            let read_again = crate::store::awaited_shares().min(left.total());
+            let lost = left.total() - read_again;
+            if lost > 0 {
+                metrics
+                    .dropped
+                    .get_or_create(&DropLabels {
+                        broker: "*".to_owned(),
+                        reason: DropReason::Shutdown,
+                    })
+                    .inc_by(lost as u64);
+                tracing::error!(
+                    lost,
+                    shard_queues = left.shards,
+                    trigger_queues = left.triggers,
+                    in_flight = left.in_flight,
+                    read_again,
+                    "shutdown grace period over: these events were accepted but not delivered, and are lost (memory store)"
+                );
+            }
+            if read_again > 0 {
+                tracing::warn!(
+                    read_again,
+                    "shutdown grace period over: these events of Kafka or RocketMQ sources were not delivered; their offsets are not committed, so they are read again at the next start"
+                );
+            }
         } else {
             tracing::warn!(
                 trigger_queues = left.triggers,

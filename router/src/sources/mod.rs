@@ -715,6 +715,10 @@ pub struct Context {
     pub client: HttpClient,
     /// Metrics.
     pub metrics: SourceMetrics,
+    /// Cancelled when the stopping router no longer waits for deliveries (all ended, or the
+    /// shutdown grace period is over): a stopping consumer then commits what is finished and
+    /// leaves its group at once, instead of waiting for the rest.
+    pub gave_up: CancellationToken,
 }
 
 /// A running source.
@@ -745,6 +749,8 @@ pub struct SourceSet {
     stop: CancellationToken,
     /// Consumer tasks (Kafka, RocketMQ), which commit their position when they stop.
     tasks: tokio_util::task::TaskTracker,
+    /// See [`Context::gave_up`].
+    gave_up: CancellationToken,
 }
 
 impl SourceSet {
@@ -765,7 +771,14 @@ impl SourceSet {
             metrics,
             stop,
             tasks: tokio_util::task::TaskTracker::new(),
+            gave_up: CancellationToken::new(),
         }
+    }
+
+    /// Tells stopping consumers that the router no longer waits for deliveries: each
+    /// commits what is finished and leaves its group (see [`SourceSet::stopped`]).
+    pub fn gave_up(&self) {
+        self.gave_up.cancel();
     }
 
     /// Waits, up to `timeout`, for the consumer tasks to commit and stop after the router's
@@ -805,6 +818,7 @@ impl SourceSet {
             max_request_bytes: limits.max_request_bytes,
             client: self.client.clone(),
             metrics: self.metrics.clone(),
+            gave_up: self.gave_up.clone(),
         };
         // The lock only guards this map against concurrent reloads; nothing waits under it.
         let mut running = self.running.lock();

@@ -24,7 +24,8 @@
 //!   messages not yet handed on. It takes a rebalance away and back, two replicas, and a crash
 //!   in between to lose anything; single-replica sources are not affected;
 //! - at shutdown the task stops polling and keeps committing while deliveries drain, for up
-//!   to [`DRAIN_WAIT`], then shuts the consumer down.
+//!   to [`DRAIN_WAIT`] or until the router gives up on them (its shutdown grace period is
+//!   over), then shuts the consumer down.
 //!
 //! A crash at any point loses nothing: what was not committed is read again (duplicates,
 //! never loss). The poll is never cancelled halfway (it runs to its short timeout), because a
@@ -631,7 +632,10 @@ impl Task {
         let started = Instant::now();
         loop {
             self.commit().await;
-            if self.out.tracker.lock().unfinished() == 0 || started.elapsed() > DRAIN_WAIT {
+            if self.out.tracker.lock().unfinished() == 0
+                || started.elapsed() > DRAIN_WAIT
+                || self.context.gave_up.is_cancelled()
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

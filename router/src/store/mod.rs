@@ -196,6 +196,20 @@ pub trait Ack: Send + Sync {
     fn nak(&self);
 }
 
+/// Shares of events whose completion someone waits for ([`Completion::new`]: a durable store,
+/// or a log-based source tracking offsets) that are not finished yet, in this process. Those
+/// events are not lost if the process stops before delivering them: whoever waits delivers them
+/// again (see [`awaited_shares`]).
+static AWAITED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many shares of awaited events are outstanding (queued, matched, or being delivered):
+/// events that JetStream redelivers, or records that a Kafka or RocketMQ source reads again,
+/// when this process stops without finishing them. Shutdown reports them apart from the
+/// memory store's events, which are lost.
+pub fn awaited_shares() -> usize {
+    AWAITED.load(Ordering::Acquire)
+}
+
 struct Group {
     ack: Box<dyn Ack>,
     outstanding: AtomicUsize,
@@ -218,6 +232,7 @@ impl Completion {
 
     /// A completion that calls `ack` once every share is finished.
     pub fn new(ack: Box<dyn Ack>) -> Completion {
+        AWAITED.fetch_add(1, Ordering::AcqRel);
         Completion {
             group: Some(Arc::new(Group {
                 ack,
@@ -231,6 +246,7 @@ impl Completion {
     pub fn fork(&self) -> Completion {
         if let Some(g) = &self.group {
             g.outstanding.fetch_add(1, Ordering::AcqRel);
+            AWAITED.fetch_add(1, Ordering::AcqRel);
         }
         Completion {
             group: self.group.clone(),
@@ -244,6 +260,7 @@ impl Completion {
 
     fn release(&mut self, unfinished: bool) {
         let Some(g) = self.group.take() else { return };
+        AWAITED.fetch_sub(1, Ordering::AcqRel);
         if unfinished {
             g.unfinished.store(true, Ordering::Release);
         }

@@ -1,6 +1,7 @@
 //! The real `triggerfish serve` binary with a `KafkaSource`: at-least-once across a crash
-//! (SIGKILL after records were consumed but before the subscriber accepted them), and a
-//! consumer group shared by two replicas that rebalance as one stops.
+//! (SIGKILL after records were consumed but before the subscriber accepted them) and across a
+//! shutdown whose grace period ends first, and a consumer group shared by two replicas that
+//! rebalance as one stops.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -11,13 +12,26 @@ use crate::process::{Serve, log_tail, wait_for};
 use crate::tansu::{Tansu, produce};
 
 /// A config with its own data directory (`Serve::ready` puts the listeners on ports the OS picks,
-/// so no test races another for a "free" port): a KafkaSource into a Broker, a Trigger to `sink`.
+/// so no test races another for a "free" port): a KafkaSource into a Broker, a Trigger to `sink`,
+/// and a shutdown grace period of 5 s.
 fn write_config(
     dir: &Path,
     name: &str,
     tansu: &Tansu,
     topic: &str,
     sink: &str,
+) -> std::path::PathBuf {
+    write_config_with_grace(dir, name, tansu, topic, sink, "PT5S")
+}
+
+/// [`write_config`] with the shutdown grace period `grace`.
+fn write_config_with_grace(
+    dir: &Path,
+    name: &str,
+    tansu: &Tansu,
+    topic: &str,
+    sink: &str,
+    grace: &str,
 ) -> std::path::PathBuf {
     let data = dir.join(format!("{name}-data"));
     let config = format!(
@@ -26,7 +40,7 @@ apiVersion: triggerfish.dev/v1alpha1
 kind: Server
 spec:
   dataDir: {data}
-  shutdownGracePeriod: PT5S
+  shutdownGracePeriod: {grace}
 ---
 apiVersion: eventing.knative.dev/v1
 kind: Broker
@@ -148,6 +162,69 @@ async fn nothing_is_lost_when_serve_is_killed() {
         received < N + N / 2,
         "{received} deliveries: the committed first half was read again"
     );
+}
+
+/// SIGTERM while every record is still being retried, with a grace period shorter than the
+/// retries: the router does not report the records as lost (their offsets are not committed),
+/// the consumer commits and leaves its group before the process exits, and a restart
+/// delivers every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_left_at_the_grace_deadline_are_read_again_not_lost() {
+    const N: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = Tansu::start().await;
+    tansu.create_topic("grace", 1).await;
+    let sink = Sink::start().await;
+    sink.answer(503);
+    let config = write_config_with_grace(dir.path(), "grace", &tansu, "grace", &sink.uri(), "PT1S");
+    let producer = tansu.producer();
+    for i in 0..N {
+        produce(
+            &producer,
+            "grace",
+            Some(0),
+            None,
+            &[],
+            format!("r{i}").as_bytes(),
+        )
+        .await;
+    }
+    let (log_1, log_2) = (
+        dir.path().join("serve-1.log"),
+        dir.path().join("serve-2.log"),
+    );
+    let mut serve = Serve::ready(&config, &log_1, &[], &[]).0;
+    wait_for(
+        "every record to be attempted",
+        Duration::from_secs(60),
+        &[&log_1],
+        || sink.attempts() >= N,
+    )
+    .await;
+    assert!(serve.stop().success(), "serve did not stop cleanly");
+    let log = std::fs::read_to_string(&log_1).unwrap();
+    assert!(
+        !log.contains("are lost"),
+        "Kafka records are read again, not lost:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("read_again={N}")),
+        "the shutdown report should count {N} records read again:\n{log}"
+    );
+    // Before the process exited, not after its drain wait of 30 s.
+    assert!(
+        log.contains("Kafka consumer stopped") && log.contains(&format!("unfinished={N}")),
+        "the consumer should commit and leave its group at the grace deadline:\n{log}"
+    );
+    sink.answer(202);
+    let _serve = Serve::ready(&config, &log_2, &[], &[]).0;
+    wait_for(
+        "every record after the restart",
+        Duration::from_secs(60),
+        &[&log_1, &log_2],
+        || ids(&sink).len() >= N,
+    )
+    .await;
 }
 
 /// Two replicas in one consumer group share a topic's partitions; when one stops, the other
