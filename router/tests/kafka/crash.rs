@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use rdkafka::producer::FutureProducer;
+
 use crate::common::Sink;
 use crate::process::{Serve, log_tail, wait_for};
 use crate::tansu::{Tansu, produce};
@@ -73,6 +75,28 @@ spec:
     path
 }
 
+/// Produces a record `r{i}` for each `i` of `range` to `topic`, record `i` into partition
+/// `i mod partitions`.
+async fn produce_numbered(
+    producer: &FutureProducer,
+    topic: &str,
+    range: std::ops::Range<usize>,
+    partitions: usize,
+) {
+    for i in range {
+        let partition = i32::try_from(i % partitions).unwrap();
+        produce(
+            producer,
+            topic,
+            Some(partition),
+            None,
+            &[],
+            format!("r{i}").as_bytes(),
+        )
+        .await;
+    }
+}
+
 fn ids(sink: &Sink) -> BTreeSet<String> {
     sink.received()
         .iter()
@@ -92,17 +116,7 @@ async fn nothing_is_lost_when_serve_is_killed() {
     let config = write_config(dir.path(), "crash", &tansu, "crash", &sink.uri());
     let producer = tansu.producer();
     // The first half is accepted, so offsets are committed for it.
-    for i in 0..N / 2 {
-        produce(
-            &producer,
-            "crash",
-            Some((i % 2) as i32),
-            None,
-            &[],
-            format!("r{i}").as_bytes(),
-        )
-        .await;
-    }
+    produce_numbered(&producer, "crash", 0..N / 2, 2).await;
     let (log_1, log_2) = (
         dir.path().join("serve-1.log"),
         dir.path().join("serve-2.log"),
@@ -117,17 +131,7 @@ async fn nothing_is_lost_when_serve_is_killed() {
     // The second half is consumed, but the subscriber fails every attempt.
     sink.answer(503);
     let before = sink.attempts();
-    for i in N / 2..N {
-        produce(
-            &producer,
-            "crash",
-            Some((i % 2) as i32),
-            None,
-            &[],
-            format!("r{i}").as_bytes(),
-        )
-        .await;
-    }
+    produce_numbered(&producer, "crash", N / 2..N, 2).await;
     wait_for(
         "the second half to be attempted",
         Duration::from_secs(60),
@@ -178,17 +182,7 @@ async fn records_left_at_the_grace_deadline_are_read_again_not_lost() {
     sink.answer(503);
     let config = write_config_with_grace(dir.path(), "grace", &tansu, "grace", &sink.uri(), "PT1S");
     let producer = tansu.producer();
-    for i in 0..N {
-        produce(
-            &producer,
-            "grace",
-            Some(0),
-            None,
-            &[],
-            format!("r{i}").as_bytes(),
-        )
-        .await;
-    }
+    produce_numbered(&producer, "grace", 0..N, 1).await;
     let (log_1, log_2) = (
         dir.path().join("serve-1.log"),
         dir.path().join("serve-2.log"),
