@@ -97,6 +97,21 @@ async fn produce_numbered(
     }
 }
 
+/// Lets `sink` accept, starts serve again on `config` (logging to the second of `logs`), and
+/// waits until `sink` has `n` distinct events.
+async fn restart_and_receive(config: &Path, sink: &Sink, logs: [&Path; 2], n: usize) -> Serve {
+    sink.answer(202);
+    let serve = Serve::ready(config, logs[1], &[], &[]).0;
+    wait_for(
+        "every record after the restart",
+        Duration::from_secs(60),
+        &logs,
+        || ids(sink).len() >= n,
+    )
+    .await;
+    serve
+}
+
 fn ids(sink: &Sink) -> BTreeSet<String> {
     sink.received()
         .iter()
@@ -144,15 +159,7 @@ async fn nothing_is_lost_when_serve_is_killed() {
     let first_run = ids(&sink);
     assert_eq!(first_run.len(), N / 2, "only the first half was accepted");
 
-    sink.answer(202);
-    let _serve = Serve::ready(&config, &log_2, &[], &[]).0;
-    wait_for(
-        "every record after the restart",
-        Duration::from_secs(60),
-        &[&log_1, &log_2],
-        || ids(&sink).len() >= N,
-    )
-    .await;
+    let _serve = restart_and_receive(&config, &sink, [&log_1, &log_2], N).await;
     let bodies: BTreeSet<String> = sink
         .received()
         .iter()
@@ -210,15 +217,7 @@ async fn records_left_at_the_grace_deadline_are_read_again_not_lost() {
         log.contains("Kafka consumer stopped") && log.contains(&format!("unfinished={N}")),
         "the consumer should commit and leave its group at the grace deadline:\n{log}"
     );
-    sink.answer(202);
-    let _serve = Serve::ready(&config, &log_2, &[], &[]).0;
-    wait_for(
-        "every record after the restart",
-        Duration::from_secs(60),
-        &[&log_1, &log_2],
-        || ids(&sink).len() >= N,
-    )
-    .await;
+    let _serve = restart_and_receive(&config, &sink, [&log_1, &log_2], N).await;
 }
 
 /// Two replicas in one consumer group share a topic's partitions; when one stops, the other
