@@ -20,9 +20,10 @@
 //! are committed synchronously in the rebalance callback and forgotten, so records still in
 //! flight from them can never commit for the partition's next owner; on an assignment
 //! tracking starts afresh. At shutdown the task stops reading and keeps committing while
-//! deliveries drain, for up to [`DRAIN_WAIT`] or until the router gives up on them (its shutdown
-//! grace period is over), then commits once more and leaves its group. A crash at any point loses nothing: what was not
-//! committed is read again, by this replica or another (duplicates, never loss).
+//! deliveries drain, for up to [`DRAIN_WAIT`] or until the router gives up on them (its
+//! shutdown grace period is over), then commits once more and leaves its group. A crash at
+//! any point loses nothing: what was not committed is read again, by this replica or another
+//! (duplicates, never loss).
 //!
 //! **Bad records** (a record that claims to be a CloudEvent but is not a valid one, or whose
 //! event is over `maxEventBytes`) are logged with their topic, partition and offset, counted in

@@ -715,9 +715,10 @@ pub struct Context {
     pub client: HttpClient,
     /// Metrics.
     pub metrics: SourceMetrics,
-    /// Cancelled when the stopping router no longer waits for deliveries (all ended, or the
-    /// shutdown grace period is over): a stopping consumer then commits what is finished and
-    /// leaves its group at once, instead of waiting for the rest.
+    /// Cancelled when the stopping router gives up on the deliveries left (its shutdown grace
+    /// period is over): a stopping consumer then commits what is finished and leaves its group
+    /// at once, instead of waiting for the rest. When every delivery ended, it stays as it is
+    /// and the consumers' drain ends by itself.
     pub gave_up: CancellationToken,
 }
 
