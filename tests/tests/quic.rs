@@ -842,11 +842,14 @@ async fn a_restarted_peer_resets_the_old_connection_at_once() {
     a.publish(&Event::new("after", "t")).await;
     let got = sub.wait_for(2, PATIENCE).await;
     assert_eq!(got[1].id(), "after");
+    // The reset ends either the attempt itself or, when a keep-alive or a retransmission
+    // reached the restarted router first, the idle pooled connection before the attempt.
+    let logs = a.stderr();
     assert!(
-        a.stderr()
-            .contains("error=connection lost before the ack: reset by peer"),
-        "the forwarding router says why its attempt failed:\n{}",
-        a.stderr()
+        logs.contains("error=connection lost before the ack: reset by peer")
+            || logs.contains("QUIC connection was closed; opening a new one peer=127.0.0.1:")
+                && logs.contains("reason=reset by peer"),
+        "the forwarding router says the old connection was reset:\n{logs}"
     );
     println!("delivered {:?} after the restart", restarted.elapsed());
 }

@@ -232,10 +232,17 @@ impl Peer {
         // Held across the connect: concurrent callers wait for one handshake instead of
         // starting one each.
         let mut slot = self.connection.lock().await;
-        if let Some(c) = slot.as_ref()
-            && c.close_reason().is_none()
-        {
-            return Ok(c.clone());
+        if let Some(c) = slot.as_ref() {
+            match c.close_reason() {
+                None => return Ok(c.clone()),
+                // Closed between frames: by the server, an idle timeout, or a stateless reset
+                // from a server that restarted (a keep-alive or a retransmission heard it).
+                Some(reason) => tracing::info!(
+                    peer = %self.address(),
+                    %reason,
+                    "QUIC connection was closed; opening a new one"
+                ),
+            }
         }
         let c = self.client.connect(&self.host, self.port).await?;
         *slot = Some(c.clone());
