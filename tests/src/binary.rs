@@ -11,7 +11,11 @@ use std::sync::OnceLock;
 /// Without `$TRIGGERFISH_BIN`, the binary is brought up to date once per test process with
 /// `cargo build -p triggerfish-router --bin triggerfish`: `cargo test -p triggerfish-tests`
 /// does not rebuild another package's binary, and a stale one would test yesterday's router.
-/// When cargo is up to date that costs a fraction of a second.
+/// When cargo is up to date that costs a fraction of a second. After a `cargo test
+/// --workspace` build it does not: that build unifies features across the workspace and its
+/// dev-dependencies, which `cargo build -p` does not reproduce, so the router is compiled a
+/// second time. `scripts/dev test` avoids that by passing its build's binary in
+/// `$TRIGGERFISH_BIN`.
 pub fn triggerfish() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
