@@ -10,7 +10,7 @@ each answer: the ack's status and counts, or the reset code.
 
 Prints one line per check on stderr and a JSON summary on stdout:
 {"checks": N, "failed": [names], "accepted": events acked as queued, "random": {...}}.
-Exits 1 when a check failed. Used by tests/tests/quic_interop.rs.
+Exits 1 when a check failed. Used by tests/tests/e2e/quic_interop.rs.
 """
 
 import argparse
