@@ -836,6 +836,14 @@ async fn a_restarted_peer_resets_the_old_connection_at_once() {
     let a = Router::start(&config.render()).await;
     a.publish(&Event::new("before", "t")).await;
     sub.wait_for(1, PATIENCE).await;
+    // B delivers before it acks: crashed between the two, it would get "before" again.
+    a.wait_metric(
+        "triggerfish_delivery_attempts_total",
+        &[("trigger", "default/forward"), ("outcome", "success")],
+        1.0,
+        PATIENCE,
+    )
+    .await;
 
     b.crash_and_restart().await;
     let restarted = std::time::Instant::now();
