@@ -275,8 +275,9 @@ fn the_deepest_expressions_fit_in_a_small_stack() {
             let _ = Expression::compile(&format!("{src} +")).expect_err("fails");
         }
     };
+    // Half a tokio worker's stack. Unoptimized builds (the tests') take 8–16 KiB per level.
     std::thread::Builder::new()
-        .stack_size(256 * 1024)
+        .stack_size(1024 * 1024)
         .spawn(run)
         .expect("spawns")
         .join()
