@@ -12,7 +12,8 @@
 //!   and accept the rest): the successful ones are done, the ones to retry wait for the
 //!   longest of their backoffs and go again together (re-encoded only if the set changed),
 //!   and the ones to give up on are dead-lettered one by one, concurrently;
-//! - a reply to a batch re-enters the broker once, with the lowest ttl of the batch's events.
+//! - a reply to a batch re-enters the broker once, with the lowest ttl of the batch's events
+//!   and, when they share one, their trace context.
 //!
 //! What it saves over one task per event is the per-event machinery: a task, a timer, a
 //! oneshot, a channel hop and a delivery slot. Ordered triggers keep one task per event
@@ -173,7 +174,10 @@ async fn settle(
     }
     // The delivered jobs finish after their reply is in: a refused reply dead-letters them.
     let refused = match reply {
-        Some(reply) if !delivered.is_empty() => ctx.reply(reply, ttl).await.err(),
+        Some(reply) if !delivered.is_empty() => {
+            let reply = super::continue_trace(reply, delivered.iter().map(|job| &job.event));
+            ctx.reply(reply, ttl).await.err()
+        }
         _ => None,
     };
     let answered = refused.iter().flat_map(|refused| {

@@ -24,7 +24,8 @@
 //!   parallel, up to `maxInFlight` keys.
 //! - **Replies** re-enter the broker through [`crate::republish`], which waits a bounded time
 //!   for room (a reply loop would otherwise stall its shard); a reply the broker refuses
-//!   dead-letters the event it answers.
+//!   dead-letters the event it answers. A reply without a `traceparent` of its own continues
+//!   the trace of the event it answers.
 //!
 //! The decisions themselves (what to retry, how long to wait) come from
 //! `triggerfish_core::delivery`; this module only drives them.
@@ -44,6 +45,7 @@ use triggerfish_core::config::{DeliveryFormat, DeliveryOrder};
 use triggerfish_core::delivery::{
     Cause, DeadLetter, Decision, DeliveryPolicy, ErrorSource, Failure, GiveUp,
 };
+use triggerfish_core::event::trace::TraceContext;
 use triggerfish_core::event::{AttrValue, DecodeLimits, EncodeOptions, EventRef};
 
 use crate::metrics::{
@@ -676,6 +678,27 @@ fn spawn_keyed(ctx: &Arc<TriggerContext>, job: Job, key: u64, done: mpsc::Sender
     });
 }
 
+/// A reply continues the trace of the events it answers, when they share one: its events
+/// without a `traceparent` of their own take that context ([`TraceContext`]).
+fn continue_trace<'e>(
+    reply: Result<triggerfish_core::event::EventBatch, String>,
+    answered: impl IntoIterator<Item = &'e EventRef>,
+) -> Result<triggerfish_core::event::EventBatch, String> {
+    let Ok(batch) = reply else { return reply };
+    let mut answered = answered.into_iter();
+    let Some(first) = answered.next() else {
+        return Ok(batch);
+    };
+    let Some(context) = TraceContext::of_event(&first.view()) else {
+        return Ok(batch);
+    };
+    if answered.all(|e| TraceContext::of_event(&e.view()).as_ref() == Some(&context)) {
+        Ok(batch.with_trace_context(&context))
+    } else {
+        Ok(batch)
+    }
+}
+
 /// Delivers one job with retries, then dead-letters, drops or feeds back its reply.
 async fn deliver(ctx: &TriggerContext, mut job: Job) {
     ctx.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -880,6 +903,7 @@ impl TriggerContext {
         reply: Result<triggerfish_core::event::EventBatch, String>,
         ttl: u8,
     ) {
+        let reply = continue_trace(reply, [event]);
         if let Err(refused) = self.reply(reply, ttl).await {
             self.reply_refused(event, &refused, ttl).await;
         }

@@ -26,6 +26,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Serialize;
+use triggerfish_core::event::trace::TraceContext;
 use triggerfish_core::event::{
     ContentMode, DecodeError, DecodeLimits, EventBatch, decode_batched, decode_binary,
     decode_structured,
@@ -354,24 +355,28 @@ impl Ingress {
 }
 
 /// Decodes a request body in its content mode. All errors are returned, so a producer can fix
-/// every bad event of a batch at once.
+/// every bad event of a batch at once. Events without a `traceparent` extension take the
+/// request's W3C trace context, if it has one ([`TraceContext`]).
 pub fn decode(
     mode: ContentMode,
     headers: &http::HeaderMap,
     body: Bytes,
     limits: &DecodeLimits,
 ) -> Result<EventBatch, Vec<DecodeError>> {
-    match mode {
-        ContentMode::Binary => decode_binary(headers, body, limits).map_err(|e| vec![e]),
-        ContentMode::Structured => decode_structured(body, limits).map_err(|e| vec![e]),
+    let batch = match mode {
+        ContentMode::Binary => decode_binary(headers, body, limits).map_err(|e| vec![e])?,
+        ContentMode::Structured => decode_structured(body, limits).map_err(|e| vec![e])?,
         ContentMode::Batched => {
             let d = decode_batched(body, limits).map_err(|e| vec![e])?;
-            if d.rejected.is_empty() {
-                Ok(d.batch)
-            } else {
-                Err(d.rejected)
+            if !d.rejected.is_empty() {
+                return Err(d.rejected);
             }
+            d.batch
         }
-        ContentMode::UnsupportedFormat => Err(vec![]),
-    }
+        ContentMode::UnsupportedFormat => return Err(vec![]),
+    };
+    Ok(match TraceContext::from_headers(headers) {
+        Some(context) => batch.with_trace_context(&context),
+        None => batch,
+    })
 }

@@ -4,7 +4,9 @@
 //!
 //! Requests carry `Prefer: reply` (Knative's reply contract). A 2xx response whose headers or
 //! content type say it is a CloudEvent is decoded as a reply; an error response's first KiB is
-//! kept for `knativeerrordata`.
+//! kept for `knativeerrordata`. A request of one event carries the event's W3C trace context
+//! as `traceparent` and `tracestate` headers when it has one ([`TraceContext`]); a batch
+//! carries none, since its events' contexts differ.
 //!
 //! With `spec.batch` (batched content mode, a Triggerfish extension) the events that are ready
 //! at the same time go as one `application/cloudevents-batch+json` request ([`super::batch`]):
@@ -28,6 +30,7 @@ use hyper_util::rt::TokioExecutor;
 use prometheus_client::metrics::histogram::Histogram;
 use triggerfish_core::config::{Batching, CaCerts, DeliveryFormat};
 use triggerfish_core::delivery::TransportError;
+use triggerfish_core::event::trace::TraceContext;
 use triggerfish_core::event::{
     ContentMode, DecodeLimits, EncodeOptions, EventView, decode_batched, decode_binary,
     decode_structured, encode_binary, encode_structured,
@@ -221,7 +224,7 @@ impl HttpSink {
             let event = encode_structured(view, opts);
             return Either::Left(Box::pin(self.batcher(batched).send(event, req)));
         }
-        let (headers, body) = match req.format {
+        let (mut headers, body) = match req.format {
             DeliveryFormat::Json => {
                 let mut h = http::HeaderMap::new();
                 h.insert(
@@ -232,6 +235,9 @@ impl HttpSink {
             }
             _ => encode_binary(view, opts),
         };
+        if let Some(context) = TraceContext::of_event(view) {
+            context.insert_headers(&mut headers);
+        }
         Either::Right(self.post(headers, body, req.timeout, &req.reply_limits))
     }
 

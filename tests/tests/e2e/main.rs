@@ -26,3 +26,4 @@ mod scheduler;
 mod shutdown;
 mod sinks;
 mod tls;
+mod trace_context;

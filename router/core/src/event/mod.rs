@@ -12,6 +12,7 @@
 //! validates every rule the spec states as a MUST and reports the event index and attribute of
 //! each violation. [`sdk`] converts to and from the official SDK's `cloudevents::Event`, which
 //! is the interop type at the edges of the system, never the type the router moves around.
+//! [`trace`] carries W3C Trace Context from a request's headers into its events and back out.
 //!
 //! What this module does not do: choose a content mode from an HTTP request's URL or method,
 //! enforce body limits while reading a socket, or talk to the network. Those are the router's.
@@ -26,6 +27,7 @@ pub mod kafka;
 pub mod rocketmq;
 pub mod sdk;
 mod text;
+pub mod trace;
 mod validate;
 
 pub use attr::{AttrValue, Attributes, KnownAttr, SpecVersion, is_valid_attribute_name};

@@ -1,0 +1,101 @@
+//! W3C trace context end to end: a request's `traceparent` and `tracestate` headers reach the
+//! subscriber as headers and as the CloudEvents distributed-tracing extension; an event's own
+//! extension wins; a reply continues the trace of the event it answers; a malformed header is
+//! not propagated.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::json;
+use triggerfish_tests::{Config, Event, PATIENCE, Reply, Router, Subscriber, Trigger, event};
+
+const PRODUCER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const OWN: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_reaches_subscribers_and_replies() {
+    let sub = Subscriber::start().await;
+    sub.handle(|req| match req.path.as_str() {
+        // A reply with no trace context of its own.
+        "/orders" => Reply::event_binary(
+            &Event::new(format!("{}-done", req.id()), "order.done").data(json!({"ok": true})),
+        ),
+        _ => Reply::ok(),
+    });
+    let config = Config::new()
+        .broker("default", None)
+        .trigger(
+            Trigger::new("orders", &sub.url("/orders"))
+                .filter("filter:\n  attributes:\n    type: order.created"),
+        )
+        .trigger(
+            Trigger::new("done", &sub.url("/done"))
+                .filter("filter:\n  attributes:\n    type: order.done"),
+        )
+        .trigger(
+            Trigger::new("other", &sub.url("/other"))
+                .filter("filter:\n  attributes:\n    type: other"),
+        );
+    let router = Router::start(&config.render()).await;
+    let url = router.broker_url("default");
+    let client = &router.client;
+
+    // Binary mode, with the producer's context in the W3C headers.
+    let (mut headers, body) = Event::new("o-1", "order.created").binary();
+    headers.push(("traceparent".into(), PRODUCER.into()));
+    headers.push(("tracestate".into(), "congo=t61rcWkgMzE".into()));
+    let r = client
+        .request(http::Method::POST, &url, &headers, body)
+        .await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+
+    // A batch under the same header: one event names its own context, one does not.
+    let batch = event::batch(&[
+        Event::new("b-own", "other").attr("traceparent", OWN),
+        Event::new("b-inherits", "other"),
+    ]);
+    let headers = vec![
+        (
+            "content-type".to_owned(),
+            "application/cloudevents-batch+json".to_owned(),
+        ),
+        ("traceparent".to_owned(), PRODUCER.to_owned()),
+    ];
+    let r = client
+        .request(http::Method::POST, &url, &headers, batch)
+        .await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+
+    // A malformed traceparent (uppercase hex) is not propagated.
+    let (mut headers, body) = Event::new("b-malformed", "other").binary();
+    headers.push(("traceparent".into(), PRODUCER.to_uppercase()));
+    let r = client
+        .request(http::Method::POST, &url, &headers, body)
+        .await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+
+    let order = &sub.wait_for_path("/orders", 1, PATIENCE).await[0];
+    assert_eq!(order.header("traceparent"), Some(PRODUCER));
+    assert_eq!(order.header("tracestate"), Some("congo=t61rcWkgMzE"));
+    assert_eq!(order.ce("traceparent").as_deref(), Some(PRODUCER));
+    assert_eq!(order.ce("tracestate").as_deref(), Some("congo=t61rcWkgMzE"));
+
+    // The reply re-entered the broker in the order's trace.
+    let done = &sub.wait_for_path("/done", 1, PATIENCE).await[0];
+    assert_eq!(done.id(), "o-1-done");
+    assert_eq!(done.header("traceparent"), Some(PRODUCER));
+    assert_eq!(done.ce("traceparent").as_deref(), Some(PRODUCER));
+    assert_eq!(done.header("tracestate"), Some("congo=t61rcWkgMzE"));
+
+    let others = sub.wait_for_path("/other", 3, PATIENCE).await;
+    let by_id = |id: &str| others.iter().find(|r| r.id() == id).unwrap();
+    let own = by_id("b-own");
+    assert_eq!(own.header("traceparent"), Some(OWN));
+    assert_eq!(own.ce("traceparent").as_deref(), Some(OWN));
+    let inherits = by_id("b-inherits");
+    assert_eq!(inherits.header("traceparent"), Some(PRODUCER));
+    assert_eq!(inherits.ce("traceparent").as_deref(), Some(PRODUCER));
+    // No tracestate came with the batch's traceparent.
+    assert_eq!(inherits.header("tracestate"), None);
+    let malformed = by_id("b-malformed");
+    assert_eq!(malformed.header("traceparent"), None);
+    assert_eq!(malformed.ce("traceparent"), None);
+}
