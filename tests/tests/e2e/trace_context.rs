@@ -1,11 +1,11 @@
 //! W3C trace context end to end: a request's `traceparent` and `tracestate` headers reach the
 //! subscriber as headers and as the CloudEvents distributed-tracing extension; an event's own
 //! extension wins; a reply continues the trace of the event it answers; a malformed header is
-//! not propagated.
+//! not propagated; the context survives the JetStream store.
 #![allow(clippy::unwrap_used)]
 
 use serde_json::json;
-use triggerfish_tests::{Config, Event, PATIENCE, Reply, Router, Subscriber, Trigger, event};
+use triggerfish_tests::{Config, Event, Nats, PATIENCE, Reply, Router, Subscriber, Trigger, event};
 
 const PRODUCER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const OWN: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -98,4 +98,36 @@ async fn trace_context_reaches_subscribers_and_replies() {
     let malformed = by_id("b-malformed");
     assert_eq!(malformed.header("traceparent"), None);
     assert_eq!(malformed.ce("traceparent"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_survives_the_jetstream_store() {
+    let nats = Nats::start().await;
+    let sub = Subscriber::start().await;
+    let store = format!("store:\n  kind: jetstream\n  url: \"{}\"", nats.url());
+    let config = Config::new()
+        .server(&store)
+        .broker("default", None)
+        .trigger(Trigger::new("all", &sub.url("/sink")));
+    let router = Router::start(&config.render()).await;
+
+    let (mut headers, body) = Event::new("js-1", "order.created").binary();
+    headers.push(("traceparent".into(), PRODUCER.into()));
+    headers.push(("tracestate".into(), "congo=t61rcWkgMzE".into()));
+    let r = router
+        .client
+        .request(
+            http::Method::POST,
+            &router.broker_url("default"),
+            &headers,
+            body,
+        )
+        .await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+
+    let delivered = &sub.wait_for(1, PATIENCE).await[0];
+    assert_eq!(delivered.id(), "js-1");
+    assert_eq!(delivered.header("traceparent"), Some(PRODUCER));
+    assert_eq!(delivered.header("tracestate"), Some("congo=t61rcWkgMzE"));
+    assert_eq!(delivered.ce("traceparent").as_deref(), Some(PRODUCER));
 }
