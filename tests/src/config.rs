@@ -148,6 +148,11 @@ impl Trigger {
         self
     }
 
+    /// Adds `filter.attributes.type: ty`: the trigger passes events of that type.
+    pub fn of_type(self, ty: &str) -> Trigger {
+        self.filter(&format!("filter:\n  attributes:\n    type: {ty}"))
+    }
+
     /// Sets `spec.delivery` (YAML at the level of `delivery`'s fields).
     pub fn delivery(mut self, yaml: &str) -> Trigger {
         self.spec.push(format!("delivery:\n{}", indent(yaml, 2)));

@@ -131,16 +131,15 @@ async fn a_stalled_trigger_does_not_hold_up_the_others() {
     let slow = Subscriber::start().await;
     slow.handle(|_| Reply::ok().held());
     let fast = Subscriber::start().await;
-    let by_type = |ty: &str| format!("filter:\n  attributes:\n    type: {ty}");
     let config = Config::new()
         .server("shards: 1\nqueues:\n  trigger: {events: 8, bytes: 1MiB}")
         .broker("default", None)
         .trigger(
             Trigger::new("slow", &slow.url("/slow"))
-                .filter(&by_type("slow"))
+                .of_type("slow")
                 .spec("maxInFlight: 1"),
         )
-        .trigger(Trigger::new("fast", &fast.url("/fast")).filter(&by_type("fast")));
+        .trigger(Trigger::new("fast", &fast.url("/fast")).of_type("fast"));
     let router = Router::start(&config.render()).await;
     let url = router.broker_url("default");
     let handle = &router;
@@ -410,7 +409,7 @@ async fn a_forward_loop_into_its_own_broker_is_refused_at_once() {
     let forward = |name: &str| {
         Trigger::new(name, "")
             .subscriber("ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}")
-            .filter("filter:\n  attributes:\n    type: loop")
+            .of_type("loop")
             // Patience a refusal that waited would show: far longer than the test's deadline.
             .delivery(&format!(
                 "timeout: PT60S\ndeadLetterSink:\n  uri: {}",
@@ -425,7 +424,7 @@ async fn a_forward_loop_into_its_own_broker_is_refused_at_once() {
         .trigger(forward("fwd-b"))
         .trigger(
             Trigger::new("other", &sub.url("/other"))
-                .filter("filter:\n  attributes:\n    type: other"),
+                .of_type("other"),
         );
     let router = Router::start(&config.render()).await;
     let started = std::time::Instant::now();

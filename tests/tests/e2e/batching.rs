@@ -70,14 +70,10 @@ async fn batched_delivery_keeps_knative_semantics_per_event() {
     let batch = "batch: {maxEvents: 40, linger: PT0.05S}";
     let config = Config::new()
         .broker("default", None)
-        .trigger(
-            Trigger::new("t", &sub.url("/t"))
-                .filter("filter:\n  attributes:\n    type: t")
-                .spec(batch),
-        )
+        .trigger(Trigger::new("t", &sub.url("/t")).of_type("t").spec(batch))
         .trigger(
             Trigger::new("fail", &sub.url("/fail"))
-                .filter("filter:\n  attributes:\n    type: fail")
+                .of_type("fail")
                 .delivery(&format!(
                     "retry: 1\nbackoffDelay: PT0.05S\ndeadLetterSink:\n  uri: {}",
                     dls.url("/dls")
@@ -86,13 +82,10 @@ async fn batched_delivery_keeps_knative_semantics_per_event() {
         )
         .trigger(
             Trigger::new("ask", &sub.url("/ask"))
-                .filter("filter:\n  attributes:\n    type: ask")
+                .of_type("ask")
                 .spec(batch),
         )
-        .trigger(
-            Trigger::new("answers", &sub.url("/answers"))
-                .filter("filter:\n  attributes:\n    type: answer"),
-        );
+        .trigger(Trigger::new("answers", &sub.url("/answers")).of_type("answer"));
     let router = Router::start(&config.render()).await;
 
     // Every event once, in batches of at most 40, several events per request.

@@ -746,17 +746,16 @@ async fn replies_and_dead_letters_go_through_the_stream() {
         "/failing" => Reply::status(500),
         _ => Reply::ok(),
     });
-    let by_type = |t: &str| format!("filter:\n  attributes: {{type: com.example.{t}}}");
     let dlq = "{apiVersion: eventing.knative.dev/v1, kind: Broker, name: dlq}";
     let config = Config::new()
         .server(&store(&nats, 1))
         .broker("default", None)
         .broker("dlq", None)
-        .trigger(Trigger::new("first", &sub.url("/first")).filter(&by_type("request")))
-        .trigger(Trigger::new("replies", &sub.url("/replies")).filter(&by_type("reply")))
+        .trigger(Trigger::new("first", &sub.url("/first")).of_type("com.example.request"))
+        .trigger(Trigger::new("replies", &sub.url("/replies")).of_type("com.example.reply"))
         .trigger(
             Trigger::new("failing", &sub.url("/failing"))
-                .filter(&by_type("doomed"))
+                .of_type("com.example.doomed")
                 .delivery(&format!(
                     "retry: 1\nbackoffDelay: PT0.05S\ndeadLetterSink:\n  ref: {dlq}"
                 )),

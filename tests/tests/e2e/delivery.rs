@@ -204,7 +204,7 @@ async fn retry_after_is_honoured_up_to_retry_after_max() {
     });
     let trigger = |name: &str, delivery: &str| {
         Trigger::new(name, &sub.url(&format!("/{name}")))
-            .filter(&format!("filter:\n  attributes:\n    type: {name}"))
+            .of_type(name)
             .delivery(delivery)
     };
     let config = Config::new()
@@ -295,12 +295,12 @@ async fn timeout_bounds_each_attempt() {
         .broker("default", None)
         .trigger(
             Trigger::new("slow-once", &sub.url("/slow-once"))
-                .filter("filter:\n  attributes:\n    type: once")
+                .of_type("once")
                 .delivery(&delivery),
         )
         .trigger(
             Trigger::new("slow-always", &sub.url("/slow-always"))
-                .filter("filter:\n  attributes:\n    type: always")
+                .of_type("always")
                 .delivery(&delivery),
         );
     let router = Router::start(&config.render()).await;

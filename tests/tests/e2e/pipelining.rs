@@ -36,17 +36,14 @@ async fn pipelined_delivery_keeps_statuses_bodies_and_replies_apart() {
         .broker("default", None)
         .trigger(
             Trigger::new("t", &sub.url("/t"))
-                .filter("filter:\n  attributes:\n    type: t")
+                .of_type("t")
                 .delivery(&format!(
                     "pipelining: 8\ndeadLetterSink:\n  uri: {}",
                     dls.url("/dls")
                 ))
                 .spec("maxInFlight: 32"),
         )
-        .trigger(
-            Trigger::new("replies", &sub.url("/replies"))
-                .filter("filter:\n  attributes:\n    type: reply"),
-        );
+        .trigger(Trigger::new("replies", &sub.url("/replies")).of_type("reply"));
     let router = Router::start(&config.render()).await;
     let n = 400;
     publish(&router, n).await;
@@ -183,7 +180,7 @@ async fn https_subscribers_are_verified_with_pipelining() {
     let sub = Subscriber::start_tls(&ca.server()).await;
     let dls = Subscriber::start().await;
     let trusted = Trigger::new("trusted", &sub.url("/trusted"))
-        .filter("filter:\n  attributes:\n    type: t")
+        .of_type("t")
         .subscriber(&format!(
             "uri: {}\nCACerts: {}",
             sub.url("/trusted"),
@@ -191,7 +188,7 @@ async fn https_subscribers_are_verified_with_pipelining() {
         ))
         .delivery("pipelining: 8");
     let untrusted = Trigger::new("untrusted", &sub.url("/untrusted"))
-        .filter("filter:\n  attributes:\n    type: u")
+        .of_type("u")
         .delivery(&format!(
             "pipelining: 8\nretry: 1\nbackoffDelay: PT0.01S\ndeadLetterSink:\n  uri: {}",
             dls.url("/dls")

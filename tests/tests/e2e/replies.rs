@@ -36,15 +36,15 @@ async fn a_reply_reenters_the_broker_and_reaches_another_trigger() {
         .broker("default", None)
         .trigger(
             Trigger::new("orders", &sub.url("/orders"))
-                .filter("filter:\n  attributes:\n    type: order.created"),
+                .of_type("order.created"),
         )
         .trigger(
             Trigger::new("payments", &sub.url("/payments"))
-                .filter("filter:\n  attributes:\n    type: payment.made"),
+                .of_type("payment.made"),
         )
         .trigger(
             Trigger::new("audit", &sub.url("/audit"))
-                .filter("filter:\n  attributes:\n    type: audit"),
+                .of_type("audit"),
         )
         .trigger(
             Trigger::new("processed", &sub.url("/processed"))
@@ -228,14 +228,8 @@ async fn a_batched_reply_reenters_as_separate_events() {
     });
     let config = Config::new()
         .broker("default", None)
-        .trigger(
-            Trigger::new("split", &sub.url("/split"))
-                .filter("filter:\n  attributes:\n    type: whole"),
-        )
-        .trigger(
-            Trigger::new("parts", &sub.url("/parts"))
-                .filter("filter:\n  attributes:\n    type: part"),
-        );
+        .trigger(Trigger::new("split", &sub.url("/split")).of_type("whole"))
+        .trigger(Trigger::new("parts", &sub.url("/parts")).of_type("part"));
     let router = Router::start(&config.render()).await;
     router.publish(&Event::new("whole-1", "whole")).await;
     let parts = sub.wait_for_path("/parts", 3, PATIENCE).await;
@@ -264,8 +258,7 @@ fn small_broker(sub: &Subscriber, triggers: &[(&str, Option<&str>)]) -> Config {
         .server(SMALL_QUEUES)
         .broker("default", Some(&dls));
     for &(kind, spec) in triggers {
-        let mut trigger = Trigger::new(kind, &sub.url(&format!("/{kind}")))
-            .filter(&format!("filter:\n  attributes:\n    type: {kind}"));
+        let mut trigger = Trigger::new(kind, &sub.url(&format!("/{kind}"))).of_type(kind);
         if let Some(spec) = spec {
             trigger = trigger.spec(spec);
         }

@@ -172,10 +172,7 @@ async fn control_events_create_and_delete_schedules() {
                 .filter("filters:\n  - prefix: {type: dev.triggerfish.schedule.}")
                 .delivery(&format!("deadLetterSink: {{uri: \"{}\"}}", sub.url("/dls"))),
         )
-        .trigger(
-            Trigger::new("ticks", &sub.url("/ticks"))
-                .filter("filter:\n  attributes:\n    type: report.due"),
-        );
+        .trigger(Trigger::new("ticks", &sub.url("/ticks")).of_type("report.due"));
     let router = Router::start(&config.render()).await;
     let schedule = json!({
         "name": "reports",

@@ -93,14 +93,8 @@ async fn replies_made_while_draining_are_delivered() {
     let config = Config::new()
         .server("shutdownGracePeriod: PT20S")
         .broker("default", None)
-        .trigger(
-            Trigger::new("first", &sub.url("/first"))
-                .filter("filter:\n  attributes:\n    type: first"),
-        )
-        .trigger(
-            Trigger::new("second", &sub.url("/second"))
-                .filter("filter:\n  attributes:\n    type: second"),
-        );
+        .trigger(Trigger::new("first", &sub.url("/first")).of_type("first"))
+        .trigger(Trigger::new("second", &sub.url("/second")).of_type("second"));
     let mut router = Router::start(&config.render()).await;
     router.publish(&Event::new("e-1", "first")).await;
     sub.wait_for(1, PATIENCE).await;

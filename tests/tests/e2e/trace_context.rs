@@ -22,18 +22,9 @@ async fn trace_context_reaches_subscribers_and_replies() {
     });
     let config = Config::new()
         .broker("default", None)
-        .trigger(
-            Trigger::new("orders", &sub.url("/orders"))
-                .filter("filter:\n  attributes:\n    type: order.created"),
-        )
-        .trigger(
-            Trigger::new("done", &sub.url("/done"))
-                .filter("filter:\n  attributes:\n    type: order.done"),
-        )
-        .trigger(
-            Trigger::new("other", &sub.url("/other"))
-                .filter("filter:\n  attributes:\n    type: other"),
-        );
+        .trigger(Trigger::new("orders", &sub.url("/orders")).of_type("order.created"))
+        .trigger(Trigger::new("done", &sub.url("/done")).of_type("order.done"))
+        .trigger(Trigger::new("other", &sub.url("/other")).of_type("other"));
     let router = Router::start(&config.render()).await;
     let url = router.broker_url("default");
     let client = &router.client;
