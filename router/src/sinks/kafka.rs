@@ -2,8 +2,10 @@
 //!
 //! Each event becomes one record in the sink's content mode (`ce_` headers, or the JSON event
 //! format as the value), keyed by its `partitionkey` extension so that one key's events land
-//! in one partition. An attempt succeeds when the broker acknowledged the record (`acks=all`);
-//! a failure becomes an [`Attempt`] the trigger's delivery spec retries or dead-letters:
+//! in one partition. An event's W3C trace context also goes in `traceparent` and `tracestate`
+//! headers, where OpenTelemetry's Kafka instrumentation looks for it. An attempt succeeds when
+//! the broker acknowledged the record (`acks=all`); a failure becomes an [`Attempt`] the
+//! trigger's delivery spec retries or dead-letters:
 //! - timeouts and broken connections: transport errors (retried);
 //! - a record too large for the broker: 413, not retried;
 //! - a record the broker calls invalid: 400, not retried;
@@ -31,6 +33,7 @@ use tokio::sync::OnceCell;
 use triggerfish_core::config::{ContentModeSpec, CustomResource, KafkaSinkSpec};
 use triggerfish_core::delivery::TransportError;
 use triggerfish_core::event::kafka::{encode_kafka_binary, encode_kafka_structured};
+use triggerfish_core::event::trace::TraceContext;
 use triggerfish_core::event::{EncodeOptions, EventView};
 
 use super::{Attempt, Response};
@@ -141,10 +144,17 @@ impl KafkaSink {
                 .get_or_init(|| self.create_topic(partitions, replication))
                 .await;
         }
-        let record = match self.config.mode {
+        let mut record = match self.config.mode {
             ContentModeSpec::Binary => encode_kafka_binary(view, opts),
             ContentModeSpec::Structured => encode_kafka_structured(view, opts),
         };
+        if let Some(context) = TraceContext::of_event(view) {
+            record.headers.extend(
+                context.fields().map(|(name, value)| {
+                    (name.to_owned(), Bytes::copy_from_slice(value.as_bytes()))
+                }),
+            );
+        }
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in &record.headers {
             headers = headers.insert(Header {

@@ -97,6 +97,9 @@ async fn records_reach_an_http_subscriber_as_knative_events() {
 
 /// Events produced through a `KafkaSink` come back from Kafka in the sink's content mode, keyed
 /// by `partitionkey`, and a `KafkaSource` reading them passes them through unchanged.
+/// A W3C trace context, as a traced producer sends it.
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_sink_produces_both_content_modes() {
     let tansu = Tansu::start().await;
@@ -157,6 +160,8 @@ spec:
                 ("ce_partitionkey", key.as_bytes()),
                 ("ce_note", b"100% \"raw\""),
                 ("content-type", b"application/json"),
+                // OpenTelemetry's Kafka instrumentation: carried to both sinks' records.
+                ("traceparent", TRACEPARENT.as_bytes()),
             ],
             format!(r#"{{"i":{i}}}"#).as_bytes(),
         )
@@ -172,6 +177,8 @@ spec:
         assert_eq!(r.header("ce_specversion").as_deref(), Some("1.0"));
         assert_eq!(r.header("ce_type").as_deref(), Some("order.created"));
         assert_eq!(r.header("ce_note").as_deref(), Some("100% \"raw\""));
+        assert_eq!(r.header("ce_traceparent").as_deref(), Some(TRACEPARENT));
+        assert_eq!(r.header("traceparent").as_deref(), Some(TRACEPARENT));
         assert_eq!(
             r.header("content-type").as_deref(),
             Some("application/json")
@@ -205,6 +212,8 @@ spec:
         assert_eq!(event["type"], "order.created");
         assert_eq!(event["source"], "/orders");
         assert_eq!(event["note"], "100% \"raw\"");
+        assert_eq!(event["traceparent"], TRACEPARENT);
+        assert_eq!(r.header("traceparent").as_deref(), Some(TRACEPARENT));
         assert_eq!(event["datacontenttype"], "application/json");
         let i: i64 = event["id"].as_str().unwrap()[1..].parse().unwrap();
         assert_eq!(event["data"]["i"], i);

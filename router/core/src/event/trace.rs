@@ -48,32 +48,41 @@ impl<'a> TraceContext<'a> {
     /// The context of a request's headers, if it has a valid `traceparent`. Several
     /// `tracestate` fields are joined with commas, as HTTP combines a repeated list header.
     pub fn from_headers(headers: &'a HeaderMap) -> Option<TraceContext<'a>> {
-        let mut parents = headers.get_all(TRACEPARENT).iter();
-        let traceparent = parents.next()?.to_str().ok()?;
-        // More than one `traceparent` is as invalid as a malformed one.
+        TraceContext::from_fields(
+            headers
+                .get_all(TRACEPARENT)
+                .iter()
+                .map(HeaderValue::as_bytes),
+            headers
+                .get_all(TRACESTATE)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        )
+    }
+
+    /// The context of a message's `traceparent` and `tracestate` fields (HTTP headers, Kafka
+    /// record headers), each given as every value of the field, in order. More than one
+    /// `traceparent` is as invalid as a malformed one; several `tracestate` values are one
+    /// comma-separated list.
+    pub fn from_fields(
+        parents: impl IntoIterator<Item = &'a [u8]>,
+        states: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Option<TraceContext<'a>> {
+        let mut parents = parents.into_iter();
+        let traceparent = std::str::from_utf8(parents.next()?).ok()?;
         if parents.next().is_some() || !is_valid_traceparent(traceparent) {
             return None;
         }
-        let mut states = headers.get_all(TRACESTATE).iter();
+        let mut states = states.into_iter().map(std::str::from_utf8);
         let tracestate = match (states.next(), states.next()) {
             (None, _) => None,
-            (Some(one), None) => one.to_str().ok().map(Cow::Borrowed),
-            (Some(first), Some(second)) => {
-                let mut joined = String::new();
-                for value in [first, second].into_iter().chain(states) {
-                    let Ok(value) = value.to_str() else {
-                        return Some(TraceContext {
-                            traceparent,
-                            tracestate: None,
-                        });
-                    };
-                    if !joined.is_empty() {
-                        joined.push(',');
-                    }
-                    joined.push_str(value);
-                }
-                Some(Cow::Owned(joined))
-            }
+            (Some(one), None) => one.ok().map(Cow::Borrowed),
+            (Some(first), Some(second)) => [first, second]
+                .into_iter()
+                .chain(states)
+                .collect::<Result<Vec<&str>, _>>()
+                .ok()
+                .map(|all| Cow::Owned(all.join(","))),
         };
         Some(TraceContext {
             traceparent,
@@ -108,15 +117,20 @@ impl<'a> TraceContext<'a> {
         self.tracestate.as_deref()
     }
 
-    /// Sets the `traceparent` and `tracestate` headers of an outgoing request.
+    /// The fields that carry the context on the wire: `traceparent`, then `tracestate` if any.
+    pub fn fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        std::iter::once((TRACEPARENT, self.traceparent))
+            .chain(self.tracestate.as_deref().map(|s| (TRACESTATE, s)))
+    }
+
+    /// Sets the `traceparent` and `tracestate` headers of an outgoing HTTP request.
     pub fn insert_headers(&self, headers: &mut HeaderMap) {
-        // Both values are visible ASCII (checked when the context was read), which any header
-        // value may hold.
-        if let Ok(v) = HeaderValue::from_str(self.traceparent) {
-            headers.insert(HeaderName::from_static(TRACEPARENT), v);
-        }
-        if let Some(Ok(v)) = self.tracestate.as_deref().map(HeaderValue::from_str) {
-            headers.insert(HeaderName::from_static(TRACESTATE), v);
+        for (name, value) in self.fields() {
+            // Visible ASCII (checked when the context was read), which any header value may
+            // hold.
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(HeaderName::from_static(name), v);
+            }
         }
     }
 }

@@ -17,6 +17,9 @@
 //!   - the `content-type` header as `datacontenttype` (lower-cased);
 //!   - the value as `data`, byte for byte.
 //! - `ceOverrides` extensions are set on every event, replacing any of the same name.
+//! - The W3C `traceparent` and `tracestate` headers that OpenTelemetry's Kafka instrumentation
+//!   writes become the distributed-tracing extension of an event that has none
+//!   ([`crate::event::trace`]).
 //!
 //! Where Triggerfish differs from Knative, on purpose: a record that **claims** to be a
 //! CloudEvent (a `ce_specversion` header or a CloudEvents content type) but is not a valid one
@@ -32,6 +35,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 
 use crate::event::kafka::{KafkaMode, decode_attributes, decode_kafka, kafka_mode};
+use crate::event::trace::{TRACEPARENT, TRACESTATE, TraceContext};
 use crate::event::{
     AttrValue, DecodeError, DecodeErrorKind, DecodeLimits, EncodeOptions, EventBatch,
     decode_structured, encode_structured,
@@ -141,8 +145,33 @@ impl KafkaMapper {
         }
     }
 
-    /// Maps one record whose value is `value` (empty for a null value).
+    /// Maps one record whose value is `value` (empty for a null value). A record produced
+    /// under OpenTelemetry carries the producer's trace context in `traceparent` and
+    /// `tracestate` headers: an event without a `traceparent` extension takes it
+    /// ([`TraceContext`]).
     pub fn map(
+        &self,
+        record: &Record<'_>,
+        value: Bytes,
+        limits: &DecodeLimits,
+    ) -> Result<EventBatch, Box<InvalidRecord>> {
+        let batch = self.map_record(record, value, limits)?;
+        let field = |name: &'static str| {
+            record
+                .headers
+                .iter()
+                .filter(move |(n, _)| *n == name)
+                .map(|(_, v)| v.unwrap_or_default())
+        };
+        Ok(
+            match TraceContext::from_fields(field(TRACEPARENT), field(TRACESTATE)) {
+                Some(context) => batch.with_trace_context(&context),
+                None => batch,
+            },
+        )
+    }
+
+    fn map_record(
         &self,
         record: &Record<'_>,
         value: Bytes,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::event::Data;
+use crate::event::{Data, EventView};
 
 fn record<'a>(headers: &'a [(&'a str, Option<&'a [u8]>)]) -> Record<'a> {
     Record {
@@ -217,4 +217,58 @@ fn conformance_vectors() {
     assert_eq!(v.time(), Some("2018-04-05T03:56:24Z"));
     assert_eq!(v.datacontenttype(), Some("application/json"));
     assert_eq!(&*v.data().to_bytes(), payload);
+}
+
+#[test]
+fn a_records_trace_context_headers_reach_its_event() {
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const OWN: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let limits = DecodeLimits::default();
+    let trace = |v: &EventView<'_>| {
+        (
+            v.extension("traceparent")
+                .and_then(|a| a.as_str().map(str::to_owned)),
+            v.extension("tracestate")
+                .and_then(|a| a.as_str().map(str::to_owned)),
+        )
+    };
+
+    // A plain record: the event takes the headers' context.
+    let headers = [
+        ("traceparent", Some(PARENT.as_bytes())),
+        ("tracestate", Some(&b"congo=t61rcWkgMzE"[..])),
+    ];
+    let b = mapper()
+        .map(&record(&headers), Bytes::from_static(b"x"), &limits)
+        .unwrap();
+    assert_eq!(
+        trace(&b.get(0).unwrap()),
+        (Some(PARENT.into()), Some("congo=t61rcWkgMzE".into()))
+    );
+
+    // A binary-mode CloudEvent with its own context keeps it; header names are exact, as
+    // Kafka's are.
+    let headers = [
+        ("ce_specversion", Some(&b"1.0"[..])),
+        ("ce_id", Some(&b"1"[..])),
+        ("ce_source", Some(&b"/s"[..])),
+        ("ce_type", Some(&b"t"[..])),
+        ("ce_traceparent", Some(OWN.as_bytes())),
+        ("traceparent", Some(PARENT.as_bytes())),
+    ];
+    let b = mapper()
+        .map(&record(&headers), Bytes::new(), &limits)
+        .unwrap();
+    assert_eq!(trace(&b.get(0).unwrap()), (Some(OWN.into()), None));
+    let headers = [
+        ("ce_specversion", Some(&b"1.0"[..])),
+        ("ce_id", Some(&b"1"[..])),
+        ("ce_source", Some(&b"/s"[..])),
+        ("ce_type", Some(&b"t"[..])),
+        ("TraceParent", Some(PARENT.as_bytes())),
+    ];
+    let b = mapper()
+        .map(&record(&headers), Bytes::new(), &limits)
+        .unwrap();
+    assert_eq!(trace(&b.get(0).unwrap()), (None, None));
 }
