@@ -48,14 +48,14 @@ impl<'a> TraceContext<'a> {
     /// The context of a request's headers, if it has a valid `traceparent`. Several
     /// `tracestate` fields are joined with commas, as HTTP combines a repeated list header.
     pub fn from_headers(headers: &'a HeaderMap) -> Option<TraceContext<'a>> {
+        let parents = headers.get_all(TRACEPARENT);
+        // Most requests have none: one lookup.
+        parents.iter().next()?;
         TraceContext::from_fields(
-            headers
-                .get_all(TRACEPARENT)
-                .iter()
-                .map(HeaderValue::as_bytes),
+            parents.into_iter().map(HeaderValue::as_bytes),
             headers
                 .get_all(TRACESTATE)
-                .iter()
+                .into_iter()
                 .map(HeaderValue::as_bytes),
         )
     }
