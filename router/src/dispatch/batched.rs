@@ -175,7 +175,8 @@ async fn settle(
     // The delivered jobs finish after their reply is in: a refused reply dead-letters them.
     let refused = match reply {
         Some(reply) if !delivered.is_empty() => {
-            let reply = super::continue_trace(reply, delivered.iter().map(|job| &job.event));
+            let answered = delivered.iter().map(|job| &job.event);
+            let reply = super::continue_trace(reply, answered, &ctx.reply_limits);
             ctx.reply(reply, ttl).await.err()
         }
         _ => None,

@@ -679,10 +679,12 @@ fn spawn_keyed(ctx: &Arc<TriggerContext>, job: Job, key: u64, done: mpsc::Sender
 }
 
 /// A reply continues the trace of the events it answers, when they share one: its events
-/// without a `traceparent` of their own take that context ([`TraceContext`]).
+/// without a `traceparent` of their own take that context ([`TraceContext`]), within the
+/// `limits` the reply was decoded under.
 fn continue_trace<'e>(
     reply: Result<triggerfish_core::event::EventBatch, String>,
     answered: impl IntoIterator<Item = &'e EventRef>,
+    limits: &DecodeLimits,
 ) -> Result<triggerfish_core::event::EventBatch, String> {
     let Ok(batch) = reply else { return reply };
     let mut answered = answered.into_iter();
@@ -693,7 +695,7 @@ fn continue_trace<'e>(
         return Ok(batch);
     };
     if answered.all(|e| TraceContext::of_event(&e.view()).as_ref() == Some(&context)) {
-        Ok(batch.with_trace_context(&context))
+        Ok(batch.with_trace_context(&context, limits))
     } else {
         Ok(batch)
     }
@@ -903,7 +905,7 @@ impl TriggerContext {
         reply: Result<triggerfish_core::event::EventBatch, String>,
         ttl: u8,
     ) {
-        let reply = continue_trace(reply, [event]);
+        let reply = continue_trace(reply, [event], &self.reply_limits);
         if let Err(refused) = self.reply(reply, ttl).await {
             self.reply_refused(event, &refused, ttl).await;
         }

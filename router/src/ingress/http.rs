@@ -376,7 +376,7 @@ pub fn decode(
         ContentMode::UnsupportedFormat => return Err(vec![]),
     };
     Ok(match TraceContext::from_headers(headers) {
-        Some(context) => batch.with_trace_context(&context),
+        Some(context) => batch.with_trace_context(&context, limits),
         None => batch,
     })
 }

@@ -26,6 +26,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use super::DecodeLimits;
 use super::batch::{EventBatch, EventView, Ext, ExtValue, Slot, Span};
 
 /// The `traceparent` header and extension.
@@ -139,10 +140,19 @@ impl EventBatch {
     /// Gives every event without a `traceparent` extension the `traceparent` and `tracestate`
     /// extensions of `context` (an event that has its own keeps it, and its own `tracestate`).
     ///
+    /// The context is best effort, never a reason to refuse an event: an event that it would
+    /// take over `limits.max_event_bytes` (the limit the batch was decoded under, so that the
+    /// next router's ingress takes the event as this one did) goes without it, or without the
+    /// `tracestate` if the `traceparent` alone fits.
+    ///
     /// The events stay views over the same received bytes: the decoded text buffer is copied
     /// once with the two values appended, and the extension table is rebuilt. A batch in which
     /// every event has its own context is returned as it is.
-    pub fn with_trace_context(mut self, context: &TraceContext<'_>) -> EventBatch {
+    pub fn with_trace_context(
+        mut self,
+        context: &TraceContext<'_>,
+        limits: &DecodeLimits,
+    ) -> EventBatch {
         let row = |slot: &Slot| slot.ext_start as usize..(slot.ext_start + slot.ext_len) as usize;
         let named = |text: &[u8], exts: &[Ext], name: &str| {
             exts.iter()
@@ -156,9 +166,15 @@ impl EventBatch {
             return self;
         }
         let state = context.tracestate();
-        let parent_bytes = TRACEPARENT.len() + context.traceparent.len();
-        let state_bytes = state.map_or(0, |s| TRACESTATE.len() + s.len());
-        let mut text = Vec::with_capacity(self.text.len() + parent_bytes + state_bytes);
+        // What each extension adds to the event on the wire: a JSON member `,"name":"value"`
+        // (binary mode's `ce-name: value` takes less).
+        let member = |name: &str, value: &str| name.len() + value.len() + 6;
+        let parent_bytes = member(TRACEPARENT, context.traceparent);
+        let state_bytes = state.map_or(0, |s| member(TRACESTATE, s));
+        let appended = TRACEPARENT.len()
+            + context.traceparent.len()
+            + state.map_or(0, |s| TRACESTATE.len() + s.len());
+        let mut text = Vec::with_capacity(self.text.len() + appended);
         text.extend_from_slice(&self.text);
         let mut push = |bytes: &[u8]| {
             let start = text.len();
@@ -178,11 +194,15 @@ impl EventBatch {
             let own = &self.exts[row(slot)];
             let start = exts.len();
             exts.extend_from_slice(own);
-            if !named(&self.text, own, TRACEPARENT) {
+            let room = limits
+                .max_event_bytes
+                .saturating_sub(slot.wire_size as usize);
+            if !named(&self.text, own, TRACEPARENT) && parent_bytes <= room {
                 exts.push(parent);
                 let mut grown = parent_bytes;
                 if let Some(ts) = tracestate
                     && !named(&self.text, own, TRACESTATE)
+                    && grown + state_bytes <= room
                 {
                     exts.push(ts);
                     grown += state_bytes;
@@ -325,14 +345,14 @@ mod tests {
         let sizes: Vec<usize> = batch.iter().map(|e| e.wire_size()).collect();
         let h = headers(&[(TRACEPARENT, PARENT), (TRACESTATE, "req=1")]);
         let ctx = TraceContext::from_headers(&h).unwrap();
-        let batch = batch.with_trace_context(&ctx);
+        let batch = batch.with_trace_context(&ctx, &DecodeLimits::default());
 
         let a = batch.get(0).unwrap();
         assert_eq!(a.extension(TRACEPARENT), Some(AttrValue::Str(PARENT)));
         assert_eq!(a.extension(TRACESTATE), Some(AttrValue::Str("req=1")));
         assert_eq!(
             a.wire_size(),
-            sizes[0] + "traceparentreq=1tracestate".len() + PARENT.len()
+            sizes[0] + r#","traceparent":"","tracestate":"req=1""#.len() + PARENT.len()
         );
         // Encoded again, not copied from the received object, which lacks the extension.
         let json: serde_json::Value =
@@ -365,7 +385,10 @@ mod tests {
         let batch = decode_binary(&h, Bytes::from_static(b"hi"), &DecodeLimits::default()).unwrap();
         // Decoding alone leaves the transport header out of the event.
         assert_eq!(batch.get(0).unwrap().extension(TRACEPARENT), None);
-        let batch = batch.with_trace_context(&TraceContext::from_headers(&h).unwrap());
+        let batch = batch.with_trace_context(
+            &TraceContext::from_headers(&h).unwrap(),
+            &DecodeLimits::default(),
+        );
         let view = batch.get(0).unwrap();
 
         let (mut out, body) = encode_binary(&view, &Default::default());
@@ -386,9 +409,49 @@ mod tests {
             .batch;
         let before = batch.clone();
         let h = headers(&[(TRACEPARENT, PARENT)]);
-        let after = batch.with_trace_context(&TraceContext::from_headers(&h).unwrap());
+        let after = batch.with_trace_context(
+            &TraceContext::from_headers(&h).unwrap(),
+            &DecodeLimits::default(),
+        );
         assert_eq!(after, before);
         assert!(after.get(0).unwrap().received_json().is_some());
+    }
+
+    #[test]
+    fn the_context_never_takes_an_event_over_the_event_size_limit() {
+        let body = br#"[
+            {"specversion":"1.0","id":"a","source":"/s","type":"t"},
+            {"specversion":"1.0","id":"b","source":"/s","type":"t","data":"0123456789"}
+        ]"#;
+        let small = |limits: &DecodeLimits| {
+            decode_batched(Bytes::from_static(body), limits)
+                .unwrap()
+                .batch
+        };
+        let sizes: Vec<usize> = small(&DecodeLimits::default())
+            .iter()
+            .map(|e| e.wire_size())
+            .collect();
+        let parent_bytes = r#","traceparent":"""#.len() + PARENT.len();
+        let h = headers(&[(TRACEPARENT, PARENT), (TRACESTATE, "req=1")]);
+        let ctx = TraceContext::from_headers(&h).unwrap();
+        // Room for the traceparent of the first event, not for its tracestate; none for the
+        // second's traceparent.
+        let limits = DecodeLimits {
+            max_event_bytes: sizes[0] + parent_bytes + 1,
+            ..DecodeLimits::default()
+        };
+        assert!(sizes[1] + parent_bytes > limits.max_event_bytes);
+        let batch = small(&limits).with_trace_context(&ctx, &limits);
+
+        let a = batch.get(0).unwrap();
+        assert_eq!(a.extension(TRACEPARENT), Some(AttrValue::Str(PARENT)));
+        assert_eq!(a.extension(TRACESTATE), None);
+        assert_eq!(a.wire_size(), sizes[0] + parent_bytes);
+        let b = batch.get(1).unwrap();
+        assert_eq!(b.extensions().len(), 0);
+        assert_eq!(b.wire_size(), sizes[1]);
+        assert!(b.received_json().is_some());
     }
 
     #[test]

@@ -165,7 +165,7 @@ impl KafkaMapper {
         };
         Ok(
             match TraceContext::from_fields(field(TRACEPARENT), field(TRACESTATE)) {
-                Some(context) => batch.with_trace_context(&context),
+                Some(context) => batch.with_trace_context(&context, limits),
                 None => batch,
             },
         )
