@@ -268,19 +268,7 @@ impl KafkaSourceConfig {
         properties.add_net(spec.net.as_ref(), check);
         properties.add_client_config(&spec.client_config, RESERVED, check);
         properties.validate(check);
-        for (extension, problem) in spec.ce_overrides.iter().flat_map(CeOverrides::problems) {
-            check.at(&format!("ceOverrides.extensions.{extension}"), problem);
-        }
-        let overrides = spec
-            .ce_overrides
-            .as_ref()
-            .map(|o| {
-                o.extensions
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let overrides = ce_overrides(spec.ce_overrides.as_ref(), check);
         Some(KafkaSourceConfig {
             properties,
             topics: spec.topics.clone(),
@@ -288,6 +276,21 @@ impl KafkaSourceConfig {
             invalid,
         })
     }
+}
+
+/// Checks `ceOverrides` and returns its extensions as `(name, value)` pairs, in name order.
+pub(crate) fn ce_overrides(
+    spec: Option<&CeOverrides>,
+    check: &mut BuildErrors<'_>,
+) -> Vec<(String, String)> {
+    let Some(spec) = spec else { return Vec::new() };
+    for (extension, problem) in spec.problems() {
+        check.at(&format!("ceOverrides.extensions.{extension}"), problem);
+    }
+    spec.extensions
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Resolves `invalidRecords`: dead-lettering needs a dead-letter sink.

@@ -70,13 +70,13 @@ use rocketmq_model::message::MessageQueue;
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
 use tokio_util::sync::CancellationToken;
 use triggerfish_core::config::{
-    CeOverrides, CustomResource, InitialOffset, InvalidRecords, RocketMQSourceSpec, SecretRef,
+    CustomResource, InitialOffset, InvalidRecords, RocketMQSourceSpec, SecretRef,
 };
 use triggerfish_core::sources::offsets::OffsetTracker;
 use triggerfish_core::sources::rocketmq::{Message, RocketMqMapper, TagFilter};
 
 use crate::dispatch::TriggerHandle;
-use crate::sources::kafka::invalid_records;
+use crate::sources::kafka::{ce_overrides, invalid_records};
 use crate::sources::tracked::{self, TrackedPublisher, one};
 use crate::sources::{BuildErrors, Context, Publisher, Secret};
 
@@ -272,19 +272,7 @@ impl RocketMqSourceConfig {
         let invalid = invalid_records(spec.invalid_records, resource, check);
         let access_keys =
             AccessKeys::build(spec.access_key.as_ref(), spec.secret_key.as_ref(), check);
-        for (extension, problem) in spec.ce_overrides.iter().flat_map(CeOverrides::problems) {
-            check.at(&format!("ceOverrides.extensions.{extension}"), problem);
-        }
-        let overrides = spec
-            .ce_overrides
-            .as_ref()
-            .map(|o| {
-                o.extensions
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let overrides = ce_overrides(spec.ce_overrides.as_ref(), check);
         let mapper = RocketMqMapper::new(
             ns,
             name,

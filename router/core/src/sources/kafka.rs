@@ -36,10 +36,7 @@ use bytes::Bytes;
 
 use crate::event::kafka::{KafkaMode, decode_attributes, decode_kafka, kafka_mode};
 use crate::event::trace::{TRACEPARENT, TRACESTATE, TraceContext};
-use crate::event::{
-    AttrValue, DecodeError, DecodeErrorKind, DecodeLimits, EncodeOptions, EventBatch,
-    decode_structured, encode_structured,
-};
+use crate::event::{DecodeError, DecodeErrorKind, DecodeLimits, EventBatch};
 
 /// The `type` of records that are not CloudEvents.
 pub const KAFKA_EVENT_TYPE: &str = "dev.knative.kafka.event";
@@ -191,27 +188,12 @@ impl KafkaMapper {
                 classify(record, Some(mode), error)
             })?,
         };
-        if self.overrides.is_empty() || mode == KafkaMode::NotCloudEvent {
+        if mode == KafkaMode::NotCloudEvent {
+            // The plain mapping set the overrides already.
             return Ok(result);
         }
-        // Overrides on a CloudEvent: re-encode it with the extensions set. Only sources
-        // configured with overrides pay for the copy.
-        let Some(view) = result.get(0) else {
-            return Ok(result);
-        };
-        let add: Vec<(&str, AttrValue<'_>)> = self
-            .overrides
-            .iter()
-            .map(|(k, v)| (k.as_str(), AttrValue::Str(v)))
-            .collect();
-        let body = encode_structured(
-            &view,
-            &EncodeOptions {
-                skip: &[],
-                add: &add,
-            },
-        );
-        decode_structured(body, limits).map_err(|error| classify(record, Some("binary"), error))
+        super::with_overrides(result, &self.overrides, limits)
+            .map_err(|error| classify(record, Some("binary"), error))
     }
 
     /// The event sent to the dead-letter sink for an invalid record: the plain mapping of the

@@ -41,6 +41,39 @@ use serde_json::value::RawValue;
 
 pub use key::{KeyError, MAX_KEY_BYTES, check_key, encode_key};
 
+use crate::event::{
+    AttrValue, DecodeError, DecodeLimits, EncodeOptions, EventBatch, decode_structured,
+    encode_structured,
+};
+
+/// Sets a source's `ceOverrides` (`(name, value)` pairs) as extensions of the first event of
+/// `batch`, a CloudEvent the source received: it is encoded again with them and decoded under
+/// `limits`, so only sources configured with overrides pay for the copy.
+pub(crate) fn with_overrides(
+    batch: EventBatch,
+    overrides: &[(String, String)],
+    limits: &DecodeLimits,
+) -> Result<EventBatch, DecodeError> {
+    if overrides.is_empty() {
+        return Ok(batch);
+    }
+    let Some(view) = batch.get(0) else {
+        return Ok(batch);
+    };
+    let add: Vec<(&str, AttrValue<'_>)> = overrides
+        .iter()
+        .map(|(k, v)| (k.as_str(), AttrValue::Str(v)))
+        .collect();
+    let body = encode_structured(
+        &view,
+        &EncodeOptions {
+            skip: &[],
+            add: &add,
+        },
+    );
+    decode_structured(body, limits)
+}
+
 /// One event a source produces, before it is encoded. `data` is JSON
 /// (`datacontenttype: application/json`).
 #[derive(Clone, Debug)]

@@ -41,10 +41,7 @@ use bytes::Bytes;
 
 use crate::event::kafka::decode_attributes;
 use crate::event::rocketmq::{RocketMqMode, decode_rocketmq, rocketmq_mode};
-use crate::event::{
-    AttrValue, DecodeError, DecodeErrorKind, DecodeLimits, EncodeOptions, EventBatch,
-    decode_structured, encode_structured,
-};
+use crate::event::{DecodeError, DecodeErrorKind, DecodeLimits, EventBatch};
 
 /// `source` of plain messages.
 pub const ROCKETMQ_EVENT_SOURCE: &str = "acs:mq";
@@ -232,25 +229,8 @@ impl RocketMqMapper {
                 })
             }
         })?;
-        if self.overrides.is_empty() {
-            return Ok(batch);
-        }
-        let Some(view) = batch.get(0) else {
-            return Ok(batch);
-        };
-        let add: Vec<(&str, AttrValue<'_>)> = self
-            .overrides
-            .iter()
-            .map(|(k, v)| (k.as_str(), AttrValue::Str(v)))
-            .collect();
-        let body = encode_structured(
-            &view,
-            &EncodeOptions {
-                skip: &[],
-                add: &add,
-            },
-        );
-        decode_structured(body, limits).map_err(|error| unmappable(message, error))
+        super::with_overrides(batch, &self.overrides, limits)
+            .map_err(|error| unmappable(message, error))
     }
 
     /// The event sent to the dead-letter sink for an invalid message: its EventBridge mapping
@@ -446,7 +426,7 @@ impl std::fmt::Display for TagFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Data;
+    use crate::event::{AttrValue, Data};
 
     #[test]
     fn tag_expressions_parse_as_rocketmq_parses_them() {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::event::{Data, EventView};
+use crate::event::{AttrValue, Data, EventView};
 
 fn record<'a>(headers: &'a [(&'a str, Option<&'a [u8]>)]) -> Record<'a> {
     Record {
