@@ -127,7 +127,7 @@ impl KafkaSink {
         })
     }
 
-    /// `kafka://<topic>`, for logs and `knativeerrordest`.
+    /// `kafka:<namespace>/<name>/<topic>`, for logs and `knativeerrordest`.
     pub fn describe(&self) -> String {
         format!("kafka:{}/{}", self.name, self.config.topic)
     }
