@@ -116,8 +116,8 @@ impl LocalInput {
     }
 }
 
-/// Checks an object key: not empty, not absolute, no `.` or `..` segment, no NUL. Returns
-/// why it is refused.
+/// Checks an object key: not empty, not absolute, no `.` or `..` segment, no control
+/// character (as the sources check theirs). Returns why it is refused.
 pub fn check_key(key: &str) -> Result<(), &'static str> {
     if key.is_empty() {
         return Err("the key is empty");
@@ -125,8 +125,8 @@ pub fn check_key(key: &str) -> Result<(), &'static str> {
     if key.starts_with('/') {
         return Err("the key is absolute");
     }
-    if key.contains('\0') {
-        return Err("the key contains a NUL byte");
+    if key.chars().any(char::is_control) {
+        return Err("the key contains a control character");
     }
     if key.split('/').any(|s| s == ".." || s == ".") {
         return Err("the key has a '.' or '..' segment");
@@ -695,6 +695,8 @@ mod tests {
             "a/../../x",
             "a/./b",
             "a\0b",
+            "a\nb.mp4",
+            "a\u{7f}b",
             "dir/",
         ] {
             assert!(check_key(bad).is_err(), "{bad:?}");
