@@ -34,8 +34,12 @@ mod mns_documents;
 mod oss_notification;
 #[path = "../fuzz/checks/quic_frames.rs"]
 mod quic_frames;
+#[path = "../fuzz/checks/records.rs"]
+mod records;
 #[path = "../fuzz/checks/registry_webhook.rs"]
 mod registry_webhook;
+#[path = "../fuzz/checks/rocketmq_message.rs"]
+mod rocketmq_message;
 #[path = "../fuzz/checks/s3_notification.rs"]
 mod s3_notification;
 
@@ -55,6 +59,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("oss_notification", oss_notification::check),
     ("quic_frames", quic_frames::check),
     ("registry_webhook", registry_webhook::check),
+    ("rocketmq_message", rocketmq_message::check),
     ("s3_notification", s3_notification::check),
 ];
 
@@ -190,6 +195,11 @@ fn quic_frames() {
 #[test]
 fn registry_webhook() {
     replay("registry_webhook");
+}
+
+#[test]
+fn rocketmq_message() {
+    replay("rocketmq_message");
 }
 
 #[test]

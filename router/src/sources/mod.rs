@@ -1115,10 +1115,12 @@ mod tests {
         for fine in ["*", "", "created", "created || paid", "a||b||c"] {
             assert_eq!(rocketmq(fine), "", "{fine:?}");
         }
-        let none = rocketmq(" || ");
-        assert!(
-            none.contains("RocketMQSource \"r\" in namespace \"default\": spec.tagExpression: \" || \" names no tag"),
-            "{none}"
-        );
+        for bad in [" || ", "created || *"] {
+            let refused = rocketmq(bad);
+            assert!(
+                refused.contains(&format!("RocketMQSource \"r\" in namespace \"default\": spec.tagExpression: {bad:?} is not a tag expression")),
+                "{refused}"
+            );
+        }
     }
 }

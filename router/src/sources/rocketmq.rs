@@ -265,7 +265,7 @@ impl RocketMqSourceConfig {
         let tags = TagFilter::parse(expression).unwrap_or_else(|| {
             check.at(
                 "tagExpression",
-                format!("{expression:?} names no tag: write `*`, a tag, or `TagA || TagB`"),
+                format!("{expression:?} is not a tag expression: write `*` (every tag, on its own), a tag, or `TagA || TagB`"),
             );
             TagFilter::All
         });

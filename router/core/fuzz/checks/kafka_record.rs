@@ -17,71 +17,49 @@
 //! VALUE                                      the rest is the record value, byte for byte
 //! ```
 
-use bytes::Bytes;
 use triggerfish_core::event::kafka::{
     KafkaMode, decode_kafka, encode_kafka_binary, encode_kafka_structured, kafka_mode,
 };
 use triggerfish_core::event::{
-    AttrValue, Data, DecodeLimits, EncodeOptions, EventView, KnownAttr, decode_structured,
-    encode_structured, is_json_media_type, is_valid_attribute_name,
+    AttrValue, EncodeOptions, EventView, KnownAttr, decode_structured, encode_structured,
+    is_valid_attribute_name,
 };
 use triggerfish_core::sources::kafka::{InvalidRecord, KAFKA_EVENT_TYPE, KafkaMapper, Record};
 
+// `records.rs` is a module of the including crate (the fuzz target, or the replay test).
+use crate::records::{Input, UNLIMITED, assert_same, data_of, ext_list, is_cloudevents_format};
+
 /// Runs every invariant on one input.
 pub fn check(data: &[u8]) {
-    let split = data
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .unwrap_or(data.len());
-    let (head, value) = data.split_at(split);
-    let value = Bytes::copy_from_slice(value.get(2..).unwrap_or_default());
-    let mut lines = head.split(|&b| b == b'\n');
-    let meta = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
-    let mut words = meta.split_ascii_whitespace();
-    let topic = words.next().unwrap_or("t").to_owned();
-    let partition: i32 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
-    let offset: i64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
-    let timestamp_ms: Option<i64> = words.next().and_then(|w| w.parse().ok());
+    let input = Input::parse(data, &["key", "override", "limit"]);
+    let topic = input.words.first().map_or("t", String::as_str).to_owned();
+    let partition: i32 = input.word(1).unwrap_or(0);
+    let offset: i64 = input.word(2).unwrap_or(0);
+    let timestamp_ms: Option<i64> = input.word(3);
+    let value = input.value.clone();
 
     let mut key: Option<Vec<u8>> = None;
     let mut overrides: Vec<(String, String)> = Vec::new();
-    let mut max_event_bytes = 2048;
-    let mut header_text: Vec<(String, Option<Vec<u8>>)> = Vec::new();
-    for line in lines {
-        if let Some(k) = line.strip_prefix(b"@key:") {
-            key = Some(k.trim_ascii_start().to_vec());
-        } else if let Some(o) = line.strip_prefix(b"@override:") {
-            let o = String::from_utf8_lossy(o.trim_ascii());
-            let (name, value) = o.split_once('=').unwrap_or((&o, ""));
-            // ceOverrides name extensions: lower-case alphanumeric names that are not
-            // context attributes or `data` (as `PingSource` checks them).
-            if is_valid_attribute_name(name.as_bytes())
-                && KnownAttr::from_name(name).is_none()
-                && name != "data"
-            {
-                overrides.retain(|(n, _)| n != name);
-                overrides.push((name.to_owned(), value.to_owned()));
-            }
-        } else if let Some(n) = line.strip_prefix(b"@limit:") {
-            if let Some(n) = std::str::from_utf8(n)
-                .ok()
-                .and_then(|n| n.trim().parse::<usize>().ok())
-            {
-                max_event_bytes = n % 65_536;
-            }
-        } else {
-            match line.iter().position(|&b| b == b':') {
-                Some(colon) => header_text.push((
-                    String::from_utf8_lossy(&line[..colon]).into_owned(),
-                    Some(line[colon + 1..].trim_ascii().to_vec()),
-                )),
-                None if !line.is_empty() => {
-                    header_text.push((String::from_utf8_lossy(line).into_owned(), None));
+    for (directive, rest) in &input.directives {
+        match *directive {
+            "key" => key = Some(rest.trim_ascii_start().to_vec()),
+            "override" => {
+                let o = String::from_utf8_lossy(rest.trim_ascii());
+                let (name, value) = o.split_once('=').unwrap_or((&o, ""));
+                // ceOverrides name extensions: lower-case alphanumeric names that are not
+                // context attributes or `data` (as `PingSource` checks them).
+                if is_valid_attribute_name(name.as_bytes())
+                    && KnownAttr::from_name(name).is_none()
+                    && name != "data"
+                {
+                    overrides.retain(|(n, _)| n != name);
+                    overrides.push((name.to_owned(), value.to_owned()));
                 }
-                None => {}
             }
+            _ => {}
         }
     }
+    let header_text = &input.fields;
     let headers: Vec<(&str, Option<&[u8]>)> = header_text
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_deref()))
@@ -94,10 +72,7 @@ pub fn check(data: &[u8]) {
         key: key.as_deref(),
         headers: &headers,
     };
-    let limits = DecodeLimits {
-        max_event_bytes,
-        max_batch_events: 1,
-    };
+    let limits = input.limits();
     let mapper = KafkaMapper::new("fuzz", "records", overrides.clone());
     let mode = kafka_mode(&headers);
 
@@ -203,42 +178,11 @@ fn check_plain(view: &EventView<'_>, record: &Record<'_>) {
     }
 }
 
-/// An event's extensions, in order, as strings.
-fn ext_list(view: &EventView<'_>) -> Vec<(String, String)> {
-    view.extensions()
-        .map(|(n, v)| (n.to_owned(), v.with_canonical_str(str::to_owned)))
-        .collect()
-}
-
 /// The event survives a structured re-encode and a round trip through both Kafka modes.
 fn check_reencodes(view: &EventView<'_>) {
-    let unlimited = DecodeLimits {
-        max_event_bytes: usize::MAX,
-        max_batch_events: usize::MAX,
-    };
     let opts = EncodeOptions::default();
-    let same = |other: &EventView<'_>, how: &str| {
-        assert_eq!(
-            (
-                view.id(),
-                view.source(),
-                view.ty(),
-                view.subject(),
-                view.time()
-            ),
-            (
-                other.id(),
-                other.source(),
-                other.ty(),
-                other.subject(),
-                other.time()
-            ),
-            "{how}"
-        );
-        assert_eq!(ext_list(view), ext_list(other), "{how}");
-        assert_eq!(data_of(view), data_of(other), "{how}");
-    };
-    let structured = decode_structured(encode_structured(view, &opts), &unlimited)
+    let same = |other: &EventView<'_>, how: &str| assert_same(view, other, how);
+    let structured = decode_structured(encode_structured(view, &opts), &UNLIMITED)
         .expect("our structured encoding decodes");
     same(&structured.get(0).expect("one event"), "structured");
 
@@ -260,42 +204,11 @@ fn check_reencodes(view: &EventView<'_>) {
         };
         assert_eq!(kafka_mode(&headers), want);
         let again =
-            decode_kafka(&headers, record.value, &unlimited).expect("our Kafka encoding decodes");
+            decode_kafka(&headers, record.value, &UNLIMITED).expect("our Kafka encoding decodes");
         same(&again.get(0).expect("one event"), &format!("{want:?}"));
         let key = view
             .extension("partitionkey")
             .map(|v| v.with_canonical_str(str::to_owned));
         assert_eq!(record.key, key, "the key is the partitionkey");
     }
-}
-
-/// An event's data as compared across encodings: its bytes, or, under a JSON content type,
-/// its JSON value when the bytes parse (whitespace around a JSON value is not kept when it is
-/// embedded in a structured event; JSON without a content type gains one in binary mode).
-#[derive(Debug, PartialEq)]
-enum DataOf {
-    Bytes(Vec<u8>),
-    Json(serde_json::Value),
-}
-
-fn data_of(view: &EventView<'_>) -> DataOf {
-    let bytes = view.data().to_bytes().into_owned();
-    // Structured JSON data without a content type is JSON, and gains `application/json` in
-    // binary mode (JSON format §3.1.2).
-    let json = view
-        .datacontenttype()
-        .map_or(matches!(view.data(), Data::Json(_)), is_json_media_type);
-    if json && let Ok(value) = serde_json::from_slice(&bytes) {
-        return DataOf::Json(value);
-    }
-    DataOf::Bytes(bytes)
-}
-
-/// Whether the event's `datacontenttype` names a CloudEvents format.
-fn is_cloudevents_format(view: &EventView<'_>) -> bool {
-    view.datacontenttype().is_some_and(|ct| {
-        ct.trim_ascii()
-            .to_ascii_lowercase()
-            .starts_with("application/cloudevents")
-    })
 }

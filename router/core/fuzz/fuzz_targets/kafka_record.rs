@@ -4,5 +4,7 @@
 
 #[path = "../checks/kafka_record.rs"]
 mod check;
+#[path = "../checks/records.rs"]
+mod records;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));

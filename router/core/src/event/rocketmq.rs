@@ -20,7 +20,7 @@ use bytes::Bytes;
 use super::attr::{AttrValue, KnownAttr};
 use super::batch::{Data, EventBatch, EventView};
 use super::binary::{ValueEncoding, decode_fields};
-use super::encode::{EncodeOptions, write_structured};
+use super::encode::{EncodeOptions, binary_mode_carries, write_structured};
 use super::error::{DecodeError, DecodeErrorKind};
 use super::json::decode_structured;
 use super::{ContentMode, DecodeLimits};
@@ -117,8 +117,13 @@ pub struct RocketMqMessage {
     pub body: Bytes,
 }
 
-/// Encodes an event in binary mode.
+/// Encodes an event in binary mode, or in structured mode when binary mode cannot carry it:
+/// its `datacontenttype` would read as a CloudEvents format, or its data is the one byte
+/// `\0` that binary mode reads as no data.
 pub fn encode_rocketmq_binary(view: &EventView<'_>, opts: &EncodeOptions<'_>) -> RocketMqMessage {
+    if !binary_mode_carries(view) || view.data().to_bytes() == ROCKETMQ_EMPTY_BODY {
+        return encode_rocketmq_structured(view, opts);
+    }
     let version = view.spec_version();
     let mut properties = Vec::with_capacity(8 + view.extensions().len());
     properties.push((
@@ -229,5 +234,33 @@ mod tests {
         let back = decode_rocketmq(&props, m.body, &DecodeLimits::default()).unwrap();
         assert!(back.get(0).unwrap().data().is_none());
         assert_eq!(rocketmq_mode(&[("KEYS", "a")]), RocketMqMode::NotCloudEvent);
+    }
+
+    /// Found by the `rocketmq_message` fuzz target's seeds: binary mode read a CloudEvents
+    /// `datacontenttype` as structured mode (and the data as the event), and data of one NUL
+    /// byte as no data. Such events go out in structured mode.
+    #[test]
+    fn binary_mode_falls_back_to_structured_for_what_it_cannot_carry() {
+        for body in [
+            &br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"application/cloudevents+json","data":{"specversion":"1.0"}}"#[..],
+            br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"application/cloudevents-batch+json","data":[]}"#,
+            br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":"AA=="}"#,
+        ] {
+            let batch =
+                decode_structured(Bytes::copy_from_slice(body), &DecodeLimits::default()).unwrap();
+            let view = batch.get(0).unwrap();
+            let m = encode_rocketmq_binary(&view, &EncodeOptions::default());
+            let props: Vec<(&str, &str)> = m
+                .properties
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(rocketmq_mode(&props), RocketMqMode::Structured);
+            let back = decode_rocketmq(&props, m.body, &DecodeLimits::default()).unwrap();
+            let back = back.get(0).unwrap();
+            assert_eq!(back.id(), "1");
+            assert_eq!(back.datacontenttype(), view.datacontenttype());
+            assert_eq!(back.data().to_bytes(), view.data().to_bytes());
+        }
     }
 }

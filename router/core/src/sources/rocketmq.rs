@@ -377,7 +377,8 @@ pub enum TagFilter {
 
 impl TagFilter {
     /// Parses an expression. `None` when it names no tag but is not `*` either (only `||`
-    /// and blanks).
+    /// and blanks), or when `*` stands in a list: RocketMQ would take it as a tag named `*`,
+    /// which is never what `TagA || *` means.
     pub fn parse(expression: &str) -> Option<TagFilter> {
         let expression = expression.trim();
         if expression.is_empty() || expression == "*" {
@@ -391,7 +392,7 @@ impl TagFilter {
             .collect();
         tags.sort_unstable();
         tags.dedup();
-        (!tags.is_empty()).then_some(TagFilter::Tags(tags))
+        (!tags.is_empty() && !tags.iter().any(|t| t == "*")).then_some(TagFilter::Tags(tags))
     }
 
     /// The expression the broker is asked to filter by.
@@ -451,6 +452,9 @@ mod tests {
 
         assert_eq!(TagFilter::parse("||"), None);
         assert_eq!(TagFilter::parse(" || || "), None);
+        // Found by the `rocketmq_message` fuzz target: `*` in a list read as a tag named `*`.
+        assert_eq!(TagFilter::parse("|| *"), None);
+        assert_eq!(TagFilter::parse("created || *"), None);
     }
 
     fn message<'a>(properties: &'a [(&'a str, &'a str)]) -> Message<'a> {
