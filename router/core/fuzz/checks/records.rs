@@ -10,7 +10,9 @@
 //! ```
 
 use bytes::Bytes;
-use triggerfish_core::event::{Data, DecodeLimits, EventView, is_json_media_type};
+use triggerfish_core::event::{
+    AttrValue, Data, DecodeLimits, EventBatch, EventView, is_json_media_type,
+};
 
 /// One parsed input.
 pub struct Input {
@@ -103,6 +105,48 @@ pub const UNLIMITED: DecodeLimits = DecodeLimits {
     max_batch_events: usize::MAX,
 };
 
+/// The one event a mapper accepted: within `limits`, with every `ceOverrides` extension set.
+pub fn accepted<'a>(
+    batch: &'a EventBatch,
+    limits: &DecodeLimits,
+    overrides: &[(String, String)],
+) -> EventView<'a> {
+    assert_eq!(batch.len(), 1, "a record is one event");
+    let view = batch.get(0).expect("one event");
+    assert!(
+        view.wire_size() <= limits.max_event_bytes,
+        "an accepted event is within the limit: {} > {}",
+        view.wire_size(),
+        limits.max_event_bytes
+    );
+    for (name, value) in overrides {
+        assert_eq!(
+            view.extension(name),
+            Some(AttrValue::Str(value)),
+            "ceOverrides win"
+        );
+    }
+    view
+}
+
+/// A CloudEvent passes through a mapper as its binding reads it (`direct`), plus the
+/// overrides.
+pub fn assert_passes_through(
+    direct: &EventBatch,
+    view: &EventView<'_>,
+    overrides: &[(String, String)],
+) {
+    let direct = direct.get(0).expect("one event");
+    assert_eq!(
+        (direct.id(), direct.source(), direct.ty(), direct.subject()),
+        (view.id(), view.source(), view.ty(), view.subject())
+    );
+    assert_eq!(data_of(&direct), data_of(view));
+    if overrides.is_empty() {
+        assert_eq!(ext_list(&direct), ext_list(view));
+    }
+}
+
 /// An event's extensions, in order, as strings.
 pub fn ext_list(view: &EventView<'_>) -> Vec<(String, String)> {
     view.extensions()
@@ -154,13 +198,4 @@ pub fn data_of(view: &EventView<'_>) -> DataOf {
         return DataOf::Json(value);
     }
     DataOf::Bytes(bytes)
-}
-
-/// Whether the event's `datacontenttype` names a CloudEvents format.
-pub fn is_cloudevents_format(view: &EventView<'_>) -> bool {
-    view.datacontenttype().is_some_and(|ct| {
-        ct.trim_ascii()
-            .to_ascii_lowercase()
-            .starts_with("application/cloudevents")
-    })
 }

@@ -36,7 +36,7 @@ use triggerfish_core::sources::rocketmq::{
 };
 
 // `records.rs` is a module of the including crate (the fuzz target, or the replay test).
-use crate::records::{Input, UNLIMITED, assert_same, data_of, ext_list};
+use crate::records::{Input, UNLIMITED, accepted, assert_passes_through, assert_same};
 
 /// Runs every invariant on one input.
 pub fn check(data: &[u8]) {
@@ -90,41 +90,19 @@ pub fn check(data: &[u8]) {
 
     match mapper.map(&message, body.clone(), &limits) {
         Ok(batch) => {
-            assert_eq!(batch.len(), 1, "a message is one event");
-            let view = batch.get(0).expect("one event");
-            assert!(
-                view.wire_size() <= limits.max_event_bytes,
-                "an accepted event is within the limit: {} > {}",
-                view.wire_size(),
-                limits.max_event_bytes
-            );
+            let view = accepted(&batch, &limits, &overrides);
             assert_ne!(
                 mode,
                 RocketMqMode::Unsupported,
                 "an unsupported format maps"
             );
-            for (name, value) in &overrides {
-                assert_eq!(
-                    view.extension(name),
-                    Some(AttrValue::Str(value)),
-                    "ceOverrides win"
-                );
-            }
             if mode == RocketMqMode::NotCloudEvent {
                 check_eventbridge(&view, &message, &body, &overrides);
             } else {
                 // A CloudEvent passes through as the binding reads it (plus the overrides).
                 let direct = decode_rocketmq(&properties, body, &limits)
                     .expect("the mapper accepted it, so the binding does");
-                let direct = direct.get(0).expect("one event");
-                assert_eq!(
-                    (direct.id(), direct.source(), direct.ty(), direct.subject()),
-                    (view.id(), view.source(), view.ty(), view.subject())
-                );
-                assert_eq!(data_of(&direct), data_of(&view));
-                if overrides.is_empty() {
-                    assert_eq!(ext_list(&direct), ext_list(&view));
-                }
+                assert_passes_through(&direct, &view, &overrides);
             }
             check_reencodes(&view);
         }
