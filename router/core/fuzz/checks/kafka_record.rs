@@ -20,14 +20,14 @@
 use triggerfish_core::event::kafka::{
     KafkaMode, decode_kafka, encode_kafka_binary, encode_kafka_structured, kafka_mode,
 };
-use triggerfish_core::event::{
-    AttrValue, EncodeOptions, EventView, KnownAttr, decode_structured, encode_structured,
-    is_valid_attribute_name,
-};
+use triggerfish_core::event::{EncodeOptions, EventView, KnownAttr, is_valid_attribute_name};
 use triggerfish_core::sources::kafka::{InvalidRecord, KAFKA_EVENT_TYPE, KafkaMapper, Record};
 
 // `records.rs` is a module of the including crate (the fuzz target, or the replay test).
-use crate::records::{Input, UNLIMITED, accepted, assert_passes_through, assert_same};
+use crate::records::{
+    Input, UNLIMITED, accepted, assert_passes_through, assert_same, assert_structured_round_trip,
+    assert_valid_extension_names, dead_letter,
+};
 
 /// Runs every invariant on one input.
 pub fn check(data: &[u8]) {
@@ -110,15 +110,7 @@ pub fn check(data: &[u8]) {
             let message = error.to_string();
             assert!(message.starts_with(&format!("{topic}/{partition}@{offset}: ")));
             if let Ok(dead) = mapper.dead_letter_event(&record, value, &error, &limits) {
-                let view = dead.get(0).expect("one event");
-                assert_eq!(view.ty(), KAFKA_EVENT_TYPE);
-                assert!(view.wire_size() <= limits.max_event_bytes);
-                let code = error.code().to_string();
-                assert_eq!(
-                    view.extension("knativeerrorcode"),
-                    Some(AttrValue::Str(&code))
-                );
-                check_reencodes(&view);
+                check_reencodes(&dead_letter(&dead, &limits, KAFKA_EVENT_TYPE, error.code()));
             }
         }
     }
@@ -148,21 +140,14 @@ fn check_plain(view: &EventView<'_>, record: &Record<'_>) {
             chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).is_some()
         })
     );
-    for (name, _) in view.extensions() {
-        assert!(
-            is_valid_attribute_name(name.as_bytes()),
-            "extension {name:?}"
-        );
-    }
+    assert_valid_extension_names(view);
 }
 
 /// The event survives a structured re-encode and a round trip through both Kafka modes.
 fn check_reencodes(view: &EventView<'_>) {
     let opts = EncodeOptions::default();
     let same = |other: &EventView<'_>, how: &str| assert_same(view, other, how);
-    let structured = decode_structured(encode_structured(view, &opts), &UNLIMITED)
-        .expect("our structured encoding decodes");
-    same(&structured.get(0).expect("one event"), "structured");
+    assert_structured_round_trip(view);
 
     for (record, want) in [
         (encode_kafka_binary(view, &opts), KafkaMode::Binary),

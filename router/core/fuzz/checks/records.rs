@@ -11,7 +11,8 @@
 
 use bytes::Bytes;
 use triggerfish_core::event::{
-    AttrValue, Data, DecodeLimits, EventBatch, EventView, is_json_media_type,
+    AttrValue, Data, DecodeLimits, EncodeOptions, EventBatch, EventView, decode_structured,
+    encode_structured, is_json_media_type, is_valid_attribute_name,
 };
 
 /// One parsed input.
@@ -145,6 +146,45 @@ pub fn assert_passes_through(
     if overrides.is_empty() {
         assert_eq!(ext_list(&direct), ext_list(view));
     }
+}
+
+/// A refused record's dead letter: one event of type `ty` within `limits`, whose
+/// `knativeerrorcode` is `code`.
+pub fn dead_letter<'a>(
+    batch: &'a EventBatch,
+    limits: &DecodeLimits,
+    ty: &str,
+    code: i32,
+) -> EventView<'a> {
+    let view = batch.get(0).expect("one event");
+    assert_eq!(view.ty(), ty);
+    assert!(view.wire_size() <= limits.max_event_bytes);
+    let code = code.to_string();
+    assert_eq!(
+        view.extension("knativeerrorcode"),
+        Some(AttrValue::Str(&code))
+    );
+    view
+}
+
+/// Every extension name of a mapped event is one CloudEvents allows.
+pub fn assert_valid_extension_names(view: &EventView<'_>) {
+    for (name, _) in view.extensions() {
+        assert!(
+            is_valid_attribute_name(name.as_bytes()),
+            "extension {name:?}"
+        );
+    }
+}
+
+/// The event survives a structured re-encode.
+pub fn assert_structured_round_trip(view: &EventView<'_>) {
+    let structured = decode_structured(
+        encode_structured(view, &EncodeOptions::default()),
+        &UNLIMITED,
+    )
+    .expect("our structured encoding decodes");
+    assert_same(view, &structured.get(0).expect("one event"), "structured");
 }
 
 /// An event's extensions, in order, as strings.

@@ -26,17 +26,17 @@ use triggerfish_core::event::rocketmq::{
     RocketMqMode, decode_rocketmq, encode_rocketmq_binary, encode_rocketmq_structured,
     partition_key, rocketmq_mode,
 };
-use triggerfish_core::event::{
-    AttrValue, EncodeOptions, EventView, decode_structured, encode_structured,
-    is_valid_attribute_name,
-};
+use triggerfish_core::event::{AttrValue, EncodeOptions, EventView};
 use triggerfish_core::sources::rocketmq::{
     InvalidMessage, Message, ROCKETMQ_CONTENT_TYPE, ROCKETMQ_EVENT_SOURCE, ROCKETMQ_EVENT_TYPE,
     RocketMqMapper, TagFilter,
 };
 
 // `records.rs` is a module of the including crate (the fuzz target, or the replay test).
-use crate::records::{Input, UNLIMITED, accepted, assert_passes_through, assert_same};
+use crate::records::{
+    Input, UNLIMITED, accepted, assert_passes_through, assert_same, assert_structured_round_trip,
+    assert_valid_extension_names, dead_letter,
+};
 
 /// Runs every invariant on one input.
 pub fn check(data: &[u8]) {
@@ -138,15 +138,12 @@ pub fn check(data: &[u8]) {
                 "{message_text}"
             );
             if let Ok(dead) = mapper.dead_letter_event(&message, &input.value, &error, &limits) {
-                let view = dead.get(0).expect("one event");
-                assert_eq!(view.ty(), ROCKETMQ_EVENT_TYPE);
-                assert!(view.wire_size() <= limits.max_event_bytes);
-                let code = error.code().to_string();
-                assert_eq!(
-                    view.extension("knativeerrorcode"),
-                    Some(AttrValue::Str(&code))
-                );
-                check_reencodes(&view);
+                check_reencodes(&dead_letter(
+                    &dead,
+                    &limits,
+                    ROCKETMQ_EVENT_TYPE,
+                    error.code(),
+                ));
             }
         }
     }
@@ -232,20 +229,13 @@ fn check_eventbridge(
         want.map(AttrValue::Str),
         "partitionkey"
     );
-    for (name, _) in view.extensions() {
-        assert!(
-            is_valid_attribute_name(name.as_bytes()),
-            "extension {name:?}"
-        );
-    }
+    assert_valid_extension_names(view);
 }
 
 /// The event survives a structured re-encode and a round trip through both RocketMQ modes.
 fn check_reencodes(view: &EventView<'_>) {
     let opts = EncodeOptions::default();
-    let structured = decode_structured(encode_structured(view, &opts), &UNLIMITED)
-        .expect("our structured encoding decodes");
-    assert_same(view, &structured.get(0).expect("one event"), "structured");
+    assert_structured_round_trip(view);
 
     for (encoded, how) in [
         (encode_rocketmq_binary(view, &opts), "binary"),
