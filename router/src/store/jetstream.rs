@@ -25,8 +25,9 @@
 //!   An event is acknowledged when every matched trigger's delivery has ended (delivered,
 //!   dead-lettered, or dropped and counted). While a replica holds an event (queued for a
 //!   trigger, being delivered, or waiting between retries) it tells JetStream it is still
-//!   working on it (`+WPI`) every third of `ackWait`, so a long delivery is never handed to a
-//!   second replica. A replica that dies leaves its events unacknowledged; `ackWait` after its
+//!   working on it (`+WPI`) every quarter of `ackWait` once it has held it for an eighth, so
+//!   the first word reaches JetStream within three eighths of `ackWait` of the event's taking,
+//!   and a long delivery is never handed to a second replica. A replica that dies leaves its events unacknowledged; `ackWait` after its
 //!   last word JetStream gives them to another replica. Delivery is therefore
 //!   **at-least-once**: after a crash, subscribers may see again the events the dead replica
 //!   held, at most `maxAckPending` events (unordered) plus one per partition (ordered).
@@ -395,7 +396,7 @@ impl JetStreamStore {
     ) {
         // Outlives the connection attempts: events held from an earlier one are acknowledged
         // (or kept alive) through it until their deliveries end.
-        let holding = Holding::start(&self.ackers, self.spec.ack_wait.get() / 3);
+        let holding = Holding::start(&self.ackers, self.spec.ack_wait.get() / 4);
         let mut pause = Duration::from_millis(200);
         while !stop.is_cancelled() {
             match self
@@ -665,7 +666,9 @@ impl Holding {
 }
 
 /// Sends the verdicts (`+ACK`, `-NAK`) in order as they come, and every `keep_alive` a
-/// `+WPI` for each event held longer than that.
+/// `+WPI` for each event held longer than half of that: an event taken just after a tick gets
+/// its first word within one and a half ticks, leaving JetStream's `ackWait` (four ticks) a
+/// margin of two and a half for a late tick or a busy machine.
 async fn acknowledge(
     mut verdicts: mpsc::UnboundedReceiver<(Arc<Acker>, AckKind)>,
     held: Arc<parking_lot::Mutex<HashMap<u64, HeldEvent>>>,
@@ -692,7 +695,7 @@ async fn acknowledge(
                 let due: Vec<Arc<Acker>> = held
                     .lock()
                     .values()
-                    .filter(|h| now.duration_since(h.since) >= keep_alive)
+                    .filter(|h| now.duration_since(h.since) >= keep_alive / 2)
                     .map(|h| Arc::clone(&h.acker))
                     .collect();
                 for acker in due {

@@ -305,7 +305,7 @@ pub struct StoreSpec {
     pub partitions: NonZeroU32,
     /// How long JetStream waits for a replica that stopped answering before it gives the
     /// replica's unacknowledged events to another one. A live replica keeps the events it holds
-    /// (it tells JetStream it is still working on them every third of this), so this bounds
+    /// (it tells JetStream it is still working on them every quarter of this), so this bounds
     /// the pause after a crash, not the length of a delivery or its retries. Defaults to
     /// `PT30S`.
     pub ack_wait: IsoDuration,
