@@ -27,8 +27,9 @@
 //!   trigger, being delivered, or waiting between retries) it tells JetStream it is still
 //!   working on it (`+WPI`) every quarter of `ackWait` once it has held it for an eighth, so
 //!   the first word reaches JetStream within three eighths of `ackWait` of the event's taking,
-//!   and a long delivery is never handed to a second replica. A replica that dies leaves its events unacknowledged; `ackWait` after its
-//!   last word JetStream gives them to another replica. Delivery is therefore
+//!   and a long delivery is never handed to a second replica. A replica that dies leaves its
+//!   events unacknowledged; `ackWait` after its last word JetStream gives them to another
+//!   replica. Delivery is therefore
 //!   **at-least-once**: after a crash, subscribers may see again the events the dead replica
 //!   held, at most `maxAckPending` events (unordered) plus one per partition (ordered).
 //! - **Shutdown.** Consumers stop pulling when the drain starts and hand back (`-NAK`) what

@@ -121,7 +121,19 @@ pub struct RocketMqMessage {
 /// its `datacontenttype` would read as a CloudEvents format, or its data is the one byte
 /// `\0` that binary mode reads as no data.
 pub fn encode_rocketmq_binary(view: &EventView<'_>, opts: &EncodeOptions<'_>) -> RocketMqMessage {
-    if !binary_mode_carries(view) || view.data().to_bytes() == ROCKETMQ_EMPTY_BODY {
+    if !binary_mode_carries(view) {
+        return encode_rocketmq_structured(view, opts);
+    }
+    // Data is decoded (base64) once, here.
+    let body = match view.data() {
+        Data::None => Bytes::from_static(ROCKETMQ_EMPTY_BODY),
+        Data::Base64(_) => Bytes::from(view.data().to_bytes().into_owned()),
+        _ => view
+            .data_shared()
+            .filter(|b| !b.is_empty())
+            .unwrap_or(Bytes::from_static(ROCKETMQ_EMPTY_BODY)),
+    };
+    if body == ROCKETMQ_EMPTY_BODY && !view.data().is_none() {
         return encode_rocketmq_structured(view, opts);
     }
     let version = view.spec_version();
@@ -156,14 +168,6 @@ pub fn encode_rocketmq_binary(view: &EventView<'_>, opts: &EncodeOptions<'_>) ->
             value.with_canonical_str(str::to_owned),
         ));
     }
-    let body = match view.data() {
-        Data::None => Bytes::from_static(ROCKETMQ_EMPTY_BODY),
-        Data::Base64(_) => Bytes::from(view.data().to_bytes().into_owned()),
-        _ => view
-            .data_shared()
-            .filter(|b| !b.is_empty())
-            .unwrap_or(Bytes::from_static(ROCKETMQ_EMPTY_BODY)),
-    };
     RocketMqMessage { properties, body }
 }
 
