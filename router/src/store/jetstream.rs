@@ -22,24 +22,28 @@
 //!     previous one was acknowledged, whichever replica held it, so per-key order holds across
 //!     replicas and across a replica's death.
 //!
+//!   A consumer sends one pull request (up to 256 events) at a time, the next once fewer than
+//!   half of that wait to be routed, and holds every event from the moment its pull brings
+//!   it: an event waiting for room in a full trigger queue is held like one being delivered.
+//!
 //!   An event is acknowledged when every matched trigger's delivery has ended (delivered,
-//!   dead-lettered, or dropped and counted). While a replica holds an event (queued for a
-//!   trigger, being delivered, or waiting between retries) it tells JetStream it is still
-//!   working on it (`+WPI`) every quarter of `ackWait` once it has held it for an eighth, so
-//!   the first word reaches JetStream within three eighths of `ackWait` of the event's taking,
-//!   and a long delivery is never handed to a second replica. A replica that dies leaves its
-//!   events unacknowledged; `ackWait` after its last word JetStream gives them to another
-//!   replica. Delivery is therefore
-//!   **at-least-once**: after a crash, subscribers may see again the events the dead replica
-//!   held, at most `maxAckPending` events (unordered) plus one per partition (ordered).
+//!   dead-lettered, or dropped and counted). While a replica holds an event (waiting to be
+//!   routed, queued for a trigger, being delivered, or waiting between retries) it tells
+//!   JetStream it is still working on it (`+WPI`) every quarter of `ackWait` once it has held
+//!   it for an eighth, so the first word reaches JetStream within three eighths of `ackWait`
+//!   of the event's taking, and a long delivery is never handed to a second replica. A
+//!   replica that dies leaves its events unacknowledged; `ackWait` after its last word
+//!   JetStream gives them to another replica. Delivery is therefore **at-least-once**: after a
+//!   crash, subscribers may see again the events the dead replica held, at most
+//!   `maxAckPending` events (unordered) plus one per partition (ordered).
 //! - **Shutdown.** Consumers stop pulling when the drain starts and hand back (`-NAK`) what
-//!   they pulled but had not routed; [`JetStreamStore::close`] waits for the last
+//!   they took but had not routed; [`JetStreamStore::close`] waits for the last
 //!   acknowledgements and flushes them to the server.
 //!
 //! What this module does not do: match or deliver (the shard route and the dispatchers do, as
 //! for the memory store).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -50,6 +54,7 @@ use async_nats::jetstream::context::ContextBuilder;
 use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::{FutureExt as _, StreamExt};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -73,6 +78,10 @@ pub const PUBLISH_WINDOW: usize = 16_384;
 
 /// Events one pull request of the unordered consumer asks for.
 const PULL_BATCH: u32 = 256;
+
+/// How long JetStream keeps a pull request open when it has fewer events than asked for. A
+/// pull lost with a connection is noticed this much (plus five seconds) later.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// Why the store could not start.
 #[derive(Debug, thiserror::Error)]
@@ -456,83 +465,81 @@ impl JetStreamStore {
             .create_consumer(config)
             .await
             .map_err(|e| format!("consumer {name}: {e}"))?;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(max_ack_pending.min(PULL_BATCH) as usize)
-            .heartbeat(Duration::from_secs(5))
-            .messages()
-            .await
-            .map_err(|e| format!("consumer {name}: {e}"))?;
-        let limits = DecodeLimits {
-            max_event_bytes: usize::MAX,
-            ..DecodeLimits::default()
+        let mut puller = Puller {
+            consumer,
+            name,
+            batch: max_ack_pending.min(PULL_BATCH) as usize,
+            pull: None,
         };
-        let redelivered = routing
-            .metrics
-            .redelivered
-            .get_or_create(&BrokerLabels {
-                broker: broker.to_string(),
-            })
-            .clone();
+        let mut taker = Taker {
+            broker,
+            holding,
+            limits: DecodeLimits {
+                max_event_bytes: usize::MAX,
+                ..DecodeLimits::default()
+            },
+            redelivered: routing
+                .metrics
+                .redelivered
+                .get_or_create(&BrokerLabels {
+                    broker: broker.to_string(),
+                })
+                .clone(),
+            waiting: VecDeque::new(),
+        };
         let mut scratch = MatchScratch::new();
         let mut matched = Vec::new();
         loop {
-            let next = tokio::select! {
-                next = messages.next() => next,
-                () = stop.cancelled() => {
-                    // Pulled but not routed: another replica may have them now rather than
-                    // after ackWait.
-                    while let Some(Some(Ok(m))) = messages.next().now_or_never() {
-                        let _ = m.ack_with(AckKind::Nak(None)).await;
-                    }
-                    return Ok(());
-                }
-            };
-            let message = match next {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => return Err(format!("consumer {name}: {e}")),
-                None => return Err(format!("consumer {name}: stream ended")),
-            };
-            if message.info().is_ok_and(|i| i.delivered > 1) {
-                redelivered.inc();
+            if stop.is_cancelled() {
+                // Taken but not routed: hand them back, so that another replica may have them
+                // now rather than after ackWait (a dropped completion says `-NAK`).
+                taker.waiting.clear();
+                puller.hand_back().await;
+                return Ok(());
             }
-            let (message, acker) = message.split();
-            let ttl = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(TTL_HEADER))
-                .and_then(|v| v.as_str().parse::<u8>().ok())
-                .unwrap_or(super::DEFAULT_TTL);
-            let batch = match decode_structured(message.payload, &limits) {
-                Ok(b) => b,
-                Err(e) => {
-                    // A message no replica can read would be redelivered forever: terminate it.
-                    tracing::error!(broker = %broker, error = %e, "undecodable JetStream message terminated");
-                    let _ = acker.ack_with(AckKind::Term).await;
-                    continue;
+            puller.refill(taker.waiting.len()).await?;
+            let Some(envelope) = taker.waiting.pop_front() else {
+                tokio::select! {
+                    next = puller.next() => taker.take(next, &puller.name).await?,
+                    () = stop.cancelled() => {}
                 }
-            };
-            let Some(event) = EventRef::new(Arc::new(batch), 0) else {
-                let _ = acker.ack().await;
                 continue;
             };
-            let envelope = Envelope {
-                event,
-                broker: Arc::clone(broker),
-                ttl,
-                accepted_at: Instant::now(),
-                completion: Completion::new(Box::new(holding.hold(acker))),
-            };
+            // Routing waits while a matched trigger's queue is full; the events that arrive
+            // meanwhile are taken (and kept alive) as they come, and no new pull goes out
+            // until the waiting ones drop under half a pull.
             let snapshot = routing.snapshot.load_full();
-            crate::shard::route_some(
+            let route = crate::shard::route_some(
                 envelope,
                 &snapshot,
                 &routing.metrics,
                 &mut scratch,
                 &mut matched,
                 Some(order),
-            )
-            .await;
+            );
+            tokio::pin!(route);
+            // A failure stops the taking, not the routing: an event half routed would be
+            // delivered to some triggers and handed back for all.
+            let mut failed = None;
+            loop {
+                let taking = failed.is_none() && !stop.is_cancelled();
+                tokio::select! {
+                    biased;
+                    () = &mut route => break,
+                    next = puller.next(), if taking => {
+                        let taken = match taker.take(next, &puller.name).await {
+                            Ok(()) => puller.refill(taker.waiting.len()).await,
+                            Err(e) => Err(e),
+                        };
+                        failed = taken.err();
+                    }
+                    // Wakes the loop so that it stops taking.
+                    () = stop.cancelled(), if taking => {}
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
     }
 
@@ -617,7 +624,118 @@ impl Consumers {
     }
 }
 
-/// The events one consumer of this replica holds (routed, not yet acknowledged), and the task
+/// A consumer's pull requests: one in flight at a time, and the next only once the events
+/// taken and not yet routed are fewer than half a pull. Every event a pull brings is taken
+/// (and kept alive) as it arrives, so none waits unheld in a buffer while routing waits for
+/// room in a trigger queue; what is not pulled stays in JetStream, free for other replicas.
+struct Puller {
+    consumer: consumer::PullConsumer,
+    name: String,
+    /// Events a pull asks for.
+    batch: usize,
+    pull: Option<consumer::pull::Batch>,
+}
+
+impl Puller {
+    /// Sends the next pull request if none is in flight and `waiting` is under half a pull.
+    async fn refill(&mut self, waiting: usize) -> Result<(), String> {
+        if self.pull.is_none() && waiting < self.batch.div_ceil(2) {
+            let pull = self
+                .consumer
+                .batch()
+                .max_messages(self.batch)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await
+                .map_err(|e| format!("consumer {}: pull: {e}", self.name))?;
+            self.pull = Some(pull);
+        }
+        Ok(())
+    }
+
+    /// The next message of the pull in flight, or `None` once it is done (full or expired).
+    /// Never ready while no pull is in flight. Cancel-safe.
+    async fn next(&mut self) -> Option<Result<jetstream::Message, async_nats::Error>> {
+        let Some(pull) = &mut self.pull else {
+            return std::future::pending().await;
+        };
+        let next = pull.next().await;
+        if next.is_none() {
+            self.pull = None;
+        }
+        next
+    }
+
+    /// Hands back (`-NAK`) what the pull in flight brought and was not taken, and drops it.
+    async fn hand_back(&mut self) {
+        if let Some(mut pull) = self.pull.take() {
+            while let Some(Some(Ok(m))) = pull.next().now_or_never() {
+                let _ = m.ack_with(AckKind::Nak(None)).await;
+            }
+        }
+    }
+}
+
+/// Turns a consumer's messages into envelopes waiting to be routed, held from the moment they
+/// arrive.
+struct Taker<'a> {
+    broker: &'a BrokerKey,
+    holding: &'a Holding,
+    limits: DecodeLimits,
+    redelivered: Counter,
+    /// Taken, held, not yet routed; at most one and a half pulls.
+    waiting: VecDeque<Envelope>,
+}
+
+impl Taker<'_> {
+    /// Takes what [`Puller::next`] gave: holds a message and queues its event; terminates a
+    /// message no replica can read. `consumer` names the consumer in errors.
+    async fn take(
+        &mut self,
+        next: Option<Result<jetstream::Message, async_nats::Error>>,
+        consumer: &str,
+    ) -> Result<(), String> {
+        let message = match next {
+            // The pull is done; the next one goes out when the waiting events allow.
+            None => return Ok(()),
+            Some(Err(e)) => return Err(format!("consumer {consumer}: {e}")),
+            Some(Ok(m)) => m,
+        };
+        if message.info().is_ok_and(|i| i.delivered > 1) {
+            self.redelivered.inc();
+        }
+        let (message, acker) = message.split();
+        let ttl = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(TTL_HEADER))
+            .and_then(|v| v.as_str().parse::<u8>().ok())
+            .unwrap_or(super::DEFAULT_TTL);
+        let batch = match decode_structured(message.payload, &self.limits) {
+            Ok(b) => b,
+            Err(e) => {
+                // A message no replica can read would be redelivered forever: terminate it.
+                tracing::error!(broker = %self.broker, error = %e, "undecodable JetStream message terminated");
+                let _ = acker.ack_with(AckKind::Term).await;
+                return Ok(());
+            }
+        };
+        let Some(event) = EventRef::new(Arc::new(batch), 0) else {
+            let _ = acker.ack().await;
+            return Ok(());
+        };
+        self.waiting.push_back(Envelope {
+            event,
+            broker: Arc::clone(self.broker),
+            ttl,
+            accepted_at: Instant::now(),
+            completion: Completion::new(Box::new(self.holding.hold(acker))),
+        });
+        Ok(())
+    }
+}
+
+/// The events one consumer of this replica holds (taken, not yet acknowledged), and the task
 /// that acknowledges them and keeps them alive.
 ///
 /// One task per consumer rather than one per event: a delivery's end costs a map removal and

@@ -861,3 +861,38 @@ async fn a_replica_stopped_gracefully_leaves_no_duplicates() {
     // it handed back: nothing comes twice.
     assert_eq!(duplicates(&sub), 0, "{}", routers[1].stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_waiting_for_a_full_trigger_queue_stay_with_their_replica() {
+    const EVENTS: usize = 24;
+    let nats = Nats::start().await;
+    let sub = Subscriber::start().await;
+    // One delivery at a time, 400 ms each, behind a queue of two: the consumer holds events
+    // that wait for room for up to 9 s, more than four times ackWait. JetStream would hand
+    // them out again if the replica did not keep them alive while they wait.
+    sub.handle(|_| Reply::ok().delay(Duration::from_millis(400)));
+    let config = Config::new()
+        .server(&store_with(&nats, 1, "PT2S"))
+        .server("queues: {trigger: {events: 2, bytes: 1MiB}}")
+        .broker("default", None)
+        .trigger(Trigger::new("slow", &sub.url("/slow")).spec("maxInFlight: 1"))
+        .render();
+    let router = Router::start_with(&config, options()).await;
+    let events: Vec<Event> = (0..EVENTS)
+        .map(|i| Event::new(format!("e-{i}"), "t"))
+        .collect();
+    let r = router
+        .client
+        .send_batch(&router.broker_url("default"), &events)
+        .await;
+    assert_eq!(r.code(), 202, "{}", r.text());
+    sub.wait_for_path("/slow", EVENTS, Duration::from_secs(60))
+        .await;
+    wait_idle(&nats, Duration::from_secs(30)).await;
+    let ids: Vec<String> = sub.requests_to("/slow").iter().map(|r| r.id()).collect();
+    let distinct: HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), EVENTS, "{ids:?}");
+    assert_eq!(ids.len(), EVENTS, "delivered twice: {ids:?}");
+    let m = router.metrics().await;
+    assert_eq!(m.get("triggerfish_store_redelivered_total", &[]), 0.0);
+}
