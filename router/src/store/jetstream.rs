@@ -22,9 +22,9 @@
 //!     previous one was acknowledged, whichever replica held it, so per-key order holds across
 //!     replicas and across a replica's death.
 //!
-//!   A consumer sends one pull request (up to 256 events) at a time, the next once fewer than
-//!   half of that wait to be routed, and holds every event from the moment its pull brings
-//!   it: an event waiting for room in a full trigger queue is held like one being delivered.
+//!   A consumer asks for events in pulls of 128, with at most 256 events asked for or taken
+//!   and not yet routed, and holds every event from the moment its pull brings it: an event
+//!   waiting for room in a full trigger queue is held like one being delivered.
 //!
 //!   An event is acknowledged when every matched trigger's delivery has ended (delivered,
 //!   dead-lettered, or dropped and counted). While a replica holds an event (waiting to be
@@ -76,8 +76,9 @@ const TTL_HEADER: &str = "Tf-Ttl";
 /// stalled server costs little memory.
 pub const PUBLISH_WINDOW: usize = 16_384;
 
-/// Events one pull request of the unordered consumer asks for.
-const PULL_BATCH: u32 = 256;
+/// The most events a consumer has taken and not yet routed, plus those it asked for and has
+/// not yet received: half of it in each of two pull requests.
+const PULL_BUDGET: u32 = 256;
 
 /// How long JetStream keeps a pull request open when it has fewer events than asked for. A
 /// pull lost with a connection is noticed this much (plus five seconds) later.
@@ -465,12 +466,7 @@ impl JetStreamStore {
             .create_consumer(config)
             .await
             .map_err(|e| format!("consumer {name}: {e}"))?;
-        let mut puller = Puller {
-            consumer,
-            name,
-            batch: max_ack_pending.min(PULL_BATCH) as usize,
-            pull: None,
-        };
+        let mut puller = Puller::new(consumer, name, max_ack_pending.min(PULL_BUDGET) as usize);
         let mut taker = Taker {
             broker,
             holding,
@@ -507,7 +503,7 @@ impl JetStreamStore {
             };
             // Routing waits while a matched trigger's queue is full; the events that arrive
             // meanwhile are taken (and kept alive) as they come, and no new pull goes out
-            // until the waiting ones drop under half a pull.
+            // while they fill the budget.
             let snapshot = routing.snapshot.load_full();
             let route = crate::shard::route_some(
                 envelope,
@@ -624,51 +620,87 @@ impl Consumers {
     }
 }
 
-/// A consumer's pull requests: one in flight at a time, and the next only once the events
-/// taken and not yet routed are fewer than half a pull. Every event a pull brings is taken
-/// (and kept alive) as it arrives, so none waits unheld in a buffer while routing waits for
-/// room in a trigger queue; what is not pulled stays in JetStream, free for other replicas.
+/// A consumer's pull requests. The events taken and not yet routed plus those asked for and
+/// not yet received never exceed `budget`; a pull asks for half of it, so that while one pull
+/// is being routed the next is already on its way. Every event a pull brings is taken (and
+/// kept alive) as it arrives, so none waits unheld in a buffer while routing waits for room in
+/// a trigger queue; what is not asked for stays in JetStream, free for other replicas.
 struct Puller {
     consumer: consumer::PullConsumer,
     name: String,
-    /// Events a pull asks for.
-    batch: usize,
-    pull: Option<consumer::pull::Batch>,
+    /// The most events taken and waiting plus asked for.
+    budget: usize,
+    /// The pulls in flight, each with the events it may still bring.
+    pulls: VecDeque<(consumer::pull::Batch, usize)>,
 }
 
 impl Puller {
-    /// Sends the next pull request if none is in flight and `waiting` is under half a pull.
+    fn new(consumer: consumer::PullConsumer, name: String, budget: usize) -> Puller {
+        Puller {
+            consumer,
+            name,
+            budget: budget.max(1),
+            pulls: VecDeque::with_capacity(2),
+        }
+    }
+
+    /// Events a pull asks for.
+    fn batch(&self) -> usize {
+        (self.budget / 2).max(1)
+    }
+
+    /// Sends pull requests while `waiting` (events taken, not yet routed) and what the pulls in
+    /// flight may still bring leave room in the budget for another.
     async fn refill(&mut self, waiting: usize) -> Result<(), String> {
-        if self.pull.is_none() && waiting < self.batch.div_ceil(2) {
+        let batch = self.batch();
+        loop {
+            let expected: usize = self.pulls.iter().map(|(_, n)| n).sum();
+            if waiting + expected + batch > self.budget {
+                return Ok(());
+            }
             let pull = self
                 .consumer
                 .batch()
-                .max_messages(self.batch)
+                .max_messages(batch)
                 .expires(PULL_EXPIRES)
                 .messages()
                 .await
                 .map_err(|e| format!("consumer {}: pull: {e}", self.name))?;
-            self.pull = Some(pull);
+            self.pulls.push_back((pull, batch));
         }
-        Ok(())
     }
 
-    /// The next message of the pull in flight, or `None` once it is done (full or expired).
-    /// Never ready while no pull is in flight. Cancel-safe.
+    /// The next message of any pull in flight, or `None` when one of them is done (full or
+    /// expired). Never ready while no pull is in flight. Cancel-safe.
     async fn next(&mut self) -> Option<Result<jetstream::Message, async_nats::Error>> {
-        let Some(pull) = &mut self.pull else {
-            return std::future::pending().await;
-        };
-        let next = pull.next().await;
-        if next.is_none() {
-            self.pull = None;
+        // JetStream hands a consumer's messages to its waiting pulls in turn, so each of them
+        // may have some.
+        let (i, next) = std::future::poll_fn(|cx| {
+            for (i, (pull, _)) in self.pulls.iter_mut().enumerate() {
+                if let std::task::Poll::Ready(next) = pull.poll_next_unpin(cx) {
+                    return std::task::Poll::Ready((i, next));
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        match &next {
+            Some(Ok(_)) => {
+                if let Some((_, expected)) = self.pulls.get_mut(i) {
+                    *expected = expected.saturating_sub(1);
+                }
+            }
+            Some(Err(_)) => {}
+            None => {
+                self.pulls.remove(i);
+            }
         }
         next
     }
 
-    /// Hands back (`-NAK`) what the pull in flight brought and was not taken, and drops it.
+    /// Hands back (`-NAK`) what the pulls in flight brought and was not taken, and drops them.
     async fn hand_back(&mut self) {
-        if let Some(mut pull) = self.pull.take() {
+        for (mut pull, _) in self.pulls.drain(..) {
             while let Some(Some(Ok(m))) = pull.next().now_or_never() {
                 let _ = m.ack_with(AckKind::Nak(None)).await;
             }
@@ -683,7 +715,7 @@ struct Taker<'a> {
     holding: &'a Holding,
     limits: DecodeLimits,
     redelivered: Counter,
-    /// Taken, held, not yet routed; at most one and a half pulls.
+    /// Taken, held, not yet routed; within the puller's budget.
     waiting: VecDeque<Envelope>,
 }
 

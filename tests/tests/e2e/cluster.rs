@@ -896,3 +896,31 @@ async fn events_waiting_for_a_full_trigger_queue_stay_with_their_replica() {
     let m = router.metrics().await;
     assert_eq!(m.get("triggerfish_store_redelivered_total", &[]), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arriving_one_at_a_time_are_each_delivered_without_waiting_for_a_pull() {
+    // A consumer keeps two pull requests waiting on the server, and JetStream hands the
+    // messages to them in turn: an event given to the second must not wait until the first
+    // expires (5 s). Each event here is sent only once the one before arrived.
+    const EVENTS: usize = 30;
+    const PROMPTLY: Duration = Duration::from_secs(4);
+    let nats = Nats::start().await;
+    let sub = Subscriber::start().await;
+    let config = Config::new()
+        .server(&store(&nats, 1))
+        .broker("default", None)
+        .trigger(Trigger::new("all", &sub.url("/all")))
+        .render();
+    let router = Router::start_with(&config, options()).await;
+    let url = router.broker_url("default");
+    for i in 0..EVENTS {
+        let r = router
+            .client
+            .send_binary(&url, &Event::new(format!("e-{i}"), "t"))
+            .await;
+        assert_eq!(r.code(), 202, "{}", r.text());
+        sub.wait_for_path("/all", i + 1, PROMPTLY).await;
+    }
+    wait_idle(&nats, Duration::from_secs(30)).await;
+    assert_eq!(sub.requests_to("/all").len(), EVENTS);
+}
