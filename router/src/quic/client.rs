@@ -19,8 +19,14 @@ use triggerfish_core::quic::{Ack, AckDecodeError, FrameError, SUPPORTED_ALPNS, S
 use super::tls::{TlsError, Trust};
 
 /// How often an idle client connection pings, so a pooled connection outlives the server's
-/// idle timeout.
-const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// idle timeout, and a server that stopped answering is noticed by [`IDLE_TIMEOUT`].
+const KEEP_ALIVE: Duration = Duration::from_secs(3);
+
+/// How long a connection lives without hearing from the server. A server (or its host) that
+/// died answers nothing, not even a stateless reset, so this is how long its frames in flight
+/// wait before they fail as transport errors, to be retried on a new connection: 10 s instead
+/// of the 30 s of the server's default, with three keep-alives in it.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a handshake may take. A server that is down answers UDP with silence (ICMP
 /// errors do not reach QUIC), so without this a connect would wait for the idle timeout.
@@ -105,7 +111,7 @@ impl QuicClient {
         let with_transport = |loopback: bool| {
             let mut transport = quinn::TransportConfig::default();
             transport.keep_alive_interval(Some(KEEP_ALIVE));
-            transport.max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(30)).ok());
+            transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
             // Acks are small; the client takes no streams from the server.
             transport.max_concurrent_uni_streams(0u8.into());
             transport.max_concurrent_bidi_streams(0u8.into());

@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -566,7 +567,7 @@ async fn stall(client: &QuicClient, len: usize, sent: usize) -> quinn::SendStrea
 /// Publishes one event per frame until an ack passes `done`, at most for [`PATIENCE`]; returns
 /// that ack and how many events were accepted before it.
 async fn publish_until(client: &QuicClient, done: impl Fn(&Ack) -> bool) -> (Ack, usize) {
-    let deadline = std::time::Instant::now() + PATIENCE;
+    let deadline = Instant::now() + PATIENCE;
     let mut accepted = 0;
     for i in 0.. {
         let event = Event::new(format!("until-{i}"), "t");
@@ -575,7 +576,7 @@ async fn publish_until(client: &QuicClient, done: impl Fn(&Ack) -> bool) -> (Ack
             return (ack, accepted);
         }
         accepted += ack.accepted as usize;
-        assert!(std::time::Instant::now() < deadline, "last ack: {ack:?}");
+        assert!(Instant::now() < deadline, "last ack: {ack:?}");
     }
     unreachable!()
 }
@@ -672,14 +673,14 @@ async fn a_connection_dropped_mid_batch_loses_only_what_was_not_acked() {
             recv.read_to_end(1 << 16).await
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     client.abort();
     // The client is told: no ack for that frame.
     let result = pending.await.unwrap();
     assert!(result.is_err(), "{result:?}");
     // Everything acked is delivered; nothing of the unacked frame is.
     let got = sub.wait_for(30, PATIENCE).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let ids: BTreeSet<String> = sub.requests().iter().map(|r| r.id()).collect();
     assert_eq!(ids, acked, "{} requests", got.len());
     // The server carries on.
@@ -846,7 +847,7 @@ async fn a_restarted_peer_resets_the_old_connection_at_once() {
     .await;
 
     b.crash_and_restart().await;
-    let restarted = std::time::Instant::now();
+    let restarted = Instant::now();
     a.publish(&Event::new("after", "t")).await;
     let got = sub.wait_for(2, PATIENCE).await;
     assert_eq!(got[1].id(), "after");
@@ -860,6 +861,35 @@ async fn a_restarted_peer_resets_the_old_connection_at_once() {
         "the forwarding router says the old connection was reset:\n{logs}"
     );
     println!("delivered {:?} after the restart", restarted.elapsed());
+}
+
+/// A peer that stops answering altogether (its host died; here it is frozen, so that nothing,
+/// not even a stateless reset, comes back) fails the frames in flight once the connection has
+/// heard nothing for the client's idle timeout (10 s), well before the attempt's own 60 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_answering_fails_the_frame_at_the_idle_timeout() {
+    let sub = Subscriber::start().await;
+    let b = router_to(&sub, "").await;
+    let config = forwarding_to(
+        &b,
+        Trigger::new("forward", &b.quic_url("default")).delivery(&format!(
+            "retry: 0\ntimeout: PT60S\ndeadLetterSink:\n  uri: {}",
+            sub.url("/dead")
+        )),
+    );
+    let a = Router::start(&config.render()).await;
+    a.publish(&Event::new("before", "t")).await;
+    sub.wait_for_path("/s", 1, PATIENCE).await;
+    b.pause();
+    let paused = Instant::now();
+    a.publish(&Event::new("after", "t")).await;
+    // The server's idle timeout (30 s) would be the other bound: 20 s tells them apart.
+    let dead = sub.wait_for_path("/dead", 1, Duration::from_secs(20)).await;
+    b.resume();
+    assert_eq!(dead[0].id(), "after");
+    let waited = paused.elapsed();
+    assert!(waited >= Duration::from_secs(9), "failed after {waited:?}");
+    println!("dead-lettered {waited:?} after the peer froze");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
