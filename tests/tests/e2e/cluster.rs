@@ -84,6 +84,16 @@ async fn replicas(n: usize, config: &str) -> Vec<Router> {
     routers
 }
 
+/// One replica of broker `default` with trigger `all` delivering to `sub`'s `/all`.
+async fn one_replica_to(nats: &Nats, sub: &Subscriber) -> Router {
+    let config = Config::new()
+        .server(&store(nats, 1))
+        .broker("default", None)
+        .trigger(Trigger::new("all", &sub.url("/all")))
+        .render();
+    Router::start_with(&config, options()).await
+}
+
 /// `POST` of a batch; the status, or `Err` when no answer came (a dead replica).
 async fn post_batch(client: &Client, url: &str, events: &[Event]) -> Result<u16, String> {
     let headers = [(
@@ -252,12 +262,7 @@ async fn three_replicas_deliver_every_event_when_one_is_killed() {
 async fn nats_restart_under_load_answers_503_and_loses_nothing_accepted() {
     let mut nats = Nats::start().await;
     let sub = Subscriber::start_counting().await;
-    let config = Config::new()
-        .server(&store(&nats, 1))
-        .broker("default", None)
-        .trigger(Trigger::new("all", &sub.url("/all")))
-        .render();
-    let router = Router::start_with(&config, options()).await;
+    let router = one_replica_to(&nats, &sub).await;
     let url = router.broker_url("default");
 
     // One producer, one request at a time: each answer is ordered after the previous one.
@@ -881,11 +886,7 @@ async fn events_waiting_for_a_full_trigger_queue_stay_with_their_replica() {
     let events: Vec<Event> = (0..EVENTS)
         .map(|i| Event::new(format!("e-{i}"), "t"))
         .collect();
-    let r = router
-        .client
-        .send_batch(&router.broker_url("default"), &events)
-        .await;
-    assert_eq!(r.code(), 202, "{}", r.text());
+    router.publish_batches(&events).await;
     sub.wait_for_path("/slow", EVENTS, Duration::from_secs(60))
         .await;
     wait_idle(&nats, Duration::from_secs(30)).await;
@@ -906,19 +907,9 @@ async fn events_arriving_one_at_a_time_are_each_delivered_without_waiting_for_a_
     const PROMPTLY: Duration = Duration::from_secs(4);
     let nats = Nats::start().await;
     let sub = Subscriber::start().await;
-    let config = Config::new()
-        .server(&store(&nats, 1))
-        .broker("default", None)
-        .trigger(Trigger::new("all", &sub.url("/all")))
-        .render();
-    let router = Router::start_with(&config, options()).await;
-    let url = router.broker_url("default");
+    let router = one_replica_to(&nats, &sub).await;
     for i in 0..EVENTS {
-        let r = router
-            .client
-            .send_binary(&url, &Event::new(format!("e-{i}"), "t"))
-            .await;
-        assert_eq!(r.code(), 202, "{}", r.text());
+        router.publish(&Event::new(format!("e-{i}"), "t")).await;
         sub.wait_for_path("/all", i + 1, PROMPTLY).await;
     }
     wait_idle(&nats, Duration::from_secs(30)).await;
