@@ -879,7 +879,14 @@ async fn a_peer_that_stops_answering_fails_the_frame_at_the_idle_timeout() {
     );
     let a = Router::start(&config.render()).await;
     a.publish(&Event::new("before", "t")).await;
-    sub.wait_for_path("/s", 1, PATIENCE).await;
+    // B delivers before it acks: frozen between the two, it would leave "before" unacked.
+    a.wait_metric(
+        "triggerfish_delivery_attempts_total",
+        &[("trigger", "default/forward"), ("outcome", "success")],
+        1.0,
+        PATIENCE,
+    )
+    .await;
     b.pause();
     let paused = Instant::now();
     a.publish(&Event::new("after", "t")).await;
