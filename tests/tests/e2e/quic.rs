@@ -67,6 +67,17 @@ fn forwarding_to(b: &Router, forward: Trigger) -> Config {
         .trigger(forward)
 }
 
+/// Waits until `a`'s trigger `forward` has had `n` successful attempts: acks read from B.
+async fn wait_forwarded(a: &Router, n: f64) {
+    a.wait_metric(
+        "triggerfish_delivery_attempts_total",
+        &[("trigger", "default/forward"), ("outcome", "success")],
+        n,
+        PATIENCE,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_ingress_delivers_to_an_http_subscriber() {
     let sub = Subscriber::start().await;
@@ -775,13 +786,7 @@ async fn http_ingress_forwards_to_a_second_router_over_quic() {
     );
     assert!(frames < 50.0, "{frames} frames for 50 events");
     // Every event's attempt completed from the acks (B may deliver before A reads its ack).
-    a.wait_metric(
-        "triggerfish_delivery_attempts_total",
-        &[("trigger", "default/forward"), ("outcome", "success")],
-        50.0,
-        PATIENCE,
-    )
-    .await;
+    wait_forwarded(&a, 50.0).await;
 
     // An event B refuses (over its 1 KiB limit) is not retried: A dead-letters it with B's
     // status and reason, and its neighbours in the frame are delivered.
@@ -838,13 +843,7 @@ async fn a_restarted_peer_resets_the_old_connection_at_once() {
     a.publish(&Event::new("before", "t")).await;
     sub.wait_for(1, PATIENCE).await;
     // B delivers before it acks: crashed between the two, it would get "before" again.
-    a.wait_metric(
-        "triggerfish_delivery_attempts_total",
-        &[("trigger", "default/forward"), ("outcome", "success")],
-        1.0,
-        PATIENCE,
-    )
-    .await;
+    wait_forwarded(&a, 1.0).await;
 
     b.crash_and_restart().await;
     let restarted = Instant::now();
@@ -880,13 +879,7 @@ async fn a_peer_that_stops_answering_fails_the_frame_at_the_idle_timeout() {
     let a = Router::start(&config.render()).await;
     a.publish(&Event::new("before", "t")).await;
     // B delivers before it acks: frozen between the two, it would leave "before" unacked.
-    a.wait_metric(
-        "triggerfish_delivery_attempts_total",
-        &[("trigger", "default/forward"), ("outcome", "success")],
-        1.0,
-        PATIENCE,
-    )
-    .await;
+    wait_forwarded(&a, 1.0).await;
     b.pause();
     let paused = Instant::now();
     a.publish(&Event::new("after", "t")).await;
