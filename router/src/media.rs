@@ -118,7 +118,7 @@ impl WorkerPoolSink {
             Some(reply) => Attempt::Response(Response {
                 status: StatusCode::OK,
                 retry_after: None,
-                reply: Some(Ok(reply)),
+                reply: Some(Box::new(Ok(reply))),
                 body_excerpt: Bytes::new(),
             }),
             None => Attempt::accepted(),

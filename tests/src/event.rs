@@ -128,3 +128,16 @@ impl Event {
 pub fn batch(events: &[Event]) -> Bytes {
     Bytes::from(Value::Array(events.iter().map(Event::json).collect()).to_string())
 }
+
+/// Takes the `knativearrivaltime` the broker stamped on a delivered structured event out of
+/// it, so that the rest compares with what was sent; panics when it is missing or not a
+/// string.
+pub fn take_arrival(delivered: &mut Value) -> String {
+    match delivered
+        .as_object_mut()
+        .and_then(|o| o.remove("knativearrivaltime"))
+    {
+        Some(Value::String(at)) => at,
+        other => panic!("no knativearrivaltime string in the delivery ({other:?}): {delivered}"),
+    }
+}

@@ -176,7 +176,7 @@ async fn settle(
     let refused = match reply {
         Some(reply) if !delivered.is_empty() => {
             let answered = delivered.iter().map(|job| &job.event);
-            let reply = super::continue_trace(reply, answered, &ctx.reply_limits);
+            let reply = super::continue_trace(*reply, answered, &ctx.reply_limits);
             ctx.reply(reply, ttl).await.err()
         }
         _ => None,

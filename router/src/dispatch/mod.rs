@@ -56,7 +56,7 @@ use crate::sinks::{Attempt, Request, Response, Sink};
 
 mod batched;
 use crate::republish::{Refused, Republisher};
-use crate::store::{BrokerKey, Completion, TTL_EXTENSION};
+use crate::store::{BrokerKey, Completion, TTL_EXTENSION, arrival_now};
 
 /// Per-attempt timeout when the delivery spec sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -726,7 +726,7 @@ async fn deliver(ctx: &TriggerContext, mut job: Job) {
             {
                 // Boxed: the wait for room makes the future large, and every delivery task
                 // would carry it, replies or not.
-                Box::pin(ctx.reply_or_dead_letter(&job.event, reply, job.ttl)).await;
+                Box::pin(ctx.reply_or_dead_letter(&job.event, *reply, job.ttl)).await;
             }
         }
         // Boxed, as the reply: a failure path, kept out of every delivery task's future.
@@ -876,6 +876,8 @@ impl TriggerContext {
             }
             return Ok(());
         }
+        let mut batch = batch;
+        batch.stamp_arrival(arrival_now());
         let events: Vec<EventRef> = Arc::new(batch).into_refs().collect();
         let patience = self.policy.timeout().unwrap_or(DEFAULT_TIMEOUT);
         let trigger = Some(self.label.trigger.as_str());

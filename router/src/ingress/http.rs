@@ -38,7 +38,7 @@ use crate::body::{BodyError, Budget};
 use crate::http_server::{empty, response};
 use crate::metrics::{IngressLabels, IngressOutcome, Metrics};
 use crate::shard::{Backlogged, Snapshot};
-use crate::store::{OfferError, Store};
+use crate::store::{OfferError, Store, arrival_now};
 
 /// Limits applied by ingress; reloadable.
 #[derive(Clone, Copy, Debug)]
@@ -293,7 +293,7 @@ impl Ingress {
                 return (response, label, outcome, 0);
             }
         };
-        let batch = match decode(mode, &parts.headers, bytes, &limits.decode) {
+        let mut batch = match decode(mode, &parts.headers, bytes, &limits.decode) {
             Ok(b) => b,
             Err(errors) => {
                 let too_large = errors.iter().any(DecodeError::is_too_large);
@@ -336,6 +336,7 @@ impl Ingress {
                 .insert(header::RETRY_AFTER, HeaderValue::from(e.retry_after_secs()));
             return (r, label, RateLimited, n);
         }
+        batch.stamp_arrival(arrival_now());
         match self.store.publish(&broker, Arc::new(batch), None).await {
             Ok(()) => (empty(StatusCode::ACCEPTED), label, Accepted, n),
             Err(OfferError::Full) => (

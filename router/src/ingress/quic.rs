@@ -47,7 +47,7 @@ use triggerfish_core::quic::{
 use crate::body::{Budget, Held, NoRoom};
 use crate::metrics::{IngressLabels, IngressOutcome, Metrics, QuicResetLabels};
 use crate::shard::Snapshot;
-use crate::store::{OfferError, Store};
+use crate::store::{OfferError, Store, arrival_now};
 
 /// The most bytes a connection may have in flight to the server, unread, over all its
 /// streams (QUIC's connection-level flow control). With `quic.maxConnections`, it bounds what
@@ -411,9 +411,9 @@ impl QuicIngress {
         let outcome = if n == 0 {
             Ok(())
         } else {
-            self.store
-                .publish(&broker, Arc::new(decoded.batch), None)
-                .await
+            let mut batch = decoded.batch;
+            batch.stamp_arrival(arrival_now());
+            self.store.publish(&broker, Arc::new(batch), None).await
         };
         drop(held);
         Ok(match outcome {

@@ -23,7 +23,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
-use triggerfish_core::event::EventRef;
+use triggerfish_core::event::{ArrivalTime, EventRef};
 
 use super::{Direct, SchedulerMetrics, Source, build_event, cluster};
 use crate::dispatch::TryEnqueueError;
@@ -128,6 +128,8 @@ impl Firer {
         }
         let started = Instant::now();
         let woke = Utc::now();
+        // Ticks offered straight to a broker enter it now (see `crate::store::arrival_now`).
+        let arrival = ArrivalTime::from(woke);
         // Lateness is recorded once everything is handed over: (tick, moment, count).
         let mut handed: Vec<(DateTime<Utc>, DateTime<Utc>, u64)> = Vec::new();
         let mut chunk = Vec::with_capacity(DIRECT_CHUNK);
@@ -149,7 +151,7 @@ impl Firer {
                         self.hand_off(armed);
                         continue;
                     }
-                    chunk.push(armed.event.clone());
+                    chunk.push(armed.event.stamped(arrival));
                     armed_chunk.push(armed);
                     if chunk.len() == DIRECT_CHUNK {
                         break;

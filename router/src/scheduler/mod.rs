@@ -62,7 +62,7 @@ use triggerfish_core::event::{EventBatch, EventRef};
 use self::firing::{Armed, Burst, Firer, FiringThread, Gate, hand_off};
 use crate::dispatch::TriggerHandle;
 use crate::store::memory::MemoryStore;
-use crate::store::{BrokerKey, Store};
+use crate::store::{BrokerKey, Store, arrival_now};
 
 /// A schedule the scheduler fires, with where its events go.
 #[derive(Clone)]
@@ -966,8 +966,11 @@ impl Scheduler {
                 }
             };
             tokio::spawn(async move {
+                // It enters the broker now (see `crate::store::arrival_now`).
+                let mut event = Arc::unwrap_or_clone(pending.event);
+                event.stamp_arrival(arrival_now());
                 match store
-                    .offer(&pending.broker, pending.event, Some(pending.ttl))
+                    .offer(&pending.broker, Arc::new(event), Some(pending.ttl))
                     .await
                 {
                     Ok(()) => {

@@ -286,7 +286,7 @@ mod tests {
             Attempt::Response(Response {
                 status: StatusCode::OK,
                 retry_after: Some("3".into()),
-                reply: Some(reply),
+                reply: Some(Box::new(reply)),
                 body_excerpt: Bytes::from_static(b"x"),
             }),
         );

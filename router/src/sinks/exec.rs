@@ -299,7 +299,7 @@ impl ExecSink {
         Attempt::Response(Response {
             status: StatusCode::OK,
             retry_after: None,
-            reply,
+            reply: reply.map(Box::new),
             body_excerpt: Bytes::new(),
         })
     }

@@ -435,7 +435,7 @@ impl Keep {
             }
             Keep::Reply { mode, .. } => {
                 let reply = match body {
-                    Err(e) => Some(Err(format!("reading the reply: {e}"))),
+                    Err(e) => Some(Box::new(Err(format!("reading the reply: {e}")))),
                     Ok(bytes)
                         if bytes.is_empty()
                             && mode == ContentMode::Binary
@@ -443,7 +443,7 @@ impl Keep {
                     {
                         None
                     }
-                    Ok(bytes) => Some(decode_reply(mode, headers, bytes, limits)),
+                    Ok(bytes) => Some(Box::new(decode_reply(mode, headers, bytes, limits))),
                 };
                 (reply, Bytes::new())
             }

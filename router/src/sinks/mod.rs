@@ -26,7 +26,7 @@ use triggerfish_core::delivery::{InternalError, Outcome, TransportError};
 use triggerfish_core::event::{EncodeOptions, EventBatch, EventRef};
 
 use crate::republish::{Refused, Republisher};
-use crate::store::BrokerKey;
+use crate::store::{BrokerKey, arrival_now};
 
 /// Where a trigger (or a dead-letter sink) delivers.
 #[derive(Clone)]
@@ -153,15 +153,18 @@ impl Sink {
                     return Attempt::TtlExhausted;
                 };
                 let trigger = trigger.as_deref();
+                // The other broker's ingress stamps the arrival, as Knative's would.
                 let published = if opts.add.is_empty() {
-                    // The event as it is: the TTL travels beside it, not in it.
-                    let event = std::slice::from_ref(event);
-                    Box::pin(publisher.publish(key, event, ttl, req.timeout, trigger)).await
+                    // The event as it is (its buffers shared): the TTL travels beside it, not
+                    // in it.
+                    let event = [event.stamped(arrival_now())];
+                    Box::pin(publisher.publish(key, &event, ttl, req.timeout, trigger)).await
                 } else {
                     // Extensions to add (a dead letter): a new event.
                     let body = triggerfish_core::event::encode_structured(view, opts);
                     match triggerfish_core::event::decode_structured(body, &req.reply_limits) {
-                        Ok(batch) => {
+                        Ok(mut batch) => {
+                            batch.stamp_arrival(arrival_now());
                             let events: Vec<EventRef> = Arc::new(batch).into_refs().collect();
                             Box::pin(publisher.publish(key, &events, ttl, req.timeout, trigger))
                                 .await
@@ -198,8 +201,9 @@ pub struct Response {
     pub status: StatusCode,
     /// The `Retry-After` header.
     pub retry_after: Option<String>,
-    /// Reply events, for a 2xx response whose body is a CloudEvent.
-    pub reply: Option<Result<EventBatch, String>>,
+    /// Reply events, for a 2xx response whose body is a CloudEvent. Boxed: most responses
+    /// carry none, and every attempt's outcome moves this struct around.
+    pub reply: Option<Box<Result<EventBatch, String>>>,
     /// The start of the body of an error response, for `knativeerrordata`.
     pub body_excerpt: Bytes,
 }
@@ -247,7 +251,7 @@ impl Attempt {
     }
 
     /// The attempt without its reply events, and the reply.
-    pub fn take_reply(mut self) -> (Attempt, Option<Result<EventBatch, String>>) {
+    pub fn take_reply(mut self) -> (Attempt, Option<Box<Result<EventBatch, String>>>) {
         let reply = match &mut self {
             Attempt::Response(r) => r.reply.take(),
             _ => None,

@@ -67,7 +67,7 @@ use crate::ingress::http::IngressLimits;
 use crate::plan::TriggerPlan;
 use crate::runtime::Dispatchers;
 use crate::sinks::http::HttpClient;
-use crate::store::{BrokerKey, DEFAULT_TTL, OfferError, Store};
+use crate::store::{BrokerKey, DEFAULT_TTL, OfferError, Store, arrival_now};
 
 /// A source of the config, built and checked, ready to start.
 pub struct EventSourcePlan {
@@ -518,7 +518,11 @@ impl Publisher {
                 PublishError::Invalid(message)
             });
         }
-        let batch = Arc::new(decoded.batch);
+        let mut batch = decoded.batch;
+        if let Publisher::Broker { .. } = self {
+            batch.stamp_arrival(arrival_now());
+        }
+        let batch = Arc::new(batch);
         let n = batch.len();
         let deadline = Instant::now() + wait;
         match self {

@@ -20,7 +20,7 @@ use triggerfish_core::sources::offsets::{OffsetTracker, Ticket};
 
 use crate::dispatch::{EnqueueAllError, TriggerHandle};
 use crate::sources::{Publisher, SourceMetrics};
-use crate::store::{Ack, Completion, DEFAULT_TTL, OfferError};
+use crate::store::{Ack, Completion, DEFAULT_TTL, OfferError, arrival_now};
 
 /// A source's offset tracker, shared with the completions of its events in flight. Locked
 /// only for map updates, never across I/O or `.await`.
@@ -92,7 +92,8 @@ impl<P: Ord + Clone + Send + Sync + 'static> TrackedPublisher<P> {
         let n = ready.len();
         match &*self.publisher {
             Publisher::Broker { key, store } => {
-                let refs: Vec<EventRef> = ready.iter().map(|r| r.event.clone()).collect();
+                let at = arrival_now();
+                let refs: Vec<EventRef> = ready.iter().map(|r| r.event.stamped(at)).collect();
                 let mut tickets: Vec<Option<Ticket<P>>> =
                     ready.into_iter().map(|r| Some(r.ticket)).collect();
                 let mut pause = Duration::from_millis(2);

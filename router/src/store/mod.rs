@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use triggerfish_core::event::{EventBatch, EventRef};
+use triggerfish_core::event::{ArrivalTime, EventBatch, EventRef};
 
 /// The broker an event was published to: `namespace/name`.
 pub type BrokerKey = Arc<str>;
@@ -32,6 +32,15 @@ pub const DEFAULT_TTL: u8 = 255;
 
 /// The extension carrying the TTL.
 pub const TTL_EXTENSION: &str = "knativebrokerttl";
+
+/// Now, as the `knativearrivaltime` that Knative's broker ingress gives every event it
+/// accepts. Every way into a broker stamps its events with it before they are shared
+/// ([`EventBatch::stamp_arrival`], [`EventRef::stamped`]): HTTP and QUIC ingress, sources,
+/// replies, a trigger forwarding to a broker, schedules and delayed events when they fire.
+/// Events read back from JetStream keep the value they were stored with.
+pub fn arrival_now() -> ArrivalTime {
+    ArrivalTime::from(std::time::SystemTime::now())
+}
 
 /// One accepted event on its way to the matcher.
 pub struct Envelope {

@@ -779,6 +779,16 @@ async fn replies_and_dead_letters_go_through_the_stream() {
     let dead = sub.wait_for_path("/dead", 1, PATIENCE).await;
     assert_eq!(dead[0].id(), "doomed-1");
     assert_eq!(dead[0].ce("knativeerrorcode").as_deref(), Some("500"));
+    // Each event carries the time its broker took it, stored with it in the stream: both
+    // attempts show the one value, and the reply and the dead letter, which entered a broker
+    // later, later ones. (The format has a fixed width: text order is time order.)
+    let arrival = |req: &Request| req.ce("knativearrivaltime").unwrap();
+    let attempts = sub.requests_to("/failing");
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(arrival(&attempts[0]), arrival(&attempts[1]));
+    assert!(arrival(&dead[0]) > arrival(&attempts[0]));
+    let request = sub.wait_for_path("/first", 1, PATIENCE).await;
+    assert!(arrival(&replies[0]) > arrival(&request[0]));
     // Both went through JetStream: the reply is stored in the broker's stream, the dead letter
     // in the dead-letter broker's.
     let main = nats.stream(0, STREAM).await.unwrap();

@@ -47,6 +47,8 @@ async fn a_ping_source_fires_every_second_with_knatives_attributes() {
             Some("/apis/v1/namespaces/default/pingsources/heartbeat")
         );
         assert_eq!(t.ce("team").as_deref(), Some("blue"));
+        // Straight to a URI, through no broker: no broker's arrival time.
+        assert_eq!(t.ce("knativearrivaltime"), None);
         assert_eq!(t.header("content-type"), Some("application/json"));
         assert_eq!(t.json(), json!({"message": "hello"}));
         assert!(
@@ -76,6 +78,28 @@ async fn a_ping_source_fires_every_second_with_knatives_attributes() {
             (w[1] - w[0]).num_seconds(),
             1,
             "one tick per second: {times:?}"
+        );
+    }
+}
+
+/// A tick sent into a broker enters it when it fires: its `knativearrivaltime` is that moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_into_a_broker_arrive_when_they_fire() {
+    let sub = Subscriber::start().await;
+    let config = Config::new()
+        .broker("default", None)
+        .trigger(Trigger::new("ticks", &sub.url("/ticks")))
+        .raw(&ping("into-broker", "* * * * * *", BROKER_REF, ""));
+    let _router = Router::start(&config.render()).await;
+    for t in sub.wait_for(2, PATIENCE).await.iter() {
+        let arrival = DateTime::parse_from_rfc3339(&t.ce("knativearrivaltime").unwrap())
+            .unwrap()
+            .with_timezone(&Utc);
+        let late = (arrival - time_of(t)).to_std();
+        assert!(
+            late.is_ok_and(|late| late < Duration::from_millis(900)),
+            "tick {} arrived at {arrival}",
+            time_of(t)
         );
     }
 }
@@ -133,6 +157,7 @@ async fn delayed_events_arrive_on_time_without_the_delay_extensions() {
         );
     let router = Router::start(&config.render()).await;
     let sent = Instant::now();
+    let sent_at = Utc::now();
     router
         .publish(&Event::new("r-after", "reminder").attr("deliverafter", "PT1.5S"))
         .await;
@@ -159,6 +184,12 @@ async fn delayed_events_arrive_on_time_without_the_delay_extensions() {
         assert!(r.ce("deliverafter").is_none() && r.ce("deliverat").is_none());
         assert!(r.ce("knativebrokerttl").is_none());
     }
+    // A delayed event enters the broker again when it is due.
+    let arrival = DateTime::parse_from_rfc3339(&after.ce("knativearrivaltime").unwrap()).unwrap();
+    assert!(
+        arrival >= sent_at + chrono::Duration::milliseconds(1500),
+        "sent at {sent_at}, arrived at {arrival}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{Value, json};
+use triggerfish_tests::event::take_arrival;
 use triggerfish_tests::{Config, Event, PATIENCE, Reply, Router, Subscriber, Trigger, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,6 +35,7 @@ async fn display_and_file_sinks() {
     let by_ref = router.dir().join("state/sinks/default/kept.jsonl");
     let mut expected = event.json();
     expected.as_object_mut().unwrap().remove("knativebrokerttl");
+    let mut arrivals = Vec::new();
     for path in [&by_ref, &uri_path] {
         let lines = eventually(
             &format!("{} to be written", path.display()),
@@ -44,12 +46,16 @@ async fn display_and_file_sinks() {
             },
         )
         .await;
-        let lines: Vec<Value> = lines
+        let mut lines: Vec<Value> = lines
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
+        for line in &mut lines {
+            arrivals.push(take_arrival(line));
+        }
         assert_eq!(lines, vec![expected.clone()], "{}", path.display());
     }
+    assert_eq!(arrivals[0], arrivals[1], "one event, one arrival time");
 
     let stdout = eventually("the display sink to print", PATIENCE, || async {
         let out = router.stdout();
@@ -60,6 +66,10 @@ async fn display_and_file_sinks() {
     assert!(stdout.contains("id: f-1"), "{stdout}");
     assert!(stdout.contains("type: com.example.file"), "{stdout}");
     assert!(!stdout.contains("knativebrokerttl"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("knativearrivaltime: {}", arrivals[0])),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,6 +96,10 @@ async fn a_broker_ref_forwards_into_another_broker() {
     let fw = got.iter().find(|r| r.id() == "fw-1").unwrap();
     assert_eq!(fw.ce("x").as_deref(), Some("y"));
     assert_eq!(fw.header("ce-knativebrokerttl"), None);
+    // The audit broker stamps what enters it, forwarded or not.
+    let direct = got.iter().find(|r| r.id() == "direct").unwrap();
+    assert!(fw.ce("knativearrivaltime").is_some());
+    assert!(direct.ce("knativearrivaltime").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

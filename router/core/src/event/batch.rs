@@ -7,6 +7,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use bytes::Bytes;
 
+use super::arrival::{ARRIVAL_EXTENSION, ArrivalTime};
 use super::attr::{AttrValue, Attributes, KnownAttr, SpecVersion};
 
 /// A byte range into one of a batch's buffers. `u32` offsets keep the per-event table small;
@@ -96,13 +97,16 @@ impl Slot {
 /// `raw` is the received body (data of JSON events and binary bodies are sliced from it);
 /// `text` holds decoded attribute strings (simd-json's in-place unescaped copy of the body, or
 /// the percent-decoded `ce-*` header values). Both are reference-counted [`Bytes`], so handing
-/// an event to another thread never copies it.
+/// an event to another thread never copies it. `arrival` is the `knativearrivaltime` the batch
+/// was stamped with ([`EventBatch::stamp_arrival`]): one value for every event, listed after
+/// each event's own extensions.
 #[derive(Clone, PartialEq, Eq)]
 pub struct EventBatch {
     pub(crate) raw: Bytes,
     pub(crate) text: Bytes,
     pub(crate) slots: Vec<Slot>,
     pub(crate) exts: Vec<Ext>,
+    pub(crate) arrival: Option<ArrivalTime>,
 }
 
 impl EventBatch {
@@ -113,6 +117,7 @@ impl EventBatch {
             text: Bytes::new(),
             slots: Vec::new(),
             exts: Vec::new(),
+            arrival: None,
         }
     }
 
@@ -310,13 +315,15 @@ impl<'a> EventView<'a> {
         self.extensions().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
-    /// All extensions, in the order they were received.
+    /// All extensions, in the order they were received, then `knativearrivaltime` when the
+    /// batch was stamped.
     pub fn extensions(&self) -> Extensions<'a> {
         let start = self.slot.ext_start as usize;
         let end = start + self.slot.ext_len as usize;
         Extensions {
             batch: self.batch,
             exts: self.batch.exts[start..end].iter(),
+            arrival: self.batch.arrival.as_ref(),
         }
     }
 
@@ -353,6 +360,12 @@ impl<'a> EventView<'a> {
     /// Size of the event on the wire, in bytes.
     pub fn wire_size(&self) -> usize {
         self.slot.wire_size as usize
+    }
+
+    /// The `knativearrivaltime` the batch was stamped with, which the event's JSON object as
+    /// received ([`EventView::received_json`]) does not hold.
+    pub(crate) fn stamped_arrival(&self) -> Option<&'a ArrivalTime> {
+        self.batch.arrival.as_ref()
     }
 
     /// The event's JSON object as it was received, when it came in structured or batched
@@ -425,6 +438,8 @@ impl fmt::Debug for EventView<'_> {
 pub struct Extensions<'a> {
     batch: &'a EventBatch,
     exts: std::slice::Iter<'a, Ext>,
+    /// The batch's stamp, listed last.
+    arrival: Option<&'a ArrivalTime>,
 }
 
 impl<'a> Iterator for Extensions<'a> {
@@ -432,7 +447,10 @@ impl<'a> Iterator for Extensions<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let ext = self.exts.next()?;
+        let Some(ext) = self.exts.next() else {
+            let at = self.arrival.take()?;
+            return Some((ARRIVAL_EXTENSION, AttrValue::Str(at.as_str())));
+        };
         let text = &self.batch.text;
         let name = super::text::str_at(text, ext.name);
         let value = match ext.value {
@@ -444,7 +462,8 @@ impl<'a> Iterator for Extensions<'a> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.exts.size_hint()
+        let n = self.exts.len() + usize::from(self.arrival.is_some());
+        (n, Some(n))
     }
 }
 

@@ -170,6 +170,7 @@ pub(crate) fn decode_fields(
         text,
         slots: vec![slot],
         exts,
+        arrival: None,
     })
 }
 

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
+use super::arrival::ARRIVAL_EXTENSION;
 use super::attr::{AttrValue, KnownAttr, SpecVersion};
 use super::batch::{Data, EventView};
 use super::{ContentMode, is_json_media_type};
@@ -184,13 +185,31 @@ pub fn join_batched<'a>(events: impl IntoIterator<Item = &'a [u8]> + Clone) -> B
 /// in UTF-8, and `data_base64` otherwise.
 pub fn write_structured(view: &EventView<'_>, opts: &EncodeOptions<'_>, out: &mut Vec<u8>) {
     // An event received as JSON, with no extension to add or leave out, goes as it came: its
-    // bytes are already valid JSON that decodes to this event.
+    // bytes are already valid JSON that decodes to this event. Its `knativearrivaltime`, which
+    // those bytes do not hold, goes in front of their members (a valid event has at least
+    // `specversion`, so a comma follows).
     if let Some(json) = view.received_json()
         && opts.add.is_empty()
         && !opts.skip.iter().any(|name| view.extension(name).is_some())
     {
-        out.extend_from_slice(json);
-        return;
+        match (view.stamped_arrival(), json.split_first()) {
+            (None, _) => {
+                out.extend_from_slice(json);
+                return;
+            }
+            (Some(at), Some((b'{', members))) => {
+                out.reserve(json.len() + ARRIVAL_EXTENSION.len() + 36);
+                out.extend_from_slice(b"{\"");
+                out.extend_from_slice(ARRIVAL_EXTENSION.as_bytes());
+                out.extend_from_slice(b"\":\"");
+                out.extend_from_slice(at.as_str().as_bytes());
+                out.extend_from_slice(b"\",");
+                out.extend_from_slice(members);
+                return;
+            }
+            // Not an object's bytes (decoders record only objects): member by member.
+            (Some(_), _) => {}
+        }
     }
     let version = view.spec_version();
     out.extend_from_slice(b"{\"specversion\":\"");

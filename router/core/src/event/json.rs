@@ -176,6 +176,7 @@ fn decode(raw: Bytes, limits: &DecodeLimits, shape: Shape) -> Result<BatchDecode
         text,
         slots: tables.slots,
         exts: tables.exts,
+        arrival: None,
     };
     Ok(BatchDecode { batch, rejected })
 }

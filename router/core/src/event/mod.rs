@@ -17,6 +17,7 @@
 //! What this module does not do: choose a content mode from an HTTP request's URL or method,
 //! enforce body limits while reading a socket, or talk to the network. Those are the router's.
 
+mod arrival;
 mod attr;
 mod batch;
 mod binary;
@@ -30,6 +31,7 @@ mod text;
 pub mod trace;
 mod validate;
 
+pub use arrival::{ARRIVAL_EXTENSION, ArrivalTime};
 pub use attr::{AttrValue, Attributes, KnownAttr, SpecVersion, is_valid_attribute_name};
 pub use batch::{Data, EventBatch, EventRef, EventView, Extensions};
 pub use binary::decode_binary;
