@@ -42,16 +42,30 @@ impl Default for DisplaySink {
     }
 }
 
-/// The text printed for one event.
+/// The spec's attributes in the order the Go SDK's `Event.String()` prints them.
+const PRINT_ORDER: [KnownAttr; KnownAttr::COUNT] = [
+    KnownAttr::SpecVersion,
+    KnownAttr::Type,
+    KnownAttr::Source,
+    KnownAttr::Subject,
+    KnownAttr::Id,
+    KnownAttr::Time,
+    KnownAttr::DataSchema,
+    KnownAttr::DataContentType,
+];
+
+/// The text printed for one event: what Knative's event_display prints (the Go SDK's
+/// `Event.String()`), attributes in its order and extensions by name.
 pub fn render(view: &EventView<'_>, opts: &EncodeOptions<'_>) -> String {
     let mut s = String::with_capacity(256 + view.wire_size());
     s.push_str("☁️  cloudevents.Event\nContext Attributes,\n");
-    for attr in KnownAttr::ALL {
+    for attr in PRINT_ORDER {
         if let Some(v) = view.known(attr) {
             let _ = writeln!(s, "  {}: {v}", attr.name_in(view.spec_version()));
         }
     }
-    let exts: Vec<(&str, AttrValue<'_>)> = opts.extensions(view).collect();
+    let mut exts: Vec<(&str, AttrValue<'_>)> = opts.extensions(view).collect();
+    exts.sort_unstable_by_key(|(name, _)| *name);
     if !exts.is_empty() {
         s.push_str("Extensions,\n");
         for (name, value) in exts {
@@ -95,5 +109,28 @@ fn pretty_json(s: &mut String, bytes: &[u8]) {
         Err(_) => {
             let _ = writeln!(s, "  {}", String::from_utf8_lossy(bytes));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use triggerfish_core::event::{ArrivalTime, DecodeLimits, decode_structured};
+
+    use super::*;
+
+    #[test]
+    fn renders_like_event_display_with_extensions_by_name() {
+        let body = r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","zeta":"z","alpha":7,"data":{"k":1}}"#;
+        let mut batch = decode_structured(Bytes::from(body), &DecodeLimits::default()).unwrap();
+        batch.stamp_arrival(ArrivalTime::from(std::time::SystemTime::UNIX_EPOCH));
+        let text = render(&batch.get(0).unwrap(), &EncodeOptions::default());
+        assert_eq!(
+            text,
+            "☁️  cloudevents.Event\nContext Attributes,\n  specversion: 1.0\n  type: t\n  \
+             source: /s\n  id: 1\nExtensions,\n  alpha: 7\n  \
+             knativearrivaltime: 1970-01-01T00:00:00.000000000Z\n  zeta: z\nData,\n  {\n    \
+             \"k\": 1\n  }\n"
+        );
     }
 }
