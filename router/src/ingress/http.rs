@@ -325,6 +325,8 @@ impl Ingress {
             tracing::debug!(broker = %broker, sender = %identity, events = denied.len(), "events refused by event policy");
             return (forbidden(&denied), label, Forbidden, 0);
         }
+        // Before the backlog check, which matches the events as the shards will.
+        batch.stamp_arrival(arrival_now());
         let backlogged = route.backlogged(&batch);
         if !backlogged.is_empty() {
             return (refuse_backlogged(&backlogged, n), label, Backlogged, n);
@@ -336,7 +338,6 @@ impl Ingress {
                 .insert(header::RETRY_AFTER, HeaderValue::from(e.retry_after_secs()));
             return (r, label, RateLimited, n);
         }
-        batch.stamp_arrival(arrival_now());
         match self.store.publish(&broker, Arc::new(batch), None).await {
             Ok(()) => (empty(StatusCode::ACCEPTED), label, Accepted, n),
             Err(OfferError::Full) => (

@@ -387,7 +387,10 @@ impl QuicIngress {
             );
             return Ok(refuse(Ack::refused(403, message), label, Forbidden));
         }
-        let backlogged = route.backlogged(&decoded.batch);
+        // Before the backlog check, which matches the events as the shards will.
+        let mut batch = decoded.batch;
+        batch.stamp_arrival(arrival_now());
+        let backlogged = route.backlogged(&batch);
         if !backlogged.is_empty() {
             let message = crate::shard::Backlogged::summary(&backlogged, n);
             return Ok(refuse(
@@ -411,8 +414,6 @@ impl QuicIngress {
         let outcome = if n == 0 {
             Ok(())
         } else {
-            let mut batch = decoded.batch;
-            batch.stamp_arrival(arrival_now());
             self.store.publish(&broker, Arc::new(batch), None).await
         };
         drop(held);

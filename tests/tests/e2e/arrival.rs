@@ -1,6 +1,7 @@
 //! `knativearrivaltime`: the broker stamps every event it accepts with the moment it did,
 //! replacing any value the producer sent, as Knative's broker ingress does. Subscribers see it
-//! in every content mode; a reply is stamped again when it re-enters the broker.
+//! in every content mode, and filters can match it; a reply is stamped again when it re-enters
+//! the broker.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -47,7 +48,11 @@ async fn every_accepted_event_carries_the_time_the_broker_took_it() {
     let config = Config::new()
         .broker("default", None)
         .trigger(Trigger::new("binary", &sub.url("/binary")))
-        .trigger(Trigger::new("structured", &sub.url("/structured")).delivery("format: json"));
+        .trigger(Trigger::new("structured", &sub.url("/structured")).delivery("format: json"))
+        // Filters see the stamp too, as in Knative, where the broker's ingress sets it first.
+        .trigger(Trigger::new("stamped", &sub.url("/stamped")).filter(
+            "filters:\n  - cesql: \"EXISTS knativearrivaltime AND knativearrivaltime != '2001-01-01T00:00:00Z'\"",
+        ));
     let router = Router::start(&config.render()).await;
     let url = router.broker_url("default");
     let client = &router.client;
@@ -77,9 +82,10 @@ async fn every_accepted_event_carries_the_time_the_broker_took_it() {
         .await;
     assert_eq!(r.code(), 202, "{}", r.text());
 
-    // Five events and a reply, to each of two triggers.
+    // Five events and a reply, to each trigger.
     let binary = sub.wait_for_path("/binary", 6, PATIENCE).await;
     let json = sub.wait_for_path("/structured", 6, PATIENCE).await;
+    sub.wait_for_path("/stamped", 6, PATIENCE).await;
     let after = Utc::now();
     for id in ["bin", "str", "b-1", "b-2", "o-1", "o-1-done"] {
         let header = delivery(&binary, id).ce("knativearrivaltime").unwrap();
