@@ -1,5 +1,6 @@
 //! Counts heap allocations with a counting global allocator: decoding a batch allocates a fixed
-//! number of buffers per batch and none per event, and reading attributes allocates nothing.
+//! number of buffers per batch and none per event, and reading attributes and stamping the
+//! broker's arrival time allocate nothing.
 #![allow(clippy::unwrap_used)] // Tests fail loudly on unexpected errors.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -7,7 +8,8 @@ use std::cell::Cell;
 
 use bytes::Bytes;
 use triggerfish_core::event::{
-    Attributes, DecodeLimits, decode_batched, decode_binary, decode_structured,
+    ARRIVAL_EXTENSION, ArrivalTime, Attributes, DecodeLimits, decode_batched, decode_binary,
+    decode_structured,
 };
 
 struct Counting;
@@ -76,6 +78,20 @@ fn batch_decoding_allocates_per_batch_not_per_event() {
     );
     // The scratch copy of the body, the event table and the extension table.
     assert!(a100 <= 3, "{a100} allocations per batch");
+}
+
+#[test]
+fn stamping_the_arrival_time_allocates_nothing() {
+    let limits = DecodeLimits::default();
+    let mut batch = decode_batched(batch(100), &limits).unwrap().batch;
+    let at = ArrivalTime::from(std::time::SystemTime::now());
+    let (n, ()) = allocations(|| batch.stamp_arrival(at));
+    assert_eq!(n, 0, "stamping allocated {n} times");
+    assert!(
+        batch
+            .iter()
+            .all(|e| e.attribute(ARRIVAL_EXTENSION).is_some())
+    );
 }
 
 #[test]
