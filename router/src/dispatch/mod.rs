@@ -859,7 +859,7 @@ impl TriggerContext {
         if !self.replies {
             return Ok(());
         }
-        let batch = match reply {
+        let mut batch = match reply {
             Ok(b) if b.is_empty() => return Ok(()),
             Ok(b) => b,
             Err(e) => {
@@ -876,7 +876,6 @@ impl TriggerContext {
             }
             return Ok(());
         }
-        let mut batch = batch;
         batch.stamp_arrival(arrival_now());
         let events: Vec<EventRef> = Arc::new(batch).into_refs().collect();
         let patience = self.policy.timeout().unwrap_or(DEFAULT_TIMEOUT);
