@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::future::{Either, join_all};
 use tokio::sync::mpsc;
 use triggerfish_core::delivery::{Decision, TransportError};
+use triggerfish_core::event::trace::{TraceContext, TraceHeaders};
 use triggerfish_core::event::{EncodeOptions, encode_batched};
 
 use super::{InFlight, Job, TriggerContext};
@@ -71,17 +72,20 @@ async fn deliver(ctx: &TriggerContext, sink: &BatchSink, mut jobs: Vec<Job>) {
         add: &[],
     };
     let mut number = 1;
-    let mut body = None;
+    // The body and the trace context its events share, kept while the same events retry.
+    let mut body: Option<(bytes::Bytes, Option<TraceHeaders>)> = None;
     while !jobs.is_empty() {
-        let payload = match &body {
-            Some(b) => bytes::Bytes::clone(b),
-            None => body
-                .insert(encode_batched(jobs.iter().map(|j| j.event.view()), &opts))
-                .clone(),
-        };
+        let (payload, trace) = body.get_or_insert_with(|| {
+            let views = || jobs.iter().map(|j| j.event.view());
+            let trace = TraceContext::shared(views()).map(|c| c.to_headers());
+            (encode_batched(views(), &opts), trace)
+        });
+        let (payload, trace) = (payload.clone(), trace.clone());
         ctx.wait_for_rate(jobs.len()).await;
         let ttl = jobs.iter().map(|j| j.ttl).min().unwrap_or(0);
-        let attempt = sink.send(payload, jobs.len(), &ctx.request(ttl)).await;
+        let attempt = sink
+            .send(payload, jobs.len(), trace.as_ref(), &ctx.request(ttl))
+            .await;
         let sent = jobs.len();
         let Some(again) = settle(ctx, number, jobs, attempt, ttl).await else {
             return;

@@ -687,14 +687,7 @@ fn continue_trace<'e>(
     limits: &DecodeLimits,
 ) -> Result<triggerfish_core::event::EventBatch, String> {
     let Ok(batch) = reply else { return reply };
-    let mut answered = answered.into_iter();
-    let Some(first) = answered.next() else {
-        return Ok(batch);
-    };
-    let Some(context) = TraceContext::of_event(&first.view()) else {
-        return Ok(batch);
-    };
-    if answered.all(|e| TraceContext::of_event(&e.view()).as_ref() == Some(&context)) {
+    if let Some(context) = TraceContext::shared(answered.into_iter().map(EventRef::view)) {
         Ok(batch.with_trace_context(&context, limits))
     } else {
         Ok(batch)

@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use triggerfish_core::config::Batching;
 use triggerfish_core::delivery::{InternalError, TransportError};
 use triggerfish_core::event::join_batched;
+use triggerfish_core::event::trace::TraceHeaders;
 
 use super::{Attempt, BatchAttempt, Request};
 
@@ -61,6 +62,9 @@ pub struct Pending {
     pub ttl: u8,
     /// When the attempt gives up (its `timeout`).
     pub deadline: Instant,
+    /// The event's trace context, for the W3C headers of an HTTP batch whose events all share
+    /// it.
+    pub trace: Option<TraceHeaders>,
     /// Where the outcome goes.
     pub done: oneshot::Sender<Attempt>,
 }
@@ -118,14 +122,15 @@ impl Batcher {
         Batcher { tx }
     }
 
-    /// Makes one attempt: `event` (structured JSON) joins the next batch. Gives up with a
-    /// timeout after `req.timeout`, whatever its batch is doing.
-    pub async fn send(&self, event: Bytes, req: &Request) -> Attempt {
+    /// Makes one attempt: `event` (structured JSON, with its trace context's headers) joins the
+    /// next batch. Gives up with a timeout after `req.timeout`, whatever its batch is doing.
+    pub async fn send(&self, event: Bytes, trace: Option<TraceHeaders>, req: &Request) -> Attempt {
         let (done, answer) = oneshot::channel();
         let pending = Pending {
             event,
             ttl: req.ttl,
             deadline: Instant::now() + req.timeout,
+            trace,
             done,
         };
         let attempt = async {
@@ -252,6 +257,7 @@ pub fn pending(n: usize, ttls: &[u8]) -> (Vec<Pending>, Vec<oneshot::Receiver<At
                 event: Bytes::from(format!("{{\"n\":{i}}}")),
                 ttl: ttls.get(i).copied().unwrap_or(255),
                 deadline: Instant::now(),
+                trace: None,
                 done,
             };
             (p, rx)
@@ -330,7 +336,7 @@ mod tests {
         let req = Arc::new(request(std::time::Duration::from_secs(10)));
         let attempt = |n: u8| {
             let (batcher, req) = (batcher.clone(), Arc::clone(&req));
-            tokio::spawn(async move { batcher.send(Bytes::from(vec![b'0' + n]), &req).await })
+            tokio::spawn(async move { batcher.send(Bytes::from(vec![b'0' + n]), None, &req).await })
         };
         let first = attempt(0);
         let (batch, release) = sent.recv().await.unwrap();
@@ -339,7 +345,7 @@ mod tests {
         let hasty = {
             let batcher = batcher.clone();
             let req = request(std::time::Duration::from_millis(10));
-            tokio::spawn(async move { batcher.send(Bytes::from_static(b"9"), &req).await })
+            tokio::spawn(async move { batcher.send(Bytes::from_static(b"9"), None, &req).await })
         };
         let rest: Vec<_> = (1..5).map(attempt).collect();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -30,7 +30,7 @@ use hyper_util::rt::TokioExecutor;
 use prometheus_client::metrics::histogram::Histogram;
 use triggerfish_core::config::{Batching, CaCerts, DeliveryFormat};
 use triggerfish_core::delivery::TransportError;
-use triggerfish_core::event::trace::TraceContext;
+use triggerfish_core::event::trace::{TraceContext, TraceHeaders};
 use triggerfish_core::event::{
     ContentMode, DecodeLimits, EncodeOptions, EventView, decode_batched, decode_binary,
     decode_structured, encode_binary, encode_structured,
@@ -222,7 +222,8 @@ impl HttpSink {
     ) -> impl Future<Output = Attempt> + 'a {
         if let Some(batched) = &self.batched {
             let event = encode_structured(view, opts);
-            return Either::Left(Box::pin(self.batcher(batched).send(event, req)));
+            let trace = TraceContext::of_event(view).map(|c| c.to_headers());
+            return Either::Left(Box::pin(self.batcher(batched).send(event, trace, req)));
         }
         let (mut headers, body) = match req.format {
             DeliveryFormat::Json => {
@@ -242,13 +243,14 @@ impl HttpSink {
     }
 
     /// Makes one attempt at a batch: POSTs `body`, a JSON array of structured events, in
-    /// batched content mode.
+    /// batched content mode, with the W3C headers of `trace`, the context its events share.
     pub fn send_batch<'a>(
         &'a self,
         body: Bytes,
+        trace: Option<&TraceHeaders>,
         req: &'a Request,
     ) -> impl Future<Output = Attempt> + 'a {
-        self.post(batch_headers(), body, req.timeout, &req.reply_limits)
+        self.post(batch_headers(trace), body, req.timeout, &req.reply_limits)
     }
 
     /// Sends the one-event attempts of `items` as one batch and completes each with the
@@ -259,8 +261,14 @@ impl HttpSink {
         let timeout = deadline.map_or(Duration::ZERO, |d| {
             d.saturating_duration_since(tokio::time::Instant::now())
         });
+        let trace = TraceHeaders::shared(items.iter().map(|p| p.trace.as_ref()));
         let attempt = self
-            .post(batch_headers(), json_array(&items), timeout, reply_limits)
+            .post(
+                batch_headers(trace),
+                json_array(&items),
+                timeout,
+                reply_limits,
+            )
             .await;
         complete_all(items, attempt);
     }
@@ -359,13 +367,17 @@ impl HttpSink {
     }
 }
 
-/// The headers of a batched-mode request (`post` adds the rest).
-fn batch_headers() -> http::HeaderMap {
+/// The headers of a batched-mode request (`post` adds the rest): the W3C trace context's when
+/// every event of the batch has the same one.
+fn batch_headers(trace: Option<&TraceHeaders>) -> http::HeaderMap {
     let mut headers = http::HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/cloudevents-batch+json"),
     );
+    if let Some(trace) = trace {
+        trace.insert_into(&mut headers);
+    }
     headers
 }
 

@@ -23,6 +23,7 @@ use ::http::StatusCode;
 use bytes::Bytes;
 use triggerfish_core::config::DeliveryFormat;
 use triggerfish_core::delivery::{InternalError, Outcome, TransportError};
+use triggerfish_core::event::trace::TraceHeaders;
 use triggerfish_core::event::{EncodeOptions, EventBatch, EventRef};
 
 use crate::republish::{Refused, Republisher};
@@ -72,10 +73,17 @@ pub enum BatchSink {
 }
 
 impl BatchSink {
-    /// Makes one attempt at `body`, a JSON array of `events` structured events.
-    pub async fn send(&self, body: Bytes, events: usize, req: &Request) -> BatchAttempt {
+    /// Makes one attempt at `body`, a JSON array of `events` structured events that share the
+    /// trace context `trace` (HTTP sends it as the W3C headers).
+    pub async fn send(
+        &self,
+        body: Bytes,
+        events: usize,
+        trace: Option<&TraceHeaders>,
+        req: &Request,
+    ) -> BatchAttempt {
         match self {
-            BatchSink::Http(h) => BatchAttempt::All(h.send_batch(body, req).await),
+            BatchSink::Http(h) => BatchAttempt::All(h.send_batch(body, trace, req).await),
             BatchSink::Quic(q) => q.send_batch(body, events, req).await,
         }
     }

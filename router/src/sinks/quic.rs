@@ -110,7 +110,8 @@ impl QuicSink {
                 }
             })
         });
-        batcher.send(encode_structured(view, opts), req).await
+        // Frames carry no headers: the events' own extensions carry their trace context.
+        batcher.send(encode_structured(view, opts), None, req).await
     }
 
     /// Makes one attempt at a frame: `body` is a JSON array of `events` structured events.

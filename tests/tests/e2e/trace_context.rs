@@ -1,11 +1,14 @@
 //! W3C trace context end to end: a request's `traceparent` and `tracestate` headers reach the
 //! subscriber as headers and as the CloudEvents distributed-tracing extension; an event's own
-//! extension wins; a reply continues the trace of the event it answers; a malformed header is
-//! not propagated; the context survives the JetStream store.
+//! extension wins; a reply continues the trace of the event it answers; a batched delivery
+//! carries the context its events share; a malformed header is not propagated; the context
+//! survives the JetStream store.
 #![allow(clippy::unwrap_used)]
 
 use serde_json::json;
-use triggerfish_tests::{Config, Event, Nats, PATIENCE, Reply, Router, Subscriber, Trigger, event};
+use triggerfish_tests::{
+    Config, Event, Nats, PATIENCE, Reply, Request, Router, Subscriber, Trigger, event,
+};
 
 const PRODUCER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const OWN: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -121,4 +124,93 @@ async fn trace_context_survives_the_jetstream_store() {
     assert_eq!(delivered.header("traceparent"), Some(PRODUCER));
     assert_eq!(delivered.header("tracestate"), Some("congo=t61rcWkgMzE"));
     assert_eq!(delivered.ce("traceparent").as_deref(), Some(PRODUCER));
+}
+
+/// A batched delivery (`spec.batch`) is one HTTP request for many events: it carries the W3C
+/// headers when every event in it has the same trace context, and none when they differ (each
+/// event's extension still names its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_delivery_carries_the_trace_context_its_events_share() {
+    let sub = Subscriber::start().await;
+    // A long linger, so that the events of one request share a batch.
+    let batch = "batch: {maxEvents: 10, linger: PT0.3S}";
+    let config = Config::new()
+        .broker("default", None)
+        .trigger(
+            Trigger::new("unordered", &sub.url("/unordered"))
+                .of_type("t")
+                .spec(batch),
+        )
+        .trigger(
+            Trigger::new("ordered", &sub.url("/ordered"))
+                .of_type("t")
+                .ordered()
+                .spec(batch),
+        );
+    let router = Router::start(&config.render()).await;
+    let url = router.broker_url("default");
+    let send = |events: Vec<Event>| {
+        let headers = vec![
+            (
+                "content-type".to_owned(),
+                "application/cloudevents-batch+json".to_owned(),
+            ),
+            ("traceparent".to_owned(), PRODUCER.to_owned()),
+            ("tracestate".to_owned(), "congo=t61rcWkgMzE".to_owned()),
+        ];
+        let client = &router.client;
+        let url = &url;
+        async move {
+            let r = client
+                .request(http::Method::POST, url, &headers, event::batch(&events))
+                .await;
+            assert_eq!(r.code(), 202, "{}", r.text());
+        }
+    };
+    // Distinct sources: the ordered trigger's keys, so that its events may share a batch too.
+    let events = |prefix: &str| -> Vec<Event> {
+        (0..3)
+            .map(|i| Event::new(format!("{prefix}-{i}"), "t").source(&format!("/k{i}")))
+            .collect()
+    };
+    // Every event inherits the request's context.
+    send(events("same")).await;
+    // The ids in a batch, sorted: the ordered trigger's keys join it in any order.
+    let ids = |r: &Request| -> Vec<String> {
+        let mut ids: Vec<String> = match r.json() {
+            serde_json::Value::Array(events) => events
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned())
+                .collect(),
+            other => panic!("not a batch: {other}"),
+        };
+        ids.sort();
+        ids
+    };
+    for path in ["/unordered", "/ordered"] {
+        let requests = sub.wait_for_path(path, 1, PATIENCE).await;
+        assert_eq!(ids(&requests[0]), ["same-0", "same-1", "same-2"], "{path}");
+        assert_eq!(requests[0].header("traceparent"), Some(PRODUCER), "{path}");
+        assert_eq!(
+            requests[0].header("tracestate"),
+            Some("congo=t61rcWkgMzE"),
+            "{path}"
+        );
+    }
+    // One event names its own context: the batch's events do not share one.
+    let mut mixed = events("mixed");
+    mixed[1] = Event::new("mixed-1", "t")
+        .source("/k1")
+        .attr("traceparent", OWN);
+    send(mixed).await;
+    for path in ["/unordered", "/ordered"] {
+        let requests = sub.wait_for_path(path, 2, PATIENCE).await;
+        assert_eq!(
+            ids(&requests[1]),
+            ["mixed-0", "mixed-1", "mixed-2"],
+            "{path}"
+        );
+        assert_eq!(requests[1].header("traceparent"), None, "{path}");
+        assert_eq!(requests[1].header("tracestate"), None, "{path}");
+    }
 }

@@ -10,7 +10,9 @@
 //!   any other, so the context survives queues, JetStream, replies and routers in between;
 //! - each HTTP delivery of an event that has the extension carries it as the `traceparent` and
 //!   `tracestate` headers as well as `ce-traceparent` and `ce-tracestate`
-//!   ([`TraceContext::of_event`], [`TraceContext::insert_headers`]).
+//!   ([`TraceContext::of_event`], [`TraceContext::insert_headers`]); a batch of events in one
+//!   request carries the headers when every event has the same context
+//!   ([`TraceContext::shared`], [`TraceHeaders::shared`]).
 //!
 //! An event's own extension wins over the request's header: the extension names the trace the
 //! event started in (CloudEvents distributed-tracing extension), and a router that records no
@@ -124,15 +126,60 @@ impl<'a> TraceContext<'a> {
             .chain(self.tracestate.as_deref().map(|s| (TRACESTATE, s)))
     }
 
+    /// The context that each of `views` carries, when they all carry the same one: a batch of
+    /// events sent in one request continues their trace only if they share it.
+    pub fn shared(views: impl IntoIterator<Item = EventView<'a>>) -> Option<TraceContext<'a>> {
+        let mut views = views.into_iter();
+        let context = TraceContext::of_event(&views.next()?)?;
+        views
+            .all(|v| TraceContext::of_event(&v).as_ref() == Some(&context))
+            .then_some(context)
+    }
+
     /// Sets the `traceparent` and `tracestate` headers of an outgoing HTTP request.
     pub fn insert_headers(&self, headers: &mut HeaderMap) {
-        for (name, value) in self.fields() {
-            // Visible ASCII (checked when the context was read), which any header value may
-            // hold.
-            if let Ok(v) = HeaderValue::from_str(value) {
-                headers.insert(HeaderName::from_static(name), v);
+        self.to_headers().insert_into(headers);
+    }
+
+    /// The `traceparent` and `tracestate` header values, owned, for a request built later.
+    pub fn to_headers(&self) -> TraceHeaders {
+        // Visible ASCII (checked when the context was read), which any header value may hold.
+        let value = |s: &str| HeaderValue::from_str(s).ok();
+        TraceHeaders {
+            traceparent: value(self.traceparent),
+            tracestate: self.tracestate.as_deref().and_then(value),
+        }
+    }
+}
+
+/// A trace context as HTTP header values ([`TraceContext::to_headers`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceHeaders {
+    traceparent: Option<HeaderValue>,
+    tracestate: Option<HeaderValue>,
+}
+
+impl TraceHeaders {
+    /// Sets the `traceparent` and `tracestate` headers.
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        let fields = [
+            (TRACEPARENT, &self.traceparent),
+            (TRACESTATE, &self.tracestate),
+        ];
+        for (name, value) in fields {
+            if let Some(v) = value {
+                headers.insert(HeaderName::from_static(name), v.clone());
             }
         }
+    }
+
+    /// The headers that every one of `contexts` holds, when they are all the same.
+    pub fn shared<'h>(
+        contexts: impl IntoIterator<Item = Option<&'h TraceHeaders>>,
+    ) -> Option<&'h TraceHeaders> {
+        let mut contexts = contexts.into_iter();
+        let first = contexts.next()??;
+        contexts.all(|c| c == Some(first)).then_some(first)
     }
 }
 
@@ -330,6 +377,52 @@ mod tests {
         let h = headers(&[(TRACEPARENT, PARENT), (TRACESTATE, &long)]);
         assert_eq!(TraceContext::from_headers(&h).unwrap().tracestate(), None);
         assert_eq!(TraceContext::from_headers(&HeaderMap::new()), None);
+    }
+
+    /// A batch sent in one request continues its events' trace only when they share it,
+    /// `tracestate` included.
+    #[test]
+    fn a_context_is_shared_only_when_every_event_has_the_same() {
+        let body = br#"[
+            {"specversion":"1.0","id":"a","source":"/s","type":"t","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"s=1"},
+            {"specversion":"1.0","id":"b","source":"/s","type":"t","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"s=1"},
+            {"specversion":"1.0","id":"c","source":"/s","type":"t","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+            {"specversion":"1.0","id":"d","source":"/s","type":"t"}
+        ]"#;
+        let batch = decode_batched(Bytes::from_static(body), &DecodeLimits::default())
+            .unwrap()
+            .batch;
+        let views = |range: std::ops::Range<usize>| range.map(|i| batch.get(i).unwrap());
+        let shared = TraceContext::shared(views(0..2)).unwrap();
+        assert_eq!(
+            (shared.traceparent(), shared.tracestate()),
+            (PARENT, Some("s=1"))
+        );
+        assert_eq!(
+            TraceContext::shared(views(1..3)),
+            None,
+            "tracestates differ"
+        );
+        assert_eq!(TraceContext::shared(views(2..4)), None, "one has none");
+        assert_eq!(TraceContext::shared(views(3..4)), None);
+        assert_eq!(TraceContext::shared(views(0..0)), None);
+
+        let headers =
+            |i: usize| TraceContext::of_event(&batch.get(i).unwrap()).map(|c| c.to_headers());
+        let (a, b, c) = (headers(0), headers(1), headers(2));
+        let one = TraceHeaders::shared([a.as_ref(), b.as_ref()]).unwrap();
+        let mut h = HeaderMap::new();
+        one.insert_into(&mut h);
+        assert_eq!(
+            (
+                h[TRACEPARENT].to_str().unwrap(),
+                h[TRACESTATE].to_str().unwrap()
+            ),
+            (PARENT, "s=1")
+        );
+        assert_eq!(TraceHeaders::shared([a.as_ref(), c.as_ref()]), None);
+        assert_eq!(TraceHeaders::shared([a.as_ref(), None]), None);
+        assert_eq!(TraceHeaders::shared([]), None);
     }
 
     #[test]
