@@ -272,17 +272,12 @@ mod tests {
     #[test]
     fn binary_mode_carries_the_stamp_as_a_header() {
         let limits = DecodeLimits::default();
-        let mut headers = http::HeaderMap::new();
-        for (k, v) in [
-            ("ce-specversion", "1.0"),
-            ("ce-id", "1"),
-            ("ce-source", "/s"),
-            ("ce-type", "t"),
-            ("ce-knativearrivaltime", "2001-01-01T00:00:00Z"),
-        ] {
-            headers.insert(k, v.parse().unwrap());
-        }
-        let mut batch = decode_binary(&headers, Bytes::from_static(b"hi"), &limits).unwrap();
+        // An event received in binary mode with a value of its own: its headers are those of
+        // the same event encoded from structured mode.
+        let structured = r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","knativearrivaltime":"2001-01-01T00:00:00Z","datacontenttype":"text/plain","data":"hi"}"#;
+        let received = decode_structured(Bytes::from(structured), &limits).unwrap();
+        let (headers, body) = encode_binary(&received.get(0).unwrap(), &EncodeOptions::default());
+        let mut batch = decode_binary(&headers, body, &limits).unwrap();
         batch.stamp_arrival(at());
         let (out, body) = encode_binary(&batch.get(0).unwrap(), &EncodeOptions::default());
         assert_eq!(
