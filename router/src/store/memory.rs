@@ -49,12 +49,18 @@ impl ShardQueue {
     }
 
     /// Reserves room for `items` events of `bytes` bytes in total.
+    ///
+    /// A queue holding no bytes takes any one request's share, over its byte budget if need
+    /// be: the config check sizes the budget to hold a request of `maxRequestBytes` as
+    /// received, but ingress may add to its events (the request's trace context becomes each
+    /// event's extension), and a full queue's 429 promises that a retry fits.
     fn reserve(&self, items: usize, bytes: usize) -> bool {
         if self.items.fetch_add(items, Ordering::AcqRel) + items > self.limits.events {
             self.items.fetch_sub(items, Ordering::AcqRel);
             return false;
         }
-        if self.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes > self.limits.bytes {
+        let before = self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before > 0 && before + bytes > self.limits.bytes {
             self.bytes.fetch_sub(bytes, Ordering::AcqRel);
             self.items.fetch_sub(items, Ordering::AcqRel);
             return false;
@@ -324,6 +330,23 @@ mod tests {
             },
         );
         let broker: BrokerKey = Arc::from("default/default");
-        assert_eq!(store.try_offer(&broker, b, None), Err(OfferError::Full));
+        store.try_offer(&broker, batch(1, 1), None).unwrap();
+        assert_eq!(
+            store.try_offer(&broker, b.clone(), None),
+            Err(OfferError::Full)
+        );
+        // An empty queue takes a batch over its budget: a 429 must mean "it will fit".
+        let idle = MemoryStore::new(
+            1,
+            ShardLimits {
+                events: 100,
+                bytes: size - 1,
+            },
+        );
+        idle.try_offer(&broker, b, None).unwrap();
+        assert_eq!(
+            idle.try_offer(&broker, batch(1, 1), None),
+            Err(OfferError::Full)
+        );
     }
 }

@@ -449,3 +449,64 @@ async fn a_forward_loop_into_its_own_broker_is_refused_at_once() {
     }
     sub.wait_for_path("/other", 20, PATIENCE).await;
 }
+
+/// The config check promises that a request of `maxRequestBytes` fits an idle shard queue of
+/// that many bytes. What ingress adds to each event (`knativearrivaltime`, the request's trace
+/// context) must not break that promise: a traced batch of many small events, filling the
+/// request, is accepted, not refused with a 429 that no retry could get past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_the_largest_size_fits_a_shard_queue_of_that_size() {
+    const LIMIT: usize = 64 * 1024;
+    let sub = Subscriber::start_counting().await;
+    let config = Config::new()
+        .server(
+            "queues:\n  shard: {events: 4096, bytes: 64KiB}\n  trigger: {events: 4096, bytes: 64KiB}\n\
+             limits: {maxRequestBytes: 64KiB, maxEventBytes: 16KiB, maxBatchEvents: 4096}",
+        )
+        .broker("default", None)
+        .trigger(Trigger::new("t", &sub.url("/t")));
+    let router = Router::start(&config.render()).await;
+    // One partition key, so one shard; as many events as the request holds.
+    let mut events: Vec<Event> = Vec::new();
+    loop {
+        let next = Event::new(format!("e-{}", events.len()), "t").attr("partitionkey", "one");
+        events.push(next);
+        if triggerfish_tests::event::batch(&events).len() > LIMIT {
+            events.pop();
+            break;
+        }
+    }
+    let size = triggerfish_tests::event::batch(&events).len();
+    assert!(size > LIMIT - 200, "{size}");
+    // Traced, too: the request's context becomes each event's extension.
+    let headers = vec![
+        (
+            "content-type".to_owned(),
+            "application/cloudevents-batch+json".to_owned(),
+        ),
+        (
+            "traceparent".to_owned(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+        ),
+    ];
+    let r = router
+        .client
+        .request(
+            http::Method::POST,
+            &router.broker_url("default"),
+            &headers,
+            triggerfish_tests::event::batch(&events),
+        )
+        .await;
+    assert_eq!(
+        r.code(),
+        202,
+        "{} events, {size} bytes: {}",
+        events.len(),
+        r.text()
+    );
+    eventually("every event delivered", PATIENCE, || async {
+        (sub.count() == events.len()).then_some(())
+    })
+    .await;
+}
