@@ -161,11 +161,26 @@ impl Client {
 
     /// Publishes `events` in one batched-mode request.
     pub async fn send_batch(&self, url: &str, events: &[Event]) -> Response {
-        self.post(
-            url,
-            Some("application/cloudevents-batch+json"),
-            batch(events),
-        )
-        .await
+        self.send_batch_with(url, events, &[]).await
+    }
+
+    /// Publishes `events` in one batched-mode request with `headers` added (a `traceparent`,
+    /// say).
+    pub async fn send_batch_with(
+        &self,
+        url: &str,
+        events: &[Event],
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut all = vec![(
+            "content-type".to_owned(),
+            "application/cloudevents-batch+json".to_owned(),
+        )];
+        all.extend(
+            headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        self.request(Method::POST, url, &all, batch(events)).await
     }
 }

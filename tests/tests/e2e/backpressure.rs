@@ -479,24 +479,13 @@ async fn a_request_of_the_largest_size_fits_a_shard_queue_of_that_size() {
     let size = triggerfish_tests::event::batch(&events).len();
     assert!(size > LIMIT - 200, "{size}");
     // Traced, too: the request's context becomes each event's extension.
-    let headers = vec![
-        (
-            "content-type".to_owned(),
-            "application/cloudevents-batch+json".to_owned(),
-        ),
-        (
-            "traceparent".to_owned(),
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
-        ),
-    ];
+    let traced = [(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )];
     let r = router
         .client
-        .request(
-            http::Method::POST,
-            &router.broker_url("default"),
-            &headers,
-            triggerfish_tests::event::batch(&events),
-        )
+        .send_batch_with(&router.broker_url("default"), &events, &traced)
         .await;
     assert_eq!(
         r.code(),

@@ -7,7 +7,7 @@
 
 use serde_json::json;
 use triggerfish_tests::{
-    Config, Event, Nats, PATIENCE, Reply, Request, Router, Subscriber, Trigger, event,
+    Config, Event, Nats, PATIENCE, Reply, Request, Router, Subscriber, Trigger,
 };
 
 const PRODUCER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -42,19 +42,12 @@ async fn trace_context_reaches_subscribers_and_replies() {
     assert_eq!(r.code(), 202, "{}", r.text());
 
     // A batch under the same header: one event names its own context, one does not.
-    let batch = event::batch(&[
+    let batch = [
         Event::new("b-own", "other").attr("traceparent", OWN),
         Event::new("b-inherits", "other"),
-    ]);
-    let headers = vec![
-        (
-            "content-type".to_owned(),
-            "application/cloudevents-batch+json".to_owned(),
-        ),
-        ("traceparent".to_owned(), PRODUCER.to_owned()),
     ];
     let r = client
-        .request(http::Method::POST, &url, &headers, batch)
+        .send_batch_with(&url, &batch, &[("traceparent", PRODUCER)])
         .await;
     assert_eq!(r.code(), 202, "{}", r.text());
 
@@ -150,20 +143,13 @@ async fn a_batched_delivery_carries_the_trace_context_its_events_share() {
     let router = Router::start(&config.render()).await;
     let url = router.broker_url("default");
     let send = |events: Vec<Event>| {
-        let headers = vec![
-            (
-                "content-type".to_owned(),
-                "application/cloudevents-batch+json".to_owned(),
-            ),
-            ("traceparent".to_owned(), PRODUCER.to_owned()),
-            ("tracestate".to_owned(), "congo=t61rcWkgMzE".to_owned()),
+        let traced = [
+            ("traceparent", PRODUCER),
+            ("tracestate", "congo=t61rcWkgMzE"),
         ];
-        let client = &router.client;
-        let url = &url;
+        let (client, url) = (&router.client, &url);
         async move {
-            let r = client
-                .request(http::Method::POST, url, &headers, event::batch(&events))
-                .await;
+            let r = client.send_batch_with(url, &events, &traced).await;
             assert_eq!(r.code(), 202, "{}", r.text());
         }
     };
