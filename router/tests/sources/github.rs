@@ -346,6 +346,8 @@ spec:
     let got = sink.wait(1, Duration::from_secs(10)).await;
     assert_eq!(got[0].attr("id").as_deref(), Some("form-1"));
     assert_eq!(got[0].json()["pusher"]["name"], "Codertocat");
+    // Through the broker: stamped with the time it took the event.
+    assert!(got[0].attr("knativearrivaltime").is_some());
 }
 
 #[tokio::test]

@@ -114,6 +114,8 @@ async fn quic_ingress_delivers_to_an_http_subscriber() {
     assert_eq!(got[0].ce("type").as_deref(), Some("com.example.one"));
     assert_eq!(got[0].ce("tenant").as_deref(), Some("acme"));
     assert_eq!(got[0].json(), json!({"n": 1}));
+    // QUIC ingress stamps the broker's arrival time, as HTTP ingress does.
+    assert!(got[0].ce("knativearrivaltime").is_some());
 
     // Generated load in frames of 100, the last one short.
     let (out, summary) = send(
