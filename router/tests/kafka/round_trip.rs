@@ -53,6 +53,7 @@ async fn records_reach_an_http_subscriber_as_knative_events() {
     );
     let h = Harness::start(&yaml).await;
     let producer = tansu.producer();
+    let started = chrono::Utc::now();
     for i in 0..6 {
         produce(
             &producer,
@@ -88,6 +89,12 @@ async fn records_reach_an_http_subscriber_as_knative_events() {
         assert_eq!(r.attr("key").unwrap(), format!("customer-{n}"));
         assert_eq!(r.attr("partitionkey").unwrap(), format!("customer-{n}"));
         assert_eq!(partition, (n % 2).to_string());
+        // Through the broker: stamped when the source handed the record to it.
+        let arrival = r.arrival();
+        assert!(
+            started <= arrival && arrival <= chrono::Utc::now(),
+            "{arrival}"
+        );
         seen.push(n);
     }
     seen.sort_unstable();

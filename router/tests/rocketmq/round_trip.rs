@@ -51,6 +51,7 @@ spec:
 async fn messages_reach_an_http_subscriber_in_eventbridge_shape() {
     let mq = servers().await;
     let topic = "rt-plain";
+    let started = chrono::Utc::now();
     let producer = mq.producer().await;
     for i in 0..4 {
         let tag = if i % 2 == 0 { "created" } else { "paid" };
@@ -90,6 +91,12 @@ async fn messages_reach_an_http_subscriber_in_eventbridge_shape() {
     let got = sink.wait(3, WAIT).await;
     let mut seen = Vec::new();
     for r in &got {
+        // Through the broker: stamped when the source handed the message to it.
+        let arrival = r.arrival();
+        assert!(
+            started <= arrival && arrival <= chrono::Utc::now(),
+            "{arrival}"
+        );
         if attr(r, "type").as_deref() == Some("order.created") {
             assert_eq!(attr(r, "id").as_deref(), Some("ce-1"));
             assert_eq!(attr(r, "source").as_deref(), Some("/orders"));

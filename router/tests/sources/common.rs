@@ -121,6 +121,21 @@ impl Received {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap()
     }
+
+    /// The `knativearrivaltime` a broker stamped: RFC 3339 in UTC, with nine digits of
+    /// fraction. Panics when it is missing or malformed.
+    pub fn arrival(&self) -> chrono::DateTime<chrono::Utc> {
+        let text = self
+            .attr("knativearrivaltime")
+            .expect("no knativearrivaltime");
+        assert!(
+            text.len() == 30 && text.ends_with('Z'),
+            "knativearrivaltime {text}"
+        );
+        chrono::DateTime::parse_from_rfc3339(&text)
+            .unwrap_or_else(|e| panic!("knativearrivaltime {text}: {e}"))
+            .to_utc()
+    }
 }
 
 /// An HTTP sink on loopback that records requests and answers `status`.
