@@ -131,7 +131,7 @@ async fn settle(
             ((0..n).map(|_| a.duplicate()).collect(), None)
         }
         BatchAttempt::All(a) => {
-            let (a, reply) = a.take_reply();
+            let (a, reply) = ctx.take_reply(a);
             ((0..n).map(|_| a.duplicate()).collect::<Vec<_>>(), reply)
         }
     };

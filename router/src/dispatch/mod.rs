@@ -25,7 +25,8 @@
 //! - **Replies** re-enter the broker through [`crate::republish`], which waits a bounded time
 //!   for room (a reply loop would otherwise stall its shard); a reply the broker refuses
 //!   dead-letters the event it answers. A reply without a `traceparent` of its own continues
-//!   the trace of the event it answers.
+//!   the trace of the event it answers. A response that says it is a CloudEvent and is not
+//!   one fails its attempt with 502, as in Knative ([`TriggerContext::take_reply`]).
 //!
 //! The decisions themselves (what to retry, how long to wait) come from
 //! `triggerfish_core::delivery`; this module only drives them.
@@ -46,13 +47,13 @@ use triggerfish_core::delivery::{
     Cause, DeadLetter, Decision, DeliveryPolicy, ErrorSource, Failure, GiveUp,
 };
 use triggerfish_core::event::trace::TraceContext;
-use triggerfish_core::event::{AttrValue, DecodeLimits, EncodeOptions, EventRef};
+use triggerfish_core::event::{AttrValue, DecodeLimits, EncodeOptions, EventBatch, EventRef};
 
 use crate::metrics::{
     AttemptLabels, AttemptOutcome, DropLabels, DropReason, Metrics, TriggerLabels,
 };
 use crate::plan::TriggerPlan;
-use crate::sinks::{Attempt, Request, Response, Sink};
+use crate::sinks::{Attempt, Request, Sink};
 
 mod batched;
 use crate::republish::{Refused, Republisher};
@@ -460,6 +461,8 @@ pub struct TriggerContext {
     refusals_logged: LogLimit,
     /// One warning a minute at most about events dropped at `knativebrokerttl` 0.
     ttl_logged: LogLimit,
+    /// One warning a minute at most about replies that are not valid CloudEvents.
+    invalid_replies_logged: LogLimit,
     /// Limits for decoding replies.
     pub reply_limits: DecodeLimits,
     /// Tracks delivery tasks, so shutdown can wait for them.
@@ -573,6 +576,7 @@ pub fn start(
         republisher,
         refusals_logged: LogLimit::new(WARN_EVERY),
         ttl_logged: LogLimit::new(WARN_EVERY),
+        invalid_replies_logged: LogLimit::new(WARN_EVERY),
         reply_limits,
         tracker: tracker.clone(),
         in_flight,
@@ -682,15 +686,13 @@ fn spawn_keyed(ctx: &Arc<TriggerContext>, job: Job, key: u64, done: mpsc::Sender
 /// without a `traceparent` of their own take that context ([`TraceContext`]), within the
 /// `limits` the reply was decoded under.
 fn continue_trace<'e>(
-    reply: Result<triggerfish_core::event::EventBatch, String>,
+    batch: EventBatch,
     answered: impl IntoIterator<Item = &'e EventRef>,
     limits: &DecodeLimits,
-) -> Result<triggerfish_core::event::EventBatch, String> {
-    let Ok(batch) = reply else { return reply };
-    if let Some(context) = TraceContext::shared(answered.into_iter().map(EventRef::view)) {
-        Ok(batch.with_trace_context(&context, limits))
-    } else {
-        Ok(batch)
+) -> EventBatch {
+    match TraceContext::shared(answered.into_iter().map(EventRef::view)) {
+        Some(context) => batch.with_trace_context(&context, limits),
+        None => batch,
     }
 }
 
@@ -707,16 +709,13 @@ async fn deliver(ctx: &TriggerContext, mut job: Job) {
         add: &[],
     };
     let req = ctx.request(job.ttl);
-    let (attempt, decision) = attempts(ctx, false, &ctx.sink, &job.event, &opts, &req).await;
+    let (attempt, reply, decision) = attempts(ctx, false, &ctx.sink, &job.event, &opts, &req).await;
     match decision {
         Some(Decision::Succeeded) => {
             ctx.counters
                 .latency
                 .observe(job.accepted_at.elapsed().as_secs_f64());
-            if let Attempt::Response(Response {
-                reply: Some(reply), ..
-            }) = attempt
-            {
+            if let Some(reply) = reply {
                 // Boxed: the wait for room makes the future large, and every delivery task
                 // would carry it, replies or not.
                 Box::pin(ctx.reply_or_dead_letter(&job.event, *reply, job.ttl)).await;
@@ -748,8 +747,9 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Attempts until the policy stops; returns the last attempt and the final decision (`None`
-/// when a forward to another broker found the TTL used up).
+/// Attempts until the policy stops; returns the last attempt, its reply (to the trigger's
+/// broker; never for a dead letter) and the final decision (`None` when a forward to another
+/// broker found the TTL used up).
 async fn attempts(
     ctx: &TriggerContext,
     dead_letter: bool,
@@ -757,7 +757,7 @@ async fn attempts(
     event: &EventRef,
     opts: &EncodeOptions<'_>,
     req: &Request,
-) -> (Attempt, Option<Decision>) {
+) -> (Attempt, Option<Box<EventBatch>>, Option<Decision>) {
     let view = event.view();
     let mut number = 1;
     loop {
@@ -766,8 +766,13 @@ async fn attempts(
         }
         let attempt = sink.send(event, opts, req).await;
         if matches!(attempt, Attempt::TtlExhausted) {
-            return (attempt, None);
+            return (attempt, None, None);
         }
+        let (attempt, reply) = if dead_letter {
+            (attempt.take_reply().0, None)
+        } else {
+            ctx.take_reply(attempt)
+        };
         let decision = ctx.policy.next_attempt(
             number,
             &attempt.outcome(),
@@ -779,7 +784,7 @@ async fn attempts(
                 if !dead_letter {
                     ctx.counters.success.inc();
                 }
-                return (attempt, Some(decision));
+                return (attempt, reply, Some(decision));
             }
             Decision::Retry {
                 after,
@@ -803,13 +808,33 @@ async fn attempts(
                 } else {
                     ctx.counters.permanent.inc();
                 }
-                return (attempt, Some(decision));
+                return (attempt, None, Some(decision));
             }
         }
     }
 }
 
 impl TriggerContext {
+    /// Splits a subscriber's reply off its `attempt`. Without replies (a source's delivery) the
+    /// reply is dropped unread. A reply that is not a valid CloudEvent fails the attempt
+    /// instead ([`Attempt::invalid_reply`]), as Knative's broker fails it.
+    fn take_reply(&self, attempt: Attempt) -> (Attempt, Option<Box<EventBatch>>) {
+        let (attempt, reply) = attempt.take_reply();
+        match reply {
+            Some(reply) if self.replies => match *reply {
+                Ok(batch) => (attempt, Some(Box::new(batch))),
+                Err(why) => {
+                    if self.invalid_replies_logged.allow() {
+                        tracing::warn!(trigger = %self.label.trigger, destination = %self.sink.describe(), error = %why,
+                            "the subscriber's reply is not a valid CloudEvent: the attempt failed (502), and is retried or dead-lettered; logged once a minute at most");
+                    }
+                    (Attempt::invalid_reply(&why), None)
+                }
+            },
+            _ => (attempt, None),
+        }
+    }
+
     /// Waits until the trigger's rate limit allows an attempt at `events` events (retries
     /// count too: they load the subscriber like first attempts). More events than the limit's
     /// burst take it in bursts.
@@ -844,22 +869,10 @@ impl TriggerContext {
     /// ([`Republisher::publish`], waiting up to the trigger's `timeout`): the delivery failed
     /// after all, and the caller dead-letters the events the reply answers
     /// ([`TriggerContext::reply_refused`]).
-    async fn reply(
-        &self,
-        reply: Result<triggerfish_core::event::EventBatch, String>,
-        ttl: u8,
-    ) -> Result<(), Refused> {
-        if !self.replies {
+    async fn reply(&self, mut batch: EventBatch, ttl: u8) -> Result<(), Refused> {
+        if batch.is_empty() {
             return Ok(());
         }
-        let mut batch = match reply {
-            Ok(b) if b.is_empty() => return Ok(()),
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(trigger = %self.label.trigger, error = %e, "subscriber replied with an invalid event; the reply is ignored");
-                return Ok(());
-            }
-        };
         let ttl = ttl.saturating_sub(1);
         if ttl == 0 {
             self.counters.ttl_exhausted.inc_by(batch.len() as u64);
@@ -893,12 +906,7 @@ impl TriggerContext {
     }
 
     /// Feeds back `event`'s reply, and dead-letters `event` if the broker refuses it.
-    async fn reply_or_dead_letter(
-        &self,
-        event: &EventRef,
-        reply: Result<triggerfish_core::event::EventBatch, String>,
-        ttl: u8,
-    ) {
+    async fn reply_or_dead_letter(&self, event: &EventRef, reply: EventBatch, ttl: u8) {
         let reply = continue_trace(reply, [event], &self.reply_limits);
         if let Err(refused) = self.reply(reply, ttl).await {
             self.reply_refused(event, &refused, ttl).await;
@@ -971,7 +979,7 @@ impl TriggerContext {
             skip: &[TTL_EXTENSION],
             add: &add,
         };
-        let (_, decision) = attempts(self, true, dls, event, &opts, &self.request(ttl)).await;
+        let (_, _, decision) = attempts(self, true, dls, event, &opts, &self.request(ttl)).await;
         if matches!(decision, Some(Decision::Succeeded)) {
             self.counters.dead_lettered.inc();
             tracing::info!(trigger = %self.label.trigger, id = view.id(), code, "event sent to the dead-letter sink");

@@ -217,19 +217,23 @@ pub fn json_array(items: &[Pending]) -> Bytes {
 
 /// Completes every attempt of a batch with the batch's one outcome. A reply in it goes to
 /// the event with the lowest ttl, so that a reply loop runs out as soon as its shortest-lived
-/// event would.
+/// event would; a reply that did not decode goes to every event, since it fails each one's
+/// attempt (where replies count).
 pub fn complete_all(items: Vec<Pending>, attempt: Attempt) {
     let (attempt, mut reply) = attempt.take_reply();
+    let invalid = reply.as_deref().and_then(|r| r.as_ref().err()).cloned();
     let replier = reply
         .as_ref()
         .and_then(|_| items.iter().enumerate().min_by_key(|(_, p)| p.ttl))
         .map(|(i, _)| i);
     for (i, p) in items.into_iter().enumerate() {
         let mut each = attempt.duplicate();
-        if Some(i) == replier
-            && let Attempt::Response(r) = &mut each
-        {
-            r.reply = reply.take();
+        if let Attempt::Response(r) = &mut each {
+            if Some(i) == replier {
+                r.reply = reply.take();
+            } else if let Some(why) = &invalid {
+                r.reply = Some(Box::new(Err(why.clone())));
+            }
         }
         let _ = p.done.send(each);
     }
@@ -277,6 +281,27 @@ mod tests {
         let (items, _rx) = pending(3, &[]);
         assert_eq!(&json_array(&items)[..], br#"[{"n":0},{"n":1},{"n":2}]"#);
         assert_eq!(&json_array(&items[..1])[..], br#"[{"n":0}]"#);
+    }
+
+    #[test]
+    fn every_attempt_gets_a_reply_that_did_not_decode() {
+        let (items, mut rx) = pending(3, &[9, 4, 7]);
+        let reply = Err("missing required attribute \"id\"".to_owned());
+        complete_all(
+            items,
+            Attempt::Response(Response {
+                status: StatusCode::OK,
+                retry_after: None,
+                reply: Some(Box::new(reply)),
+                body_excerpt: Bytes::new(),
+            }),
+        );
+        for (i, r) in rx.iter_mut().enumerate() {
+            let Ok(Attempt::Response(r)) = r.try_recv() else {
+                panic!("{i}: not a response")
+            };
+            assert!(matches!(r.reply.as_deref(), Some(Err(_))), "{i}");
+        }
     }
 
     #[test]

@@ -4,9 +4,18 @@
 //! The program is started from an argument vector, never through a shell; `{{attribute}}`
 //! placeholders are replaced inside single arguments, so an attribute value can never add or
 //! split arguments. The event goes to standard input as structured JSON, its attributes to
-//! `CE_*` environment variables. Exit 0 is success (standard output, if it holds a CloudEvent,
-//! is a reply); anything else is a retryable failure whose standard error (its last KiB)
-//! becomes `knativeerrordata` if the event is dead-lettered. A run past its timeout is killed.
+//! `CE_*` environment variables. Exit 0 is success; anything else is a retryable failure whose
+//! standard error (its last KiB) becomes `knativeerrordata` if the event is dead-lettered. A
+//! run past its timeout is killed.
+//!
+//! Standard output is a reply when it claims to be one: JSON (an object, or an array for a
+//! batch) that names `specversion`. Output that claims to be a reply and is not a valid one
+//! fails the run as a malformed HTTP reply fails an attempt (502, see
+//! [`Attempt::invalid_reply`]). Anything else a program prints (a build log, a JSON document
+//! of its own) is no reply, as a plain HTTP response body is none. Both pipes are read to
+//! their end, however much the program writes, so that it never dies of a closed pipe; only
+//! the first `limits.maxEventBytes` of standard output and the last KiB of standard error are
+//! kept.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -253,16 +262,8 @@ impl ExecSink {
             let _ = stdin.write_all(&input).await;
             drop(stdin);
         };
-        let read_out = async move {
-            let mut buf = Vec::new();
-            let _ = stdout.take(limit + 1).read_to_end(&mut buf).await;
-            buf
-        };
-        let read_err = async move {
-            let mut buf = Vec::new();
-            let _ = stderr.take(64 * 1024).read_to_end(&mut buf).await;
-            buf
-        };
+        let read_out = read_head(stdout, limit as usize + 1);
+        let read_err = read_tail(stderr, STDERR_TAIL);
         let ((), out, err) = tokio::join!(write, read_out, read_err);
         let status = match child.wait().await {
             Ok(s) => s,
@@ -274,14 +275,15 @@ impl ExecSink {
             }
         };
         if !status.success() {
-            let tail = Bytes::copy_from_slice(&err[err.len().saturating_sub(STDERR_TAIL)..]);
             tracing::debug!(exec = %self.name, status = %status, "program failed");
-            return failure(StatusCode::INTERNAL_SERVER_ERROR, tail);
+            return failure(StatusCode::INTERNAL_SERVER_ERROR, Bytes::from(err));
         }
-        let reply = if out.iter().all(u8::is_ascii_whitespace) {
+        let reply = if !claims_event(&out) {
             None
         } else if out.len() as u64 > limit {
-            Some(Err(format!("the program printed more than {limit} bytes")))
+            Some(Err(format!(
+                "the program printed a reply of more than {limit} bytes"
+            )))
         } else {
             let trimmed = Bytes::from(out);
             let first = trimmed.iter().find(|b| !b.is_ascii_whitespace()).copied();
@@ -305,6 +307,37 @@ impl ExecSink {
     }
 }
 
+/// Whether a program's standard output claims to be a reply: JSON, an object or an array,
+/// that names `specversion` (a quick look, not a parse: the decoder has the last word).
+fn claims_event(out: &[u8]) -> bool {
+    let first = out.iter().find(|b| !b.is_ascii_whitespace());
+    matches!(first, Some(b'{' | b'[')) && memchr::memmem::find(out, b"\"specversion\"").is_some()
+}
+
+/// Reads `pipe` to its end and keeps its first `keep` bytes.
+async fn read_head(mut pipe: impl tokio::io::AsyncRead + Unpin, keep: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    while let Ok(n @ 1..) = pipe.read(&mut buf).await {
+        let take = n.min(keep - kept.len());
+        kept.extend_from_slice(&buf[..take]);
+    }
+    kept
+}
+
+/// Reads `pipe` to its end and keeps its last `keep` bytes.
+async fn read_tail(mut pipe: impl tokio::io::AsyncRead + Unpin, keep: usize) -> Vec<u8> {
+    let mut kept = std::collections::VecDeque::with_capacity(keep);
+    let mut buf = vec![0u8; 8192];
+    while let Ok(n @ 1..) = pipe.read(&mut buf).await {
+        let data = &buf[n.saturating_sub(keep)..n];
+        let overflow = (kept.len() + data.len()).saturating_sub(keep);
+        kept.drain(..overflow);
+        kept.extend(data);
+    }
+    kept.into()
+}
+
 fn failure(status: StatusCode, excerpt: Bytes) -> Attempt {
     Attempt::Response(Response {
         status,
@@ -326,6 +359,52 @@ fn program_exists(program: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_claims_a_reply_by_naming_specversion() {
+        assert!(claims_event(br#" {"specversion":"1.0","id":"1"}"#));
+        assert!(claims_event(b"\n[{\"specversion\":\"1.0\"}]"));
+        assert!(
+            claims_event(br#"{"specversion": 1}"#),
+            "invalid, but a claim"
+        );
+        assert!(!claims_event(br#"{"build":"ok"}"#));
+        assert!(!claims_event(b"building \"specversion\"..."));
+        assert!(!claims_event(b""));
+        assert!(!claims_event(b"  \n"));
+    }
+
+    #[tokio::test]
+    async fn pipes_are_read_to_the_end_keeping_their_head_or_tail() {
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(read_head(&data[..], 10_000).await, data[..10_000]);
+        assert_eq!(read_head(&data[..], 60_000).await, data);
+        assert_eq!(read_tail(&data[..], 1024).await, data[data.len() - 1024..]);
+        assert_eq!(read_tail(&data[..], 60_000).await, data);
+        assert_eq!(read_tail(&b"abc"[..], 2).await, b"bc");
+        // Every size of read: a reader handing out 1 to 8,192 bytes at a time.
+        let mut slow = in_chunks(&data);
+        assert_eq!(read_tail(&mut slow, 1000).await, data[data.len() - 1000..]);
+    }
+
+    /// A reader over `data` that returns it in reads of growing sizes, 1 to 9,999 bytes.
+    fn in_chunks(data: &[u8]) -> impl tokio::io::AsyncRead + Unpin + '_ {
+        struct Chunks<'a>(&'a [u8], usize);
+        impl tokio::io::AsyncRead for Chunks<'_> {
+            fn poll_read(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                self.1 = self.1 % 9_999 + 1;
+                let n = self.1.min(self.0.len()).min(buf.remaining());
+                buf.put_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        Chunks(data, 0)
+    }
 
     #[test]
     fn templates() {

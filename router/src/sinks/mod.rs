@@ -258,6 +258,18 @@ impl Attempt {
         })
     }
 
+    /// A 2xx response whose reply claimed to be a CloudEvent and is not one (`why`), as
+    /// Knative's broker answers it: the attempt failed with 502 Bad Gateway, and the reason
+    /// is the body, for `knativeerrordata`. The delivery policy retries it like any 5xx.
+    pub fn invalid_reply(why: &str) -> Attempt {
+        Attempt::Response(Response {
+            status: StatusCode::BAD_GATEWAY,
+            retry_after: None,
+            reply: None,
+            body_excerpt: Bytes::from(format!("invalid reply: {why}")),
+        })
+    }
+
     /// The attempt without its reply events, and the reply.
     pub fn take_reply(mut self) -> (Attempt, Option<Box<Result<EventBatch, String>>>) {
         let reply = match &mut self {

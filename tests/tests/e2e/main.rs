@@ -15,6 +15,7 @@ mod cluster;
 mod content_modes;
 mod delivery;
 mod deploy;
+mod exec;
 mod filters;
 mod ingress_errors;
 mod ordering;

@@ -376,3 +376,72 @@ async fn two_triggers_replying_to_each_other_keep_flowing_under_load() {
     }
     assert_eq!(sub.count(), 120 * 20, "{:?}", sub.summary());
 }
+
+/// A 2xx response that says it is a CloudEvent (a `ce-specversion` header, or a CloudEvents
+/// content type) and is not one fails the attempt as Knative's broker fails it: 502, retried
+/// like any 5xx, then dead-lettered with the reason as `knativeerrordata`. None of it enters
+/// the broker, not even the valid first event of a batched reply. (A plain body that claims
+/// nothing is no reply: the first test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_reply_fails_the_delivery_and_is_dead_lettered() {
+    let sub = Subscriber::start().await;
+    let valid = Event::new("r-1", "reply");
+    let reply_batch = format!(
+        "[{},{{\"id\":\"r-2\"}}]",
+        String::from_utf8_lossy(&valid.structured())
+    );
+    sub.handle(move |req| match req.path.as_str() {
+        "/binary" => Reply::ok()
+            .header("ce-specversion", "1.0")
+            .body("application/json", "{}"),
+        "/structured" => {
+            Reply::ok().body("application/cloudevents+json", r#"{"specversion":"1.0"}"#)
+        }
+        "/batched" | "/batch-trigger" => {
+            Reply::ok().body("application/cloudevents-batch+json", reply_batch.clone())
+        }
+        _ => Reply::ok(),
+    });
+    let delivery = format!(
+        "retry: 1\nbackoffDelay: PT0.01S\ndeadLetterSink:\n  uri: {}",
+        sub.url("/dls")
+    );
+    let mut config = Config::new()
+        .broker("default", None)
+        .trigger(Trigger::new("replies", &sub.url("/replies")).of_type("reply"));
+    for name in ["binary", "structured", "batched", "batch-trigger"] {
+        let mut trigger = Trigger::new(name, &sub.url(&format!("/{name}")))
+            .of_type(name)
+            .delivery(&delivery);
+        if name == "batch-trigger" {
+            trigger = trigger.spec("batch: {maxEvents: 10}");
+        }
+        config = config.trigger(trigger);
+    }
+    let router = Router::start(&config.render()).await;
+    for name in ["binary", "structured", "batched", "batch-trigger"] {
+        router.publish(&Event::new(format!("{name}-1"), name)).await;
+    }
+    let dead = sub.wait_for_path("/dls", 4, PATIENCE).await;
+    for name in ["binary", "structured", "batched", "batch-trigger"] {
+        let path = format!("/{name}");
+        let letter = dead
+            .iter()
+            .find(|r| r.ce("type").as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no dead letter for {name}"));
+        assert_eq!(letter.id(), format!("{name}-1"));
+        letter.assert_dead_letter(&sub.url(&path), "502", "invalid reply");
+        assert_eq!(sub.requests_to(&path).len(), 2, "{name}: retry: 1");
+        let trigger = format!("default/{name}");
+        let m = router.metrics().await;
+        let label = [("trigger", trigger.as_str()), ("outcome", "retryable")];
+        assert_eq!(m.count("triggerfish_delivery_attempts_total", &label), 2);
+        let label = [("trigger", trigger.as_str())];
+        assert_eq!(m.count("triggerfish_delivery_replies_total", &label), 0);
+    }
+    assert!(
+        sub.requests_to("/replies").is_empty(),
+        "{:?}",
+        sub.summary()
+    );
+}
