@@ -62,6 +62,8 @@ pub enum IngressOutcome {
     RateLimited,
     /// An event matches a trigger that is falling behind (429).
     Backlogged,
+    /// An `OPTIONS` request: the CloudEvents webhook validation handshake (200), no events.
+    Preflight,
 }
 
 /// Ingress label set.

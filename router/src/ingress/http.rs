@@ -5,7 +5,13 @@
 //! - `202` when every event was accepted (queued);
 //! - `400` with a JSON body naming each bad event's index and problem (a batch is all or
 //!   nothing, so a producer can fix and resend it);
-//! - `404` for an unknown broker or path; `405` for a method other than POST;
+//! - `200` to `OPTIONS`, the CloudEvents webhook validation handshake (abuse protection,
+//!   "HTTP 1.1 Web Hooks for Event Delivery" §4), as Knative's broker ingress answers it:
+//!   `Allow: POST, OPTIONS`, the request's `WebHook-Request-Origin` echoed as
+//!   `WebHook-Allowed-Origin`, and `WebHook-Allowed-Rate: *`. Asynchronous handshakes
+//!   (`WebHook-Request-Callback`) are not made: the synchronous answer is the agreement;
+//! - `404` for an unknown broker or path; `405` (with `Allow`) for other methods than POST
+//!   and OPTIONS;
 //! - `401` with `WWW-Authenticate` when authentication is configured and the request has no
 //!   valid bearer token (checked before the body is read); `403` when no event policy allows
 //!   the sender to send one of the events (the whole batch is refused);
@@ -95,6 +101,26 @@ struct ErrorBody<'a> {
 struct EventError {
     index: usize,
     error: String,
+}
+
+/// The methods a broker's URL takes.
+const ALLOWED_METHODS: HeaderValue = HeaderValue::from_static("POST, OPTIONS");
+
+/// The answer to the CloudEvents webhook validation request (`OPTIONS`): delivery from the
+/// requesting origin (or any, when it names none) is agreed to, at any rate. The rate a
+/// broker really takes is set by its rate limits and queues, which answer 429 beyond it.
+fn preflight(headers: &http::HeaderMap) -> http::Response<Full<Bytes>> {
+    let mut r = empty(StatusCode::OK);
+    let origin = headers
+        .get("webhook-request-origin")
+        .filter(|o| !o.is_empty())
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("*"));
+    let h = r.headers_mut();
+    h.insert(header::ALLOW, ALLOWED_METHODS);
+    h.insert("webhook-allowed-origin", origin);
+    h.insert("webhook-allowed-rate", HeaderValue::from_static("*"));
+    r
 }
 
 fn error(status: StatusCode, message: &str, events: &[DecodeError]) -> http::Response<Full<Bytes>> {
@@ -215,10 +241,16 @@ impl Ingress {
             return (error(StatusCode::NOT_FOUND, &msg, &[]), None, NotFound, 0);
         };
         let label = Some(key);
+        if req.method() == Method::OPTIONS {
+            return (preflight(req.headers()), label, Preflight, 0);
+        }
         if req.method() != Method::POST {
-            let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "only POST is allowed", &[]);
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only POST (and OPTIONS) is allowed",
+                &[],
+            );
+            r.headers_mut().insert(header::ALLOW, ALLOWED_METHODS);
             return (r, label, Rejected, 0);
         }
         if self.stopping.is_cancelled() {

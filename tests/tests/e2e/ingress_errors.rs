@@ -1,6 +1,7 @@
 //! What ingress refuses, and how: malformed bodies and attributes (400, naming the bad
 //! event's index), oversized bodies (413, refused while reading), unsupported formats (415),
-//! unknown brokers (404) and methods other than POST (405), bodies that stall (408), and
+//! unknown brokers (404) and methods other than POST (405; OPTIONS gets the CloudEvents
+//! webhook handshake), bodies that stall (408), and
 //! clients that connect and say nothing (closed). A refused request enqueues nothing.
 #![allow(clippy::unwrap_used)]
 
@@ -455,12 +456,37 @@ async fn wrong_format_broker_path_and_method() {
     let r = c.send_structured(&router.broker_url("nope"), &event).await;
     assert!(r.text().contains("default/nope"), "{}", r.text());
 
-    // Methods other than POST.
+    // Methods other than POST and OPTIONS.
     for method in [http::Method::GET, http::Method::PUT, http::Method::DELETE] {
         let r = c.request(method.clone(), &url, &[], Bytes::new()).await;
         assert_eq!(r.code(), 405, "{method}: {}", r.text());
-        assert_eq!(r.header("allow"), Some("POST"), "{method}");
+        assert_eq!(r.header("allow"), Some("POST, OPTIONS"), "{method}");
     }
+
+    // OPTIONS: the CloudEvents webhook validation handshake, as Knative's broker answers it.
+    let origin = [(
+        "WebHook-Request-Origin".to_owned(),
+        "eventemitter.example.com".to_owned(),
+    )];
+    for (headers, allowed) in [(&origin[..], "eventemitter.example.com"), (&[][..], "*")] {
+        let r = c
+            .request(http::Method::OPTIONS, &url, headers, Bytes::new())
+            .await;
+        assert_eq!(r.code(), 200, "{}", r.text());
+        assert_eq!(r.header("allow"), Some("POST, OPTIONS"));
+        assert_eq!(r.header("webhook-allowed-origin"), Some(allowed));
+        assert_eq!(r.header("webhook-allowed-rate"), Some("*"));
+        assert!(r.body.is_empty());
+    }
+    let r = c
+        .request(
+            http::Method::OPTIONS,
+            &router.broker_url("nope"),
+            &origin,
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.code(), 404, "{}", r.text());
 
     // An empty batch is fine, and delivers nothing.
     let r = c.send_batch(&url, &[]).await;
@@ -473,7 +499,14 @@ async fn wrong_format_broker_path_and_method() {
             "triggerfish_ingress_requests_total",
             &[("broker", "unknown"), ("outcome", "not_found")]
         ),
-        7
+        8
+    );
+    assert_eq!(
+        m.count(
+            "triggerfish_ingress_requests_total",
+            &[("broker", "default/default"), ("outcome", "preflight")]
+        ),
+        2
     );
     assert_eq!(sub.count(), 0);
 }
