@@ -17,7 +17,8 @@
 //!   the sender to send one of the events (the whole batch is refused);
 //! - `413` when the body or one event is over its limit (the body limit is enforced while
 //!   reading);
-//! - `415` for a CloudEvents format other than JSON;
+//! - `415` for a CloudEvents format other than JSON, and for a compressed body
+//!   (`Content-Encoding` other than `identity`, with `Accept-Encoding: identity`);
 //! - `429` with `Retry-After` when the queues are full or the sender or broker is over its
 //!   rate limit; `503` with `Retry-After` while shutting
 //!   down or when the store is unavailable.
@@ -295,6 +296,22 @@ impl Ingress {
                 .get(header::CONTENT_TYPE)
                 .map(HeaderValue::as_bytes),
         );
+        if let Some(coding) = req
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .filter(|c| !c.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            let msg = format!(
+                "unsupported Content-Encoding {}: send the body uncompressed",
+                String::from_utf8_lossy(coding.as_bytes())
+            );
+            let mut r = error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &msg, &[]);
+            r.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+            return (r, label, Rejected, 0);
+        }
         if mode == ContentMode::UnsupportedFormat {
             let msg = "unsupported CloudEvents format: use application/cloudevents+json, application/cloudevents-batch+json or binary mode";
             return (
