@@ -18,7 +18,7 @@ use crate::serve::{Overrides, StartError, load_plan};
 
 /// Triggerfish: a fast CloudEvents router that reads Knative's YAML.
 #[derive(Debug, Parser)]
-#[command(name = "triggerfish", version, about, propagate_version = true)]
+#[command(name = "triggerfish", version, propagate_version = true)]
 pub struct Cli {
     /// Log format.
     #[arg(
