@@ -146,6 +146,65 @@ fn the_validator_rejects_broken_manifests() {
     }
 }
 
+/// Each shared library the binary links (its `NEEDED` entries) comes from a Debian package
+/// that the Dockerfile's runtime stage installs, or from one every Debian image has: the image
+/// would otherwise build and then fail to start.
+#[test]
+fn the_runtime_image_installs_every_library_the_binary_links() {
+    /// Packages of `debian:12-slim` itself (Priority: required).
+    const BASE: &[&str] = &["libc6", "libgcc-s1"];
+    let dockerfile = std::fs::read_to_string(workspace().join("deploy/Dockerfile")).unwrap();
+    let runtime = dockerfile.split("FROM debian:12-slim").nth(1).unwrap();
+    let installed: Vec<&str> = runtime
+        .split("apt-get install")
+        .nth(1)
+        .unwrap()
+        .split("&&")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .filter(|w| !w.starts_with('-') && *w != "\\")
+        .collect();
+    let binary = triggerfish_tests::binary::triggerfish();
+    let out = Command::new("readelf")
+        .arg("--dynamic")
+        .arg(binary)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "readelf: {}", text(&out));
+    let needed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split_once('[')?.1.split_once(']')?.0.to_owned()))
+        .collect();
+    assert!(
+        needed.iter().any(|n| n.starts_with("libavcodec")),
+        "{needed:?}"
+    );
+    for soname in &needed {
+        // The package that ships it here (Debian 12, the machine the README sets up).
+        let out = Command::new("dpkg")
+            .args(["--search", &format!("*/{soname}")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dpkg --search {soname}: {}",
+            text(&out)
+        );
+        let owners = String::from_utf8_lossy(&out.stdout);
+        let package = owners
+            .lines()
+            .filter_map(|l| l.split_once(':').map(|(p, _)| p.trim()))
+            .find(|p| !p.ends_with("-dev"))
+            .unwrap_or_else(|| panic!("no package ships {soname}: {owners}"));
+        assert!(
+            BASE.contains(&package) || installed.contains(&package),
+            "the binary links {soname}, from {package}, which deploy/Dockerfile's runtime stage does not install (it installs {installed:?})"
+        );
+    }
+}
+
 #[test]
 fn the_dockerfile_builds_with_the_readme_setup_and_runs_as_non_root() {
     let dockerfile = std::fs::read_to_string(workspace().join("deploy/Dockerfile")).unwrap();
