@@ -93,9 +93,10 @@ impl<P: Ord + Clone + Send + Sync + 'static> TrackedPublisher<P> {
         match &*self.publisher {
             Publisher::Broker { key, store } => {
                 let at = arrival_now();
-                let refs: Vec<EventRef> = ready.iter().map(|r| r.event.stamped(at)).collect();
-                let mut tickets: Vec<Option<Ticket<P>>> =
-                    ready.into_iter().map(|r| Some(r.ticket)).collect();
+                let (refs, mut tickets): (Vec<EventRef>, Vec<Option<Ticket<P>>>) = ready
+                    .into_iter()
+                    .map(|r| (r.event.into_stamped(at), Some(r.ticket)))
+                    .unzip();
                 let mut pause = Duration::from_millis(2);
                 loop {
                     let result = store

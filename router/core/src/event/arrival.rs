@@ -151,6 +151,18 @@ impl EventRef {
         one.stamp_arrival(at);
         EventRef::new(Arc::new(one), 0).unwrap_or_else(|| unreachable!("a batch of one event"))
     }
+
+    /// This event stamped with `at`: in place, allocating nothing, when nothing else shares
+    /// its batch (a source's freshly mapped record); else as [`EventRef::stamped`] does.
+    pub fn into_stamped(mut self, at: ArrivalTime) -> EventRef {
+        match Arc::get_mut(&mut self.batch) {
+            Some(batch) => {
+                batch.stamp_arrival(at);
+                self
+            }
+            None => self.stamped(at),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -263,6 +275,29 @@ mod tests {
             Some(AttrValue::Str("2001-01-01T00:00:00Z"))
         );
         assert_eq!(view.wire_size(), refs[1].view().wire_size());
+    }
+
+    #[test]
+    fn an_event_alone_in_its_batch_is_stamped_in_place() {
+        let body = r#"{"specversion":"1.0","id":"a","source":"/s","type":"t","knativearrivaltime":"2001-01-01T00:00:00Z"}"#;
+        let batch = decode_structured(Bytes::from(body), &DecodeLimits::default()).unwrap();
+        let event = EventRef::new(Arc::new(batch), 0).unwrap();
+        let before = Arc::as_ptr(event.batch());
+        let stamped = event.into_stamped(at());
+        assert_eq!(Arc::as_ptr(stamped.batch()), before, "the same batch");
+        let when = at();
+        let stamp = AttrValue::Str(when.as_str());
+        assert_eq!(stamped.view().extension(ARRIVAL_EXTENSION), Some(stamp));
+        assert_eq!(stamped.view().extensions().len(), 1);
+        // Shared: a batch of its own, the other holder's unchanged.
+        let other = stamped.clone();
+        let again = stamped.into_stamped(ArrivalTime::from(SystemTime::UNIX_EPOCH));
+        assert_ne!(Arc::as_ptr(again.batch()), Arc::as_ptr(other.batch()));
+        assert_eq!(other.view().extension(ARRIVAL_EXTENSION), Some(stamp));
+        assert_eq!(
+            again.view().extension(ARRIVAL_EXTENSION),
+            Some(AttrValue::Str("1970-01-01T00:00:00.000000000Z"))
+        );
     }
 
     #[test]

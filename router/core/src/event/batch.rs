@@ -169,7 +169,7 @@ impl fmt::Debug for EventBatch {
 /// An owned handle to one event of a shared [`EventBatch`]: cheap to clone and to send.
 #[derive(Clone, PartialEq, Eq)]
 pub struct EventRef {
-    batch: Arc<EventBatch>,
+    pub(super) batch: Arc<EventBatch>,
     index: u32,
 }
 
