@@ -43,7 +43,8 @@ pub struct Broker {
     pub meta: ObjectMeta,
     /// The default `delivery` of its triggers.
     pub delivery: Option<Delivery>,
-    /// The YAML document it came from, from 0.
+    /// The document it came from, from 0: the YAML documents in file order, empty ones left
+    /// out, and each item of a `List` counting as one.
     pub document: usize,
 }
 

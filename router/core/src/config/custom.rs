@@ -27,7 +27,8 @@ pub struct CustomResource {
     pub meta: ObjectMeta,
     /// The typed spec.
     pub spec: CustomSpec,
-    /// The YAML document it came from, from 0.
+    /// The document it came from, from 0: the YAML documents in file order, empty ones left
+    /// out, and each item of a `List` counting as one.
     pub document: usize,
     /// `spec.sink`, resolved, for kinds that have one (sources).
     pub sink: Option<Destination>,

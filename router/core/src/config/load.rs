@@ -1,7 +1,8 @@
 //! Loading: YAML text to a validated [`Config`], or every error found on the way.
 //!
 //! 1. Split the text into documents and parse each into a YAML value (`serde_norway`). A
-//!    syntax error stops here: what follows it cannot be trusted.
+//!    syntax error stops here: what follows it cannot be trusted. A `v1` `List`, which
+//!    `kubectl get -o yaml` writes for several resources, becomes one document per item.
 //! 2. Dispatch each document on `apiVersion` and `kind`, and deserialize it into its typed
 //!    spec with `serde_path_to_error`, which names the field of any error. One error per
 //!    document at most, since serde stops at the first; the other documents go on.
@@ -42,7 +43,9 @@ use crate::delivery::DeliveryPolicy;
 pub(crate) fn load(source: &str, file: &str) -> Result<Config, ConfigErrors> {
     let mut loader = Loader {
         file,
-        map: SourceMap::build(source),
+        yaml: SourceMap::build(source),
+        map: SourceMap::default(),
+        yaml_of: Vec::new(),
         errors: Vec::new(),
     };
     let documents = loader.parse_documents(source);
@@ -119,9 +122,16 @@ struct Envelope<S> {
     _status: Option<IgnoredAny>,
 }
 
+/// Documents are numbered as read, each item of a `List` counting as one ("logical"
+/// documents, in file order); errors name the YAML document.
 struct Loader<'a> {
     file: &'a str,
+    /// The text's YAML documents.
+    yaml: SourceMap,
+    /// The logical documents: each a YAML document or one item of a `List`.
     map: SourceMap,
+    /// The YAML document of each logical one.
+    yaml_of: Vec<usize>,
     errors: Vec<ConfigError>,
 }
 
@@ -149,11 +159,43 @@ impl Loader<'_> {
         self.errors.push(ConfigError::new(
             self.file,
             location,
-            Some(document),
+            Some(self.yaml_of.get(document).copied().unwrap_or(document)),
             resource.cloned(),
             path,
             kind,
         ));
+    }
+
+    /// Numbers a logical document: YAML document `index`, or item `item` of the `List` it
+    /// holds, located in the text as such.
+    fn logical(&mut self, index: usize, item: Option<usize>) -> usize {
+        let map = self.yaml.document(index).map(|d| match item {
+            Some(i) => d.subtree(&FieldPath::root().key("items").index(i)),
+            None => d.clone(),
+        });
+        self.yaml_of.push(index);
+        self.map.push(map.unwrap_or_default())
+    }
+
+    /// The items of a `v1` `List`, each read as a document of its own; `None` for any other
+    /// document.
+    fn list_items(&mut self, index: usize, value: &Value) -> Option<Vec<Document>> {
+        let field = |name: &str| value.get(name).and_then(Value::as_str);
+        if field("apiVersion") != Some("v1") || field("kind") != Some("List") {
+            return None;
+        }
+        let Some(Value::Sequence(items)) = value.get("items") else {
+            let list = self.logical(index, None);
+            let kind = ErrorKind::Invalid("a List's items must be a sequence of resources".into());
+            self.error(list, None, FieldPath::root().key("items"), kind);
+            return Some(Vec::new());
+        };
+        let mut documents = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let logical = self.logical(index, Some(i));
+            documents.extend(self.parse_document(logical, item.clone()));
+        }
+        Some(documents)
     }
 
     fn locate(&self, document: usize, path: &FieldPath) -> Option<Location> {
@@ -166,7 +208,13 @@ impl Loader<'_> {
             match Value::deserialize(deserializer) {
                 // An empty document, or one holding only comments.
                 Ok(Value::Null) => {}
-                Ok(value) => documents.extend(self.parse_document(index, value)),
+                Ok(value) => match self.list_items(index, &value) {
+                    Some(items) => documents.extend(items),
+                    None => {
+                        let logical = self.logical(index, None);
+                        documents.extend(self.parse_document(logical, value));
+                    }
+                },
                 Err(error) => {
                     let location = error.location().map(|l| Location {
                         line: u32::try_from(l.line()).unwrap_or(u32::MAX),
@@ -182,8 +230,9 @@ impl Loader<'_> {
                         );
                     }
                     let location = location.map(|l| within(l, source));
+                    let logical = self.logical(index, None);
                     self.error_at(
-                        index,
+                        logical,
                         location,
                         None,
                         FieldPath::root(),

@@ -49,7 +49,8 @@
 //!   with no field set counts as absent ([`Config::delivery_for`]).
 //! - **YAML.** Merge keys (`<<: *anchor`) are resolved; a document holding only comments is
 //!   skipped; `status` and server-set `metadata` fields, as `kubectl get -o yaml` writes them,
-//!   are accepted and ignored.
+//!   are accepted and ignored, and the `v1` `List` it writes for several resources counts as
+//!   its items, each a document of its own.
 //!
 //! What this module does not do: read files (the caller passes the text and a name for
 //! messages), compile CESQL (filters keep expressions as written, with their field path;

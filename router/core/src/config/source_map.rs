@@ -72,9 +72,34 @@ impl SourceMap {
     pub(crate) fn document(&self, index: usize) -> Option<&DocumentMap> {
         self.documents.get(index)
     }
+
+    /// Appends a document map; returns its index.
+    pub(crate) fn push(&mut self, document: DocumentMap) -> usize {
+        self.documents.push(document);
+        self.documents.len() - 1
+    }
 }
 
 impl DocumentMap {
+    /// The part of this map below `base`, with paths from `base`: the map of one item of a
+    /// `List` document, as if it were a document of its own.
+    pub(crate) fn subtree(&self, base: &FieldPath) -> DocumentMap {
+        let depth = base.segments().len();
+        let nodes = self
+            .nodes
+            .iter()
+            .filter(|(path, _)| path.segments().starts_with(base.segments()))
+            .map(|(path, node)| {
+                let mut relative = FieldPath::root();
+                for segment in &path.segments()[depth..] {
+                    relative.push(segment.clone());
+                }
+                (relative, *node)
+            })
+            .collect();
+        DocumentMap { nodes }
+    }
+
     /// The positions of the node at `path`, if it exists in the text.
     pub(crate) fn node(&self, path: &FieldPath) -> Option<NodeLocation> {
         self.nodes.get(path).copied()

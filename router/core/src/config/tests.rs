@@ -254,8 +254,8 @@ fn empty_documents_and_kubectl_output_load() {
     let config = load(source);
     assert_eq!(config.brokers().len(), 1);
     let broker = &config.brokers()[0];
-    // The comment before the first `---` is no document; both parsers agree.
-    assert_eq!(broker.document, 1);
+    // The first resource in the file; the empty documents before it count for nothing.
+    assert_eq!(broker.document, 0);
     assert_eq!(
         config.locate(&broker.id, &"metadata.name".parse().unwrap()),
         Some(Location { line: 7, column: 3 })
@@ -263,6 +263,76 @@ fn empty_documents_and_kubectl_output_load() {
     let config = load("");
     assert!(config.brokers().is_empty());
     assert_eq!(config.server(), &ServerSpec::default());
+}
+
+/// `kubectl get brokers,triggers -o yaml` writes one `v1` `List`: its items load as
+/// documents of their own, in file order with the documents around them, and errors point
+/// into the list.
+#[test]
+fn a_kubectl_list_loads_item_by_item() {
+    let list = r#"apiVersion: v1
+kind: List
+metadata: {resourceVersion: ""}
+items:
+- apiVersion: eventing.knative.dev/v1
+  kind: Broker
+  metadata: {name: default, namespace: shop, uid: 0b7a}
+  spec: {}
+  status: {conditions: [{type: Ready, status: "True"}]}
+- apiVersion: eventing.knative.dev/v1
+  kind: Trigger
+  metadata: {name: orders, namespace: shop}
+  spec:
+    broker: default
+    subscriber: {uri: "display:"}
+"#;
+    let source = format!(
+        "{list}---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: after, namespace: shop}}
+spec:
+  broker: default
+  subscriber: {{uri: \"display:\"}}
+"
+    );
+    let config = load(&source);
+    let names: Vec<&str> = config
+        .resources()
+        .map(|r| match r {
+            crate::config::Resource::Broker(b) => b.meta.name.as_str(),
+            crate::config::Resource::Trigger(t) => t.meta.name.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(names, ["default", "orders", "after"]);
+    let orders = &config.triggers()[0];
+    assert_eq!(
+        config.locate(&orders.id, &"spec.subscriber".parse().unwrap()),
+        Some(Location {
+            line: 15,
+            column: 5
+        })
+    );
+
+    // An error in an item: its line in the list, its path from the item.
+    let bad = list.replace(
+        "broker: default\n",
+        "broker: default\n    filter: {attributes: {Type: x}}\n",
+    );
+    let errors = errors(&bad);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with(
+            r#"c.yaml:15:27: Trigger "orders" in namespace "shop": spec.filter.attributes.Type"#
+        ),
+        "{errors:?}"
+    );
+    let e = error("apiVersion: v1\nkind: List\nitems: {}\n");
+    assert!(
+        e.contains("items: a List's items must be a sequence"),
+        "{e}"
+    );
 }
 
 #[test]

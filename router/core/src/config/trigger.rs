@@ -190,7 +190,8 @@ pub struct Trigger {
     pub subscriber_audience: Option<String>,
     /// `spec.subscriber.token`: a static token for the subscriber.
     pub subscriber_token: Option<crate::config::SecretSource>,
-    /// The YAML document it came from, from 0.
+    /// The document it came from, from 0: the YAML documents in file order, empty ones left
+    /// out, and each item of a `List` counting as one.
     pub document: usize,
 }
 
