@@ -373,7 +373,8 @@ impl Router {
         }
     }
 
-    fn try_exit_status(&mut self) -> Option<ExitStatus> {
+    /// The exit status if the process has exited, without waiting.
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none()
             && let Some(child) = self.child.as_mut()
         {

@@ -901,6 +901,54 @@ async fn a_replica_stopped_gracefully_leaves_no_duplicates() {
     }
 }
 
+/// While a replica drains after SIGTERM, with a delivery still in flight and its NATS
+/// connection open, events published through another replica reach the subscriber at once:
+/// none of them is handed to the stopping replica's pulls, where it would wait out ackWait
+/// (30 s here) before JetStream gave it to someone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_while_a_replica_drains_go_to_the_others_at_once() {
+    const EVENTS: usize = 40;
+    let nats = Nats::start().await;
+    let sub = Subscriber::start().await;
+    sub.handle(|req| {
+        if req.id() == "slow" {
+            Reply::ok().delay(Duration::from_secs(6))
+        } else {
+            Reply::ok()
+        }
+    });
+    let config = Config::new()
+        .server(&store_with(&nats, 1, "PT30S"))
+        .broker("default", None)
+        .trigger(Trigger::new("all", &sub.url("/all")))
+        .render();
+    // The first replica takes the slow event alone, then the second one starts pulling.
+    let mut draining = Router::start_with(&config, options()).await;
+    draining.publish(&Event::new("slow", "t")).await;
+    sub.wait_for_path("/all", 1, PATIENCE).await;
+    let other = Router::start_with(&config, options()).await;
+    draining.sigterm();
+    // Its drain waits for the slow delivery: it is still connected for seconds.
+    eventually("the drain to begin", PATIENCE, || async {
+        draining.stderr().contains("shutting down").then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    for i in 0..EVENTS {
+        other.publish(&Event::new(format!("e-{i}"), "t")).await;
+    }
+    sub.wait_for_path("/all", 1 + EVENTS, Duration::from_secs(5))
+        .await;
+    let took = started.elapsed();
+    assert!(
+        draining.try_exit_status().is_none(),
+        "the first replica had exited: the test proves nothing"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let status = draining.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_waiting_for_a_full_trigger_queue_stay_with_their_replica() {
     const EVENTS: usize = 24;
