@@ -95,6 +95,16 @@ pub struct AttemptLabels {
     pub outcome: AttemptOutcome,
 }
 
+/// Failed-attempt label set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    /// `namespace/name` of the trigger.
+    pub trigger: String,
+    /// What went wrong ([`triggerfish_core::delivery::Cause::label`]): `http_503`, `timeout`,
+    /// `connect`, ...
+    pub cause: String,
+}
+
 /// Why an accepted event was dropped (delivered nowhere, not even to a dead-letter sink).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum DropReason {
@@ -199,6 +209,8 @@ pub struct Metrics {
     pub unmatched: Family<BrokerLabels, Counter>,
     /// Delivery attempts by trigger and outcome.
     pub attempts: Family<AttemptLabels, Counter>,
+    /// Failed delivery attempts, by trigger and cause.
+    pub failures: Family<FailureLabels, Counter>,
     /// Retries scheduled, per trigger.
     pub retries: Family<TriggerLabels, Counter>,
     /// Events sent to a dead-letter sink, per trigger.
@@ -249,6 +261,7 @@ impl Metrics {
         let backlogs = Family::default();
         let unmatched = Family::default();
         let attempts = Family::default();
+        let failures = Family::default();
         let retries = Family::default();
         let dead_lettered = Family::default();
         let dropped = Family::default();
@@ -292,6 +305,11 @@ impl Metrics {
             unmatched.clone(),
         );
         registry.register("delivery_attempts", "Delivery attempts", attempts.clone());
+        registry.register(
+            "delivery_failures",
+            "Failed delivery attempts by cause: http_<status>, timeout, connect, reset, tls, protocol, encode, unavailable",
+            failures.clone(),
+        );
         registry.register(
             "delivery_retries",
             "Retries scheduled after a failed attempt",
@@ -382,6 +400,7 @@ impl Metrics {
             backlogs,
             unmatched,
             attempts,
+            failures,
             retries,
             dead_lettered,
             dropped,

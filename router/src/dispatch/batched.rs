@@ -158,20 +158,16 @@ async fn settle(
             Decision::Retry {
                 after,
                 next_attempt,
-                ..
+                failure,
             } => {
-                ctx.counters.retryable.inc();
+                ctx.counters.failed(&failure);
                 ctx.counters.retries.inc();
                 again.after = again.after.max(after);
                 again.number = next_attempt;
                 again.jobs.push(job);
             }
             Decision::DeadLetter(dl) => {
-                if dl.failure.retryable {
-                    ctx.counters.retryable.inc();
-                } else {
-                    ctx.counters.permanent.inc();
-                }
+                ctx.counters.failed(&dl.failure);
                 dead.push((job, attempt, dl));
             }
         }

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -50,7 +51,7 @@ use triggerfish_core::event::trace::TraceContext;
 use triggerfish_core::event::{AttrValue, DecodeLimits, EncodeOptions, EventBatch, EventRef};
 
 use crate::metrics::{
-    AttemptLabels, AttemptOutcome, DropLabels, DropReason, Metrics, TriggerLabels,
+    AttemptLabels, AttemptOutcome, DropLabels, DropReason, FailureLabels, Metrics, TriggerLabels,
 };
 use crate::plan::TriggerPlan;
 use crate::sinks::{Attempt, Request, Sink};
@@ -482,6 +483,8 @@ pub struct TriggerContext {
 }
 
 struct Counters {
+    /// The trigger's name, for the labels of [`Counters::failures`].
+    trigger: String,
     success: Counter,
     retryable: Counter,
     permanent: Counter,
@@ -493,6 +496,8 @@ struct Counters {
     dls_failed: Counter,
     ttl_exhausted: Counter,
     latency: Histogram,
+    /// Failed attempts by cause: a label created on the first failure of each cause.
+    failures: Family<FailureLabels, Counter>,
 }
 
 impl Counters {
@@ -516,6 +521,7 @@ impl Counters {
                 .clone()
         };
         Counters {
+            trigger: label.trigger.clone(),
             success: attempt(AttemptOutcome::Success),
             retryable: attempt(AttemptOutcome::Retryable),
             permanent: attempt(AttemptOutcome::Permanent),
@@ -527,7 +533,23 @@ impl Counters {
             dls_failed: dropped(DropReason::DeadLetterFailed),
             ttl_exhausted: dropped(DropReason::TtlExhausted),
             latency: metrics.delivery_latency.get_or_create(label).clone(),
+            failures: metrics.failures.clone(),
         }
+    }
+
+    /// Counts a failed attempt: retryable or permanent, and by its cause.
+    fn failed(&self, failure: &Failure) {
+        if failure.retryable {
+            self.retryable.inc();
+        } else {
+            self.permanent.inc();
+        }
+        self.failures
+            .get_or_create(&FailureLabels {
+                trigger: self.trigger.clone(),
+                cause: failure.cause.label().into_owned(),
+            })
+            .inc();
     }
 }
 
@@ -792,7 +814,7 @@ async fn attempts(
                 failure,
             } => {
                 if !dead_letter {
-                    ctx.counters.retryable.inc();
+                    ctx.counters.failed(&failure);
                     ctx.counters.retries.inc();
                 }
                 tracing::debug!(trigger = %ctx.label.trigger, destination = %sink.describe(), id = view.id(),
@@ -801,12 +823,10 @@ async fn attempts(
                 number = next_attempt;
             }
             Decision::DeadLetter(dl) => {
-                if dead_letter {
-                    // Counted by the caller as dead-lettered or dropped.
-                } else if dl.failure.retryable {
-                    ctx.counters.retryable.inc();
-                } else {
-                    ctx.counters.permanent.inc();
+                // A dead letter's own failures are counted by the caller, as dead-lettered
+                // or dropped.
+                if !dead_letter {
+                    ctx.counters.failed(&dl.failure);
                 }
                 return (attempt, None, Some(decision));
             }

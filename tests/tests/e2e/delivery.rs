@@ -22,6 +22,9 @@ use triggerfish_tests::{
 /// How much later than computed an attempt may arrive.
 const SLACK: Duration = Duration::from_millis(150);
 
+/// Failed attempts, by trigger and cause.
+const FAILURES: &str = "triggerfish_delivery_failures_total";
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -175,6 +178,12 @@ async fn a_retry_that_succeeds_ends_the_delivery() {
         ),
         2
     );
+    // Each failure by its cause.
+    for cause in ["http_503", "http_500"] {
+        let label = [("trigger", "default/t"), ("cause", cause)];
+        assert_eq!(m.count(FAILURES, &label), 1, "{cause}");
+    }
+    assert_eq!(m.count(FAILURES, &[]), 2);
     assert_eq!(m.count("triggerfish_delivery_dead_lettered_total", &[]), 0);
     assert_eq!(dls.count(), 0);
 }
@@ -327,6 +336,8 @@ async fn timeout_bounds_each_attempt() {
         1,
         "the timed-out attempt counts as a retryable failure"
     );
+    let label = [("trigger", "default/slow-once"), ("cause", "timeout")];
+    assert_eq!(m.count(FAILURES, &label), 1);
     router.wait_log("Transport(Timeout)", PATIENCE).await;
 
     // Both attempts time out: dead-lettered as a 500 with no response data.
@@ -601,7 +612,7 @@ async fn transport_errors_and_redirects() {
     assert_eq!(sub.requests_to("/redirect").len(), 1);
     let once = sub.wait_for_path("/abort-once", 2, PATIENCE).await;
     assert_eq!(once.len(), 2);
-    router
+    let m = router
         .wait_metric(
             "triggerfish_delivery_attempts_total",
             &[("trigger", "default/abort-once"), ("outcome", "success")],
@@ -610,6 +621,17 @@ async fn transport_errors_and_redirects() {
         )
         .await;
     assert_eq!(dls.count(), 3);
+    // Each failed attempt by its cause.
+    for (trigger, cause, n) in [
+        ("abort-once", "reset", 1),
+        ("abort", "reset", 3),
+        ("redirect", "http_302", 1),
+        ("closed", "connect", 3),
+    ] {
+        let trigger = format!("default/{trigger}");
+        let label = [("trigger", trigger.as_str()), ("cause", cause)];
+        assert_eq!(m.count(FAILURES, &label), n, "{trigger}: {}", m.text());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

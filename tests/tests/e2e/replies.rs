@@ -436,6 +436,8 @@ async fn a_malformed_reply_fails_the_delivery_and_is_dead_lettered() {
         let m = router.metrics().await;
         let label = [("trigger", trigger.as_str()), ("outcome", "retryable")];
         assert_eq!(m.count("triggerfish_delivery_attempts_total", &label), 2);
+        let label = [("trigger", trigger.as_str()), ("cause", "http_502")];
+        assert_eq!(m.count("triggerfish_delivery_failures_total", &label), 2);
         let label = [("trigger", trigger.as_str())];
         assert_eq!(m.count("triggerfish_delivery_replies_total", &label), 0);
     }

@@ -84,6 +84,23 @@ pub enum Cause {
     Internal(InternalError),
 }
 
+impl Cause {
+    /// A short name, for metrics: `http_<status>` (`http_503`), `timeout`, `connect`, `reset`,
+    /// `tls`, `protocol`, `encode` or `unavailable`.
+    pub fn label(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Cause::Status(status) => format!("http_{}", status.as_u16()).into(),
+            Cause::Transport(TransportError::Connect) => "connect".into(),
+            Cause::Transport(TransportError::Timeout) => "timeout".into(),
+            Cause::Transport(TransportError::Reset) => "reset".into(),
+            Cause::Transport(TransportError::Tls) => "tls".into(),
+            Cause::Transport(TransportError::Protocol) => "protocol".into(),
+            Cause::Internal(InternalError::Encode) => "encode".into(),
+            Cause::Internal(InternalError::Unavailable) => "unavailable".into(),
+        }
+    }
+}
+
 /// A classified failure: where it came from and whether a retry may help, as pingora's
 /// `Error { esource, retry }`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
