@@ -152,6 +152,12 @@ impl Reply {
         Reply::status(200)
     }
 
+    /// The same answer with another status.
+    pub fn with_status(mut self, status: u16) -> Reply {
+        self.status = StatusCode::from_u16(status).expect("a valid status");
+        self
+    }
+
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Reply {
         self.headers.push((name.to_owned(), value.to_owned()));

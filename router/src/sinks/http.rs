@@ -2,8 +2,10 @@
 //! keep-alive connections shared by every trigger, or over pipelined connections of the
 //! trigger's own ([`super::pipeline`], `delivery.pipelining`).
 //!
-//! Requests carry `Prefer: reply` (Knative's reply contract). A 2xx response whose headers or
-//! content type say it is a CloudEvent is decoded as a reply; an error response's first KiB is
+//! Requests carry `Prefer: reply` (Knative's reply contract). A 2xx response other than `202`
+//! whose headers or content type say it is a CloudEvent is decoded as a reply (Knative's
+//! data-plane contract: a `202` "MUST NOT be processed as reply events"); an error response's
+//! first KiB is
 //! kept for `knativeerrordata`. A request of one event carries the event's W3C trace context
 //! as `traceparent` and `tracestate` headers when it has one ([`TraceContext`]); a batch
 //! carries none, since its events' contexts differ.
@@ -397,10 +399,14 @@ enum Keep {
 }
 
 impl Keep {
-    /// What to keep of a response with `status` and `headers`.
+    /// What to keep of a response with `status` and `headers`. A `202` is never a reply,
+    /// whatever its body: Knative's data-plane contract says so.
     fn of(status: http::StatusCode, headers: &http::HeaderMap, limits: &DecodeLimits) -> Keep {
         if !status.is_success() {
             return Keep::Excerpt;
+        }
+        if status == http::StatusCode::ACCEPTED {
+            return Keep::Nothing;
         }
         let mode =
             ContentMode::detect(headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes));

@@ -30,6 +30,17 @@ async fn a_reply_reenters_the_broker_and_reaches_another_trigger() {
         ),
         // Not a CloudEvent: a plain 200 with a body is no reply.
         "/audit" => Reply::ok().body("application/json", r#"{"logged": true}"#),
+        // A 202 is never a reply, even with an event in it (Knative's data-plane contract),
+        // nor a failure with a malformed one.
+        "/accepted" => match req.id().as_str() {
+            "acc-1" => {
+                Reply::event_binary(&Event::new("acc-1-reply", "order.processed")).with_status(202)
+            }
+            _ => Reply::ok()
+                .header("ce-specversion", "1.0")
+                .body("application/json", "{}")
+                .with_status(202),
+        },
         _ => Reply::ok(),
     });
     let config = Config::new()
@@ -47,6 +58,10 @@ async fn a_reply_reenters_the_broker_and_reaches_another_trigger() {
                 .of_type("audit"),
         )
         .trigger(
+            Trigger::new("accepted", &sub.url("/accepted"))
+                .of_type("accepted"),
+        )
+        .trigger(
             Trigger::new("processed", &sub.url("/processed"))
                 .filter("filters:\n  - any:\n      - exact: {type: order.processed}\n      - exact: {type: payment.settled}"),
         );
@@ -54,6 +69,8 @@ async fn a_reply_reenters_the_broker_and_reaches_another_trigger() {
     router.publish(&Event::new("o-1", "order.created")).await;
     router.publish(&Event::new("p-1", "payment.made")).await;
     router.publish(&Event::new("a-1", "audit")).await;
+    router.publish(&Event::new("acc-1", "accepted")).await;
+    router.publish(&Event::new("acc-2", "accepted")).await;
 
     let processed = sub.wait_for_path("/processed", 2, PATIENCE).await;
     let reply = processed
@@ -79,6 +96,14 @@ async fn a_reply_reenters_the_broker_and_reaches_another_trigger() {
             )
             .await;
     }
+    router
+        .wait_metric(
+            "triggerfish_delivery_attempts_total",
+            &[("trigger", "default/accepted"), ("outcome", "success")],
+            2.0,
+            PATIENCE,
+        )
+        .await;
     let m = router
         .wait_metric(
             "triggerfish_delivery_attempts_total",
@@ -87,6 +112,15 @@ async fn a_reply_reenters_the_broker_and_reaches_another_trigger() {
             PATIENCE,
         )
         .await;
+    assert_eq!(
+        m.count(
+            "triggerfish_delivery_replies_total",
+            &[("trigger", "default/accepted")]
+        ),
+        0,
+        "a 202 is no reply"
+    );
+    assert_eq!(m.count("triggerfish_delivery_failures_total", &[]), 0);
     assert_eq!(
         m.count(
             "triggerfish_delivery_replies_total",
@@ -118,7 +152,8 @@ async fn a_reply_reenters_the_broker_and_reaches_another_trigger() {
             r.id()
         );
     }
-    assert_eq!(sub.count(), 5, "{:?}", sub.summary());
+    assert_eq!(sub.count(), 7, "{:?}", sub.summary());
+    assert!(processed.iter().all(|r| r.id() != "acc-1-reply"));
 }
 
 /// A subscriber that answers every `loop` event with another `loop` event.
