@@ -55,10 +55,11 @@ const PRINT_ORDER: [KnownAttr; KnownAttr::COUNT] = [
 ];
 
 /// The text printed for one event: what Knative's event_display prints (the Go SDK's
-/// `Event.String()`), attributes in its order and extensions by name.
+/// `Event.String()`), attributes in its order and extensions by name. Every event here passed
+/// ingress's validation, so each is `Validation: valid`.
 pub fn render(view: &EventView<'_>, opts: &EncodeOptions<'_>) -> String {
     let mut s = String::with_capacity(256 + view.wire_size());
-    s.push_str("☁️  cloudevents.Event\nContext Attributes,\n");
+    s.push_str("☁️  cloudevents.Event\nValidation: valid\nContext Attributes,\n");
     for attr in PRINT_ORDER {
         if let Some(v) = view.known(attr) {
             let _ = writeln!(s, "  {}: {v}", attr.name_in(view.spec_version()));
@@ -127,7 +128,7 @@ mod tests {
         let text = render(&batch.get(0).unwrap(), &EncodeOptions::default());
         assert_eq!(
             text,
-            "☁️  cloudevents.Event\nContext Attributes,\n  specversion: 1.0\n  type: t\n  \
+            "☁️  cloudevents.Event\nValidation: valid\nContext Attributes,\n  specversion: 1.0\n  type: t\n  \
              source: /s\n  id: 1\nExtensions,\n  alpha: 7\n  \
              knativearrivaltime: 1970-01-01T00:00:00.000000000Z\n  zeta: z\nData,\n  {\n    \
              \"k\": 1\n  }\n"
