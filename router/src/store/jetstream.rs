@@ -24,7 +24,9 @@
 //!
 //!   A consumer asks for events in pulls of 128, with at most 256 events asked for or taken
 //!   and not yet routed, and holds every event from the moment its pull brings it: an event
-//!   waiting for room in a full trigger queue is held like one being delivered.
+//!   waiting for room in a full trigger queue is held like one being delivered. Pulls die
+//!   with their connection to NATS; when the client connects again, every consumer pulls
+//!   again at once.
 //!
 //!   An event is acknowledged when every matched trigger's delivery has ended (delivered,
 //!   dead-lettered, or dropped and counted). While a replica holds an event (waiting to be
@@ -55,7 +57,7 @@ use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::{FutureExt as _, StreamExt};
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use triggerfish_core::config::{DeliveryOrder, StoreSpec};
@@ -129,6 +131,9 @@ pub struct JetStreamStore {
     window: Arc<Semaphore>,
     /// The consumers' acknowledgement tasks, waited for by [`JetStreamStore::close`].
     ackers: TaskTracker,
+    /// Counts the client's connections: a change tells the consumers that their pulls died
+    /// with the last connection.
+    connections: Arc<watch::Sender<u64>>,
 }
 
 /// A broker's stream and the subject of each of its partitions.
@@ -206,6 +211,8 @@ impl Fnv128 {
 impl JetStreamStore {
     /// Connects to NATS. The client reconnects by itself afterwards.
     pub async fn connect(spec: &StoreSpec) -> Result<JetStreamStore, ConnectError> {
+        let connections = Arc::new(watch::Sender::new(0u64));
+        let counter = Arc::clone(&connections);
         let mut options = async_nats::ConnectOptions::new()
             .name("triggerfish")
             .retry_on_initial_connect()
@@ -215,14 +222,20 @@ impl JetStreamStore {
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis((attempts as u64 * 100).min(1000))
             })
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("disconnected from NATS; reconnecting")
+            .event_callback(move |event| {
+                let counter = Arc::clone(&counter);
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("connected to NATS");
+                            counter.send_modify(|n| *n += 1);
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("disconnected from NATS; reconnecting")
+                        }
+                        // Repeated on every failed reconnection attempt: details for debugging.
+                        other => tracing::debug!(event = %other, "NATS connection event"),
                     }
-                    // Repeated on every failed reconnection attempt: details for debugging.
-                    other => tracing::debug!(event = %other, "NATS connection event"),
                 }
             });
         if let Some(path) = &spec.credentials_file {
@@ -283,6 +296,7 @@ impl JetStreamStore {
             creating: tokio::sync::Mutex::new(()),
             window: Arc::new(Semaphore::new(PUBLISH_WINDOW)),
             ackers: TaskTracker::new(),
+            connections,
         })
     }
 
@@ -485,6 +499,8 @@ impl JetStreamStore {
         };
         let mut scratch = MatchScratch::new();
         let mut matched = Vec::new();
+        // A new connection: the server forgot the pulls waiting on the last one.
+        let mut connections = self.connections.subscribe();
         loop {
             if stop.is_cancelled() {
                 // Taken but not routed: hand them back, so that another replica may have them
@@ -497,6 +513,7 @@ impl JetStreamStore {
             let Some(envelope) = taker.waiting.pop_front() else {
                 tokio::select! {
                     next = puller.next() => taker.take(next, &puller.name).await?,
+                    Ok(()) = connections.changed() => puller.forget(),
                     () = stop.cancelled() => {}
                 }
                 continue;
@@ -528,6 +545,10 @@ impl JetStreamStore {
                             Err(e) => Err(e),
                         };
                         failed = taken.err();
+                    }
+                    Ok(()) = connections.changed(), if taking => {
+                        puller.forget();
+                        failed = puller.refill(taker.waiting.len()).await.err();
                     }
                     // Wakes the loop so that it stops taking.
                     () = stop.cancelled(), if taking => {}
@@ -696,6 +717,17 @@ impl Puller {
             }
         }
         next
+    }
+
+    /// Drops the pulls in flight, which died with a connection to NATS: the server no longer
+    /// knows them, and waiting for them to expire would leave the consumer idle for up to
+    /// [`PULL_EXPIRES`] and its grace. The next refill asks again. A message of theirs still
+    /// on its way is not taken, and JetStream hands it out again after `ackWait`.
+    fn forget(&mut self) {
+        if !self.pulls.is_empty() {
+            tracing::debug!(consumer = %self.name, pulls = self.pulls.len(), "reconnected to NATS: pulling again");
+            self.pulls.clear();
+        }
     }
 
     /// Hands back (`-NAK`) what the pulls in flight brought and was not taken, and drops them.

@@ -373,6 +373,43 @@ async fn nats_restart_under_load_answers_503_and_loses_nothing_accepted() {
     );
 }
 
+/// NATS comes back moments after a crash: the pulls the replica had waiting died with the
+/// connection, and the replica asks again at once rather than when they would have expired
+/// (5 s, plus 5 s of grace): each event sent after the restart, one at a time, arrives
+/// promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_nats_restarts_events_arrive_without_waiting_for_the_lost_pulls() {
+    const PROMPTLY: Duration = Duration::from_secs(3);
+    let mut nats = Nats::start().await;
+    let sub = Subscriber::start().await;
+    let router = one_replica_to(&nats, &sub).await;
+    router.publish(&Event::new("before", "t")).await;
+    sub.wait_for_path("/all", 1, PATIENCE).await;
+    // Fresh pulls wait on the server now; it dies and comes back well within their expiry.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nats.kill(0);
+    nats.restart(0).await;
+    eventually("the replica to reconnect", PATIENCE, || async {
+        (router.stderr().matches("connected to NATS").count() >= 2).then_some(())
+    })
+    .await;
+    router
+        .publish_patiently(&[Event::new("after-0", "t")])
+        .await;
+    let sent = Instant::now();
+    sub.wait_for_path("/all", 2, Duration::from_secs(15)).await;
+    let took = sent.elapsed();
+    assert!(
+        took < PROMPTLY,
+        "the first event after the restart took {took:?}"
+    );
+    for i in 1..5 {
+        router.publish(&Event::new(format!("after-{i}"), "t")).await;
+        sub.wait_for_path("/all", 2 + i, PROMPTLY).await;
+    }
+    wait_idle(&nats, Duration::from_secs(30)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r3_stream_loses_nothing_when_its_leader_node_dies() {
     const BEFORE: usize = 3_000;
