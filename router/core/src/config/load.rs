@@ -167,12 +167,16 @@ impl Loader<'_> {
     }
 
     /// Numbers a logical document: YAML document `index`, or item `item` of the `List` it
-    /// holds, located in the text as such.
+    /// holds, located in the text as such. A whole document's map moves (each is numbered
+    /// once); an item's is copied out of its list's.
     fn logical(&mut self, index: usize, item: Option<usize>) -> usize {
-        let map = self.yaml.document(index).map(|d| match item {
-            Some(i) => d.subtree(&FieldPath::root().key("items").index(i)),
-            None => d.clone(),
-        });
+        let map = match item {
+            Some(i) => self
+                .yaml
+                .document(index)
+                .map(|d| d.subtree(&FieldPath::root().key("items").index(i))),
+            None => self.yaml.take(index),
+        };
         self.yaml_of.push(index);
         self.map.push(map.unwrap_or_default())
     }

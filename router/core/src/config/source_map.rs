@@ -73,6 +73,12 @@ impl SourceMap {
         self.documents.get(index)
     }
 
+    /// Takes the map of document `index` out, leaving an empty one: for a caller that moves
+    /// each document's map to another `SourceMap` once.
+    pub(crate) fn take(&mut self, index: usize) -> Option<DocumentMap> {
+        self.documents.get_mut(index).map(std::mem::take)
+    }
+
     /// Appends a document map; returns its index.
     pub(crate) fn push(&mut self, document: DocumentMap) -> usize {
         self.documents.push(document);
