@@ -881,6 +881,7 @@ impl TriggerContext {
             timeout: self.policy.timeout().unwrap_or(DEFAULT_TIMEOUT),
             reply_limits: self.reply_limits,
             ttl,
+            wants_reply: self.replies,
             broker: Arc::clone(&self.broker),
         }
     }
@@ -999,7 +1000,12 @@ impl TriggerContext {
             skip: &[TTL_EXTENSION],
             add: &add,
         };
-        let (_, _, decision) = attempts(self, true, dls, event, &opts, &self.request(ttl)).await;
+        // A dead-letter sink's reply goes nowhere, as in Knative.
+        let req = Request {
+            wants_reply: false,
+            ..self.request(ttl)
+        };
+        let (_, _, decision) = attempts(self, true, dls, event, &opts, &req).await;
         if matches!(decision, Some(Decision::Succeeded)) {
             self.counters.dead_lettered.inc();
             tracing::info!(trigger = %self.label.trigger, id = view.id(), code, "event sent to the dead-letter sink");

@@ -65,6 +65,8 @@ pub struct Pending {
     /// The event's trace context, for the W3C headers of an HTTP batch whose events all share
     /// it.
     pub trace: Option<TraceHeaders>,
+    /// Whether its sender reads a reply ([`Request::wants_reply`]).
+    pub wants_reply: bool,
     /// Where the outcome goes.
     pub done: oneshot::Sender<Attempt>,
 }
@@ -131,6 +133,7 @@ impl Batcher {
             ttl: req.ttl,
             deadline: Instant::now() + req.timeout,
             trace,
+            wants_reply: req.wants_reply,
             done,
         };
         let attempt = async {
@@ -262,6 +265,7 @@ pub fn pending(n: usize, ttls: &[u8]) -> (Vec<Pending>, Vec<oneshot::Receiver<At
                 ttl: ttls.get(i).copied().unwrap_or(255),
                 deadline: Instant::now(),
                 trace: None,
+                wants_reply: true,
                 done,
             };
             (p, rx)
@@ -356,6 +360,7 @@ mod tests {
             timeout,
             reply_limits: triggerfish_core::event::DecodeLimits::default(),
             ttl: 255,
+            wants_reply: true,
             broker: Arc::from("default/default"),
         };
         let req = Arc::new(request(std::time::Duration::from_secs(10)));

@@ -2,7 +2,9 @@
 //! keep-alive connections shared by every trigger, or over pipelined connections of the
 //! trigger's own ([`super::pipeline`], `delivery.pipelining`).
 //!
-//! Requests carry `Prefer: reply` (Knative's reply contract). A 2xx response other than `202`
+//! A trigger's requests carry `Prefer: reply` (Knative's reply contract); a source's and a
+//! dead letter's do not, since nothing reads their replies ([`Request::wants_reply`]). A 2xx
+//! response other than `202`
 //! whose headers or content type say it is a CloudEvent is decoded as a reply (Knative's
 //! data-plane contract: a `202` "MUST NOT be processed as reply events"); an error response's
 //! first KiB is
@@ -241,7 +243,13 @@ impl HttpSink {
         if let Some(context) = TraceContext::of_event(view) {
             context.insert_headers(&mut headers);
         }
-        Either::Right(self.post(headers, body, req.timeout, &req.reply_limits))
+        Either::Right(self.post(
+            headers,
+            body,
+            req.timeout,
+            &req.reply_limits,
+            req.wants_reply,
+        ))
     }
 
     /// Makes one attempt at a batch: POSTs `body`, a JSON array of structured events, in
@@ -252,7 +260,13 @@ impl HttpSink {
         trace: Option<&TraceHeaders>,
         req: &'a Request,
     ) -> impl Future<Output = Attempt> + 'a {
-        self.post(batch_headers(trace), body, req.timeout, &req.reply_limits)
+        self.post(
+            batch_headers(trace),
+            body,
+            req.timeout,
+            &req.reply_limits,
+            req.wants_reply,
+        )
     }
 
     /// Sends the one-event attempts of `items` as one batch and completes each with the
@@ -264,27 +278,32 @@ impl HttpSink {
             d.saturating_duration_since(tokio::time::Instant::now())
         });
         let trace = TraceHeaders::shared(items.iter().map(|p| p.trace.as_ref()));
+        let wants_reply = items.iter().any(|p| p.wants_reply);
         let attempt = self
             .post(
                 batch_headers(trace),
                 json_array(&items),
                 timeout,
                 reply_limits,
+                wants_reply,
             )
             .await;
         complete_all(items, attempt);
     }
 
-    /// POSTs `body` with `headers` (and `Prefer: reply`, and the credential) and reads the
-    /// response, within `timeout`.
+    /// POSTs `body` with `headers` (and `Prefer: reply` if a reply is wanted, and the
+    /// credential) and reads the response, within `timeout`.
     async fn post(
         &self,
         mut headers: http::HeaderMap,
         body: Bytes,
         timeout: Duration,
         reply_limits: &DecodeLimits,
+        wants_reply: bool,
     ) -> Attempt {
-        headers.insert("prefer", HeaderValue::from_static("reply"));
+        if wants_reply {
+            headers.insert("prefer", HeaderValue::from_static("reply"));
+        }
         if let Some(credential) = &self.credential {
             match credential.authorization() {
                 Ok(value) => {

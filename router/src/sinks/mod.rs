@@ -199,6 +199,9 @@ pub struct Request {
     pub reply_limits: triggerfish_core::event::DecodeLimits,
     /// The event's remaining TTL.
     pub ttl: u8,
+    /// Whether a reply is read: HTTP requests say `Prefer: reply` only then (a trigger's
+    /// deliveries; not a source's, whose replies go nowhere, nor a dead letter's).
+    pub wants_reply: bool,
     /// The broker the event came through (where replies and delayed events go).
     pub broker: BrokerKey,
 }

@@ -402,6 +402,13 @@ async fn dead_letter_after_the_last_attempt() {
         "base64 of the first KiB of the error body"
     );
     assert_eq!(d.header("ce-knativebrokerttl"), None);
+    // Knative's data plane: `Prefer: reply` only where a reply is read.
+    assert_eq!(attempts[0].header("prefer"), Some("reply"));
+    assert_eq!(
+        d.header("prefer"),
+        None,
+        "a dead letter's reply is not read"
+    );
 
     let m = router
         .wait_metric(

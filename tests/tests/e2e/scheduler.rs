@@ -49,6 +49,8 @@ async fn a_ping_source_fires_every_second_with_knatives_attributes() {
         assert_eq!(t.ce("team").as_deref(), Some("blue"));
         // Straight to a URI, through no broker: no broker's arrival time.
         assert_eq!(t.ce("knativearrivaltime"), None);
+        // A source reads no reply, so it does not ask for one.
+        assert_eq!(t.header("prefer"), None);
         assert_eq!(t.header("content-type"), Some("application/json"));
         assert_eq!(t.json(), json!({"message": "hello"}));
         assert!(
