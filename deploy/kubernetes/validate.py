@@ -61,15 +61,21 @@ VARIANTS = {
     # One replica, the memory store, no workers: the laptop setup on a cluster.
     "memory": ["router.store.kind=memory", "router.replicas=1", "nats.enabled=false",
                "worker.enabled=false"],
-    # One NATS node, QUIC's certificate from a Secret, more of the Server spec, another release.
+    # Replicas on CPU (a HorizontalPodAutoscaler); rendered as release "shop" (RELEASES).
+    "autoscaling": ["router.autoscaling.enabled=true", "router.autoscaling.minReplicas=2"],
+    # One NATS node, QUIC's certificate from a Secret, more of the Server spec.
     "single-nats": ["nats.replicas=1", "router.store.streamReplicas=1",
                     "router.quic.tlsSecret=triggerfish-quic", "router.serverSpec.shards=4",
                     "router.serverSpec.listen.http=0.0.0.0:8080", "worker.keda.enabled=false",
                     "nats.storageClassName=fast-ssd"],
 }
+# The variants rendered under another release name than RELEASE.
+RELEASES = {"autoscaling": "shop"}
 # Values that cannot work, and what the error must say.
 FAILURES = [
     (["router.store.kind=memory"], "needs router.replicas 1"),
+    (["router.store.kind=memory", "router.replicas=1", "router.autoscaling.enabled=true"],
+     "needs router.replicas 1"),
     (["router.store.kind=disk"], "router.store.kind must be one of the following"),
     # values.schema.json: a misspelt value fails instead of being ignored.
     (["router.replica=2"], "Additional property replica is not allowed"),
@@ -270,13 +276,13 @@ def brokers_of(docs):
             for d in docs if d["kind"] == "Broker"}
 
 
-def cross_check(resources, where, release=RELEASE):
+def cross_check(resources, where, fullname=RELEASE):
     """What the schemas cannot see; each check where both of its sides are deployed."""
-    router_cm = find(resources, "ConfigMap", f"{release}-config")
-    nats = find(resources, "StatefulSet", f"{release}-nats")
-    scaled = find(resources, "ScaledObject", f"{release}-worker")
+    router_cm = find(resources, "ConfigMap", f"{fullname}-config")
+    nats = find(resources, "StatefulSet", f"{fullname}-nats")
+    scaled = find(resources, "ScaledObject", f"{fullname}-worker")
     if not router_cm:
-        problem(where, f"expected the router's ConfigMap {release}-config")
+        problem(where, f"expected the router's ConfigMap {fullname}-config")
         return
     docs = list(yaml.safe_load_all(router_cm["data"]["config.yaml"]))
     server = next(d for d in docs if d["kind"] == "Server")["spec"]
@@ -441,13 +447,15 @@ def check_chart(out, write_base):
 
     checked = 0
     for variant, settings in VARIANTS.items():
-        text, error = render(settings, tests=True)
+        release = RELEASES.get(variant, RELEASE)
+        text, error = render(settings, tests=True, release=release)
         if error:
             problem(f"helm template {variant}", error)
             continue
         resources = documents(text, variant)
         validate(resources)
-        cross_check(resources, variant)
+        # The chart's fullname: the release, or <release>-triggerfish.
+        cross_check(resources, variant, release if "triggerfish" in release else f"{release}-triggerfish")
         checked += len(resources)
         if out:
             export_configs(resources, os.path.join(out, variant))
