@@ -25,6 +25,7 @@ pub mod delivery;
 pub mod event;
 pub mod filter;
 pub mod index;
+mod pem;
 pub mod policy;
 pub mod quic;
 pub mod sources;

@@ -219,6 +219,54 @@ spec:
     );
 }
 
+/// A `CACerts` whose base64 stops inside a DER length: the loader spun forever on it (x509-cert's
+/// PEM reader), so `validate` never returned and `serve` never started or reloaded.
+#[test]
+fn validate_refuses_truncated_ca_certs_at_once() {
+    let config = "\
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {name: default}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: tls}
+spec:
+  broker: default
+  subscriber:
+    uri: https://example.com/hook
+    CACerts: |
+      -----BEGIN CERTIFICATE-----
+      MIIB
+      -----END CERTIFICATE-----
+";
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "ca.yaml", config);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (dir_path, config_path) = (dir.path().to_owned(), path.clone());
+    std::thread::spawn(move || {
+        let out = run_cli(
+            &dir_path,
+            &["validate", "--config", config_path.to_str().unwrap()],
+            None,
+        );
+        let _ = tx.send(out);
+    });
+    let out = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("validate did not return within 60 s");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            r#"{}:{}: Trigger "tls" in namespace "default": spec.subscriber.CACerts: CACerts must hold PEM CA certificates: certificate 1: "#,
+            path.display(),
+            position(config, "CACerts:")
+        )),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn validate_unreadable_and_unparsable_files() {
     let dir = tempfile::tempdir().unwrap();

@@ -161,21 +161,11 @@ pub struct CaCerts(std::sync::Arc<str>);
 impl CaCerts {
     /// Checks that `pem` holds at least one certificate and that each parses.
     pub fn parse(pem: &str) -> Result<CaCerts, DestinationError> {
-        use x509_cert::der::DecodePem as _;
-        const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-        const END: &str = "-----END CERTIFICATE-----";
         let invalid = |reason: String| DestinationError::CaCerts { reason };
-        // Block by block: x509-cert's `load_pem_chain` can panic on malformed input.
-        let (mut rest, mut count) = (pem, 0);
-        while let Some(start) = rest.find(BEGIN) {
-            let end = rest[start..]
-                .find(END)
-                .map(|e| start + e + END.len())
-                .ok_or_else(|| invalid(format!("certificate {} has no {END} line", count + 1)))?;
-            x509_cert::Certificate::from_pem(&rest[start..end])
-                .map_err(|e| invalid(format!("certificate {}: {e}", count + 1)))?;
+        let mut count = 0;
+        for cert in crate::pem::certificates(pem.as_bytes()) {
+            cert.map_err(invalid)?;
             count += 1;
-            rest = &rest[end..];
         }
         if count == 0 {
             return Err(invalid("no PEM certificate in it".to_owned()));
@@ -785,10 +775,16 @@ mod tests {
         );
         let e = with("display:", &pem).unwrap_err();
         assert!(e.contains("not to display:"), "{e}");
+        let second_truncated =
+            format!("{pem}-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
         for bad in [
             "",
             "not pem",
             "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            // Base64 that ends inside a DER length: x509-cert's own PEM reader never returned.
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n",
+            &second_truncated,
         ] {
             let e = with("https://example.com/", bad).unwrap_err();
             assert!(
@@ -796,6 +792,8 @@ mod tests {
                 "{bad:?}: {e}"
             );
         }
+        let e = with("https://example.com/", &second_truncated).unwrap_err();
+        assert!(e.contains("certificate 2: "), "{e}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use rsa::pkcs8::DecodePublicKey as _;
 use rsa::{Pkcs1v15Sign, RsaPublicKey};
 use serde::Deserialize;
 use sha1::Sha1;
-use x509_cert::der::{DecodePem as _, Encode as _};
+use x509_cert::der::Encode as _;
 
 /// The API version every request names in `x-mns-version`.
 pub const API_VERSION: &str = "2015-06-06";
@@ -343,10 +343,12 @@ pub fn signing_cert_url(header: &[u8]) -> Result<String, MnsError> {
 pub struct SigningKey(RsaPublicKey);
 
 impl SigningKey {
-    /// Reads the RSA key of a PEM X.509 certificate.
+    /// Reads the RSA key of a PEM X.509 certificate (the first, if there are several).
     pub fn from_pem(pem: &[u8]) -> Result<SigningKey, CertError> {
-        let cert =
-            x509_cert::Certificate::from_pem(pem).map_err(|e| CertError::Parse(e.to_string()))?;
+        let cert = crate::pem::certificates(pem)
+            .next()
+            .unwrap_or_else(|| Err("no PEM certificate in it".to_owned()))
+            .map_err(CertError::Parse)?;
         let spki = cert
             .tbs_certificate
             .subject_public_key_info
@@ -503,5 +505,30 @@ mod tests {
             "https://x.aliyuncs.com/c.pem"
         );
         assert_eq!(signing_cert_url(b"%%"), Err(MnsError::CertUrl));
+    }
+
+    #[test]
+    fn signing_keys_come_from_whole_certificates_only() {
+        let fixture = |name: &str| {
+            std::fs::read(format!(
+                "{}/../tests/fixtures/mns/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap()
+        };
+        assert!(SigningKey::from_pem(&fixture("signing-cert.pem")).is_ok());
+        // A certificate cut short inside a DER length (x509-cert's PEM reader never returned),
+        // a key instead of a certificate, nothing at all.
+        for bad in [
+            b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_vec(),
+            fixture("signing-key.pem"),
+            Vec::new(),
+        ] {
+            assert!(
+                matches!(SigningKey::from_pem(&bad), Err(CertError::Parse(_))),
+                "{}",
+                String::from_utf8_lossy(&bad)
+            );
+        }
     }
 }
