@@ -92,10 +92,14 @@ impl Minter {
         Ok(minter)
     }
 
-    /// The `Authorization` value for `audience`: a cached token, or a fresh one.
+    /// The `Authorization` value for `audience`: a cached token, or a fresh one. Minted under
+    /// the cache's lock (a signature, tens of microseconds, once per audience per `tokenTtl`),
+    /// so that the deliveries that start together share one token instead of each minting its
+    /// own.
     pub fn authorization(&self, audience: &str) -> Result<HeaderValue, String> {
         let now = Instant::now();
-        if let Some((value, renew_at)) = self.cache.lock().get(audience)
+        let mut cache = self.cache.lock();
+        if let Some((value, renew_at)) = cache.get(audience)
             && now < *renew_at
         {
             return Ok(value.clone());
@@ -105,7 +109,6 @@ impl Minter {
             .map_err(|e| format!("minted token is not a header value: {e}"))?;
         value.set_sensitive(true);
         let renew_at = now + self.ttl - RENEW_BEFORE;
-        let mut cache = self.cache.lock();
         if cache.len() > 1024 {
             cache.retain(|_, (_, at)| now < *at);
         }
@@ -170,5 +173,47 @@ impl Credential {
             }
             Credential::Minted { audience, minter } => minter.authorization(audience),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deliveries that start together, with nothing cached yet, share one token: each used to
+    /// mint its own (a different `jti` each) until the first one was cached.
+    #[test]
+    fn concurrent_first_deliveries_share_one_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("router.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let spec = OutboundSpec {
+            issuer: "https://triggerfish.test".into(),
+            subject: None,
+            signing_key_file: key_file,
+            key_id: None,
+            token_ttl: None,
+        };
+        let minter = Arc::new(Minter::from_spec(&spec).unwrap());
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let tokens: Vec<HeaderValue> = (0..8)
+            .map(|_| {
+                let (minter, start) = (Arc::clone(&minter), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    minter.authorization("https://sub.test").unwrap()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
+        // Another audience gets a token of its own.
+        assert_ne!(
+            minter.authorization("https://other.test").unwrap(),
+            tokens[0]
+        );
     }
 }

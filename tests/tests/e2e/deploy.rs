@@ -62,6 +62,24 @@ fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Runs `triggerfish validate` on every config `validate.py` wrote to `out` whose name ends
+/// with `suffix`, in every variant; returns how many passed (a failure panics).
+fn validate_configs(out: &Path, suffix: &str) -> usize {
+    let mut checked = 0;
+    for variant in variants(out) {
+        for config in files_ending(&variant, suffix) {
+            let o = run_cli(
+                out,
+                &["validate", "--config", config.to_str().unwrap()],
+                None,
+            );
+            assert!(o.status.success(), "{}: {}", config.display(), text(&o));
+            checked += 1;
+        }
+    }
+    checked
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -79,17 +97,9 @@ fn manifests_match_the_kubernetes_schemas_and_the_configs_are_valid() {
 
     // The router's config as each variant's ConfigMap holds it, and the NATS config with the
     // variable the StatefulSet sets.
-    let mut checked = (0, 0);
+    let routers = validate_configs(out.path(), "-config.config.yaml");
+    let mut nats_configs = 0;
     for variant in variants(out.path()) {
-        for config in files_ending(&variant, "-config.config.yaml") {
-            let o = run_cli(
-                out.path(),
-                &["validate", "--config", config.to_str().unwrap()],
-                None,
-            );
-            assert!(o.status.success(), "{}: {}", config.display(), text(&o));
-            checked.0 += 1;
-        }
         for nats in files_ending(&variant, ".nats.conf") {
             let o = Command::new(triggerfish_tests::nats::binary())
                 .args(["-t", "-c"])
@@ -98,10 +108,13 @@ fn manifests_match_the_kubernetes_schemas_and_the_configs_are_valid() {
                 .output()
                 .unwrap();
             assert!(o.status.success(), "{}: {}", nats.display(), text(&o));
-            checked.1 += 1;
+            nats_configs += 1;
         }
     }
-    assert!(checked.0 >= 5 && checked.1 >= 3, "{checked:?}");
+    assert!(
+        routers >= 6 && nats_configs >= 4,
+        "{routers} {nats_configs}"
+    );
 }
 
 #[test]
@@ -109,20 +122,9 @@ fn the_worker_config_is_valid() {
     let out = tempfile::tempdir().unwrap();
     let o = validate(&workspace().join("deploy"), out.path());
     assert!(o.status.success(), "{}", text(&o));
-    let mut checked = 0;
-    for variant in variants(out.path()) {
-        for config in files_ending(&variant, "-worker-config.worker.yaml") {
-            let o = run_cli(
-                out.path(),
-                &["validate", "--config", config.to_str().unwrap()],
-                None,
-            );
-            assert!(o.status.success(), "{}: {}", config.display(), text(&o));
-            checked += 1;
-        }
-    }
-    // base, gpu, external-nats and single-nats; the memory variant has no workers.
-    assert!(checked >= 4, "{checked}");
+    let checked = validate_configs(out.path(), "-worker-config.worker.yaml");
+    // base, gpu, external-nats, autoscaling and single-nats; the memory variant has no workers.
+    assert!(checked >= 5, "{checked}");
 }
 
 /// The validator is strict: a misspelt field, a wrong type or a broken reference fails, in the
