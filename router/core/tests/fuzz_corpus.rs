@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 #[path = "../fuzz/checks/cesql.rs"]
 mod cesql;
+#[path = "../fuzz/checks/cesql_grammar.rs"]
+mod cesql_grammar;
 #[path = "../fuzz/checks/config_load.rs"]
 mod config_load;
 #[path = "../fuzz/checks/decode_batched.rs"]
@@ -49,6 +51,7 @@ type Check = fn(&[u8]);
 /// Every fuzz target and its check.
 const TARGETS: &[(&str, Check)] = &[
     ("cesql", cesql::check),
+    ("cesql_grammar", cesql_grammar::check),
     ("config_load", config_load::check),
     ("decode_batched", decode_batched::check),
     ("decode_binary", decode_binary::check),
@@ -145,6 +148,31 @@ fn every_fuzz_target_is_replayed() {
 #[test]
 fn cesql() {
     replay("cesql");
+}
+
+#[test]
+fn cesql_grammar() {
+    replay("cesql_grammar");
+}
+
+/// The grammar target is worth its corpus only if what it writes mostly parses and compiles:
+/// a broken generator would leave it checking compile errors alone.
+#[test]
+fn cesql_grammar_writes_expressions_that_compile() {
+    let corpus = files(&fuzz_dir().join("corpus").join("cesql_grammar"));
+    let compiled = corpus
+        .iter()
+        .map(|path| fs::read(path).expect("readable input"))
+        .filter(|data| {
+            let (text, _) = cesql_grammar::expression_of(data);
+            triggerfish_core::cesql::Expression::compile(&text).is_ok()
+        })
+        .count();
+    assert!(
+        compiled * 2 >= corpus.len(),
+        "only {compiled} of {} grammar-written expressions compile",
+        corpus.len()
+    );
 }
 
 #[test]
