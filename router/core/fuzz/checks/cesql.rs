@@ -31,6 +31,16 @@ const EVENTS: usize = 4;
 /// Most attribute names and candidate values taken from one expression.
 const MAX_NAMES: usize = 16;
 const MAX_VALUES: usize = 32;
+/// The context attributes every test event may carry (besides those the expression names).
+pub const CONTEXT_ATTRIBUTES: [&str; 7] = [
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+];
 
 /// Runs every invariant on one input.
 pub fn check(data: &[u8]) {
@@ -153,16 +163,8 @@ fn check_negation(inner: &Evaluation<'_>, negated: &Evaluation<'_>) {
 /// chosen by the bytes after the expression (or a fixed pattern when there are none).
 fn events(text: &str, material: &[u8]) -> Vec<MapEvent> {
     let (mut names, values) = scan(text);
-    for known in [
-        "id",
-        "source",
-        "type",
-        "subject",
-        "time",
-        "datacontenttype",
-        "dataschema",
-    ] {
-        if names.len() < MAX_NAMES + 7 && !names.iter().any(|n| n == known) {
+    for known in CONTEXT_ATTRIBUTES {
+        if names.len() < MAX_NAMES + CONTEXT_ATTRIBUTES.len() && !names.iter().any(|n| n == known) {
             names.push(known.to_owned());
         }
     }

@@ -19,20 +19,8 @@ const MAX_DEPTH: usize = 6;
 /// Most operands of one `AND`/`OR`/`XOR` chain, items of one `IN` set, arguments of one call.
 const MAX_WIDTH: usize = 4;
 
-const ATTRIBUTES: &[&str] = &[
-    "id",
-    "source",
-    "type",
-    "subject",
-    "time",
-    "datacontenttype",
-    "dataschema",
-    "specversion",
-    "amount",
-    "region",
-    "flag",
-    "Missing",
-];
+/// Attributes besides the context ones the `cesql` check gives its events.
+const EXTENSIONS: &[&str] = &["specversion", "amount", "region", "flag", "Missing"];
 /// The built-in functions, and one that does not exist.
 const FUNCTIONS: &[&str] = &[
     "LENGTH",
@@ -197,15 +185,23 @@ fn operand(u: &mut Unstructured<'_>, depth: usize, out: &mut String) {
 
 fn leaf(u: &mut Unstructured<'_>, out: &mut String) {
     match pick(u, 6) {
-        0 => out.push_str(one(u, ATTRIBUTES)),
+        0 => attribute(u, out),
         1 => {
             out.push_str("EXISTS ");
-            out.push_str(one(u, ATTRIBUTES));
+            attribute(u, out);
         }
         2 => out.push_str(one(u, INTEGERS)),
         3 => out.push_str(one(u, &["TRUE", "FALSE", "true"])),
         4 => out.push_str(&u.arbitrary::<i32>().unwrap_or(0).to_string()),
         _ => string(u, out),
+    }
+}
+
+fn attribute(u: &mut Unstructured<'_>, out: &mut String) {
+    let context = &crate::cesql::CONTEXT_ATTRIBUTES;
+    match pick(u, context.len() + EXTENSIONS.len()) {
+        i if i < context.len() => out.push_str(context[i]),
+        i => out.push_str(EXTENSIONS[i - context.len()]),
     }
 }
 
